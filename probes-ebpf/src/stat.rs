@@ -1,0 +1,226 @@
+//! The stat path: `mod_memcg_state` / `mod_memcg_lruvec_state` (tracepoints and tp_btf since
+//! 6.13) and the functions behind them (`__mod_memcg_state`, `__mod_memcg_lruvec_state`,
+//! `mod_memcg_state`, `mod_memcg_lruvec_state`) for fentry and kprobe.
+//!
+//! One body, `on_memcg_state`, takes a cgroup id source, the item and the value; the entry
+//! points below only adapt their arguments to it.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{btf_tracepoint, fentry, kprobe, tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
+};
+use probes_common::{MAX_CGROUP_DEPTH, StatKey, StatValue, counter, flags, hook};
+
+use crate::maps::{STAT_AGG, VERDICT, bump, config};
+
+/// Reads a kernel pointer-sized value at `base + off`.
+#[inline(always)]
+fn read_u64(base: u64, off: u64) -> Result<u64, ()> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.map_err(|_| ())
+}
+
+/// `memcg->css.cgroup->kn->id`, the cgroup id the tracepoints report and cgroupfs shows as the
+/// directory's inode number.
+#[inline(always)]
+fn css_cgroup_id(css: u64) -> Result<u64, ()> {
+    let cfg = config();
+    let cgroup = read_u64(css, cfg.css_cgroup)?;
+    let kn = read_u64(cgroup, cfg.cgroup_kn)?;
+    read_u64(kn, cfg.kn_id)
+}
+
+/// Decides whether `id` (whose css is `css`, when known) is inside the target subtree. The
+/// first event of a cgroup walks its ancestors; the verdict is remembered in `VERDICT`.
+#[inline(always)]
+fn wanted(id: u64, css: Option<u64>) -> bool {
+    let cfg = config();
+    if cfg.flags & flags::FILTER == 0 || id == cfg.target_cgroup_id {
+        return true;
+    }
+    if cfg.flags & flags::DESCENDANTS == 0 {
+        return false;
+    }
+    // SAFETY: the value is a plain u8 read by copy.
+    if let Some(v) = unsafe { VERDICT.get(&id) } {
+        return *v != 0;
+    }
+    // Without a css pointer (classic tracepoint) the ancestry cannot be walked: the tracepoint
+    // fallback only supports descendants that userspace pre-seeded into VERDICT.
+    let Some(mut cur) = css else { return false };
+    let mut verdict = 0u8;
+    let mut depth = 0;
+    while depth < MAX_CGROUP_DEPTH {
+        let Ok(parent) = read_u64(cur, cfg.css_parent) else { break };
+        if parent == 0 {
+            break;
+        }
+        match css_cgroup_id(parent) {
+            Ok(pid) if pid == cfg.target_cgroup_id => {
+                verdict = 1;
+                break;
+            }
+            Ok(_) => {}
+            Err(()) => break,
+        }
+        cur = parent;
+        depth += 1;
+    }
+    let _ = VERDICT.insert(&id, &verdict, 0);
+    verdict != 0
+}
+
+/// Adds `val` to this CPU's aggregate of (cgroup, item, hook).
+#[inline(always)]
+fn record(cgroup_id: u64, item: u32, which: u32, val: i64) {
+    let key = StatKey { cgroup_id, item, hook: which };
+    match STAT_AGG.get_ptr_mut(&key) {
+        Some(ptr) => {
+            // SAFETY: this CPU's value slot of a per-CPU hash map; only this CPU writes it and
+            // the stat hooks run with preemption disabled (the kernel's own per-CPU update).
+            unsafe {
+                (*ptr).delta += val;
+                (*ptr).events += 1;
+            }
+            bump(counter::STAT_RECORDED);
+        }
+        None => {
+            let first = StatValue { delta: val, events: 1 };
+            if STAT_AGG.insert(&key, &first, 0).is_ok() {
+                bump(counter::STAT_RECORDED);
+            } else {
+                bump(counter::STAT_MAP_FULL);
+            }
+        }
+    }
+}
+
+/// The hook body for a memcg pointer (tp_btf, fentry, kprobe).
+#[inline(always)]
+fn on_memcg_state(memcg: u64, item: i32, val: i32, which: u32) {
+    bump(counter::STAT_SEEN);
+    let css = memcg + config().memcg_css;
+    let Ok(id) = css_cgroup_id(css) else {
+        bump(counter::STAT_READ_FAILED);
+        return;
+    };
+    if !wanted(id, Some(css)) {
+        bump(counter::STAT_FILTERED);
+        return;
+    }
+    record(id, item as u32, which, i64::from(val));
+}
+
+/// The hook body when the kernel hands us the id (classic tracepoint).
+#[inline(always)]
+fn on_cgroup_id_state(id: u64, item: i32, val: i32, which: u32) {
+    bump(counter::STAT_SEEN);
+    if !wanted(id, None) {
+        bump(counter::STAT_FILTERED);
+        return;
+    }
+    record(id, item as u32, which, i64::from(val));
+}
+
+/// `lruvec` -> `container_of(lruvec, struct mem_cgroup_per_node, lruvec)->memcg`.
+#[inline(always)]
+fn lruvec_memcg(lruvec: u64) -> Result<u64, ()> {
+    let cfg = config();
+    read_u64(lruvec - cfg.pn_lruvec, cfg.pn_memcg)
+}
+
+fn on_lruvec_state(lruvec: u64, item: i32, val: i32) {
+    match lruvec_memcg(lruvec) {
+        Ok(memcg) if memcg != 0 => on_memcg_state(memcg, item, val, hook::LRUVEC_STATE),
+        _ => {
+            bump(counter::STAT_SEEN);
+            bump(counter::STAT_READ_FAILED);
+        }
+    }
+}
+
+// ---- tp_btf: TP_PROTO(struct mem_cgroup *memcg, int item, int val) ----
+
+#[btf_tracepoint(function = "mod_memcg_state")]
+pub fn tp_btf_memcg_state(ctx: BtfTracePointContext) -> i32 {
+    on_memcg_state(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::MEMCG_STATE);
+    0
+}
+
+#[btf_tracepoint(function = "mod_memcg_lruvec_state")]
+pub fn tp_btf_lruvec_state(ctx: BtfTracePointContext) -> i32 {
+    on_memcg_state(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::LRUVEC_STATE);
+    0
+}
+
+// ---- classic tracepoint: fields id (u64 @8), item (int @16), val (int @20) ----
+
+/// Offsets of the `memcg_rstat_stats` record, as its tracefs `format` file lists them.
+const TP_ID: usize = 8;
+const TP_ITEM: usize = 16;
+const TP_VAL: usize = 20;
+
+fn tp_fields(ctx: &TracePointContext) -> Option<(u64, i32, i32)> {
+    // SAFETY: offsets within the fixed-size tracepoint record (checked against the format file
+    // by userspace before attaching).
+    unsafe {
+        Some((
+            ctx.read_at::<u64>(TP_ID).ok()?,
+            ctx.read_at::<i32>(TP_ITEM).ok()?,
+            ctx.read_at::<i32>(TP_VAL).ok()?,
+        ))
+    }
+}
+
+#[tracepoint]
+pub fn tp_memcg_state(ctx: TracePointContext) -> u32 {
+    if let Some((id, item, val)) = tp_fields(&ctx) {
+        on_cgroup_id_state(id, item, val, hook::MEMCG_STATE);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_lruvec_state(ctx: TracePointContext) -> u32 {
+    if let Some((id, item, val)) = tp_fields(&ctx) {
+        on_cgroup_id_state(id, item, val, hook::LRUVEC_STATE);
+    }
+    0
+}
+
+// ---- fentry: (struct mem_cgroup *memcg | struct lruvec *lruvec, int idx, int val) ----
+
+#[fentry(function = "__mod_memcg_state")]
+pub fn fentry_memcg_state(ctx: FEntryContext) -> u32 {
+    on_memcg_state(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::MEMCG_STATE);
+    0
+}
+
+#[fentry(function = "__mod_memcg_lruvec_state")]
+pub fn fentry_lruvec_state(ctx: FEntryContext) -> u32 {
+    on_lruvec_state(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+// ---- kprobe: same arguments, read from registers ----
+
+#[kprobe]
+pub fn kprobe_memcg_state(ctx: ProbeContext) -> u32 {
+    if let (Some(memcg), Some(item), Some(val)) =
+        (ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2))
+    {
+        on_memcg_state(memcg, item, val, hook::MEMCG_STATE);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_lruvec_state(ctx: ProbeContext) -> u32 {
+    if let (Some(lruvec), Some(item), Some(val)) =
+        (ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2))
+    {
+        on_lruvec_state(lruvec, item, val);
+    }
+    0
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", memcg_drift::probes::OBJECT.len());
+}
