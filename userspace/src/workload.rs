@@ -1,0 +1,1 @@
+//! The controlled workload process. (In progress.)
