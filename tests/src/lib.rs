@@ -1,1 +1,67 @@
+//! Shared helpers of the kernel integration tests.
+//!
+//! Every test that needs root, BPF or a memory cgroup calls [`require_kernel`] first. Without
+//! the prerequisites it prints why and returns `false` (the test then passes vacuously), unless
+//! `REQUIRE_BPF=1` is set (CI, `cargo xtask test`, the QEMU guests), where a missing
+//! prerequisite fails the test: a skipped kernel test must never pass silently there.
 
+use std::path::PathBuf;
+
+/// True when kernel tests must not skip.
+pub fn strict() -> bool {
+    std::env::var("REQUIRE_BPF").is_ok_and(|v| v == "1")
+}
+
+/// Checks root, kernel BTF and a memory controller; see the module docs.
+pub fn require_kernel(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("not root".to_string());
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        missing.push("no /sys/kernel/btf/vmlinux".to_string());
+    }
+    match memcg_drift::cgroup::detect_layout() {
+        Ok(l) if l.memory.is_some() => {}
+        Ok(_) => missing.push("no memory controller mounted".into()),
+        Err(e) => missing.push(format!("cgroup layout: {e}")),
+    }
+    if memcg_drift::probes::OBJECT.is_empty() {
+        missing.push("built without eBPF probes (run `cargo xtask setup`)".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join(", ");
+    if strict() {
+        panic!("{test}: REQUIRE_BPF=1 but {why}");
+    }
+    eprintln!("skipping {test} - {why}");
+    false
+}
+
+/// The `memcg-drift` binary under test: `$MEMCG_DRIFT_BIN`, else the one cargo built next to
+/// the test executable (`target/<profile>/memcg-drift`).
+pub fn bin() -> PathBuf {
+    memcg_drift::workload::workload_binary()
+}
+
+/// Online CPU ids.
+pub fn online_cpus() -> Vec<usize> {
+    aya_online_cpus()
+}
+
+fn aya_online_cpus() -> Vec<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let mut v = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                v.extend(a..=b);
+            }
+            None => v.push(part.parse().unwrap()),
+        }
+    }
+    v
+}

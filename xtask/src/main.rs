@@ -67,7 +67,11 @@ fn run() -> Result<()> {
         Cmd::Run { args } => {
             setup::setup(false)?;
             build_release()?;
-            let args = if args.is_empty() { vec!["doctor".to_string()] } else { args };
+            let args = if args.is_empty() {
+                vec!["doctor".to_string()]
+            } else {
+                args
+            };
             let status = Command::new(workspace_root().join("target/release/memcg-drift"))
                 .args(&args)
                 .status()
@@ -79,6 +83,8 @@ fn run() -> Result<()> {
         }
         Cmd::Test { no_vm, args } => {
             setup::setup(!no_vm)?;
+            // The CLI tests run the binary itself (target/debug/memcg-drift).
+            cargo(&["build", "-p", "memcg-drift"], &[])?;
             cargo(&["test", "--workspace", "--exclude", "probes-ebpf"], &args)?;
             if !no_vm {
                 for kernel in vm::KERNELS {

@@ -9,8 +9,22 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-const PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "bpftool"];
-const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
+/// bpftool and bpftrace are independent cross-checks used by the integration tests.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "bpftool",
+    "bpftrace",
+];
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
+    "zstd",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
@@ -43,7 +57,10 @@ pub fn setup(vm: bool) -> Result<()> {
     if missing.is_empty() {
         step(&format!("Debian packages present: {}", wanted.join(" ")));
     } else {
-        step(&format!("installing Debian packages: {}", missing.join(" ")));
+        step(&format!(
+            "installing Debian packages: {}",
+            missing.join(" ")
+        ));
         run(Command::new("apt-get").args(["update", "-q"]))?;
         run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -69,11 +86,19 @@ pub fn setup(vm: bool) -> Result<()> {
     if have_linker {
         step(&format!("bpf-linker {BPF_LINKER_VERSION} present"));
     } else {
-        step(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)"));
+        step(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)"
+        ));
         let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
         run(Command::new("cargo")
             .env("PATH", path)
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+            ])
             .args(["--no-default-features", "--features", "llvm-22"]))?;
     }
     Ok(())

@@ -1,0 +1,245 @@
+//! The `memcg-drift` command as a user runs it: doctor, trace, and every kind of bad input
+//! (one line on stderr, non-zero exit, nothing left attached, mounted or created).
+
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use integration_tests::{bin, online_cpus, require_kernel, strict};
+use memcg_drift::{
+    cgroup::{RunGroup, detect_layout},
+    workload::{Workload, workload_binary},
+};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run memcg-drift")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A bad-input failure: exit code non-zero, exactly one line on stderr naming the problem.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err:?}");
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    assert!(err.starts_with("memcg-drift: "), "{err:?}");
+}
+
+/// Names of loaded BPF programs (as bpftool shows them), to prove nothing stays loaded.
+fn our_programs() -> Vec<String> {
+    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output();
+    let Ok(out) = out else { return vec![] };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(String::from))
+                .filter(|n| n.starts_with("tp_btf_") || n.starts_with("tp_memcg") || n.starts_with("tp_lruvec") || n.starts_with("trial_") || n.starts_with("fentry_memcg") || n.starts_with("kprobe_memcg"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn bad_duration_is_one_line() {
+    let o = run(&["trace", "--cgroup", "/", "--duration", "5x"]);
+    assert_one_line_error(&o, "5x");
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn missing_cgroup_option_is_one_line() {
+    let o = run(&["trace"]);
+    assert_one_line_error(&o, "--cgroup");
+}
+
+#[test]
+fn bad_paths_are_one_line_errors() {
+    if !require_kernel("bad_paths_are_one_line_errors") {
+        return;
+    }
+    let o = run(&["trace", "--cgroup", "/sys/fs/cgroup/memory/no/such/cgroup", "-d", "1s"]);
+    assert_one_line_error(&o, "does not exist");
+    let o = run(&["trace", "--cgroup", "/etc/hostname", "-d", "1s"]);
+    assert_one_line_error(&o, "/etc/hostname");
+    let o = run(&["trace", "--cgroup", "/tmp", "-d", "1s"]);
+    assert_one_line_error(&o, "/tmp");
+    // A directory of another controller's hierarchy is not a memory cgroup (hybrid hosts).
+    if std::path::Path::new("/sys/fs/cgroup/cpu/cgroup.procs").exists() {
+        let o = run(&["trace", "--cgroup", "/sys/fs/cgroup/cpu", "-d", "1s"]);
+        assert_one_line_error(&o, "/sys/fs/cgroup/cpu");
+    }
+    assert!(our_programs().is_empty());
+}
+
+#[test]
+fn not_root_is_one_line_error() {
+    if !require_kernel("not_root_is_one_line_error") {
+        return;
+    }
+    let mut cmd = Command::new(bin());
+    cmd.args(["trace", "--cgroup", "/", "-d", "1s"]);
+    // SAFETY: setuid in the forked child before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(65534))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(65534))?;
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert_one_line_error(&o, "needs root");
+}
+
+/// Runs the binary in a private mount namespace after `setup` (a shell snippet) changed what
+/// the tool sees, e.g. hid the BTF or unmounted the memory controller. The host is unchanged.
+fn in_private_mounts(setup: &str, args: &str) -> Output {
+    let script = format!("set -e; {setup}; exec {} {args}", bin().display());
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare")
+}
+
+#[test]
+fn no_btf_is_one_line_error() {
+    if !require_kernel("no_btf_is_one_line_error") {
+        return;
+    }
+    let o = in_private_mounts("mount --bind /dev/null /sys/kernel/btf/vmlinux", "trace --cgroup / -d 1s");
+    assert_one_line_error(&o, "BTF");
+    let o = in_private_mounts("mount --bind /dev/null /sys/kernel/btf/vmlinux", "doctor");
+    assert!(!o.status.success(), "doctor must fail without BTF");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cannot run"));
+}
+
+#[test]
+fn no_memory_controller_is_one_line_error() {
+    if !require_kernel("no_memory_controller_is_one_line_error") {
+        return;
+    }
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let o = in_private_mounts(&format!("umount -l {}", hier.root.display()), "trace --cgroup / -d 1s");
+    assert_one_line_error(&o, "memory controller");
+}
+
+#[test]
+fn ctrl_c_during_attach_leaves_nothing_attached() {
+    if !require_kernel("ctrl_c_during_attach_leaves_nothing_attached") {
+        return;
+    }
+    let tracefs_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" - tracefs ");
+    let mut child = Command::new(bin())
+        .args(["trace", "--cgroup", "/", "-d", "30s"])
+        .env("MEMCG_DRIFT_TEST_ATTACH_DELAY_MS", "3000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the probes are attached (the delay runs right after attaching).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while our_programs().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let attached = !our_programs().is_empty();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    if strict() || Command::new("bpftool").arg("version").output().is_ok() {
+        assert!(attached, "probes never showed up in bpftool");
+    }
+    assert_one_line_error(&o, "interrupted while attaching");
+    assert!(our_programs().is_empty(), "programs left loaded: {:?}", our_programs());
+    let tracefs_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" - tracefs ");
+    assert_eq!(tracefs_before, tracefs_after, "tracefs mount state changed");
+}
+
+#[test]
+fn trace_json_reports_the_workload_exactly() {
+    if !require_kernel("trace_json_reports_the_workload_exactly") {
+        return;
+    }
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run_group = RunGroup::create(&hier).unwrap();
+    let cg = run_group.child("trace-json").unwrap();
+    let cpu = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &cg, cpu).unwrap();
+    let child = Command::new(bin())
+        .args(["trace", "--cgroup"])
+        .arg(cg.path())
+        .args(["--duration", "4s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The trace attaches within a second or two; touch well inside the window.
+    std::thread::sleep(Duration::from_millis(2000));
+    w.touch(100).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert_eq!(doc["cgroup"].as_str(), Some(cg.path().to_str().unwrap()));
+    assert_eq!(doc["lost"], 0);
+    let rows = doc["rows"].as_array().unwrap();
+    let anon: Vec<_> = rows.iter().filter(|r| r["item"] == "NR_ANON_MAPPED").collect();
+    assert_eq!(anon.len(), 1, "{anon:?}");
+    assert_eq!(anon[0]["cpu"], cpu);
+    assert_eq!(anon[0]["delta_pages"], 100);
+    assert_eq!(anon[0]["events"], 100);
+    assert_eq!(anon[0]["delta_bytes"], 100 * 4096);
+    w.exit().unwrap();
+    run_group.remove().unwrap();
+}
+
+#[test]
+fn trace_text_fits_100_columns() {
+    if !require_kernel("trace_text_fits_100_columns") {
+        return;
+    }
+    let o = run(&["trace", "--cgroup", "/", "--descendants", "-d", "1s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("ITEM"), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "too wide: {line}");
+    }
+}
+
+#[test]
+fn doctor_json_matches_what_this_kernel_allows() {
+    if !require_kernel("doctor_json_matches_what_this_kernel_allows") {
+        return;
+    }
+    let o = run(&["doctor", "--json"]);
+    assert!(o.status.success(), "doctor failed: {}", String::from_utf8_lossy(&o.stdout));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["can_run"], true);
+    let flavour = |name: &str| doc["flavours"].as_array().unwrap().iter().find(|f| f["flavour"] == name).unwrap().clone();
+    assert_eq!(flavour("tp_btf")["usable"], true, "{doc}");
+    // Independent evidence for fentry: bpftrace's own feature probe ("kfunc: yes/no").
+    if let Ok(info) = Command::new("bpftrace").arg("--info").output() {
+        let text = String::from_utf8_lossy(&info.stdout).to_string() + &String::from_utf8_lossy(&info.stderr);
+        if let Some(line) = text.lines().find(|l| l.trim_start().starts_with("kfunc:")) {
+            let yes = line.contains("yes");
+            assert_eq!(flavour("fentry")["usable"], yes, "doctor vs bpftrace on fentry: {line}");
+            if !yes {
+                let err = flavour("fentry")["error"].as_str().unwrap().to_string();
+                assert!(err.contains("Operation not permitted") || err.contains("EPERM"), "{err}");
+            }
+        }
+    }
+    // kprobes: usable exactly when the kernel has a kprobe PMU.
+    let pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+    assert_eq!(flavour("kprobe")["usable"], pmu);
+    // The stat hooks attached for real.
+    let hooks = doc["hooks"].as_array().unwrap();
+    for id in ["stat.memcg_state", "stat.lruvec_state"] {
+        let h = hooks.iter().find(|h| h["id"] == id).unwrap();
+        assert!(h["attached"].is_string(), "{id}: {h}");
+    }
+    assert!(our_programs().is_empty());
+}

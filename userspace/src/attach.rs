@@ -1,0 +1,270 @@
+//! Loading the probes and attaching them according to the plan. The only module that asks the
+//! kernel to load or attach programs.
+//!
+//! For each hook the usable candidates of its plan are tried in order; the first that loads and
+//! attaches wins, and every failure is kept with the kernel's error so reports can say what was
+//! used, what was tried and what is lost.
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, FEntry, KProbe, Program, ProgramError, RawTracePoint, TracePoint},
+};
+use probes_common::{GLOBAL_CONFIG, ProbeConfig, WIRE_VERSION, flags};
+use serde::Serialize;
+
+use crate::{
+    kernel::{KernelFacts, btf::KernelBtf, tracefs},
+    plan::{Candidate, Flavour, FlavourSupport, HookPlan, Target},
+};
+
+/// The probes object with a clear error when it was built without the eBPF toolchain.
+pub fn object() -> anyhow::Result<&'static [u8]> {
+    if crate::probes::OBJECT.is_empty() {
+        anyhow::bail!(
+            "this memcg-drift was built without its eBPF probes (the eBPF toolchain was missing); \
+             run `cargo xtask setup`, then rebuild"
+        );
+    }
+    Ok(crate::probes::OBJECT)
+}
+
+/// Which cgroups the stat probes record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter {
+    /// Cgroup id of the target; `None` records every cgroup.
+    pub target: Option<u64>,
+    /// Also record the target's descendants.
+    pub descendants: bool,
+}
+
+/// Resolves the probes' kernel layout from BTF; names the first missing member.
+pub fn probe_config(btf: &KernelBtf, filter: Filter) -> anyhow::Result<ProbeConfig> {
+    let off = |s: &str, m: &str| {
+        btf.member_offset(s, m)
+            .ok_or_else(|| anyhow::anyhow!("kernel BTF has no member `{m}` in struct {s}"))
+    };
+    let mut f = 0;
+    if filter.target.is_some() {
+        f |= flags::FILTER;
+    }
+    if filter.descendants {
+        f |= flags::DESCENDANTS;
+    }
+    Ok(ProbeConfig {
+        memcg_css: off("mem_cgroup", "css")?,
+        css_cgroup: off("cgroup_subsys_state", "cgroup")?,
+        css_parent: off("cgroup_subsys_state", "parent")?,
+        cgroup_kn: off("cgroup", "kn")?,
+        kn_id: off("kernfs_node", "id")?,
+        pn_lruvec: off("mem_cgroup_per_node", "lruvec")?,
+        pn_memcg: off("mem_cgroup_per_node", "memcg")?,
+        target_cgroup_id: filter.target.unwrap_or(0),
+        flags: f,
+        wire_version: WIRE_VERSION,
+    })
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels that still charge BPF maps to it (< 5.11); failure is
+/// harmless on newer kernels, which account BPF memory to the memcg instead.
+fn bump_memlock() {
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+        nix::sys::resource::RLIM_INFINITY,
+        nix::sys::resource::RLIM_INFINITY,
+    );
+}
+
+/// Loads the probes object with its configuration (programs are loaded when attached).
+pub fn load(cfg: &ProbeConfig) -> anyhow::Result<Ebpf> {
+    let obj = object()?;
+    bump_memlock();
+    EbpfLoader::new()
+        .override_global(GLOBAL_CONFIG, cfg, true)
+        .load(obj)
+        .map_err(|e| anyhow::anyhow!("loading the probes object failed: {e}"))
+}
+
+/// One line from an aya error and its causes (the verifier log is cut to its last line).
+pub fn short_error(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 240 { format!("{}...", one.chars().take(240).collect::<String>()) } else { one }
+}
+
+/// Outcome of trying to attach one hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookOutcome {
+    /// Hook id.
+    pub id: &'static str,
+    /// The candidate in use, if any.
+    pub used: Option<UsedCandidate>,
+    /// Candidates tried and failed, with the kernel's error.
+    pub failed: Vec<(Flavour, String, String)>,
+    /// What the report loses if `used` is `None`.
+    pub loss: &'static str,
+}
+
+/// The attached candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsedCandidate {
+    /// Flavour.
+    pub flavour: Flavour,
+    /// Kernel target.
+    pub target: String,
+    /// Program name in the object.
+    pub program: &'static str,
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    p.try_into().map_err(|e: ProgramError| short_error(&e))
+}
+
+/// Checks that a classic tracepoint's record has the layout the probe reads
+/// (`id`@8, `item`@16, `val`@20, see `probes-ebpf/src/stat.rs`).
+fn check_stat_tracepoint_format(facts: &KernelFacts, cat: &str, name: &str) -> Result<(), String> {
+    let t = facts.tracefs.as_ref().map_err(Clone::clone)?;
+    let fmt = t.format(cat, name).ok_or("format file unreadable")?;
+    let want = [("id", 8, 8), ("item", 16, 4), ("val", 20, 4)];
+    for (field, off, size) in want {
+        if tracefs::field_offset(&fmt, field) != Some((off, size)) {
+            return Err(format!("record layout differs from the probe's ({field} not at {off}/{size})"));
+        }
+    }
+    Ok(())
+}
+
+/// Loads and attaches one candidate. On failure the program is unloaded again so the next
+/// candidate can reuse it for another target.
+pub fn attach_candidate(
+    ebpf: &mut Ebpf,
+    cand: &Candidate,
+    btf: Option<&Btf>,
+    facts: &KernelFacts,
+) -> Result<&'static str, String> {
+    let name = cand.program.ok_or("no program")?;
+    // Each arm loads then attaches; a failed attach unloads the program again so that the next
+    // candidate can load it for another target.
+    macro_rules! load_attach {
+        ($ty:ty, $load:expr, $attach:expr) => {{
+            let p: &mut $ty = program(ebpf, name)?;
+            #[allow(clippy::redundant_closure_call)]
+            let r = $load(&mut *p).map_err(|e: ProgramError| short_error(&e)).and_then(|()| {
+                #[allow(clippy::redundant_closure_call)]
+                $attach(&mut *p).map(|_| ()).map_err(|e: ProgramError| short_error(&e))
+            });
+            if r.is_err() {
+                let _ = p.unload();
+            }
+            r
+        }};
+    }
+    let btf_required = || btf.ok_or_else(|| "needs kernel BTF".to_string());
+    let res: Result<(), String> = match (&cand.flavour, &cand.target) {
+        (Flavour::TpBtf, Target::BtfTracepoint(tp)) => {
+            let btf = btf_required()?;
+            load_attach!(BtfTracePoint, |p: &mut BtfTracePoint| p.load(tp, btf), |p: &mut BtfTracePoint| p.attach())
+        }
+        (Flavour::RawTracepoint, Target::BtfTracepoint(tp)) => {
+            load_attach!(RawTracePoint, |p: &mut RawTracePoint| p.load(), |p: &mut RawTracePoint| p.attach(tp))
+        }
+        (Flavour::Tracepoint, Target::Tracepoint(cat, tp)) => {
+            if name.starts_with("tp_") && cat == &"memcg" {
+                check_stat_tracepoint_format(facts, cat, tp)?;
+            }
+            if let Err(e) = &facts.tracefs {
+                return Err(e.clone());
+            }
+            load_attach!(TracePoint, |p: &mut TracePoint| p.load(), |p: &mut TracePoint| p.attach(cat, tp))
+        }
+        (Flavour::Fentry, Target::BtfFunction(f)) => {
+            let btf = btf_required()?;
+            load_attach!(FEntry, |p: &mut FEntry| p.load(f, btf), |p: &mut FEntry| p.attach())
+        }
+        (Flavour::Kprobe, Target::Function(f)) => {
+            if !facts.kprobe_pmu {
+                return Err("kernel has no kprobe PMU (CONFIG_KPROBES off)".into());
+            }
+            load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p.attach(f, 0))
+        }
+        (f, t) => Err(format!("flavour {f} cannot attach to {t:?}")),
+    };
+    res.map(|()| name)
+}
+
+/// Attaches every hook of `plans` that has a usable candidate with a program.
+pub fn attach_plans(ebpf: &mut Ebpf, plans: &[HookPlan], btf: &Btf, facts: &KernelFacts) -> Vec<HookOutcome> {
+    plans
+        .iter()
+        .map(|plan| {
+            let mut failed = Vec::new();
+            let mut used = None;
+            for cand in plan.usable() {
+                match attach_candidate(ebpf, cand, Some(btf), facts) {
+                    Ok(program) => {
+                        used = Some(UsedCandidate {
+                            flavour: cand.flavour,
+                            target: cand.target.to_string(),
+                            program,
+                        });
+                        break;
+                    }
+                    Err(e) => failed.push((cand.flavour, cand.target.to_string(), e)),
+                }
+            }
+            HookOutcome { id: plan.id, used, failed, loss: plan.loss }
+        })
+        .collect()
+}
+
+/// Trial-loads a do-nothing program of every flavour and attaches it to a target that exists
+/// here, so doctor and the plan know what the kernel really allows (fentry can be listed in
+/// BTF and still be refused with EPERM).
+pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport {
+    let mut out = FlavourSupport::new();
+    let mut ebpf = match load(&ProbeConfig::ZERO) {
+        Ok(e) => e,
+        Err(e) => {
+            for f in Flavour::ALL {
+                out.insert(f, Err(e.to_string()));
+            }
+            return out;
+        }
+    };
+    // Targets present on every kernel this tool meets; the first that exists is used.
+    const FUNCS: [&str; 3] = ["page_counter_try_charge", "vfs_read", "do_sys_openat2"];
+    const TPS: [&str; 2] = ["sched_process_fork", "sched_switch"];
+    let func = FUNCS.iter().copied().find(|f| facts.btf.as_ref().is_ok_and(|b| b.has_func(f)));
+    let ksym = FUNCS
+        .iter()
+        .copied()
+        .find(|f| facts.kallsyms.state(f) == crate::kernel::symbols::SymbolState::Present);
+    let tp = TPS.iter().copied().find(|t| facts.btf.as_ref().is_ok_and(|b| b.has_btf_tracepoint(t)));
+    for f in Flavour::ALL {
+        let cand = match f {
+            Flavour::Fentry => func.map(|t| (Target::BtfFunction(t), "trial_fentry")),
+            Flavour::Kprobe => ksym.map(|t| (Target::Function(t), "trial_kprobe")),
+            Flavour::TpBtf => tp.map(|t| (Target::BtfTracepoint(t), "trial_tp_btf")),
+            Flavour::RawTracepoint => tp.map(|t| (Target::BtfTracepoint(t), "trial_raw_tp")),
+            Flavour::Tracepoint => Some((Target::Tracepoint("sched", "sched_process_fork"), "trial_tracepoint")),
+        };
+        let res = match cand {
+            None => Err("no trial target found in this kernel".to_string()),
+            Some((target, program)) => {
+                let cand = Candidate { flavour: f, target, program: Some(program) };
+                attach_candidate(&mut ebpf, &cand, btf, facts).map(|_| ())
+            }
+        };
+        out.insert(f, res);
+    }
+    out
+}

@@ -1,1 +1,0 @@
-//! Cgroup layout detection, memory-cgroup readers, and the tool's own cgroups. (In progress.)

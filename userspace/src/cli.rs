@@ -1,0 +1,127 @@
+//! Command-line interface (clap derive). Values are parsed by typed parsers so that bad input
+//! fails before anything is created or attached.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::Flavour;
+
+/// memcg-drift explains why a memory cgroup's charged usage and its statistics disagree.
+#[derive(Debug, Parser)]
+#[command(name = "memcg-drift", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what this kernel offers: BTF, cgroup layout, which probe flavours load here, and
+    /// how each hook of the tool would attach. Exits non-zero when the tool cannot run.
+    Doctor(DoctorArgs),
+    /// Record statistic updates of a memory cgroup per CPU and item until Ctrl-C or --duration.
+    Trace(TraceArgs),
+    /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs).
+    Cleanup,
+    /// Internal: the controlled workload process (spoken to over stdin/stdout).
+    #[command(name = "__workload", hide = true)]
+    Workload,
+}
+
+/// Options of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Attach flavour selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachChoice {
+    /// The first candidate that loads and attaches, in the plan's order.
+    Auto,
+    /// BTF tracepoints only.
+    TpBtf,
+    /// Classic tracepoints only.
+    Tracepoint,
+    /// fentry only.
+    Fentry,
+    /// kprobes only.
+    Kprobe,
+}
+
+impl AttachChoice {
+    /// The forced flavour, if any.
+    pub fn flavour(self) -> Option<Flavour> {
+        match self {
+            AttachChoice::Auto => None,
+            AttachChoice::TpBtf => Some(Flavour::TpBtf),
+            AttachChoice::Tracepoint => Some(Flavour::Tracepoint),
+            AttachChoice::Fentry => Some(Flavour::Fentry),
+            AttachChoice::Kprobe => Some(Flavour::Kprobe),
+        }
+    }
+}
+
+/// Options of `trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The memory cgroup: an absolute path in the memory hierarchy or a path relative to its
+    /// root (e.g. `system.slice/foo.service`).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: PathBuf,
+    /// Stop after this long (e.g. `500ms`, `5s`, `2min`); default: until Ctrl-C.
+    #[arg(long, short = 'd', value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Also record the cgroup's descendants (including ones created while tracing).
+    #[arg(long)]
+    pub descendants: bool,
+    /// How to attach the probes.
+    #[arg(long, value_enum, default_value_t = AttachChoice::Auto)]
+    pub attach: AttachChoice,
+    /// Print one JSON document instead of text (see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a human duration (`500ms`, `5s`, `1min`); a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        s.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 500ms, 5s or 2min ({e})"))
+    }?;
+    if d.is_zero() {
+        return Err("duration must be more than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5x").unwrap_err().contains("5x"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn cli_rejects_bad_duration_and_missing_cgroup() {
+        assert!(Cli::try_parse_from(["memcg-drift", "trace", "--cgroup", "/x", "--duration", "5x"]).is_err());
+        assert!(Cli::try_parse_from(["memcg-drift", "trace"]).is_err());
+        let ok = Cli::try_parse_from(["memcg-drift", "trace", "--cgroup", "/x", "-d", "1s", "--json"]).unwrap();
+        assert!(matches!(ok.command, Command::Trace(TraceArgs { json: true, .. })));
+    }
+}

@@ -1,0 +1,141 @@
+//! Reading the probes' maps: per-CPU stat aggregates and the loss counters. Snapshots are
+//! plain data so that phase windows are differences of two snapshots.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    maps::{PerCpuArray, PerCpuHashMap},
+};
+use probes_common::{MAP_COUNTERS, MAP_STAT_AGG, StatKey, StatValue, counter};
+use serde::Serialize;
+
+/// Loss and activity counters summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Stat events seen by the stat hooks.
+    pub seen: u64,
+    /// Events added to an aggregate.
+    pub recorded: u64,
+    /// Events of cgroups outside the target subtree.
+    pub filtered: u64,
+    /// Events lost because the aggregate map was full.
+    pub map_full: u64,
+    /// Events lost because a kernel read failed.
+    pub read_failed: u64,
+}
+
+impl Counters {
+    /// Events that should have been recorded and were not.
+    pub fn lost(&self) -> u64 {
+        self.map_full + self.read_failed
+    }
+
+    fn minus(&self, o: &Self) -> Self {
+        Self {
+            seen: self.seen.wrapping_sub(o.seen),
+            recorded: self.recorded.wrapping_sub(o.recorded),
+            filtered: self.filtered.wrapping_sub(o.filtered),
+            map_full: self.map_full.wrapping_sub(o.map_full),
+            read_failed: self.read_failed.wrapping_sub(o.read_failed),
+        }
+    }
+}
+
+/// One reading of the stat aggregates: per key, one value per possible CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatSnapshot {
+    /// Aggregates; the vector is indexed by CPU id.
+    pub rows: BTreeMap<StatKey, Vec<StatValue>>,
+    /// Counters summed over CPUs.
+    pub counters: Counters,
+}
+
+impl StatSnapshot {
+    /// Reads the maps of a loaded probe set.
+    pub fn read(ebpf: &Ebpf) -> anyhow::Result<Self> {
+        let agg: PerCpuHashMap<_, StatKey, StatValue> = PerCpuHashMap::try_from(
+            ebpf.map(MAP_STAT_AGG).ok_or_else(|| anyhow::anyhow!("map {MAP_STAT_AGG} missing"))?,
+        )?;
+        let mut rows = BTreeMap::new();
+        for item in agg.iter() {
+            let (k, values) = item?;
+            rows.insert(k, values.iter().copied().collect());
+        }
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            ebpf.map(MAP_COUNTERS).ok_or_else(|| anyhow::anyhow!("map {MAP_COUNTERS} missing"))?,
+        )?;
+        let sum = |slot: u32| -> anyhow::Result<u64> { Ok(arr.get(&slot, 0)?.iter().sum()) };
+        let counters = Counters {
+            seen: sum(counter::STAT_SEEN)?,
+            recorded: sum(counter::STAT_RECORDED)?,
+            filtered: sum(counter::STAT_FILTERED)?,
+            map_full: sum(counter::STAT_MAP_FULL)?,
+            read_failed: sum(counter::STAT_READ_FAILED)?,
+        };
+        Ok(Self { rows, counters })
+    }
+
+    /// What happened between `earlier` and `self` (keys absent earlier count from zero).
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut rows = BTreeMap::new();
+        for (k, now) in &self.rows {
+            let before = earlier.rows.get(k);
+            let diff: Vec<StatValue> = now
+                .iter()
+                .enumerate()
+                .map(|(cpu, v)| {
+                    let b = before.and_then(|b| b.get(cpu)).copied().unwrap_or_default();
+                    StatValue { delta: v.delta - b.delta, events: v.events - b.events }
+                })
+                .collect();
+            if diff.iter().any(|d| d.events != 0) {
+                rows.insert(*k, diff);
+            }
+        }
+        Self { rows, counters: self.counters.minus(&earlier.counters) }
+    }
+
+    /// Net delta of (cgroup, item) on each CPU, summed over hooks.
+    pub fn per_cpu(&self, cgroup_id: u64, item: u32) -> Vec<i64> {
+        let mut out: Vec<i64> = Vec::new();
+        for (k, vals) in &self.rows {
+            if k.cgroup_id == cgroup_id && k.item == item {
+                if out.len() < vals.len() {
+                    out.resize(vals.len(), 0);
+                }
+                for (cpu, v) in vals.iter().enumerate() {
+                    out[cpu] += v.delta;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(item: u32) -> StatKey {
+        StatKey { cgroup_id: 7, item, hook: 1 }
+    }
+
+    #[test]
+    fn since_subtracts_per_cpu_and_drops_idle_keys() {
+        let mut a = StatSnapshot::default();
+        a.rows.insert(key(1), vec![StatValue { delta: 5, events: 5 }, StatValue::default()]);
+        a.rows.insert(key(2), vec![StatValue { delta: 1, events: 1 }, StatValue::default()]);
+        a.counters.seen = 10;
+        let mut b = a.clone();
+        b.rows.insert(key(1), vec![StatValue { delta: 5, events: 5 }, StatValue { delta: -3, events: 3 }]);
+        b.rows.insert(key(3), vec![StatValue { delta: 64, events: 64 }, StatValue::default()]);
+        b.counters.seen = 80;
+        let d = b.since(&a);
+        assert_eq!(d.rows.len(), 2, "key 2 did not move");
+        assert_eq!(d.per_cpu(7, 1), vec![0, -3]);
+        assert_eq!(d.per_cpu(7, 3), vec![64, 0]);
+        assert_eq!(d.per_cpu(7, 2), Vec::<i64>::new());
+        assert_eq!(d.counters.seen, 70);
+    }
+}

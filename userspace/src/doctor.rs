@@ -1,0 +1,216 @@
+//! `memcg-drift doctor`: what this kernel offers and how the tool would attach here.
+//!
+//! Every flavour is decided by a real trial load and attach of a do-nothing program; every hook
+//! of the design is planned against the kernel's BTF, kallsyms and tracefs, and the hooks the
+//! tool has programs for are attached for real once (then detached) to confirm the plan.
+
+use serde::Serialize;
+
+use crate::{
+    attach,
+    cgroup::{self, Layout},
+    kernel::KernelFacts,
+    plan::{self, Flavour, HookPlan},
+};
+
+/// One flavour's trial result.
+#[derive(Debug, Serialize)]
+pub struct FlavourReport {
+    /// Flavour.
+    pub flavour: Flavour,
+    /// Loaded and attached.
+    pub usable: bool,
+    /// The kernel's error otherwise.
+    pub error: Option<String>,
+}
+
+/// One hook's plan and confirmation.
+#[derive(Debug, Serialize)]
+pub struct HookReport {
+    /// The plan with every candidate's verdict.
+    #[serde(flatten)]
+    pub plan: HookPlan,
+    /// The flavour and target the tool would use (first candidate whose target exists and
+    /// whose flavour works here), `null` if none.
+    pub would_use: Option<String>,
+    /// For hooks with programs: what really attached in the confirmation run.
+    pub attached: Option<String>,
+    /// Errors of candidates that passed the plan but failed to attach.
+    pub attach_errors: Vec<String>,
+}
+
+/// The doctor report.
+#[derive(Debug, Serialize)]
+pub struct DoctorReport {
+    /// Kernel release.
+    pub kernel_release: String,
+    /// Running as root.
+    pub root: bool,
+    /// Kernel BTF availability.
+    pub btf: Result<String, String>,
+    /// tracefs mount point (or why not).
+    pub tracefs: Result<String, String>,
+    /// kprobe PMU present.
+    pub kprobe_pmu: bool,
+    /// Online CPUs.
+    pub cpus_online: usize,
+    /// Cgroup layout.
+    pub cgroup: Result<Layout, String>,
+    /// Flavour trials.
+    pub flavours: Vec<FlavourReport>,
+    /// Hooks.
+    pub hooks: Vec<HookReport>,
+    /// The tool can run here.
+    pub can_run: bool,
+    /// What prevents it, if anything.
+    pub problems: Vec<String>,
+}
+
+/// Gathers the report (needs root for the trials; without root they are reported as failed).
+pub fn gather() -> DoctorReport {
+    let root = nix::unistd::geteuid().is_root();
+    let facts = KernelFacts::gather();
+    let aya_btf = aya::Btf::from_sys_fs().ok();
+    let support = if root {
+        attach::trial_flavours(&facts, aya_btf.as_ref())
+    } else {
+        Flavour::ALL.iter().map(|f| (*f, Err("not root: cannot load eBPF programs".to_string()))).collect()
+    };
+    let flavours = support
+        .iter()
+        .map(|(f, r)| FlavourReport { flavour: *f, usable: r.is_ok(), error: r.as_ref().err().cloned() })
+        .collect();
+    let plans: Vec<HookPlan> = plan::hooks().iter().map(|h| plan::plan_hook(h, &facts, &support, None)).collect();
+
+    // Confirm the hooks that have programs by attaching them once.
+    let mut confirmations = std::collections::BTreeMap::new();
+    if root && let (Ok(kbtf), Some(btf)) = (facts.btf(), aya_btf.as_ref()) {
+        let loaded = attach::probe_config(kbtf, attach::Filter::default()).and_then(|cfg| attach::load(&cfg));
+        if let Ok(mut ebpf) = loaded {
+            for o in attach::attach_plans(&mut ebpf, &plans, btf, &facts) {
+                confirmations.insert(o.id, o);
+            }
+        }
+    }
+    let hooks: Vec<HookReport> = plans
+        .into_iter()
+        .map(|p| {
+            let would_use = p.would_use().map(|v| format!("{} {}", v.candidate.flavour, v.candidate.target));
+            let conf = confirmations.remove(p.id);
+            HookReport {
+                attached: conf.as_ref().and_then(|o| o.used.as_ref()).map(|u| format!("{} {}", u.flavour, u.target)),
+                attach_errors: conf
+                    .map(|o| o.failed.into_iter().map(|(f, t, e)| format!("{f} {t}: {e}")).collect())
+                    .unwrap_or_default(),
+                would_use,
+                plan: p,
+            }
+        })
+        .collect();
+
+    let cgroup = cgroup::detect_layout().map_err(|e| e.to_string());
+    let mut problems = Vec::new();
+    if !root {
+        problems.push("not running as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON (or root)".into());
+    }
+    if let Err(e) = &facts.btf {
+        problems.push(e.clone());
+    }
+    match &cgroup {
+        Ok(l) if l.memory.is_none() => problems.push("no cgroup memory controller is mounted".into()),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("cgroup layout: {e}")),
+    }
+    if root
+        && !hooks
+            .iter()
+            .filter(|h| h.plan.group == plan::Group::Stat)
+            .any(|h| h.attached.is_some())
+    {
+        problems.push("no stat-path hook attaches on this kernel".into());
+    }
+    DoctorReport {
+        kernel_release: facts.release.clone(),
+        root,
+        btf: facts.btf.as_ref().map(|_| crate::kernel::btf::VMLINUX_BTF.to_string()).map_err(Clone::clone),
+        tracefs: facts
+            .tracefs
+            .as_ref()
+            .map(|t| {
+                format!("{}{}", t.root().display(), if t.mounted_by_us() { " (mounted by memcg-drift for this run)" } else { "" })
+            })
+            .map_err(Clone::clone),
+        kprobe_pmu: facts.kprobe_pmu,
+        cpus_online: aya::util::online_cpus().map(|c| c.len()).unwrap_or(0),
+        cgroup,
+        flavours,
+        hooks,
+        can_run: problems.is_empty(),
+        problems,
+    }
+}
+
+/// Renders the text form.
+pub fn render_text(r: &DoctorReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let res = |r: &Result<String, String>| match r {
+        Ok(v) => v.clone(),
+        Err(e) => format!("UNAVAILABLE: {e}"),
+    };
+    let _ = writeln!(s, "kernel      {}  ({} CPUs online, root: {})", r.kernel_release, r.cpus_online, if r.root { "yes" } else { "no" });
+    let _ = writeln!(s, "btf         {}", res(&r.btf));
+    let _ = writeln!(s, "tracefs     {}", res(&r.tracefs));
+    let _ = writeln!(s, "kprobes     {}", if r.kprobe_pmu { "kprobe PMU present" } else { "absent (no kprobe PMU)" });
+    match &r.cgroup {
+        Ok(l) => {
+            let _ = writeln!(s, "cgroups     {}", l.describe());
+        }
+        Err(e) => {
+            let _ = writeln!(s, "cgroups     UNAVAILABLE: {e}");
+        }
+    }
+    let _ = writeln!(s, "\nprogram flavours (trial load + attach):");
+    for f in &r.flavours {
+        let _ = writeln!(
+            s,
+            "  {:<15} {}",
+            f.flavour.name(),
+            if f.usable { "usable".to_string() } else { format!("UNUSABLE: {}", f.error.as_deref().unwrap_or("")) }
+        );
+    }
+    let _ = writeln!(s, "\nhooks:");
+    for h in &r.hooks {
+        let state = match (&h.attached, &h.would_use) {
+            (Some(a), _) => format!("attached via {a}"),
+            (None, Some(w)) if h.plan.candidates.iter().any(|c| c.candidate.program.is_some()) => {
+                format!("would use {w}, but attaching failed")
+            }
+            (None, Some(w)) => format!("would use {w} (no program yet)"),
+            (None, None) => format!("UNAVAILABLE: loses {}", h.plan.loss),
+        };
+        let _ = writeln!(s, "  {:<22} {}", h.plan.id, state);
+        for c in &h.plan.candidates {
+            let _ = writeln!(
+                s,
+                "      {:<14} {:<34} {}",
+                c.candidate.flavour.name(),
+                c.candidate.target.to_string(),
+                c.rejected.as_deref().unwrap_or("ok")
+            );
+        }
+        for e in &h.attach_errors {
+            let _ = writeln!(s, "      attach failed: {e}");
+        }
+    }
+    let _ = writeln!(s);
+    if r.can_run {
+        let _ = writeln!(s, "verdict: memcg-drift can run here");
+    } else {
+        let _ = writeln!(s, "verdict: memcg-drift cannot run here:");
+        for p in &r.problems {
+            let _ = writeln!(s, "  - {p}");
+        }
+    }
+    s
+}

@@ -1,0 +1,90 @@
+//! Names and units of statistic items, from the running kernel's BTF enums.
+//!
+//! `mod_memcg_state` takes an `enum memcg_stat_item`, which continues where
+//! `enum node_stat_item` ends (`MEMCG_SWAP = NR_VM_NODE_STAT_ITEMS`), and the lruvec variant
+//! takes an `enum node_stat_item`; so one value space names both. Items whose name ends in
+//! `_B` count bytes, all others pages (include/linux/mmzone.h, `vmstat_item_in_bytes`).
+
+use std::collections::BTreeMap;
+
+use crate::kernel::btf::KernelBtf;
+
+/// Item value -> name map of this kernel.
+#[derive(Debug, Clone, Default)]
+pub struct ItemNames {
+    names: BTreeMap<u32, String>,
+}
+
+impl ItemNames {
+    /// Builds the map from BTF; errors if neither enum is present.
+    pub fn from_btf(btf: &KernelBtf) -> anyhow::Result<Self> {
+        let mut names = BTreeMap::new();
+        let mut found = false;
+        for e in ["node_stat_item", "memcg_stat_item"] {
+            if let Some(vals) = btf.enum_values(e) {
+                found = true;
+                for (n, v) in vals {
+                    // Sentinels (NR_VM_NODE_STAT_ITEMS, MEMCG_NR_STAT) share values with real
+                    // items; never let them overwrite a real name.
+                    if n.starts_with("NR_VM_") || n.ends_with("_NR_STAT") {
+                        continue;
+                    }
+                    if let Ok(v) = u32::try_from(v) {
+                        names.entry(v).or_insert(n);
+                    }
+                }
+            }
+        }
+        if !found {
+            anyhow::bail!("kernel BTF has neither enum node_stat_item nor enum memcg_stat_item");
+        }
+        Ok(Self { names })
+    }
+
+    /// Builds from explicit pairs (tests).
+    pub fn from_pairs(pairs: &[(&str, u32)]) -> Self {
+        Self { names: pairs.iter().map(|(n, v)| (*v, n.to_string())).collect() }
+    }
+
+    /// Name of an item value; unknown values are shown as `item#N`.
+    pub fn name(&self, item: u32) -> String {
+        self.names.get(&item).cloned().unwrap_or_else(|| format!("item#{item}"))
+    }
+
+    /// Value of a named item.
+    pub fn value(&self, name: &str) -> Option<u32> {
+        self.names.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
+    }
+
+    /// True if the item counts bytes rather than pages.
+    pub fn is_bytes(&self, item: u32) -> bool {
+        self.names.get(&item).is_some_and(|n| n.ends_with("_B"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_units_and_unknowns() {
+        let n = ItemNames::from_pairs(&[("NR_ANON_MAPPED", 3), ("NR_SLAB_RECLAIMABLE_B", 6)]);
+        assert_eq!(n.name(3), "NR_ANON_MAPPED");
+        assert_eq!(n.name(99), "item#99");
+        assert!(n.is_bytes(6));
+        assert!(!n.is_bytes(3));
+        assert_eq!(n.value("NR_ANON_MAPPED"), Some(3));
+    }
+
+    #[test]
+    fn running_kernel_sentinels_do_not_shadow_items() {
+        let Ok(btf) = KernelBtf::from_sys_fs() else {
+            eprintln!("skipping: no kernel BTF");
+            return;
+        };
+        let n = ItemNames::from_btf(&btf).unwrap();
+        let swap = n.value("MEMCG_SWAP").expect("MEMCG_SWAP");
+        assert_eq!(n.name(swap), "MEMCG_SWAP");
+        assert!(n.value("NR_ANON_MAPPED").is_some());
+    }
+}

@@ -1,0 +1,254 @@
+//! Facts from the running kernel's BTF (`/sys/kernel/btf/vmlinux`): functions, BTF tracepoint
+//! typedefs, enum values, struct member offsets and per-CPU variable offsets.
+//!
+//! Parsing is done by the `btf-rs` crate (retis-org; parses base and split BTF, all kinds
+//! including ENUM64 and DATASEC); aya-obj exposes only existence checks, not member offsets
+//! or enum values. This module answers questions by name and never hard-codes a layout.
+
+use std::path::Path;
+
+use btf_rs::{Btf, BtfType, Type};
+
+/// Where the kernel publishes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Errors while opening BTF.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The file is missing (kernel without CONFIG_DEBUG_INFO_BTF) or unreadable.
+    #[error("cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    Read {
+        /// The path tried.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blob does not parse.
+    #[error("cannot parse kernel BTF at {path}: {msg}")]
+    Parse {
+        /// The path tried.
+        path: String,
+        /// The parser's message.
+        msg: String,
+    },
+}
+
+/// A parsed kernel BTF.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl std::fmt::Debug for KernelBtf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KernelBtf")
+    }
+}
+
+impl KernelBtf {
+    /// Opens the running kernel's BTF.
+    pub fn from_sys_fs() -> Result<Self, BtfError> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    /// Opens a BTF file.
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_bytes(&bytes).map_err(|e| match e {
+            BtfError::Parse { msg, .. } => BtfError::Parse { path: path.display().to_string(), msg },
+            other => other,
+        })
+    }
+
+    /// Parses a BTF blob (used by tests with generated BTF).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
+        let btf = Btf::from_bytes(bytes).map_err(|e| BtfError::Parse {
+            path: "<bytes>".into(),
+            msg: e.to_string(),
+        })?;
+        Ok(Self { btf })
+    }
+
+    fn types(&self, name: &str) -> Vec<Type> {
+        self.btf.resolve_types_by_name(name).unwrap_or_default()
+    }
+
+    fn name_of(&self, t: &dyn BtfType) -> String {
+        self.btf.resolve_name(t).unwrap_or_default()
+    }
+
+    /// True if the kernel has a BTF FUNC of this name (a candidate for fentry/fexit).
+    pub fn has_func(&self, name: &str) -> bool {
+        self.types(name).iter().any(|t| matches!(t, Type::Func(_)))
+    }
+
+    /// True if the kernel has the BTF tracepoint `name` (typedef `btf_trace_<name>`), which is
+    /// what tp_btf and raw tracepoints attach to.
+    pub fn has_btf_tracepoint(&self, name: &str) -> bool {
+        self.types(&format!("btf_trace_{name}"))
+            .iter()
+            .any(|t| matches!(t, Type::Typedef(_)))
+    }
+
+    /// All enumerators of the enum `name` as (name, value), in declaration order.
+    pub fn enum_values(&self, name: &str) -> Option<Vec<(String, i64)>> {
+        self.types(name).into_iter().find_map(|t| match t {
+            Type::Enum(e) => Some(
+                e.members
+                    .iter()
+                    .map(|m| (self.name_of(m), i64::from(m.val() as i32)))
+                    .collect(),
+            ),
+            Type::Enum64(e) => Some(
+                e.members
+                    .iter()
+                    .map(|m| (self.name_of(m), m.val() as i64))
+                    .collect(),
+            ),
+            _ => None,
+        })
+    }
+
+    /// The value of one enumerator.
+    pub fn enum_value(&self, enum_name: &str, member: &str) -> Option<i64> {
+        self.enum_values(enum_name)?
+            .into_iter()
+            .find(|(n, _)| n == member)
+            .map(|(_, v)| v)
+    }
+
+    /// The struct (or union) called `name`, skipping forward declarations.
+    fn find_struct(&self, name: &str) -> Option<btf_rs::Struct> {
+        self.types(name).into_iter().find_map(|t| match t {
+            Type::Struct(s) | Type::Union(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Follows typedef/const/volatile/restrict/type-tag to the underlying type.
+    fn strip(&self, mut t: Type) -> Option<Type> {
+        for _ in 0..16 {
+            match &t {
+                Type::Typedef(x) => t = self.btf.resolve_chained_type(x).ok()?,
+                Type::Volatile(x) | Type::Const(x) | Type::Restrict(x) => {
+                    t = self.btf.resolve_chained_type(x).ok()?
+                }
+                Type::TypeTag(x) => t = self.btf.resolve_chained_type(x).ok()?,
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    /// Finds member `name` in `s`, descending into anonymous structs and unions; returns its
+    /// byte offset and type.
+    fn member(&self, s: &btf_rs::Struct, name: &str) -> Option<(u64, Type)> {
+        for m in &s.members {
+            let mname = self.name_of(m);
+            let off = u64::from(m.bit_offset()) / 8;
+            if mname == name {
+                return Some((off, self.btf.resolve_chained_type(m).ok()?));
+            }
+            if mname.is_empty() {
+                let inner = self.strip(self.btf.resolve_chained_type(m).ok()?)?;
+                if let Type::Struct(is) | Type::Union(is) = inner {
+                    if let Some((o, t)) = self.member(&is, name) {
+                        return Some((off + o, t));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Byte offset of a member path such as `"css.cgroup"` inside `struct <name>`. Nested
+    /// components must be embedded structs (not pointers). `None` when any part is missing.
+    pub fn member_offset(&self, struct_name: &str, path: &str) -> Option<u64> {
+        self.member_info(struct_name, path).map(|(o, _)| o)
+    }
+
+    /// True if the struct has the member path.
+    pub fn has_member(&self, struct_name: &str, path: &str) -> bool {
+        self.member_info(struct_name, path).is_some()
+    }
+
+    fn member_info(&self, struct_name: &str, path: &str) -> Option<(u64, Type)> {
+        let mut s = self.find_struct(struct_name)?;
+        let mut total = 0;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let (off, t) = self.member(&s, part)?;
+            total += off;
+            if parts.peek().is_none() {
+                return Some((total, t));
+            }
+            match self.strip(t)? {
+                Type::Struct(inner) | Type::Union(inner) => s = inner,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Number of elements of an array member (e.g. `memcg_stock_pcp.nr_pages`).
+    pub fn array_len(&self, struct_name: &str, path: &str) -> Option<u32> {
+        let (_, t) = self.member_info(struct_name, path)?;
+        match self.strip(t)? {
+            Type::Array(a) => u32::try_from(a.len()).ok(),
+            _ => None,
+        }
+    }
+
+    /// Offset of a per-CPU variable inside the `.data..percpu` section.
+    pub fn percpu_var_offset(&self, var: &str) -> Option<u64> {
+        let sec = self.types(".data..percpu").into_iter().find_map(|t| match t {
+            Type::Datasec(d) => Some(d),
+            _ => None,
+        })?;
+        sec.variables.iter().find_map(|v| {
+            let t = self.btf.resolve_chained_type(v).ok()?;
+            let Type::Var(var_t) = t else { return None };
+            (self.name_of(&var_t) == var).then(|| u64::from(v.offset()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These run against the machine's own BTF; without it they report and return (the
+    /// layout logic itself is covered by the generated-BTF tests of the ledger work).
+    fn kernel() -> Option<KernelBtf> {
+        match KernelBtf::from_sys_fs() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn resolves_stat_items_and_offsets_from_running_kernel() {
+        let Some(btf) = kernel() else { return };
+        let nodes = btf.enum_values("node_stat_item").expect("node_stat_item");
+        assert!(nodes.iter().any(|(n, _)| n == "NR_ANON_MAPPED"));
+        let swap = btf.enum_value("memcg_stat_item", "MEMCG_SWAP").expect("MEMCG_SWAP");
+        // memcg_stat_item continues where node_stat_item ends (include/linux/memcontrol.h).
+        assert_eq!(Some(swap), btf.enum_value("node_stat_item", "NR_VM_NODE_STAT_ITEMS"));
+        assert!(btf.member_offset("cgroup_subsys_state", "cgroup").is_some());
+        assert!(btf.member_offset("mem_cgroup", "css").is_some());
+        assert!(btf.has_func("page_counter_try_charge"));
+        assert!(!btf.has_func("no_such_function_here"));
+        assert!(!btf.has_member("mem_cgroup", "no_such_member"));
+    }
+
+    #[test]
+    fn bad_blob_is_an_error() {
+        assert!(KernelBtf::from_bytes(b"not btf").is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! Readers of kernel state: BTF, kallsyms, tracefs, and the facts the probe plan is made from.
+//! Everything here reads the running kernel; nothing is assumed from a version number.
+
+pub mod btf;
+pub mod symbols;
+pub mod tracefs;
+
+use std::path::Path;
+
+use btf::KernelBtf;
+use symbols::{Kallsyms, SymbolState};
+use tracefs::Tracefs;
+
+use crate::plan::{Target, TargetFacts};
+
+/// Everything the plan needs to know about the running kernel.
+#[derive(Debug)]
+pub struct KernelFacts {
+    /// `uname -r`.
+    pub release: String,
+    /// The kernel's BTF, or why it is unavailable.
+    pub btf: Result<KernelBtf, String>,
+    /// Text symbols (empty when unreadable).
+    pub kallsyms: Kallsyms,
+    /// tracefs, or why it is unavailable.
+    pub tracefs: Result<Tracefs, String>,
+    /// The kprobe PMU exists (CONFIG_KPROBES and perf kprobe support).
+    pub kprobe_pmu: bool,
+}
+
+impl KernelFacts {
+    /// Gathers the facts (mounts tracefs if needed; see [`Tracefs`]).
+    pub fn gather() -> Self {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Self {
+            release,
+            btf: KernelBtf::from_sys_fs().map_err(|e| e.to_string()),
+            kallsyms: Kallsyms::load().unwrap_or_default(),
+            tracefs: Tracefs::open_or_mount(),
+            kprobe_pmu: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+        }
+    }
+
+    /// The BTF or a one-line error.
+    pub fn btf(&self) -> anyhow::Result<&KernelBtf> {
+        self.btf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+impl TargetFacts for KernelFacts {
+    fn target_exists(&self, target: &Target) -> Result<(), String> {
+        match target {
+            Target::Function(name) => match self.kallsyms.state(name) {
+                SymbolState::Present => Ok(()),
+                SymbolState::ClonesOnly(c) => Err(format!(
+                    "only compiler clones exist ({}); their arguments are not the C signature",
+                    c.join(", ")
+                )),
+                SymbolState::Absent if self.kallsyms.is_empty() => {
+                    Err("kallsyms unavailable".into())
+                }
+                SymbolState::Absent => Err("no symbol (inlined or not in this kernel)".into()),
+            },
+            Target::BtfFunction(name) => match &self.btf {
+                Ok(b) if b.has_func(name) => Ok(()),
+                Ok(_) => Err("no BTF FUNC (inlined, renamed or not in this kernel)".into()),
+                Err(e) => Err(e.clone()),
+            },
+            Target::BtfTracepoint(name) => match &self.btf {
+                Ok(b) if b.has_btf_tracepoint(name) => Ok(()),
+                Ok(_) => Err(format!("no BTF tracepoint btf_trace_{name}")),
+                Err(e) => Err(e.clone()),
+            },
+            Target::Tracepoint(cat, name) => match &self.tracefs {
+                Ok(t) if t.has_event(cat, name) => Ok(()),
+                Ok(_) => Err(format!("no tracepoint {cat}:{name}")),
+                Err(e) => Err(e.clone()),
+            },
+        }
+    }
+}

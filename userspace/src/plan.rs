@@ -1,0 +1,455 @@
+//! The probe plan: for every hook of the design, an ordered list of ways to attach
+//! (flavour + kernel target + program), checked against kernel facts.
+//!
+//! This module is pure: it takes facts through [`TargetFacts`] and flavour support as data,
+//! so the whole decision is unit-tested without a kernel. `attach` then tries the surviving
+//! candidates in order; the first that loads and attaches wins.
+
+use serde::Serialize;
+
+/// A way of attaching an eBPF program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavour {
+    /// BPF trampoline on function entry (needs BTF FUNC and an ftrace-able function).
+    Fentry,
+    /// Dynamic kprobe on a text symbol (needs CONFIG_KPROBES).
+    Kprobe,
+    /// BTF-typed raw tracepoint (typed arguments, e.g. `struct mem_cgroup *`).
+    TpBtf,
+    /// Untyped raw tracepoint.
+    RawTracepoint,
+    /// Classic tracepoint through tracefs (stable record format).
+    Tracepoint,
+}
+
+impl Flavour {
+    /// All flavours, in the order doctor reports them.
+    pub const ALL: [Flavour; 5] =
+        [Flavour::Fentry, Flavour::Kprobe, Flavour::TpBtf, Flavour::RawTracepoint, Flavour::Tracepoint];
+
+    /// Short name as used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Fentry => "fentry",
+            Flavour::Kprobe => "kprobe",
+            Flavour::TpBtf => "tp_btf",
+            Flavour::RawTracepoint => "raw_tracepoint",
+            Flavour::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+impl std::fmt::Display for Flavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a candidate attaches to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Target {
+    /// A text symbol (kprobe).
+    Function(&'static str),
+    /// A function with a BTF FUNC (fentry/fexit).
+    BtfFunction(&'static str),
+    /// A BTF tracepoint (`btf_trace_<name>`; tp_btf, raw tracepoint).
+    BtfTracepoint(&'static str),
+    /// A tracefs event `category:name`.
+    Tracepoint(&'static str, &'static str),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Function(n) | Target::BtfFunction(n) | Target::BtfTracepoint(n) => f.write_str(n),
+            Target::Tracepoint(c, n) => write!(f, "{c}:{n}"),
+        }
+    }
+}
+
+/// Answers whether a target exists in the running kernel (and why not).
+pub trait TargetFacts {
+    /// `Ok` if it exists, else the reason it does not.
+    fn target_exists(&self, target: &Target) -> Result<(), String>;
+}
+
+/// One way to attach a hook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// The attach flavour.
+    pub flavour: Flavour,
+    /// The kernel target.
+    pub target: Target,
+    /// The eBPF program implementing it, `None` where this version has no program yet.
+    pub program: Option<&'static str>,
+}
+
+/// The design's hook groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// Statistic updates (`memory.stat`'s book).
+    Stat,
+    /// Charges and the per-CPU charge stock (`memory.current`'s book).
+    Charge,
+    /// Limit hits, reclaim and OOM.
+    Oom,
+    /// Cgroup creation, removal, offlining and release.
+    Lifecycle,
+}
+
+/// A hook of the design and its candidates, best first.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookSpec {
+    /// Stable identifier (used in reports and JSON).
+    pub id: &'static str,
+    /// Group.
+    pub group: Group,
+    /// What a report loses when the hook is missing.
+    pub loss: &'static str,
+    /// Candidates in order of preference.
+    pub candidates: Vec<Candidate>,
+}
+
+const fn c(flavour: Flavour, target: Target, program: Option<&'static str>) -> Candidate {
+    Candidate { flavour, target, program }
+}
+
+/// Function hooks: fentry then kprobe on each symbol name in turn (newest name first where
+/// names changed), with the given programs (same body, different argument adapters).
+fn function_candidates(
+    names: &[&'static str],
+    fentry: Option<&'static str>,
+    kprobe: Option<&'static str>,
+) -> Vec<Candidate> {
+    let mut v = Vec::new();
+    for n in names {
+        v.push(c(Flavour::Fentry, Target::BtfFunction(n), fentry));
+        v.push(c(Flavour::Kprobe, Target::Function(n), kprobe));
+    }
+    v
+}
+
+/// Tracepoint hooks: tp_btf then the classic tracepoint.
+fn tracepoint_candidates(
+    category: &'static str,
+    name: &'static str,
+    tp_btf: Option<&'static str>,
+    tracepoint: Option<&'static str>,
+) -> Vec<Candidate> {
+    vec![
+        c(Flavour::TpBtf, Target::BtfTracepoint(name), tp_btf),
+        c(Flavour::Tracepoint, Target::Tracepoint(category, name), tracepoint),
+    ]
+}
+
+fn concat(mut a: Vec<Candidate>, b: Vec<Candidate>) -> Vec<Candidate> {
+    a.extend(b);
+    a
+}
+
+/// Every hook of the design.
+///
+/// Stat path: the memcg tracepoints (6.13+) come first because they fire inside the function on
+/// every update, whereas a function probe misses calls the compiler inlined into callers in the
+/// same file. `__mod_memcg_state` is tried before `mod_memcg_state` because up to 6.15 the
+/// latter is a header inline whose out-of-line copies call the former (probing both would count
+/// twice); from 6.16 only `mod_memcg_state` exists.
+pub fn hooks() -> Vec<HookSpec> {
+    use Group::*;
+    vec![
+        HookSpec {
+            id: "stat.memcg_state",
+            group: Stat,
+            loss: "non-LRU statistics (kernel stack, sock, percpu, vmalloc, kmem) per CPU",
+            candidates: concat(
+                tracepoint_candidates("memcg", "mod_memcg_state", Some("tp_btf_memcg_state"), Some("tp_memcg_state")),
+                function_candidates(
+                    &["__mod_memcg_state", "mod_memcg_state"],
+                    Some("fentry_memcg_state"),
+                    Some("kprobe_memcg_state"),
+                ),
+            ),
+        },
+        HookSpec {
+            id: "stat.lruvec_state",
+            group: Stat,
+            loss: "LRU and page statistics (anon, file, shmem, slab, page tables) per CPU",
+            candidates: concat(
+                tracepoint_candidates(
+                    "memcg",
+                    "mod_memcg_lruvec_state",
+                    Some("tp_btf_lruvec_state"),
+                    Some("tp_lruvec_state"),
+                ),
+                function_candidates(
+                    &["__mod_memcg_lruvec_state", "mod_memcg_lruvec_state"],
+                    Some("fentry_lruvec_state"),
+                    Some("kprobe_lruvec_state"),
+                ),
+            ),
+        },
+        HookSpec {
+            id: "charge.try_charge",
+            group: Charge,
+            loss: "charge attempts and batch refills (inferred from page_counter readings instead)",
+            candidates: function_candidates(&["try_charge_memcg", "try_charge"], None, None),
+        },
+        HookSpec {
+            id: "charge.page_counter",
+            group: Charge,
+            loss: "page_counter charges, failures and uncharges (inferred instead)",
+            candidates: function_candidates(
+                &["page_counter_try_charge", "page_counter_charge", "page_counter_uncharge", "page_counter_cancel"],
+                None,
+                None,
+            ),
+        },
+        HookSpec {
+            id: "charge.stock",
+            group: Charge,
+            loss: "stock refills and drains (stock contents are still read directly)",
+            candidates: function_candidates(&["refill_stock", "drain_stock", "drain_all_stock"], None, None),
+        },
+        HookSpec {
+            id: "oom.memcg_oom",
+            group: Oom,
+            loss: "memcg OOM invocations with memcg and order",
+            candidates: function_candidates(&["mem_cgroup_out_of_memory"], None, None),
+        },
+        HookSpec {
+            id: "oom.memory_event",
+            group: Oom,
+            loss: "memory.events increments as they happen (read from cgroupfs instead)",
+            candidates: function_candidates(&["__memcg_memory_event", "memcg_memory_event"], None, None),
+        },
+        HookSpec {
+            id: "oom.mark_victim",
+            group: Oom,
+            loss: "OOM victims",
+            candidates: tracepoint_candidates("oom", "mark_victim", None, None),
+        },
+        HookSpec {
+            id: "oom.reclaim",
+            group: Oom,
+            loss: "memcg reclaim rounds",
+            candidates: concat(
+                tracepoint_candidates("vmscan", "mm_vmscan_memcg_reclaim_begin", None, None),
+                tracepoint_candidates("vmscan", "mm_vmscan_memcg_reclaim_end", None, None),
+            ),
+        },
+        HookSpec {
+            id: "lifecycle.mkdir_rmdir",
+            group: Lifecycle,
+            loss: "cgroup creation and removal times",
+            candidates: concat(
+                tracepoint_candidates("cgroup", "cgroup_mkdir", None, None),
+                tracepoint_candidates("cgroup", "cgroup_rmdir", None, None),
+            ),
+        },
+        HookSpec {
+            id: "lifecycle.release",
+            group: Lifecycle,
+            loss: "dying-cgroup lifetimes (offline to release)",
+            candidates: concat(
+                tracepoint_candidates("cgroup", "cgroup_release", None, None),
+                function_candidates(&["mem_cgroup_css_offline", "mem_cgroup_css_free"], None, None),
+            ),
+        },
+    ]
+}
+
+/// Whether each flavour can load and attach on this kernel (from trial loads), keyed by flavour.
+pub type FlavourSupport = std::collections::BTreeMap<Flavour, Result<(), String>>;
+
+/// The verdict on one candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateVerdict {
+    /// The candidate.
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// `None` if usable, else why not.
+    pub rejected: Option<String>,
+}
+
+/// The plan for one hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookPlan {
+    /// Hook id.
+    pub id: &'static str,
+    /// Group.
+    pub group: Group,
+    /// What is lost when nothing is chosen.
+    pub loss: &'static str,
+    /// Every candidate with its verdict, in order.
+    pub candidates: Vec<CandidateVerdict>,
+}
+
+impl HookPlan {
+    /// Usable candidates in order of preference.
+    pub fn usable(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.iter().filter(|v| v.rejected.is_none()).map(|v| &v.candidate)
+    }
+
+    /// The first usable candidate whose target exists and flavour works, ignoring whether a
+    /// program exists yet ("the flavour the tool would use").
+    pub fn would_use(&self) -> Option<&CandidateVerdict> {
+        self.candidates
+            .iter()
+            .find(|v| v.rejected.is_none() || v.rejected.as_deref() == Some(NO_PROGRAM))
+    }
+}
+
+/// Rejection reason for a candidate whose target and flavour are fine but which this version
+/// has no program for.
+pub const NO_PROGRAM: &str = "no program for this hook in this version";
+
+/// Decides every candidate of `spec`: flavour forced off, flavour unsupported, target missing,
+/// or no program. `only` restricts to one flavour (the `--attach` option).
+pub fn plan_hook(
+    spec: &HookSpec,
+    facts: &dyn TargetFacts,
+    support: &FlavourSupport,
+    only: Option<Flavour>,
+) -> HookPlan {
+    let candidates = spec
+        .candidates
+        .iter()
+        .map(|cand| {
+            let rejected = if only.is_some_and(|f| f != cand.flavour) {
+                Some(format!("not selected (--attach {})", only.map(Flavour::name).unwrap_or("")))
+            } else if let Some(Err(e)) = support.get(&cand.flavour) {
+                Some(format!("{} unusable on this kernel: {e}", cand.flavour))
+            } else if let Err(e) = facts.target_exists(&cand.target) {
+                Some(e)
+            } else if cand.program.is_none() {
+                Some(NO_PROGRAM.to_string())
+            } else {
+                None
+            };
+            CandidateVerdict { candidate: cand.clone(), rejected }
+        })
+        .collect();
+    HookPlan { id: spec.id, group: spec.group, loss: spec.loss, candidates }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Kernel facts given as a set of existing targets.
+    struct Fake(BTreeSet<String>);
+
+    impl TargetFacts for Fake {
+        fn target_exists(&self, t: &Target) -> Result<(), String> {
+            let key = match t {
+                Target::Function(n) => format!("sym:{n}"),
+                Target::BtfFunction(n) => format!("btf:{n}"),
+                Target::BtfTracepoint(n) => format!("tpbtf:{n}"),
+                Target::Tracepoint(c, n) => format!("tp:{c}:{n}"),
+            };
+            if self.0.contains(&key) { Ok(()) } else { Err("absent".into()) }
+        }
+    }
+
+    fn fake(items: &[&str]) -> Fake {
+        Fake(items.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn support(bad: &[Flavour]) -> FlavourSupport {
+        Flavour::ALL
+            .iter()
+            .map(|f| (*f, if bad.contains(f) { Err("EPERM".to_string()) } else { Ok(()) }))
+            .collect()
+    }
+
+    fn stat_spec() -> HookSpec {
+        hooks().into_iter().find(|h| h.id == "stat.memcg_state").unwrap()
+    }
+
+    fn first(plan: &HookPlan) -> Option<(Flavour, String)> {
+        plan.usable().next().map(|c| (c.flavour, c.target.to_string()))
+    }
+
+    #[test]
+    fn this_machine_6_18_uses_tp_btf() {
+        // 6.18 here: memcg tracepoints exist, fentry is refused, no kprobes.
+        let f = fake(&[
+            "tpbtf:mod_memcg_state",
+            "tp:memcg:mod_memcg_state",
+            "btf:mod_memcg_state",
+            "sym:mod_memcg_state",
+        ]);
+        let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::Fentry, Flavour::Kprobe]), None);
+        assert_eq!(first(&p), Some((Flavour::TpBtf, "mod_memcg_state".into())));
+        let fentry = p.candidates.iter().find(|v| v.candidate.flavour == Flavour::Fentry).unwrap();
+        assert!(fentry.rejected.as_deref().unwrap().contains("EPERM"));
+    }
+
+    #[test]
+    fn tp_btf_refused_falls_back_to_tracepoint() {
+        let f = fake(&["tpbtf:mod_memcg_state", "tp:memcg:mod_memcg_state"]);
+        let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::TpBtf]), None);
+        assert_eq!(first(&p), Some((Flavour::Tracepoint, "memcg:mod_memcg_state".into())));
+    }
+
+    #[test]
+    fn kernel_6_1_uses_fentry_on_the_double_underscore_function() {
+        // 6.1: no memcg tracepoints; __mod_memcg_state is T; mod_memcg_state only as clones
+        // (which the kallsyms reader reports as not present).
+        let f = fake(&["btf:__mod_memcg_state", "sym:__mod_memcg_state"]);
+        let p = plan_hook(&stat_spec(), &f, &support(&[]), None);
+        assert_eq!(first(&p), Some((Flavour::Fentry, "__mod_memcg_state".into())));
+        let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::Fentry]), None);
+        assert_eq!(first(&p), Some((Flavour::Kprobe, "__mod_memcg_state".into())));
+    }
+
+    #[test]
+    fn kernel_6_16_plus_without_tracepoints_uses_the_new_name() {
+        let f = fake(&["btf:mod_memcg_state", "sym:mod_memcg_state"]);
+        let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::TpBtf, Flavour::Tracepoint]), None);
+        assert_eq!(first(&p), Some((Flavour::Fentry, "mod_memcg_state".into())));
+    }
+
+    #[test]
+    fn forced_flavour_and_nothing_usable() {
+        let f = fake(&["tpbtf:mod_memcg_state", "tp:memcg:mod_memcg_state"]);
+        let p = plan_hook(&stat_spec(), &f, &support(&[]), Some(Flavour::Tracepoint));
+        assert_eq!(first(&p), Some((Flavour::Tracepoint, "memcg:mod_memcg_state".into())));
+        let p = plan_hook(&stat_spec(), &fake(&[]), &support(&[]), None);
+        assert_eq!(first(&p), None);
+        assert!(p.candidates.iter().all(|v| v.rejected.is_some()));
+    }
+
+    #[test]
+    fn hooks_without_programs_report_what_would_be_used() {
+        let spec = hooks().into_iter().find(|h| h.id == "charge.try_charge").unwrap();
+        let f = fake(&["sym:try_charge_memcg", "btf:try_charge_memcg"]);
+        let p = plan_hook(&spec, &f, &support(&[Flavour::Fentry]), None);
+        assert_eq!(p.usable().count(), 0);
+        let w = p.would_use().unwrap();
+        assert_eq!(w.candidate.flavour, Flavour::Kprobe);
+        assert_eq!(w.rejected.as_deref(), Some(NO_PROGRAM));
+    }
+
+    #[test]
+    fn every_program_named_in_the_plan_is_unique_per_flavour() {
+        for h in hooks() {
+            for c in &h.candidates {
+                if let Some(p) = c.program {
+                    assert!(p.starts_with(match c.flavour {
+                        Flavour::Fentry => "fentry_",
+                        Flavour::Kprobe => "kprobe_",
+                        Flavour::TpBtf => "tp_btf_",
+                        Flavour::RawTracepoint => "raw_tp_",
+                        Flavour::Tracepoint => "tp_",
+                    }), "{p}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! A running set of stat-path probes: facts -> plan -> load -> attach, then snapshots.
+//! Used by `trace`, by the experiments and by the integration tests.
+
+use aya::{Btf, Ebpf};
+
+use crate::{
+    attach::{self, Filter, HookOutcome},
+    collect::StatSnapshot,
+    items::ItemNames,
+    kernel::KernelFacts,
+    plan::{self, Flavour, FlavourSupport, Group},
+};
+
+/// How the values of the attached stat hooks are expressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueUnit {
+    /// Tracepoint values: the kernel normalises every item to pages before tracing
+    /// (`memcg_state_val_in_pages`, 6.12+), rounding sub-page byte deltas away from zero.
+    Pages,
+    /// Function arguments: pages for page items, bytes for `_B` items.
+    Native,
+}
+
+/// Attached stat probes.
+pub struct StatTracer {
+    ebpf: Ebpf,
+    /// Per stat hook: what was used and what failed.
+    pub outcomes: Vec<HookOutcome>,
+    /// Item names of this kernel.
+    pub items: ItemNames,
+    /// The unit of recorded values.
+    pub unit: ValueUnit,
+    /// Kernel facts (keeps a tracefs mounted by us alive until drop).
+    pub facts: KernelFacts,
+}
+
+impl StatTracer {
+    /// Attaches the stat hooks with `filter`. `only` forces one flavour. Fails when no stat hook
+    /// could be attached, naming every candidate's error.
+    pub fn start(filter: Filter, only: Option<Flavour>) -> anyhow::Result<Self> {
+        let facts = KernelFacts::gather();
+        let kbtf = facts.btf()?;
+        let items = ItemNames::from_btf(kbtf)?;
+        let cfg = attach::probe_config(kbtf, filter)?;
+        let btf = Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let mut ebpf = attach::load(&cfg)?;
+        // Flavour support is learned by attaching for real here (no trial programs needed).
+        let support = FlavourSupport::new();
+        let plans: Vec<_> = plan::hooks()
+            .iter()
+            .filter(|h| h.group == Group::Stat)
+            .map(|h| plan::plan_hook(h, &facts, &support, only))
+            .collect();
+        let outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
+        crate::test_hooks::attach_delay();
+        if outcomes.iter().all(|o| o.used.is_none()) {
+            let why: Vec<String> = outcomes
+                .iter()
+                .flat_map(|o| o.failed.iter().map(move |(f, t, e)| format!("{} via {f} {t}: {e}", o.id)))
+                .chain(plans.iter().flat_map(|p| {
+                    p.candidates
+                        .iter()
+                        .filter_map(move |v| v.rejected.as_ref().map(|r| format!("{} via {} {}: {r}", p.id, v.candidate.flavour, v.candidate.target)))
+                }))
+                .collect();
+            anyhow::bail!("no stat-path hook could be attached ({})", why.join("; "));
+        }
+        let unit = if outcomes
+            .iter()
+            .filter_map(|o| o.used.as_ref())
+            .all(|u| matches!(u.flavour, Flavour::TpBtf | Flavour::Tracepoint))
+        {
+            ValueUnit::Pages
+        } else {
+            ValueUnit::Native
+        };
+        Ok(Self { ebpf, outcomes, items, unit, facts })
+    }
+
+    /// Reads the aggregates now.
+    pub fn snapshot(&self) -> anyhow::Result<StatSnapshot> {
+        StatSnapshot::read(&self.ebpf)
+    }
+}
