@@ -1,25 +1,256 @@
-//! `cargo xtask vm-test`: placeholder until the QEMU harness lands.
-use anyhow::{Result, bail};
+//! `cargo xtask vm-test --kernel 6.1|6.12 [--cpus N]`: boots one of Debian's own kernels under
+//! QEMU (TCG) with an initramfs holding the static `memcg-drift` binary and the
+//! `integration-tests` test executables, runs them in the guest and judges the run by what the
+//! guest reports. `docs/vm.md` describes the whole flow; `shared/docs/qemu.md` holds the
+//! measurements the QEMU flags come from.
+//!
+//! Steps, one submodule each:
+//! 1. [`kernel`]: resolve, download (once) and unpack the `-unsigned` image; extract vmlinux.
+//! 2. [`payload`]: build the static binaries for `x86_64-unknown-linux-gnu` + `crt-static`.
+//! 3. [`initramfs`]: cached busybox base + this run's payload, concatenated cpio archives.
+//! 4. [`qemu`]: boot with a deadline, follow the results port.
+//! 5. [`judge`]: verdict from the guest's frames and the kernel console.
+//!
+//! Downloads, the extracted kernels and the base archive live in the cache directory
+//! (`/var/cache/memcg-drift/vm`, or `$MEMCG_DRIFT_VM_CACHE`); each run's logs in
+//! `<target dir>/vm-runs/<kernel>-<cpus>[-v1]/`.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+mod initramfs;
+mod judge;
+mod kernel;
+mod payload;
+mod qemu;
 
 /// The Debian kernels the guest suites run on.
 pub const KERNELS: [&str; 2] = ["6.1", "6.12"];
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct VmArgs {
-    /// Kernel generation: 6.1 or 6.12.
-    #[arg(long)]
-    pub kernel: String,
-    /// Number of virtual CPUs.
-    #[arg(long, default_value_t = 2)]
-    pub cpus: u32,
+/// Default cache directory; `MEMCG_DRIFT_VM_CACHE` overrides it.
+const DEFAULT_CACHE: &str = "/var/cache/memcg-drift/vm";
+
+/// Which cgroup layout the guest mounts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// cgroup2 on /sys/fs/cgroup with `+memory` in its subtree_control.
+    V2,
+    /// A v1 memory hierarchy on /sys/fs/cgroup/memory, cgroup2 without controllers on
+    /// /sys/fs/cgroup/unified (6.1 only: 6.12 has no v1 memory controller).
+    V1,
 }
 
-impl VmArgs {
-    pub fn for_kernel(kernel: &str) -> Self {
-        Self { kernel: kernel.to_string(), cpus: 2 }
+impl CgroupMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::V2 => "v2",
+            Self::V1 => "v1",
+        }
     }
 }
 
-pub fn run(_args: &VmArgs) -> Result<()> {
-    bail!("the QEMU harness is not built yet")
+/// Options of `cargo xtask vm-test`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct VmArgs {
+    /// Kernel generation: 6.1 or 6.12.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(KERNELS))]
+    pub kernel: String,
+    /// Number of virtual CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub cpus: u32,
+    /// Guest memory in MiB (default: 4096, plus 128 per vCPU above 16).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Kill the guest after this many seconds of host wall time.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Pass this libtest name filter to every test executable.
+    #[arg(long, value_name = "TESTNAME")]
+    pub filter: Option<String>,
+    /// cgroup layout in the guest.
+    #[arg(long, value_enum, default_value_t = CgroupMode::V2)]
+    pub cgroup: CgroupMode,
+    /// Keep the run's initrd.cpio in the run directory (to rerun QEMU by hand).
+    #[arg(long)]
+    pub keep: bool,
+    /// Run this prebuilt static test executable instead of building `integration-tests`
+    /// (repeatable; for debugging the harness).
+    #[arg(long, value_name = "PATH")]
+    pub test_bin: Vec<PathBuf>,
+}
+
+impl VmArgs {
+    /// The defaults `cargo xtask test` uses for one kernel: 2 vCPUs, cgroup v2, every test.
+    pub fn for_kernel(kernel: &str) -> Self {
+        Self {
+            kernel: kernel.to_string(),
+            cpus: 2,
+            memory: None,
+            timeout: 600,
+            filter: None,
+            cgroup: CgroupMode::V2,
+            keep: false,
+            test_bin: Vec::new(),
+        }
+    }
+
+    fn memory_mib(&self) -> u32 {
+        self.memory
+            .unwrap_or_else(|| 4096 + 128 * self.cpus.saturating_sub(16))
+    }
+}
+
+/// Builds the payload, boots the kernel, runs the tests in the guest and judges the run.
+/// Returns an error naming the first problem when the run did not pass.
+pub fn run(args: &VmArgs) -> Result<()> {
+    if !KERNELS.contains(&args.kernel.as_str()) {
+        bail!(
+            "unknown kernel {:?} (expected one of {})",
+            args.kernel,
+            KERNELS.join(", ")
+        );
+    }
+    if args.cgroup == CgroupMode::V1 && args.kernel != "6.1" {
+        bail!(
+            "--cgroup v1 needs --kernel 6.1: {} has no cgroup v1 memory controller",
+            args.kernel
+        );
+    }
+    let workspace = crate::workspace_root();
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).with_context(|| {
+        format!(
+            "creating the cache {} (set MEMCG_DRIFT_VM_CACHE to a writable directory)",
+            cache.display()
+        )
+    })?;
+
+    let kernel = {
+        let _lock = lock(
+            &cache.join("cache.lock"),
+            "another vm-test is preparing the cache",
+        )?;
+        kernel::prepare(&cache, &args.kernel)?
+    };
+    eprintln!(
+        "vm-test: kernel {} ({} {}, {})",
+        kernel.release,
+        kernel.package,
+        kernel.version,
+        if kernel.pvh { "PVH vmlinux" } else { "bzImage" }
+    );
+
+    let build_start = Instant::now();
+    let payload = payload::build(&workspace, &args.test_bin)?;
+    let build = build_start.elapsed();
+
+    let suffix = if args.cgroup == CgroupMode::V1 {
+        "-v1"
+    } else {
+        ""
+    };
+    let run_dir = target_dir(&workspace)
+        .join("vm-runs")
+        .join(format!("{}-{}{suffix}", args.kernel, args.cpus));
+    if run_dir.exists() {
+        fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
+    }
+    fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+
+    let config = initramfs::GuestConfig {
+        cgroup: args.cgroup.as_str().to_string(),
+        filter: args.filter.clone(),
+    };
+    let initrd = {
+        let _lock = lock(
+            &cache.join("cache.lock"),
+            "another vm-test is preparing the cache",
+        )?;
+        initramfs::build(&cache, &run_dir, &payload, &config)?
+    };
+    let size = fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "vm-test: initramfs {:.0} MB with {} test executable(s); booting {} vCPUs (timeout {} s)",
+        size as f64 / 1e6,
+        payload.tests.len(),
+        args.cpus,
+        args.timeout
+    );
+
+    let outcome = {
+        // The host has few cores: run one guest at a time, also across concurrent vm-tests.
+        let _lock = lock(&cache.join("qemu.lock"), "another vm-test guest is running")?;
+        qemu::run(&qemu::Launch {
+            kernel: &kernel,
+            initrd: &initrd,
+            cpus: args.cpus,
+            memory_mib: args.memory_mib(),
+            run_dir: &run_dir,
+            timeout: Duration::from_secs(args.timeout),
+        })?
+    };
+    if !args.keep {
+        fs::remove_file(&initrd).with_context(|| format!("removing {}", initrd.display()))?;
+    }
+
+    let info = judge::RunInfo {
+        series: &args.kernel,
+        package: format!("{} {}", kernel.package, kernel.version),
+        pvh: kernel.pvh,
+        cpus: args.cpus,
+        cgroup: args.cgroup.as_str(),
+        tests: payload.tests.iter().map(|t| t.name.clone()).collect(),
+        build,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let verdict = judge::judge(&run_dir, &info, &outcome)?;
+    print!("{}", verdict.summary);
+    if !verdict.pass {
+        let first = verdict
+            .problems
+            .first()
+            .map_or("unknown problem", String::as_str);
+        bail!(
+            "vm-test on {} with {} vCPUs failed: {first} (logs in {})",
+            args.kernel,
+            args.cpus,
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The cache directory: `$MEMCG_DRIFT_VM_CACHE` or `/var/cache/memcg-drift/vm`.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("MEMCG_DRIFT_VM_CACHE")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
+fn target_dir(workspace: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    }
+}
+
+/// Takes an exclusive lock on `path`, saying why when it has to wait.
+fn lock(path: &Path, why: &str) -> Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!("vm-test: waiting: {why} ({})", path.display());
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }

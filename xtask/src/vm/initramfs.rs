@@ -1,0 +1,242 @@
+//! The guest's initramfs: two uncompressed newc cpio archives, concatenated (the kernel unpacks
+//! them one after the other into the same rootfs).
+//!
+//! - The **base** holds busybox-static with its applet symlinks and `/init`
+//!   (`xtask/vm/init`). It depends only on those two files, so it is built once per content
+//!   hash and kept in the cache.
+//! - The **payload** holds `/bin/memcg-drift`, `/tests/<name>` and `/vmtest/config` (the shell
+//!   variables `/init` reads) and is rebuilt for every run.
+//!
+//! Archives are written by the `cpio` tool (`--owner 0:0`) from a staging tree.
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::payload::Payload;
+
+/// The guest `/init`.
+const INIT: &str = include_str!("../../vm/init");
+/// Where Debian's busybox-static puts its binary.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// What `/init` is told through `/vmtest/config`.
+#[derive(Debug, Clone)]
+pub struct GuestConfig {
+    /// `v1` or `v2`.
+    pub cgroup: String,
+    /// libtest name filter passed to every test executable.
+    pub filter: Option<String>,
+}
+
+/// Returns the cached base archive, building it if busybox or `/init` changed.
+pub fn base(cache: &Path) -> Result<PathBuf> {
+    let busybox = fs::read(BUSYBOX).with_context(|| {
+        format!("reading {BUSYBOX} (install busybox-static: cargo xtask setup --vm)")
+    })?;
+    let mut hash = Fnv::default();
+    hash.write(INIT.as_bytes());
+    hash.write(&busybox);
+    let out = cache.join(format!("base-{:016x}.cpio", hash.0));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let stage = cache.join("base-stage");
+    fresh_dir(&stage)?;
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "etc",
+    ] {
+        mkdir(&stage.join(dir))?;
+    }
+    write_file(&stage.join("bin/busybox"), &busybox, 0o755)?;
+    write_file(&stage.join("init"), INIT.as_bytes(), 0o755)?;
+    let list = Command::new(BUSYBOX)
+        .arg("--list-full")
+        .output()
+        .context("running busybox --list-full")?;
+    if !list.status.success() {
+        bail!("busybox --list-full failed ({})", list.status);
+    }
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let applet = applet.trim().trim_start_matches('/');
+        if applet.is_empty() || applet == "bin/busybox" || applet == "linuxrc" {
+            continue;
+        }
+        let link = stage.join(applet);
+        if let Some(parent) = link.parent() {
+            mkdir(parent)?;
+        }
+        symlink("/bin/busybox", &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    let partial = out.with_extension("partial");
+    cpio(&stage, &partial)?;
+    fs::rename(&partial, &out).with_context(|| format!("moving {}", out.display()))?;
+    fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
+    Ok(out)
+}
+
+/// Builds `run_dir/initrd.cpio` = cached base + this run's payload.
+pub fn build(
+    cache: &Path,
+    run_dir: &Path,
+    payload: &Payload,
+    config: &GuestConfig,
+) -> Result<PathBuf> {
+    let base = base(cache)?;
+    let stage = run_dir.join("payload-stage");
+    fresh_dir(&stage)?;
+    mkdir(&stage.join("bin"))?;
+    mkdir(&stage.join("tests"))?;
+    mkdir(&stage.join("vmtest"))?;
+    place(&payload.tool, &stage.join("bin/memcg-drift"))?;
+    for t in &payload.tests {
+        place(&t.path, &stage.join("tests").join(&t.name))?;
+    }
+    let names: Vec<&str> = payload.tests.iter().map(|t| t.name.as_str()).collect();
+    let mut conf = format!(
+        "VMTEST_CGROUP={}\nVMTEST_TESTS={}\n",
+        shell_quote(&config.cgroup),
+        shell_quote(&names.join(" "))
+    );
+    if let Some(filter) = &config.filter {
+        conf.push_str(&format!(
+            "VMTEST_FILTER_SET=1\nVMTEST_FILTER={}\n",
+            shell_quote(filter)
+        ));
+    }
+    write_file(&stage.join("vmtest/config"), conf.as_bytes(), 0o644)?;
+
+    let payload_cpio = run_dir.join("payload.cpio");
+    cpio(&stage, &payload_cpio)?;
+    fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
+
+    let initrd = run_dir.join("initrd.cpio");
+    let mut out =
+        fs::File::create(&initrd).with_context(|| format!("creating {}", initrd.display()))?;
+    for part in [&base, &payload_cpio] {
+        let mut f = fs::File::open(part).with_context(|| format!("opening {}", part.display()))?;
+        std::io::copy(&mut f, &mut out).with_context(|| format!("writing {}", initrd.display()))?;
+    }
+    fs::remove_file(&payload_cpio)
+        .with_context(|| format!("removing {}", payload_cpio.display()))?;
+    Ok(initrd)
+}
+
+/// Archives the tree under `root` into `out` as an uncompressed newc cpio owned by root.
+fn cpio(root: &Path, out: &Path) -> Result<()> {
+    let mut entries = Vec::new();
+    walk(root, Path::new("."), &mut entries)?;
+    let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut child = Command::new("cpio")
+        .current_dir(root)
+        .args([
+            "--create",
+            "--format=newc",
+            "--null",
+            "--quiet",
+            "--owner=0:0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .context("starting cpio (install it: cargo xtask setup --vm)")?;
+    {
+        let mut stdin = child.stdin.take().context("cpio has no stdin pipe")?;
+        for e in &entries {
+            stdin
+                .write_all(e.as_os_str().as_encoded_bytes())
+                .context("feeding cpio")?;
+            stdin.write_all(b"\0").context("feeding cpio")?;
+        }
+    }
+    let status = child.wait().context("waiting for cpio")?;
+    if !status.success() {
+        bail!("cpio failed for {} ({status})", root.display());
+    }
+    Ok(())
+}
+
+/// Lists `dir` (relative names under `rel`) depth-first, parents before children, sorted.
+fn walk(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let dir = base.join(rel);
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("listing {}", dir.display()))?;
+    names.sort();
+    for name in names {
+        let rel = rel.join(name);
+        out.push(rel.clone());
+        let meta = fs::symlink_metadata(base.join(&rel))
+            .with_context(|| format!("inspecting {}", rel.display()))?;
+        if meta.is_dir() {
+            walk(base, &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies `src` to `dst` with its mode. (Not a hard link: cpio defers the data of files with
+/// several links, which is fragile across concatenated archives.)
+fn place(src: &Path, dst: &Path) -> Result<()> {
+    fs::copy(src, dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    Ok(())
+}
+
+fn fresh_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    mkdir(dir)
+}
+
+fn mkdir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))
+}
+
+/// Single-quotes `s` for `/bin/sh`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// 64-bit FNV-1a, a stable content hash for cache keys.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_escapes_single_quotes() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}

@@ -1,0 +1,265 @@
+//! The guest payload: the statically linked `memcg-drift` binary and every test executable of
+//! the `integration-tests` package, built on the host for `x86_64-unknown-linux-gnu` with
+//! `-C target-feature=+crt-static` (static glibc; the musl target is not available here).
+//!
+//! The test executables are found the way cargo reports them: `compiler-artifact` messages of
+//! `--message-format=json` whose `profile.test` is true carry the path in `executable`. The
+//! messages are parsed with a few string searches over cargo's fixed, compact JSON rather than
+//! a JSON crate, which keeps xtask's dependencies (and the shared `Cargo.lock`) unchanged.
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The only target the guest can run: glibc, linked statically through `crt-static`.
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// One test executable to run in the guest.
+#[derive(Debug, Clone)]
+pub struct TestBin {
+    /// Name inside the guest (`/tests/<name>`) and in reports: the cargo target name.
+    pub name: String,
+    /// The executable on the host.
+    pub path: PathBuf,
+}
+
+/// Everything the guest runs.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// The static `memcg-drift` binary, `/bin/memcg-drift` in the guest.
+    pub tool: PathBuf,
+    /// Test executables, in the order they run.
+    pub tests: Vec<TestBin>,
+}
+
+/// One artifact line of `cargo --message-format=json`.
+#[derive(Debug, PartialEq, Eq)]
+struct Artifact {
+    name: String,
+    kind: String,
+    test: bool,
+    executable: Option<String>,
+}
+
+/// Builds `memcg-drift` and, unless `prebuilt` names test executables to use instead, the
+/// `integration-tests` test executables.
+pub fn build(workspace: &std::path::Path, prebuilt: &[PathBuf]) -> Result<Payload> {
+    let tool = cargo_json(workspace, &["build", "--release", "-p", "memcg-drift"])?
+        .into_iter()
+        .find(|a| a.name == "memcg-drift" && a.kind == "bin")
+        .and_then(|a| a.executable)
+        .context("cargo reported no memcg-drift executable")?;
+
+    let tests = if prebuilt.is_empty() {
+        let artifacts = cargo_json(
+            workspace,
+            &["test", "--release", "-p", "integration-tests", "--no-run"],
+        )?;
+        let mut tests = Vec::new();
+        let mut seen = BTreeSet::new();
+        for a in artifacts.into_iter().filter(|a| a.test) {
+            let Some(exe) = a.executable else { continue };
+            // A library's unit tests and an integration test may share a target name.
+            let name = if seen.contains(&a.name) {
+                format!("{}-{}", a.name, a.kind)
+            } else {
+                a.name.clone()
+            };
+            seen.insert(name.clone());
+            tests.push(TestBin {
+                name,
+                path: PathBuf::from(exe),
+            });
+        }
+        tests
+    } else {
+        prebuilt
+            .iter()
+            .map(|p| {
+                let name = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("test executable path has no file name")?;
+                Ok(TestBin {
+                    name: guest_name(name),
+                    path: p.clone(),
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    if tests.is_empty() {
+        bail!(
+            "the integration-tests package produced no test executables; \
+             add tests under tests/tests/ (or pass --test-bin)"
+        );
+    }
+    Ok(Payload {
+        tool: PathBuf::from(tool),
+        tests,
+    })
+}
+
+/// A guest file name for a prebuilt executable: cargo's `-<16 hex>` hash suffix dropped.
+fn guest_name(file: &str) -> String {
+    match file.rsplit_once('-') {
+        Some((stem, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            stem.to_string()
+        }
+        _ => file.to_string(),
+    }
+}
+
+/// Runs cargo with `args` for the static target and returns its artifact messages.
+fn cargo_json(workspace: &std::path::Path, args: &[&str]) -> Result<Vec<Artifact>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if !rustflags.contains("crt-static") {
+        rustflags.push_str(" -C target-feature=+crt-static");
+    }
+    eprintln!(
+        "vm-test: cargo {} --target {TARGET} (static)",
+        args.join(" ")
+    );
+    let out = Command::new(&cargo)
+        .current_dir(workspace)
+        .args(args)
+        .args([
+            "--target",
+            TARGET,
+            "--message-format=json-render-diagnostics",
+        ])
+        // With `--target`, RUSTFLAGS reach only target code, not build scripts or proc macros.
+        .env("RUSTFLAGS", rustflags.trim())
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {cargo}"))?;
+    if !out.status.success() {
+        bail!(
+            "`cargo {}` for the guest failed ({})",
+            args.join(" "),
+            out.status
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(parse_artifact)
+        .collect())
+}
+
+/// Parses one `compiler-artifact` message; other messages give `None`.
+fn parse_artifact(line: &str) -> Option<Artifact> {
+    if !line.starts_with("{\"reason\":\"compiler-artifact\"") {
+        return None;
+    }
+    let target = object_after(line, "\"target\":")?;
+    let profile = object_after(line, "\"profile\":")?;
+    let kind = string_after(target, "\"kind\":[")?;
+    let name = string_after(target, "\"name\":")?;
+    let executable = match line.find("\"executable\":") {
+        Some(i) if line[i + 13..].starts_with('"') => string_after(line, "\"executable\":"),
+        _ => None,
+    };
+    Some(Artifact {
+        name,
+        kind,
+        test: profile.contains("\"test\":true"),
+        executable,
+    })
+}
+
+/// The JSON object that follows `key` (braces balanced, strings respected).
+fn object_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(key)? + key.len();
+    let rest = &line[start..];
+    if !rest.starts_with('{') {
+        return None;
+    }
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_str => escaped = true,
+            '"' => in_str = !in_str,
+            '{' if !in_str => depth += 1,
+            '}' if !in_str => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&rest[..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The JSON string that follows `key`, unescaped.
+fn string_after(text: &str, key: &str) -> Option<String> {
+    let start = text.find(key)? + key.len();
+    let rest = text[start..].strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_test_artifact() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#integration-tests@0.1.0","manifest_path":"/w/tests/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"cgroup","src_path":"/w/tests/tests/cgroup.rs","edition":"2024","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":1,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/t/x86_64-unknown-linux-gnu/release/deps/cgroup-0123456789abcdef"],"executable":"/t/x86_64-unknown-linux-gnu/release/deps/cgroup-0123456789abcdef","fresh":true}"#;
+        assert_eq!(
+            parse_artifact(line),
+            Some(Artifact {
+                name: "cgroup".into(),
+                kind: "test".into(),
+                test: true,
+                executable: Some(
+                    "/t/x86_64-unknown-linux-gnu/release/deps/cgroup-0123456789abcdef".into()
+                ),
+            })
+        );
+    }
+
+    #[test]
+    fn library_artifact_has_no_executable() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"x","manifest_path":"/m","target":{"kind":["lib"],"crate_types":["lib"],"name":"memcg_drift","src_path":"/s","edition":"2024","doc":true,"doctest":true,"test":true},"profile":{"opt_level":"3","debuginfo":1,"debug_assertions":false,"overflow_checks":false,"test":false},"features":[],"filenames":["/a.rlib"],"executable":null,"fresh":true}"#;
+        let a = parse_artifact(line).expect("artifact");
+        assert!(!a.test);
+        assert_eq!(a.executable, None);
+    }
+
+    #[test]
+    fn other_messages_are_skipped() {
+        assert_eq!(
+            parse_artifact(r#"{"reason":"build-finished","success":true}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn guest_name_drops_cargo_hash() {
+        assert_eq!(guest_name("cgroup-0123456789abcdef"), "cgroup");
+        assert_eq!(guest_name("my-test"), "my-test");
+    }
+}
