@@ -1,0 +1,715 @@
+//! The tool's own cgroups: [`RunGroup`] (`<memory root>/memcg-drift/<run-id>` and its
+//! children), their removal on every exit path, and [`cleanup_stale`] for runs a killed
+//! process left behind.
+//!
+//! # Ownership
+//! Before creating `memcg-drift/<run-id>`, a run writes `/run/memcg-drift/<run-id>.owner`
+//! (`pid P` and `starttime T`, field 22 of `/proc/P/stat`): cgroupfs cannot hold regular
+//! files, and writing the marker first means a run directory without a marker is never a run
+//! being born. A run is stale when its marker is missing, its pid is gone or a zombie, or the
+//! pid's start time differs (pid reuse). Only stale runs are removed by [`cleanup_stale`].
+//!
+//! # Removal on every exit path
+//! - normal end and errors: [`RunGroup::remove`] or `Drop` (also during panic unwinding);
+//! - SIGINT, SIGTERM, SIGHUP: [`install_cleanup_on_signals`] (call it once, early in `main`);
+//!   code that handles those signals itself (e.g. with `tokio::signal`) must not install it
+//!   and instead drop its `RunGroup`s or call [`cleanup_live_runs`] from its handler;
+//! - panics with `panic = "abort"` or in a thread other than the owner's:
+//!   [`install_cleanup_on_panic`] (process-wide: not for test harnesses, where one test's
+//!   panic would tear down the runs of tests still running; there, unwinding drops do it);
+//! - `SIGKILL`: nothing can run; the next [`cleanup_stale`] (`memcg-drift cleanup`) does it.
+//!
+//! All live runs of the process sit in a process-global registry that the signal thread and
+//! the panic hook drain. Removing a run kills every process inside (SIGKILL, or v2
+//! `cgroup.kill`), waits up to ~2 s for `cgroup.procs` to empty, and removes the cgroups
+//! deepest first, retrying the short `EBUSY` after an exit.
+
+use std::{
+    fmt, fs,
+    io::{self, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicI32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use super::{
+    CgroupError, CgroupVersion, MemCgroup, MemoryHierarchy, is_gone, memcg::write_control,
+    parse_flat_keyed,
+};
+
+/// The directory under the memory root that holds every run: `<root>/memcg-drift`.
+pub const RUN_PARENT: &str = "memcg-drift";
+
+/// How long removal waits for the processes of one cgroup to go.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+/// How long removal retries `EBUSY` from `rmdir` of one cgroup.
+const RMDIR_WAIT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(10);
+
+/// Where owner markers live: `/run/memcg-drift`.
+pub fn owner_dir() -> PathBuf {
+    PathBuf::from("/run/memcg-drift")
+}
+
+fn owner_file(run_id: &str) -> PathBuf {
+    owner_dir().join(format!("{run_id}.owner"))
+}
+
+/// State `(field 3)` and start time (field 22, clock ticks since boot) from the text of
+/// `/proc/<pid>/stat`. The command name (field 2) may hold spaces and parentheses, so fields
+/// are counted from the last `)`.
+pub(crate) fn parse_proc_stat(text: &str) -> Option<(char, u64)> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // After the state (field 3), field 22 is the 19th further field.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The start time of a live (not zombie) process, or None.
+fn start_time(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (state, start) = parse_proc_stat(&text)?;
+    (!matches!(state, 'Z' | 'X' | 'x')).then_some(start)
+}
+
+/// Why a run is considered stale, or None if its owner is alive.
+fn owner_stale_reason(owner: &Path) -> Option<String> {
+    let text = match fs::read_to_string(owner) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some("owner file missing".into()),
+        Err(e) => return Some(format!("owner file unreadable ({e})")),
+    };
+    let Ok(kv) = parse_flat_keyed(&text) else {
+        return Some("owner file malformed".into());
+    };
+    let (Some(pid), Some(start)) = (kv.get("pid"), kv.get("starttime")) else {
+        return Some("owner file malformed".into());
+    };
+    let Ok(pid) = i32::try_from(pid) else {
+        return Some("owner file malformed".into());
+    };
+    match start_time(pid) {
+        None => Some(format!("owner pid {pid} is dead")),
+        Some(s) if s != start => Some(format!(
+            "owner pid {pid} was reused (start time {s}, owner's {start})"
+        )),
+        Some(_) => None,
+    }
+}
+
+fn enable_memory_controller(dir: &Path) -> Result<(), CgroupError> {
+    let path = dir.join("cgroup.subtree_control");
+    let current = fs::read_to_string(&path).map_err(|e| CgroupError::io(&path, e))?;
+    if current.split_whitespace().any(|c| c == "memory") {
+        return Ok(());
+    }
+    write_control(&path, "+memory")
+}
+
+/// Every cgroup directory of the tree at `dir`, deepest first, `dir` last.
+fn post_order(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        let mut subdirs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        subdirs.sort();
+        for s in subdirs {
+            post_order(&s, out);
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
+fn read_procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    match fs::read_to_string(&path) {
+        Ok(t) => Ok(t.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if is_gone(&e) => Ok(Vec::new()),
+        Err(e) => Err(CgroupError::io(path, e)),
+    }
+}
+
+/// SIGKILLs every process in the cgroup at `dir` until `cgroup.procs` is empty (bounded).
+/// Never signals the calling process.
+fn kill_all(dir: &Path) -> Result<(), CgroupError> {
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let pids = read_procs(dir)?;
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if pids.contains(&me) {
+            return Err(CgroupError::Busy {
+                path: dir.to_path_buf(),
+                reason: format!("the calling process (pid {me}) is inside"),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(CgroupError::Busy {
+                path: dir.to_path_buf(),
+                reason: format!("processes {pids:?} still inside after {KILL_WAIT:?}"),
+            });
+        }
+        for pid in pids {
+            // SAFETY: kill(2) has no memory-safety preconditions; ESRCH (already gone) is fine.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        thread::sleep(POLL);
+    }
+}
+
+fn rmdir_retry(dir: &Path) -> Result<bool, CgroupError> {
+    let deadline = Instant::now() + RMDIR_WAIT;
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(true),
+            Err(e) if is_gone(&e) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                thread::sleep(POLL)
+            }
+            Err(e) => {
+                return Err(CgroupError::Busy {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "rmdir: {e}; processes inside: {:?}",
+                        read_procs(dir).unwrap_or_default()
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Kills the processes in and removes the cgroup tree at `dir`, deepest first. Returns the
+/// cgroups removed. Already-removed cgroups are fine.
+fn remove_tree(dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
+    let mut dirs = Vec::new();
+    post_order(dir, &mut dirs);
+    // v2 (5.14+): one write kills the whole subtree, including processes forking meanwhile.
+    let kill = dir.join("cgroup.kill");
+    let me = std::process::id() as i32;
+    if kill.exists()
+        && !dirs
+            .iter()
+            .any(|d| read_procs(d).is_ok_and(|p| p.contains(&me)))
+    {
+        let _ = write_control(&kill, "1");
+    }
+    let mut removed = Vec::new();
+    let mut first_err = None;
+    for d in &dirs {
+        let r = kill_all(d).and_then(|()| rmdir_retry(d));
+        match r {
+            Ok(true) => removed.push(d.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(removed),
+    }
+}
+
+/// A run as the registry sees it.
+#[derive(Debug)]
+struct LiveRun {
+    run_dir: PathBuf,
+    parent_dir: PathBuf,
+    owner_file: PathBuf,
+    /// Set once removal was attempted; held during removal so a signal-time drain waits for
+    /// a removal in progress instead of racing it.
+    attempted: Mutex<bool>,
+}
+
+impl LiveRun {
+    fn remove(&self) -> Result<(), CgroupError> {
+        let mut attempted = self.attempted.lock().unwrap_or_else(|p| p.into_inner());
+        if *attempted {
+            return Ok(());
+        }
+        *attempted = true;
+        remove_tree(&self.run_dir)?;
+        // Only once the cgroups are gone: a marker left behind lets `cleanup_stale` finish.
+        match fs::remove_file(&self.owner_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CgroupError::io(&self.owner_file, e)),
+        }
+        // Fails (ENOTEMPTY/EBUSY) while another run uses it: that is fine.
+        let _ = fs::remove_dir(&self.parent_dir);
+        Ok(())
+    }
+}
+
+static REGISTRY: Mutex<Vec<Arc<LiveRun>>> = Mutex::new(Vec::new());
+
+fn registry() -> std::sync::MutexGuard<'static, Vec<Arc<LiveRun>>> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unregister(live: &Arc<LiveRun>) {
+    registry().retain(|r| !Arc::ptr_eq(r, live));
+}
+
+/// Removes every live run of this process (what the signal thread and the panic hook do).
+/// Returns the runs that could not be removed, with the error.
+pub fn cleanup_live_runs() -> Vec<(PathBuf, CgroupError)> {
+    let runs: Vec<Arc<LiveRun>> = registry().clone();
+    let mut failed = Vec::new();
+    for run in runs {
+        if let Err(e) = run.remove() {
+            failed.push((run.run_dir.clone(), e));
+        }
+        unregister(&run);
+    }
+    failed
+}
+
+/// One run of the tool: `<memory root>/memcg-drift/<run-id>` and the child cgroups created
+/// through [`RunGroup::child`]. Removed (with every process inside killed) by
+/// [`RunGroup::remove`] or on drop.
+#[derive(Debug)]
+pub struct RunGroup {
+    run_id: String,
+    dir: MemCgroup,
+    live: Arc<LiveRun>,
+}
+
+impl RunGroup {
+    /// Creates `memcg-drift/` if needed (v2: enabling `+memory` in the root's and its
+    /// `cgroup.subtree_control`), writes the owner marker, then creates
+    /// `memcg-drift/<pid>-<unix-nanos>` and registers the run for cleanup.
+    pub fn create(hier: &MemoryHierarchy) -> Result<RunGroup, CgroupError> {
+        let root = fs::canonicalize(&hier.root).map_err(|e| CgroupError::io(&hier.root, e))?;
+        let parent = root.join(RUN_PARENT);
+        let odir = owner_dir();
+        fs::create_dir_all(&odir).map_err(|e| CgroupError::io(&odir, e))?;
+        let pid = std::process::id() as i32;
+        let start = start_time(pid).ok_or_else(|| {
+            CgroupError::io(
+                format!("/proc/{pid}/stat"),
+                io::Error::other("cannot read own start time"),
+            )
+        })?;
+        // The marker first (exclusive create also makes the run id unique).
+        let (run_id, owner) = loop {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let run_id = format!("{pid}-{nanos}");
+            let owner = owner_file(&run_id);
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&owner)
+            {
+                Ok(mut f) => {
+                    f.write_all(format!("pid {pid}\nstarttime {start}\n").as_bytes())
+                        .map_err(|e| CgroupError::io(&owner, e))?;
+                    break (run_id, owner);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(CgroupError::io(&owner, e)),
+            }
+        };
+        let run_dir = parent.join(&run_id);
+        let made = Self::make_run_dir(hier.version, &root, &parent, &run_dir).and_then(|()| {
+            MemCgroup::open(
+                &MemoryHierarchy {
+                    version: hier.version,
+                    root: root.clone(),
+                },
+                &run_dir,
+            )
+        });
+        let dir = match made {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = fs::remove_dir(&run_dir);
+                let _ = fs::remove_file(&owner);
+                let _ = fs::remove_dir(&parent);
+                return Err(e);
+            }
+        };
+        let live = Arc::new(LiveRun {
+            run_dir,
+            parent_dir: parent,
+            owner_file: owner,
+            attempted: Mutex::new(false),
+        });
+        registry().push(live.clone());
+        Ok(RunGroup { run_id, dir, live })
+    }
+
+    fn make_run_dir(
+        version: CgroupVersion,
+        root: &Path,
+        parent: &Path,
+        run_dir: &Path,
+    ) -> Result<(), CgroupError> {
+        // A concurrent run that ends may remove an empty `memcg-drift/` between our two
+        // mkdirs: then start over.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if version == CgroupVersion::V2 {
+                enable_memory_controller(root)?;
+            }
+            match fs::create_dir(parent) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(CgroupError::io(parent, e)),
+            }
+            if version == CgroupVersion::V2 {
+                match enable_memory_controller(parent) {
+                    Err(CgroupError::Io { source, .. }) if is_gone(&source) && tries < 10 => {
+                        continue;
+                    }
+                    r => r?,
+                }
+            }
+            match fs::create_dir(run_dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 10 => continue,
+                Err(e) => return Err(CgroupError::io(run_dir, e)),
+            }
+        }
+    }
+
+    /// The run id (`<pid>-<unix-nanos>`).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The run's own cgroup, `memcg-drift/<run-id>`. On v2, put processes in children only
+    /// (a cgroup that enables controllers for its children cannot hold processes).
+    pub fn cgroup(&self) -> &MemCgroup {
+        &self.dir
+    }
+
+    /// The owner marker file.
+    pub fn owner_file(&self) -> &Path {
+        &self.live.owner_file
+    }
+
+    /// Creates the child cgroup `name` (one or more `/`-separated components; the parent
+    /// components must exist) inside the run. On v2 the parent first enables `+memory` in its
+    /// `cgroup.subtree_control`.
+    pub fn child(&self, name: &str) -> Result<MemCgroup, CgroupError> {
+        let bad = |reason| CgroupError::BadName {
+            name: name.to_string(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(bad("empty"));
+        }
+        for comp in name.split('/') {
+            match comp {
+                "" => return Err(bad("empty component")),
+                "." | ".." => return Err(bad("`.` and `..` are not allowed")),
+                _ if comp.contains('\0') => return Err(bad("contains NUL")),
+                _ if comp.starts_with("cgroup.") || comp.starts_with("memory.") => {
+                    return Err(bad("looks like a control file"));
+                }
+                _ => {}
+            }
+        }
+        let path = self.dir.path().join(name);
+        let parent = path.parent().unwrap_or(self.dir.path());
+        if self.dir.version() == CgroupVersion::V2 {
+            enable_memory_controller(parent)?;
+        }
+        fs::create_dir(&path).map_err(|e| CgroupError::io(&path, e))?;
+        MemCgroup::open(self.dir.hierarchy(), &path)
+    }
+
+    /// Kills every process left in the run's cgroups, removes them deepest first, the run
+    /// directory, the owner marker, and `memcg-drift/` if no other run uses it.
+    pub fn remove(self) -> Result<(), CgroupError> {
+        let r = self.live.remove();
+        unregister(&self.live);
+        r
+    }
+}
+
+impl Drop for RunGroup {
+    fn drop(&mut self) {
+        if let Err(e) = self.live.remove() {
+            eprintln!(
+                "memcg-drift: warning: leaving run {} behind ({e}); `memcg-drift cleanup` removes it",
+                self.run_id
+            );
+        }
+        unregister(&self.live);
+    }
+}
+
+/// What [`cleanup_stale`] did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CleanupReport {
+    /// Cgroups removed (deepest first per run).
+    pub removed: Vec<PathBuf>,
+    /// Stale runs and why they were stale.
+    pub stale: Vec<(PathBuf, String)>,
+    /// Cgroups that could not be removed, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+    /// Runs left alone because their owner is alive.
+    pub live: Vec<PathBuf>,
+    /// Owner markers removed.
+    pub owner_files_removed: Vec<PathBuf>,
+}
+
+impl fmt::Display for CleanupReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (p, why) in &self.stale {
+            writeln!(f, "stale run {} ({why})", p.display())?;
+        }
+        for p in &self.removed {
+            writeln!(f, "removed {}", p.display())?;
+        }
+        for (p, why) in &self.failed {
+            writeln!(f, "could not remove {}: {why}", p.display())?;
+        }
+        for p in &self.live {
+            writeln!(f, "left alone {} (its owner is running)", p.display())?;
+        }
+        if self.stale.is_empty() && self.owner_files_removed.is_empty() {
+            write!(f, "nothing to clean up")
+        } else {
+            write!(
+                f,
+                "{} cgroup(s) removed, {} failed, {} owner file(s) removed",
+                self.removed.len(),
+                self.failed.len(),
+                self.owner_files_removed.len()
+            )
+        }
+    }
+}
+
+/// Removes the runs under `<memory root>/memcg-drift/` whose owner is dead (pid gone or
+/// zombie, or its start time differs) or whose owner marker is missing, killing the processes
+/// inside. Runs of live owners (other invocations running now, or this process) are left
+/// alone. Also removes markers of dead owners whose cgroup is already gone.
+pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupError> {
+    let root = fs::canonicalize(&hier.root).map_err(|e| CgroupError::io(&hier.root, e))?;
+    let parent = root.join(RUN_PARENT);
+    let mut report = CleanupReport::default();
+    let mut runs: Vec<(String, PathBuf)> = match fs::read_dir(&parent) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+            .collect(),
+        Err(e) if is_gone(&e) => Vec::new(),
+        Err(e) => return Err(CgroupError::io(parent, e)),
+    };
+    runs.sort();
+    for (run_id, dir) in &runs {
+        let owner = owner_file(run_id);
+        let Some(why) = owner_stale_reason(&owner) else {
+            report.live.push(dir.clone());
+            continue;
+        };
+        report.stale.push((dir.clone(), why));
+        match remove_tree(dir) {
+            Ok(removed) => {
+                report.removed.extend(removed);
+                if fs::remove_file(&owner).is_ok() {
+                    report.owner_files_removed.push(owner);
+                }
+            }
+            Err(e) => {
+                // Report what did go, then the failure.
+                report.failed.push((dir.clone(), e.to_string()));
+            }
+        }
+    }
+    // Markers whose run directory is gone and whose owner is dead.
+    if let Ok(entries) = fs::read_dir(owner_dir()) {
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(run_id) = name.strip_suffix(".owner") else {
+                continue;
+            };
+            if parent.join(run_id).exists() || owner_stale_reason(&e.path()).is_none() {
+                continue;
+            }
+            if fs::remove_file(e.path()).is_ok() {
+                report.owner_files_removed.push(e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(&parent);
+    Ok(report)
+}
+
+/// The write end of the signal self-pipe (-1 until installed).
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+static SIGNALS_INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+const CLEANUP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; `b` outlives the call.
+        unsafe { libc::write(fd, (&raw const b).cast(), 1) };
+    }
+}
+
+/// Installs handlers for SIGINT, SIGTERM and SIGHUP that remove every live run of the process
+/// (from a dedicated thread, not in the handler), then re-raise the signal with its default
+/// action so the exit status still says "killed by SIGINT". Idempotent.
+///
+/// Replaces any earlier handler of these signals; a handler installed later (for example by
+/// `tokio::signal`) chains to this one or replaces it. Code that treats SIGINT as a normal
+/// "stop" should not call this, and instead drop its runs or call [`cleanup_live_runs`].
+pub fn install_cleanup_on_signals() -> Result<(), CgroupError> {
+    let r = SIGNALS_INSTALLED.get_or_init(|| install_signals().map_err(|e| e.to_string()));
+    r.clone()
+        .map_err(|e| CgroupError::io("signal handlers", io::Error::other(e)))
+}
+
+fn install_signals() -> io::Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor we own; a full pipe must not block the handler.
+    unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    SIGNAL_PIPE.store(wr.as_raw_fd(), Ordering::Relaxed);
+    // The write end stays open for the life of the process.
+    std::mem::forget(wr);
+    thread::Builder::new()
+        .name("memcg-drift-cleanup".into())
+        .spawn(move || {
+            let mut b = 0u8;
+            loop {
+                // SAFETY: reads one byte into `b` from a descriptor this thread owns.
+                let n = unsafe { libc::read(rd.as_raw_fd(), (&raw mut b).cast(), 1) };
+                if n == 1 {
+                    break;
+                }
+                if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            let sig = libc::c_int::from(b);
+            for (dir, e) in cleanup_live_runs() {
+                eprintln!("memcg-drift: could not remove {}: {e}", dir.display());
+            }
+            // SAFETY: restoring the default action and re-raising; no Rust state is involved.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::kill(libc::getpid(), sig);
+            }
+        })?;
+    for sig in CLEANUP_SIGNALS {
+        // SAFETY: a zeroed sigaction with a valid handler address and an empty mask is valid;
+        // the handler only performs an async-signal-safe write(2).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&raw mut sa.sa_mask);
+            if libc::sigaction(sig, &raw const sa, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Installs a panic hook (chained after the current one) that removes every live run of the
+/// process. Process-wide: meant for the CLI (and needed with `panic = "abort"`); in a test
+/// harness it would remove the runs of tests still running, so tests rely on `Drop`.
+pub fn install_cleanup_on_panic() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            prev(info);
+            for (dir, e) in cleanup_live_runs() {
+                eprintln!("memcg-drift: could not remove {}: {e}", dir.display());
+            }
+        }));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields() {
+        let text = "1234 (my (odd) comm) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 200\n";
+        assert_eq!(parse_proc_stat(text), Some(('S', 987654)));
+        assert_eq!(parse_proc_stat("1 (x) Z 0"), None);
+        let real = "23901 (memcg_drift-837) S 21031 21027 9964 0 -1 4194304 199 0 0 0 1 0 0 0 20 0 3 0 94493 \
+                    144887808 1230 18446744073709551615 94175738555216";
+        assert_eq!(parse_proc_stat(real), Some(('S', 94493)));
+        let me = fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(parse_proc_stat(&me).is_some(), "{me}");
+    }
+
+    #[test]
+    fn owner_liveness() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("x.owner");
+        assert!(owner_stale_reason(&f).unwrap().contains("missing"));
+        let me = std::process::id();
+        let start = start_time(me as i32).unwrap();
+        fs::write(&f, format!("pid {me}\nstarttime {start}\n")).unwrap();
+        assert_eq!(owner_stale_reason(&f), None);
+        fs::write(&f, format!("pid {me}\nstarttime {}\n", start + 1)).unwrap();
+        assert!(owner_stale_reason(&f).unwrap().contains("reused"));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        fs::write(&f, format!("pid {dead}\nstarttime 1\n")).unwrap();
+        assert!(owner_stale_reason(&f).unwrap().contains("dead"));
+        fs::write(&f, "pid x\n").unwrap();
+        assert!(owner_stale_reason(&f).unwrap().contains("malformed"));
+    }
+
+    #[test]
+    fn cleanup_report_text() {
+        assert_eq!(CleanupReport::default().to_string(), "nothing to clean up");
+        let r = CleanupReport {
+            removed: vec!["/m/memcg-drift/1-2/a".into(), "/m/memcg-drift/1-2".into()],
+            stale: vec![("/m/memcg-drift/1-2".into(), "owner pid 1 is dead".into())],
+            live: vec!["/m/memcg-drift/3-4".into()],
+            ..Default::default()
+        };
+        let s = r.to_string();
+        assert!(
+            s.contains("removed /m/memcg-drift/1-2\n")
+                && s.contains("left alone /m/memcg-drift/3-4"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("2 cgroup(s) removed, 0 failed, 0 owner file(s) removed"),
+            "{s}"
+        );
+    }
+}
