@@ -93,8 +93,16 @@ pub fn short_error(e: &dyn std::error::Error) -> String {
         s.push_str(&inner.to_string());
         src = inner.source();
     }
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 240 { format!("{}...", one.chars().take(240).collect::<String>()) } else { one }
+    let mut one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    // aya appends an empty verifier log as "Verifier output: : <io error>"; drop the echo.
+    if let Some(pos) = one.find(". Verifier output: :") {
+        one.truncate(pos);
+    }
+    if one.chars().count() > 240 {
+        format!("{}...", one.chars().take(240).collect::<String>())
+    } else {
+        one
+    }
 }
 
 /// Outcome of trying to attach one hook.
@@ -125,7 +133,9 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
     p.try_into().map_err(|e: ProgramError| short_error(&e))
 }
 
@@ -137,7 +147,9 @@ fn check_stat_tracepoint_format(facts: &KernelFacts, cat: &str, name: &str) -> R
     let want = [("id", 8, 8), ("item", 16, 4), ("val", 20, 4)];
     for (field, off, size) in want {
         if tracefs::field_offset(&fmt, field) != Some((off, size)) {
-            return Err(format!("record layout differs from the probe's ({field} not at {off}/{size})"));
+            return Err(format!(
+                "record layout differs from the probe's ({field} not at {off}/{size})"
+            ));
         }
     }
     Ok(())
@@ -158,10 +170,14 @@ pub fn attach_candidate(
         ($ty:ty, $load:expr, $attach:expr) => {{
             let p: &mut $ty = program(ebpf, name)?;
             #[allow(clippy::redundant_closure_call)]
-            let r = $load(&mut *p).map_err(|e: ProgramError| short_error(&e)).and_then(|()| {
-                #[allow(clippy::redundant_closure_call)]
-                $attach(&mut *p).map(|_| ()).map_err(|e: ProgramError| short_error(&e))
-            });
+            let r = $load(&mut *p)
+                .map_err(|e: ProgramError| short_error(&e))
+                .and_then(|()| {
+                    #[allow(clippy::redundant_closure_call)]
+                    $attach(&mut *p)
+                        .map(|_| ())
+                        .map_err(|e: ProgramError| short_error(&e))
+                });
             if r.is_err() {
                 let _ = p.unload();
             }
@@ -172,10 +188,18 @@ pub fn attach_candidate(
     let res: Result<(), String> = match (&cand.flavour, &cand.target) {
         (Flavour::TpBtf, Target::BtfTracepoint(tp)) => {
             let btf = btf_required()?;
-            load_attach!(BtfTracePoint, |p: &mut BtfTracePoint| p.load(tp, btf), |p: &mut BtfTracePoint| p.attach())
+            load_attach!(
+                BtfTracePoint,
+                |p: &mut BtfTracePoint| p.load(tp, btf),
+                |p: &mut BtfTracePoint| p.attach()
+            )
         }
         (Flavour::RawTracepoint, Target::BtfTracepoint(tp)) => {
-            load_attach!(RawTracePoint, |p: &mut RawTracePoint| p.load(), |p: &mut RawTracePoint| p.attach(tp))
+            load_attach!(
+                RawTracePoint,
+                |p: &mut RawTracePoint| p.load(),
+                |p: &mut RawTracePoint| p.attach(tp)
+            )
         }
         (Flavour::Tracepoint, Target::Tracepoint(cat, tp)) => {
             if name.starts_with("tp_") && cat == &"memcg" {
@@ -184,17 +208,23 @@ pub fn attach_candidate(
             if let Err(e) = &facts.tracefs {
                 return Err(e.clone());
             }
-            load_attach!(TracePoint, |p: &mut TracePoint| p.load(), |p: &mut TracePoint| p.attach(cat, tp))
+            load_attach!(
+                TracePoint,
+                |p: &mut TracePoint| p.load(),
+                |p: &mut TracePoint| p.attach(cat, tp)
+            )
         }
         (Flavour::Fentry, Target::BtfFunction(f)) => {
             let btf = btf_required()?;
-            load_attach!(FEntry, |p: &mut FEntry| p.load(f, btf), |p: &mut FEntry| p.attach())
+            load_attach!(FEntry, |p: &mut FEntry| p.load(f, btf), |p: &mut FEntry| p
+                .attach())
         }
         (Flavour::Kprobe, Target::Function(f)) => {
             if !facts.kprobe_pmu {
                 return Err("kernel has no kprobe PMU (CONFIG_KPROBES off)".into());
             }
-            load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p.attach(f, 0))
+            load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p
+                .attach(f, 0))
         }
         (f, t) => Err(format!("flavour {f} cannot attach to {t:?}")),
     };
@@ -202,7 +232,12 @@ pub fn attach_candidate(
 }
 
 /// Attaches every hook of `plans` that has a usable candidate with a program.
-pub fn attach_plans(ebpf: &mut Ebpf, plans: &[HookPlan], btf: &Btf, facts: &KernelFacts) -> Vec<HookOutcome> {
+pub fn attach_plans(
+    ebpf: &mut Ebpf,
+    plans: &[HookPlan],
+    btf: &Btf,
+    facts: &KernelFacts,
+) -> Vec<HookOutcome> {
     plans
         .iter()
         .map(|plan| {
@@ -221,7 +256,12 @@ pub fn attach_plans(ebpf: &mut Ebpf, plans: &[HookPlan], btf: &Btf, facts: &Kern
                     Err(e) => failed.push((cand.flavour, cand.target.to_string(), e)),
                 }
             }
-            HookOutcome { id: plan.id, used, failed, loss: plan.loss }
+            HookOutcome {
+                id: plan.id,
+                used,
+                failed,
+                loss: plan.loss,
+            }
         })
         .collect()
 }
@@ -243,24 +283,37 @@ pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport 
     // Targets present on every kernel this tool meets; the first that exists is used.
     const FUNCS: [&str; 3] = ["page_counter_try_charge", "vfs_read", "do_sys_openat2"];
     const TPS: [&str; 2] = ["sched_process_fork", "sched_switch"];
-    let func = FUNCS.iter().copied().find(|f| facts.btf.as_ref().is_ok_and(|b| b.has_func(f)));
+    let func = FUNCS
+        .iter()
+        .copied()
+        .find(|f| facts.btf.as_ref().is_ok_and(|b| b.has_func(f)));
     let ksym = FUNCS
         .iter()
         .copied()
         .find(|f| facts.kallsyms.state(f) == crate::kernel::symbols::SymbolState::Present);
-    let tp = TPS.iter().copied().find(|t| facts.btf.as_ref().is_ok_and(|b| b.has_btf_tracepoint(t)));
+    let tp = TPS
+        .iter()
+        .copied()
+        .find(|t| facts.btf.as_ref().is_ok_and(|b| b.has_btf_tracepoint(t)));
     for f in Flavour::ALL {
         let cand = match f {
             Flavour::Fentry => func.map(|t| (Target::BtfFunction(t), "trial_fentry")),
             Flavour::Kprobe => ksym.map(|t| (Target::Function(t), "trial_kprobe")),
             Flavour::TpBtf => tp.map(|t| (Target::BtfTracepoint(t), "trial_tp_btf")),
             Flavour::RawTracepoint => tp.map(|t| (Target::BtfTracepoint(t), "trial_raw_tp")),
-            Flavour::Tracepoint => Some((Target::Tracepoint("sched", "sched_process_fork"), "trial_tracepoint")),
+            Flavour::Tracepoint => Some((
+                Target::Tracepoint("sched", "sched_process_fork"),
+                "trial_tracepoint",
+            )),
         };
         let res = match cand {
             None => Err("no trial target found in this kernel".to_string()),
             Some((target, program)) => {
-                let cand = Candidate { flavour: f, target, program: Some(program) };
+                let cand = Candidate {
+                    flavour: f,
+                    target,
+                    program: Some(program),
+                };
                 attach_candidate(&mut ebpf, &cand, btf, facts).map(|_| ())
             }
         };

@@ -74,18 +74,29 @@ pub fn gather() -> DoctorReport {
     let support = if root {
         attach::trial_flavours(&facts, aya_btf.as_ref())
     } else {
-        Flavour::ALL.iter().map(|f| (*f, Err("not root: cannot load eBPF programs".to_string()))).collect()
+        Flavour::ALL
+            .iter()
+            .map(|f| (*f, Err("not root: cannot load eBPF programs".to_string())))
+            .collect()
     };
     let flavours = support
         .iter()
-        .map(|(f, r)| FlavourReport { flavour: *f, usable: r.is_ok(), error: r.as_ref().err().cloned() })
+        .map(|(f, r)| FlavourReport {
+            flavour: *f,
+            usable: r.is_ok(),
+            error: r.as_ref().err().cloned(),
+        })
         .collect();
-    let plans: Vec<HookPlan> = plan::hooks().iter().map(|h| plan::plan_hook(h, &facts, &support, None)).collect();
+    let plans: Vec<HookPlan> = plan::hooks()
+        .iter()
+        .map(|h| plan::plan_hook(h, &facts, &support, None))
+        .collect();
 
     // Confirm the hooks that have programs by attaching them once.
     let mut confirmations = std::collections::BTreeMap::new();
     if root && let (Ok(kbtf), Some(btf)) = (facts.btf(), aya_btf.as_ref()) {
-        let loaded = attach::probe_config(kbtf, attach::Filter::default()).and_then(|cfg| attach::load(&cfg));
+        let loaded = attach::probe_config(kbtf, attach::Filter::default())
+            .and_then(|cfg| attach::load(&cfg));
         if let Ok(mut ebpf) = loaded {
             for o in attach::attach_plans(&mut ebpf, &plans, btf, &facts) {
                 confirmations.insert(o.id, o);
@@ -95,12 +106,22 @@ pub fn gather() -> DoctorReport {
     let hooks: Vec<HookReport> = plans
         .into_iter()
         .map(|p| {
-            let would_use = p.would_use().map(|v| format!("{} {}", v.candidate.flavour, v.candidate.target));
+            let would_use = p
+                .would_use()
+                .map(|v| format!("{} {}", v.candidate.flavour, v.candidate.target));
             let conf = confirmations.remove(p.id);
             HookReport {
-                attached: conf.as_ref().and_then(|o| o.used.as_ref()).map(|u| format!("{} {}", u.flavour, u.target)),
+                attached: conf
+                    .as_ref()
+                    .and_then(|o| o.used.as_ref())
+                    .map(|u| format!("{} {}", u.flavour, u.target)),
                 attach_errors: conf
-                    .map(|o| o.failed.into_iter().map(|(f, t, e)| format!("{f} {t}: {e}")).collect())
+                    .map(|o| {
+                        o.failed
+                            .into_iter()
+                            .map(|(f, t, e)| format!("{f} {t}: {e}"))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 would_use,
                 plan: p,
@@ -111,13 +132,18 @@ pub fn gather() -> DoctorReport {
     let cgroup = cgroup::detect_layout().map_err(|e| e.to_string());
     let mut problems = Vec::new();
     if !root {
-        problems.push("not running as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON (or root)".into());
+        problems.push(
+            "not running as root: loading eBPF programs needs CAP_BPF and CAP_PERFMON (or root)"
+                .into(),
+        );
     }
     if let Err(e) = &facts.btf {
         problems.push(e.clone());
     }
     match &cgroup {
-        Ok(l) if l.memory.is_none() => problems.push("no cgroup memory controller is mounted".into()),
+        Ok(l) if l.memory.is_none() => {
+            problems.push("no cgroup memory controller is mounted".into())
+        }
         Ok(_) => {}
         Err(e) => problems.push(format!("cgroup layout: {e}")),
     }
@@ -132,12 +158,24 @@ pub fn gather() -> DoctorReport {
     DoctorReport {
         kernel_release: facts.release.clone(),
         root,
-        btf: facts.btf.as_ref().map(|_| crate::kernel::btf::VMLINUX_BTF.to_string()).map_err(Clone::clone),
+        btf: facts
+            .btf
+            .as_ref()
+            .map(|_| crate::kernel::btf::VMLINUX_BTF.to_string())
+            .map_err(Clone::clone),
         tracefs: facts
             .tracefs
             .as_ref()
             .map(|t| {
-                format!("{}{}", t.root().display(), if t.mounted_by_us() { " (mounted by memcg-drift for this run)" } else { "" })
+                format!(
+                    "{}{}",
+                    t.root().display(),
+                    if t.mounted_by_us() {
+                        " (mounted by memcg-drift for this run)"
+                    } else {
+                        ""
+                    }
+                )
             })
             .map_err(Clone::clone),
         kprobe_pmu: facts.kprobe_pmu,
@@ -158,10 +196,24 @@ pub fn render_text(r: &DoctorReport) -> String {
         Ok(v) => v.clone(),
         Err(e) => format!("UNAVAILABLE: {e}"),
     };
-    let _ = writeln!(s, "kernel      {}  ({} CPUs online, root: {})", r.kernel_release, r.cpus_online, if r.root { "yes" } else { "no" });
+    let _ = writeln!(
+        s,
+        "kernel      {}  ({} CPUs online, root: {})",
+        r.kernel_release,
+        r.cpus_online,
+        if r.root { "yes" } else { "no" }
+    );
     let _ = writeln!(s, "btf         {}", res(&r.btf));
     let _ = writeln!(s, "tracefs     {}", res(&r.tracefs));
-    let _ = writeln!(s, "kprobes     {}", if r.kprobe_pmu { "kprobe PMU present" } else { "absent (no kprobe PMU)" });
+    let _ = writeln!(
+        s,
+        "kprobes     {}",
+        if r.kprobe_pmu {
+            "kprobe PMU present"
+        } else {
+            "absent (no kprobe PMU)"
+        }
+    );
     match &r.cgroup {
         Ok(l) => {
             let _ = writeln!(s, "cgroups     {}", l.describe());
@@ -172,35 +224,55 @@ pub fn render_text(r: &DoctorReport) -> String {
     }
     let _ = writeln!(s, "\nprogram flavours (trial load + attach):");
     for f in &r.flavours {
+        let state = if f.usable {
+            "usable".to_string()
+        } else {
+            format!("UNUSABLE: {}", f.error.as_deref().unwrap_or(""))
+        };
+        // The full error stays in --json; the text keeps to 100 columns.
         let _ = writeln!(
             s,
-            "  {:<15} {}",
-            f.flavour.name(),
-            if f.usable { "usable".to_string() } else { format!("UNUSABLE: {}", f.error.as_deref().unwrap_or("")) }
+            "{}",
+            clip(&format!("  {:<15} {state}", f.flavour.name()), 100)
         );
     }
     let _ = writeln!(s, "\nhooks:");
     for h in &r.hooks {
         let state = match (&h.attached, &h.would_use) {
             (Some(a), _) => format!("attached via {a}"),
-            (None, Some(w)) if h.plan.candidates.iter().any(|c| c.candidate.program.is_some()) => {
+            (None, Some(w))
+                if h.plan
+                    .candidates
+                    .iter()
+                    .any(|c| c.candidate.program.is_some()) =>
+            {
                 format!("would use {w}, but attaching failed")
             }
             (None, Some(w)) => format!("would use {w} (no program yet)"),
-            (None, None) => format!("UNAVAILABLE: loses {}", h.plan.loss),
+            (None, None) => "UNAVAILABLE".to_string(),
         };
-        let _ = writeln!(s, "  {:<22} {}", h.plan.id, state);
-        for c in &h.plan.candidates {
+        let _ = writeln!(s, "  {:<22} {}", h.plan.id, clip(&state, 76));
+        if h.attached.is_none() {
             let _ = writeln!(
                 s,
-                "      {:<14} {:<34} {}",
+                "{}",
+                clip(
+                    &format!("      without it the reports lose: {}", h.plan.loss),
+                    100
+                )
+            );
+        }
+        for c in &h.plan.candidates {
+            let line = format!(
+                "      {:<14} {:<36} {}",
                 c.candidate.flavour.name(),
                 c.candidate.target.to_string(),
                 c.rejected.as_deref().unwrap_or("ok")
             );
+            let _ = writeln!(s, "{}", clip(&line, 100));
         }
         for e in &h.attach_errors {
-            let _ = writeln!(s, "      attach failed: {e}");
+            let _ = writeln!(s, "{}", clip(&format!("      attach failed: {e}"), 100));
         }
     }
     let _ = writeln!(s);
@@ -213,4 +285,13 @@ pub fn render_text(r: &DoctorReport) -> String {
         }
     }
     s
+}
+
+/// Cuts `s` to `width` characters, marking the cut.
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(width - 3).collect::<String>())
+    }
 }

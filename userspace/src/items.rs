@@ -29,8 +29,13 @@ impl ItemNames {
                     if n.starts_with("NR_VM_") || n.ends_with("_NR_STAT") {
                         continue;
                     }
+                    // Within one enum a later alias names the real item
+                    // (`NR_LRU_BASE, NR_INACTIVE_ANON = NR_LRU_BASE`); across enums the first
+                    // (node_stat_item) keeps its values.
                     if let Ok(v) = u32::try_from(v) {
-                        names.entry(v).or_insert(n);
+                        if e == "node_stat_item" || !names.contains_key(&v) {
+                            names.insert(v, n);
+                        }
                     }
                 }
             }
@@ -43,12 +48,17 @@ impl ItemNames {
 
     /// Builds from explicit pairs (tests).
     pub fn from_pairs(pairs: &[(&str, u32)]) -> Self {
-        Self { names: pairs.iter().map(|(n, v)| (*v, n.to_string())).collect() }
+        Self {
+            names: pairs.iter().map(|(n, v)| (*v, n.to_string())).collect(),
+        }
     }
 
     /// Name of an item value; unknown values are shown as `item#N`.
     pub fn name(&self, item: u32) -> String {
-        self.names.get(&item).cloned().unwrap_or_else(|| format!("item#{item}"))
+        self.names
+            .get(&item)
+            .cloned()
+            .unwrap_or_else(|| format!("item#{item}"))
     }
 
     /// Value of a named item.
@@ -86,5 +96,8 @@ mod tests {
         let swap = n.value("MEMCG_SWAP").expect("MEMCG_SWAP");
         assert_eq!(n.name(swap), "MEMCG_SWAP");
         assert!(n.value("NR_ANON_MAPPED").is_some());
+        // NR_LRU_BASE is an alias of NR_INACTIVE_ANON: the item is reported by its real name.
+        let base = btf.enum_value("node_stat_item", "NR_LRU_BASE").unwrap() as u32;
+        assert_eq!(n.name(base), "NR_INACTIVE_ANON");
     }
 }

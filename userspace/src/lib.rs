@@ -1,8 +1,19 @@
 //! memcg-drift: explains Linux memory-cgroup accounting drift with eBPF evidence.
 //!
 //! Data flows one way: kernel facts (`kernel`) -> probe plan (`plan`) -> load/attach
-//! (`attach`) -> collect (`collect`) -> reports (`report`). Cgroup handling (`cgroup`) and the
-//! controlled workload process (`workload`) are their own modules.
+//! (`attach`, `tracer`) -> collect (`collect`) -> reports (`trace`, `doctor`). Cgroup handling
+//! (`cgroup`) and the controlled workload process (`workload`) are their own modules.
+pub mod attach;
 pub mod cgroup;
+pub mod cli;
+pub mod collect;
+pub mod doctor;
+pub mod items;
+pub mod kernel;
+pub mod plan;
 pub mod probes;
+pub mod run;
+pub mod test_hooks;
+pub mod trace;
+pub mod tracer;
 pub mod workload;

@@ -25,8 +25,13 @@ pub enum Flavour {
 
 impl Flavour {
     /// All flavours, in the order doctor reports them.
-    pub const ALL: [Flavour; 5] =
-        [Flavour::Fentry, Flavour::Kprobe, Flavour::TpBtf, Flavour::RawTracepoint, Flavour::Tracepoint];
+    pub const ALL: [Flavour; 5] = [
+        Flavour::Fentry,
+        Flavour::Kprobe,
+        Flavour::TpBtf,
+        Flavour::RawTracepoint,
+        Flavour::Tracepoint,
+    ];
 
     /// Short name as used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -63,7 +68,9 @@ pub enum Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Function(n) | Target::BtfFunction(n) | Target::BtfTracepoint(n) => f.write_str(n),
+            Target::Function(n) | Target::BtfFunction(n) | Target::BtfTracepoint(n) => {
+                f.write_str(n)
+            }
             Target::Tracepoint(c, n) => write!(f, "{c}:{n}"),
         }
     }
@@ -114,7 +121,11 @@ pub struct HookSpec {
 }
 
 const fn c(flavour: Flavour, target: Target, program: Option<&'static str>) -> Candidate {
-    Candidate { flavour, target, program }
+    Candidate {
+        flavour,
+        target,
+        program,
+    }
 }
 
 /// Function hooks: fentry then kprobe on each symbol name in turn (newest name first where
@@ -141,7 +152,11 @@ fn tracepoint_candidates(
 ) -> Vec<Candidate> {
     vec![
         c(Flavour::TpBtf, Target::BtfTracepoint(name), tp_btf),
-        c(Flavour::Tracepoint, Target::Tracepoint(category, name), tracepoint),
+        c(
+            Flavour::Tracepoint,
+            Target::Tracepoint(category, name),
+            tracepoint,
+        ),
     ]
 }
 
@@ -165,7 +180,12 @@ pub fn hooks() -> Vec<HookSpec> {
             group: Stat,
             loss: "non-LRU statistics (kernel stack, sock, percpu, vmalloc, kmem) per CPU",
             candidates: concat(
-                tracepoint_candidates("memcg", "mod_memcg_state", Some("tp_btf_memcg_state"), Some("tp_memcg_state")),
+                tracepoint_candidates(
+                    "memcg",
+                    "mod_memcg_state",
+                    Some("tp_btf_memcg_state"),
+                    Some("tp_memcg_state"),
+                ),
                 function_candidates(
                     &["__mod_memcg_state", "mod_memcg_state"],
                     Some("fentry_memcg_state"),
@@ -194,15 +214,20 @@ pub fn hooks() -> Vec<HookSpec> {
         HookSpec {
             id: "charge.try_charge",
             group: Charge,
-            loss: "charge attempts and batch refills (inferred from page_counter readings instead)",
+            loss: "charge attempts and batch refills",
             candidates: function_candidates(&["try_charge_memcg", "try_charge"], None, None),
         },
         HookSpec {
             id: "charge.page_counter",
             group: Charge,
-            loss: "page_counter charges, failures and uncharges (inferred instead)",
+            loss: "page_counter charges, failures and uncharges",
             candidates: function_candidates(
-                &["page_counter_try_charge", "page_counter_charge", "page_counter_uncharge", "page_counter_cancel"],
+                &[
+                    "page_counter_try_charge",
+                    "page_counter_charge",
+                    "page_counter_uncharge",
+                    "page_counter_cancel",
+                ],
                 None,
                 None,
             ),
@@ -210,8 +235,12 @@ pub fn hooks() -> Vec<HookSpec> {
         HookSpec {
             id: "charge.stock",
             group: Charge,
-            loss: "stock refills and drains (stock contents are still read directly)",
-            candidates: function_candidates(&["refill_stock", "drain_stock", "drain_all_stock"], None, None),
+            loss: "stock refills and drains",
+            candidates: function_candidates(
+                &["refill_stock", "drain_stock", "drain_all_stock"],
+                None,
+                None,
+            ),
         },
         HookSpec {
             id: "oom.memcg_oom",
@@ -223,7 +252,11 @@ pub fn hooks() -> Vec<HookSpec> {
             id: "oom.memory_event",
             group: Oom,
             loss: "memory.events increments as they happen (read from cgroupfs instead)",
-            candidates: function_candidates(&["__memcg_memory_event", "memcg_memory_event"], None, None),
+            candidates: function_candidates(
+                &["__memcg_memory_event", "memcg_memory_event"],
+                None,
+                None,
+            ),
         },
         HookSpec {
             id: "oom.mark_victim",
@@ -255,7 +288,11 @@ pub fn hooks() -> Vec<HookSpec> {
             loss: "dying-cgroup lifetimes (offline to release)",
             candidates: concat(
                 tracepoint_candidates("cgroup", "cgroup_release", None, None),
-                function_candidates(&["mem_cgroup_css_offline", "mem_cgroup_css_free"], None, None),
+                function_candidates(
+                    &["mem_cgroup_css_offline", "mem_cgroup_css_free"],
+                    None,
+                    None,
+                ),
             ),
         },
     ]
@@ -290,7 +327,10 @@ pub struct HookPlan {
 impl HookPlan {
     /// Usable candidates in order of preference.
     pub fn usable(&self) -> impl Iterator<Item = &Candidate> {
-        self.candidates.iter().filter(|v| v.rejected.is_none()).map(|v| &v.candidate)
+        self.candidates
+            .iter()
+            .filter(|v| v.rejected.is_none())
+            .map(|v| &v.candidate)
     }
 
     /// The first usable candidate whose target exists and flavour works, ignoring whether a
@@ -319,9 +359,12 @@ pub fn plan_hook(
         .iter()
         .map(|cand| {
             let rejected = if only.is_some_and(|f| f != cand.flavour) {
-                Some(format!("not selected (--attach {})", only.map(Flavour::name).unwrap_or("")))
-            } else if let Some(Err(e)) = support.get(&cand.flavour) {
-                Some(format!("{} unusable on this kernel: {e}", cand.flavour))
+                Some(format!(
+                    "not selected (--attach {})",
+                    only.map(Flavour::name).unwrap_or("")
+                ))
+            } else if let Some(Err(_)) = support.get(&cand.flavour) {
+                Some(format!("{} unusable on this kernel", cand.flavour))
             } else if let Err(e) = facts.target_exists(&cand.target) {
                 Some(e)
             } else if cand.program.is_none() {
@@ -329,10 +372,18 @@ pub fn plan_hook(
             } else {
                 None
             };
-            CandidateVerdict { candidate: cand.clone(), rejected }
+            CandidateVerdict {
+                candidate: cand.clone(),
+                rejected,
+            }
         })
         .collect();
-    HookPlan { id: spec.id, group: spec.group, loss: spec.loss, candidates }
+    HookPlan {
+        id: spec.id,
+        group: spec.group,
+        loss: spec.loss,
+        candidates,
+    }
 }
 
 #[cfg(test)]
@@ -352,7 +403,11 @@ mod tests {
                 Target::BtfTracepoint(n) => format!("tpbtf:{n}"),
                 Target::Tracepoint(c, n) => format!("tp:{c}:{n}"),
             };
-            if self.0.contains(&key) { Ok(()) } else { Err("absent".into()) }
+            if self.0.contains(&key) {
+                Ok(())
+            } else {
+                Err("absent".into())
+            }
         }
     }
 
@@ -363,16 +418,30 @@ mod tests {
     fn support(bad: &[Flavour]) -> FlavourSupport {
         Flavour::ALL
             .iter()
-            .map(|f| (*f, if bad.contains(f) { Err("EPERM".to_string()) } else { Ok(()) }))
+            .map(|f| {
+                (
+                    *f,
+                    if bad.contains(f) {
+                        Err("EPERM".to_string())
+                    } else {
+                        Ok(())
+                    },
+                )
+            })
             .collect()
     }
 
     fn stat_spec() -> HookSpec {
-        hooks().into_iter().find(|h| h.id == "stat.memcg_state").unwrap()
+        hooks()
+            .into_iter()
+            .find(|h| h.id == "stat.memcg_state")
+            .unwrap()
     }
 
     fn first(plan: &HookPlan) -> Option<(Flavour, String)> {
-        plan.usable().next().map(|c| (c.flavour, c.target.to_string()))
+        plan.usable()
+            .next()
+            .map(|c| (c.flavour, c.target.to_string()))
     }
 
     #[test]
@@ -384,17 +453,32 @@ mod tests {
             "btf:mod_memcg_state",
             "sym:mod_memcg_state",
         ]);
-        let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::Fentry, Flavour::Kprobe]), None);
+        let p = plan_hook(
+            &stat_spec(),
+            &f,
+            &support(&[Flavour::Fentry, Flavour::Kprobe]),
+            None,
+        );
         assert_eq!(first(&p), Some((Flavour::TpBtf, "mod_memcg_state".into())));
-        let fentry = p.candidates.iter().find(|v| v.candidate.flavour == Flavour::Fentry).unwrap();
-        assert!(fentry.rejected.as_deref().unwrap().contains("EPERM"));
+        let fentry = p
+            .candidates
+            .iter()
+            .find(|v| v.candidate.flavour == Flavour::Fentry)
+            .unwrap();
+        assert_eq!(
+            fentry.rejected.as_deref(),
+            Some("fentry unusable on this kernel")
+        );
     }
 
     #[test]
     fn tp_btf_refused_falls_back_to_tracepoint() {
         let f = fake(&["tpbtf:mod_memcg_state", "tp:memcg:mod_memcg_state"]);
         let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::TpBtf]), None);
-        assert_eq!(first(&p), Some((Flavour::Tracepoint, "memcg:mod_memcg_state".into())));
+        assert_eq!(
+            first(&p),
+            Some((Flavour::Tracepoint, "memcg:mod_memcg_state".into()))
+        );
     }
 
     #[test]
@@ -403,15 +487,26 @@ mod tests {
         // (which the kallsyms reader reports as not present).
         let f = fake(&["btf:__mod_memcg_state", "sym:__mod_memcg_state"]);
         let p = plan_hook(&stat_spec(), &f, &support(&[]), None);
-        assert_eq!(first(&p), Some((Flavour::Fentry, "__mod_memcg_state".into())));
+        assert_eq!(
+            first(&p),
+            Some((Flavour::Fentry, "__mod_memcg_state".into()))
+        );
         let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::Fentry]), None);
-        assert_eq!(first(&p), Some((Flavour::Kprobe, "__mod_memcg_state".into())));
+        assert_eq!(
+            first(&p),
+            Some((Flavour::Kprobe, "__mod_memcg_state".into()))
+        );
     }
 
     #[test]
     fn kernel_6_16_plus_without_tracepoints_uses_the_new_name() {
         let f = fake(&["btf:mod_memcg_state", "sym:mod_memcg_state"]);
-        let p = plan_hook(&stat_spec(), &f, &support(&[Flavour::TpBtf, Flavour::Tracepoint]), None);
+        let p = plan_hook(
+            &stat_spec(),
+            &f,
+            &support(&[Flavour::TpBtf, Flavour::Tracepoint]),
+            None,
+        );
         assert_eq!(first(&p), Some((Flavour::Fentry, "mod_memcg_state".into())));
     }
 
@@ -419,7 +514,10 @@ mod tests {
     fn forced_flavour_and_nothing_usable() {
         let f = fake(&["tpbtf:mod_memcg_state", "tp:memcg:mod_memcg_state"]);
         let p = plan_hook(&stat_spec(), &f, &support(&[]), Some(Flavour::Tracepoint));
-        assert_eq!(first(&p), Some((Flavour::Tracepoint, "memcg:mod_memcg_state".into())));
+        assert_eq!(
+            first(&p),
+            Some((Flavour::Tracepoint, "memcg:mod_memcg_state".into()))
+        );
         let p = plan_hook(&stat_spec(), &fake(&[]), &support(&[]), None);
         assert_eq!(first(&p), None);
         assert!(p.candidates.iter().all(|v| v.rejected.is_some()));
@@ -427,7 +525,10 @@ mod tests {
 
     #[test]
     fn hooks_without_programs_report_what_would_be_used() {
-        let spec = hooks().into_iter().find(|h| h.id == "charge.try_charge").unwrap();
+        let spec = hooks()
+            .into_iter()
+            .find(|h| h.id == "charge.try_charge")
+            .unwrap();
         let f = fake(&["sym:try_charge_memcg", "btf:try_charge_memcg"]);
         let p = plan_hook(&spec, &f, &support(&[Flavour::Fentry]), None);
         assert_eq!(p.usable().count(), 0);
@@ -441,13 +542,16 @@ mod tests {
         for h in hooks() {
             for c in &h.candidates {
                 if let Some(p) = c.program {
-                    assert!(p.starts_with(match c.flavour {
-                        Flavour::Fentry => "fentry_",
-                        Flavour::Kprobe => "kprobe_",
-                        Flavour::TpBtf => "tp_btf_",
-                        Flavour::RawTracepoint => "raw_tp_",
-                        Flavour::Tracepoint => "tp_",
-                    }), "{p}");
+                    assert!(
+                        p.starts_with(match c.flavour {
+                            Flavour::Fentry => "fentry_",
+                            Flavour::Kprobe => "kprobe_",
+                            Flavour::TpBtf => "tp_btf_",
+                            Flavour::RawTracepoint => "raw_tp_",
+                            Flavour::Tracepoint => "tp_",
+                        }),
+                        "{p}"
+                    );
                 }
             }
         }
