@@ -158,3 +158,27 @@ impl CgroupError {
 pub(crate) fn is_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
 }
+
+/// Gates for tests that need root and a real memory hierarchy.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::MemoryHierarchy;
+
+    /// Skips (None, with a line on stderr) unless running as root with a memory controller;
+    /// with `REQUIRE_BPF=1` a skip is a failure instead.
+    pub(crate) fn root_hierarchy(test: &str) -> Option<MemoryHierarchy> {
+        let why = if !nix::unistd::geteuid().is_root() {
+            "needs root".to_string()
+        } else {
+            match MemoryHierarchy::detect() {
+                Ok(h) => return Some(h),
+                Err(e) => e.to_string(),
+            }
+        };
+        if std::env::var_os("REQUIRE_BPF").is_some_and(|v| v == "1") {
+            panic!("{test}: cannot run ({why}) but REQUIRE_BPF=1");
+        }
+        eprintln!("skipping {test} - {why}");
+        None
+    }
+}

@@ -692,6 +692,193 @@ mod tests {
         assert!(owner_stale_reason(&f).unwrap().contains("malformed"));
     }
 
+    use std::{io::BufRead, os::unix::process::ExitStatusExt, process::Command};
+
+    use crate::cgroup::test_support::root_hierarchy;
+
+    fn tree(dir: &Path) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        post_order(dir, &mut v);
+        v
+    }
+
+    #[test]
+    fn run_group_create_child_remove_leaves_nothing() {
+        let Some(hier) = root_hierarchy("run_group_create_child_remove_leaves_nothing") else {
+            return;
+        };
+        let run = RunGroup::create(&hier).unwrap();
+        let dir = run.cgroup().path().to_path_buf();
+        let owner = run.owner_file().to_path_buf();
+        assert_eq!(
+            run.cgroup().rel_path(),
+            Path::new("/").join(RUN_PARENT).join(run.run_id())
+        );
+        assert!(run.cgroup().is_owned());
+        let own = fs::read_to_string(&owner).unwrap();
+        assert!(
+            own.starts_with(&format!("pid {}\n", std::process::id())),
+            "{own}"
+        );
+        assert_eq!(owner_stale_reason(&owner), None);
+        let a = run.child("a").unwrap();
+        let b = run.child("a/b").unwrap();
+        let c = run.child("c").unwrap();
+        assert_eq!(b.rel_path(), run.cgroup().rel_path().join("a/b"));
+        // Every child is a memory cgroup (on v2 only if subtree_control was set up).
+        for cg in [&a, &b, &c] {
+            assert!(
+                cg.usage_bytes().unwrap().is_some(),
+                "{}",
+                cg.path().display()
+            );
+            assert!(cg.procs().unwrap().is_empty());
+        }
+        assert_ne!(a.id(), b.id());
+        assert_eq!(run.cgroup().descendants().unwrap().len(), 3);
+        // Bad names are refused before anything is created.
+        for bad in ["", "..", "x/../y", "/abs", "memory.max", "cgroup.procs"] {
+            assert!(run.child(bad).is_err(), "{bad:?}");
+        }
+        // Removal must cope with a child that is already gone.
+        fs::remove_dir(c.path()).unwrap();
+        run.remove().unwrap();
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        assert!(!owner.exists(), "{} left behind", owner.display());
+        assert!(!registry().iter().any(|r| r.run_dir == dir));
+    }
+
+    #[test]
+    fn run_group_drop_kills_processes_and_removes() {
+        let Some(hier) = root_hierarchy("run_group_drop_kills_processes_and_removes") else {
+            return;
+        };
+        let run = RunGroup::create(&hier).unwrap();
+        let dir = run.cgroup().path().to_path_buf();
+        let cg = run.child("sleeper").unwrap();
+        let mut sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
+        cg.move_pid(sleeper.id() as i32).unwrap();
+        assert_eq!(cg.procs().unwrap(), [sleeper.id() as i32]);
+        drop(run);
+        assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(
+            tree(&dir).iter().all(|d| !d.exists()),
+            "{} left behind",
+            dir.display()
+        );
+    }
+
+    /// The process side of `signal_removes_live_runs`: creates a run, installs the signal
+    /// handlers, prints the run's directory and waits to be killed.
+    #[test]
+    fn signal_child_entry() {
+        if std::env::var_os("MEMCG_DRIFT_TEST_SIGNAL_CHILD").is_none() {
+            return;
+        }
+        let hier = MemoryHierarchy::detect().unwrap();
+        let run = RunGroup::create(&hier).unwrap();
+        run.child("x").unwrap();
+        install_cleanup_on_signals().unwrap();
+        println!("dir {}", run.cgroup().path().display());
+        thread::sleep(Duration::from_secs(60));
+        panic!("not killed");
+    }
+
+    #[test]
+    fn signal_removes_live_runs() {
+        let Some(_hier) = root_hierarchy("signal_removes_live_runs") else {
+            return;
+        };
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cgroup::run::tests::signal_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("MEMCG_DRIFT_TEST_SIGNAL_CHILD", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = io::BufReader::new(child.stdout.take().unwrap());
+        let dir = loop {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+            // libtest prints "test <name> ... " without a newline before the test's output.
+            if let Some(i) = line.find("dir /") {
+                break PathBuf::from(line[i + 4..].trim_end());
+            }
+        };
+        assert!(dir.join("x").is_dir());
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+        assert!(!dir.exists(), "{} left behind after SIGTERM", dir.display());
+        let run_id = dir.file_name().unwrap().to_str().unwrap();
+        assert!(!owner_file(run_id).exists());
+    }
+
+    #[test]
+    fn cleanup_stale_removes_dead_runs_only() {
+        let Some(hier) = root_hierarchy("cleanup_stale_removes_dead_runs_only") else {
+            return;
+        };
+        let live = RunGroup::create(&hier).unwrap();
+        let live_child = live.child("busy").unwrap();
+        // A run whose owner is dead: its marker names a reaped child's pid.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let dead_pid = gone.id();
+        gone.wait().unwrap();
+        let root = fs::canonicalize(&hier.root).unwrap();
+        let stale_id = format!(
+            "{dead_pid}-{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        fs::write(
+            owner_file(&stale_id),
+            format!("pid {dead_pid}\nstarttime 1\n"),
+        )
+        .unwrap();
+        let stale = root.join(RUN_PARENT).join(&stale_id);
+        fs::create_dir(&stale).unwrap();
+        if hier.version == CgroupVersion::V2 {
+            enable_memory_controller(&stale).unwrap();
+        }
+        fs::create_dir(stale.join("inner")).unwrap();
+        let mut sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
+        fs::write(stale.join("inner/cgroup.procs"), sleeper.id().to_string()).unwrap();
+        // A run without a marker is stale too.
+        let orphan = root
+            .join(RUN_PARENT)
+            .join(format!("{dead_pid}-orphan-{}", std::process::id()));
+        fs::create_dir(&orphan).unwrap();
+
+        let report = cleanup_stale(&hier).unwrap();
+        eprintln!("{report}");
+        assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(!stale.exists() && !orphan.exists(), "{report}");
+        assert!(!owner_file(&stale_id).exists());
+        assert!(
+            report.live.contains(&live.cgroup().path().to_path_buf()),
+            "{report}"
+        );
+        // Another test process's cleanup may race us to it; if ours did it, it says so.
+        if report.stale.iter().any(|(p, _)| p == &stale) {
+            assert!(report.removed.contains(&stale.join("inner")), "{report}");
+        }
+        // The live run is untouched.
+        assert!(live_child.path().is_dir());
+        assert!(live_child.usage_bytes().unwrap().is_some());
+        live.remove().unwrap();
+    }
+
     #[test]
     fn cleanup_report_text() {
         assert_eq!(CleanupReport::default().to_string(), "nothing to clean up");
