@@ -1,0 +1,534 @@
+//! The workload process itself (`memcg-drift __workload`): reads one command per line on fd 0,
+//! answers one line per command on fd 1.
+//!
+//! Exactness: everything this process needs while serving commands is faulted in before it
+//! prints `ready`: a 256 KiB stretch of stack below the command loop, the line and reply
+//! buffers (on that stack), a 1 MiB I/O buffer and the region table (own anonymous mappings),
+//! and one warm-up pass over every system call a command uses. The command loop then never
+//! allocates, never uses buffered stdio, and formats replies into a fixed buffer, so the only
+//! anonymous pages it faults during a phase are the ones a `touch` asked for.
+
+use std::{
+    fmt::Write as _,
+    hint::black_box,
+    ptr::{self, NonNull},
+};
+
+/// Stack faulted in below the command loop before `ready`.
+const STACK_PRETOUCH: usize = 256 << 10;
+/// The buffer `file` reads into and `write` writes from.
+const IO_BUF: usize = 1 << 20;
+/// At most this many `touch` regions are alive at once.
+const MAX_REGIONS: usize = 4096;
+/// The longest command line.
+const LINE_MAX: usize = 8192;
+const PATH_MAX: usize = 4096;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Region {
+    addr: usize,
+    pages: usize,
+}
+
+/// A fixed-size reply line; `fmt::Write` into it does not allocate and truncates on overflow.
+struct Reply {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl std::fmt::Write for Reply {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = self.buf.len() - 1 - self.len; // keep one byte for '\n'
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// An anonymous private mapping of `len` bytes, faulted in page by page.
+fn map_touched(len: usize, page: usize) -> Result<NonNull<u8>, i32> {
+    // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    // SAFETY: `p` is a mapping of `len` bytes we just created.
+    unsafe {
+        libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
+        let base = p.cast::<u8>();
+        let mut off = 0;
+        while off < len {
+            ptr::write_volatile(base.add(off), 0x5a);
+            off += page;
+        }
+    }
+    NonNull::new(p.cast()).ok_or(libc::ENOMEM)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Writes all of `b` to fd 1.
+fn write_all(mut b: &[u8]) -> bool {
+    while !b.is_empty() {
+        // SAFETY: `b` is a valid buffer of `b.len()` bytes.
+        let n = unsafe { libc::write(1, b.as_ptr().cast(), b.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        b = &b[n as usize..];
+    }
+    true
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\r', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'\r'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Splits `PATH BYTES` at the last space (paths may contain spaces).
+fn path_and_bytes(args: &[u8]) -> Option<(&[u8], u64)> {
+    let cut = args.iter().rposition(|&c| c == b' ')?;
+    let path = trim(&args[..cut]);
+    let bytes = parse_u64(trim(&args[cut + 1..]))?;
+    (!path.is_empty()).then_some((path, bytes))
+}
+
+/// All state of the command loop. Lives on the (pre-touched) stack of `serve`.
+struct Child {
+    page: usize,
+    io: NonNull<u8>,
+    regions: NonNull<Region>,
+    nregions: usize,
+    path: [u8; PATH_MAX + 1],
+    reply: Reply,
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+impl Child {
+    fn regions(&mut self) -> &mut [Region] {
+        // SAFETY: `regions` points to MAX_REGIONS initialised entries owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.regions.as_ptr(), MAX_REGIONS) }
+    }
+
+    /// Copies `p` into the NUL-terminated path buffer.
+    fn set_path(&mut self, p: &[u8]) -> bool {
+        if p.len() > PATH_MAX || p.contains(&0) {
+            return false;
+        }
+        self.path[..p.len()].copy_from_slice(p);
+        self.path[p.len()] = 0;
+        true
+    }
+
+    fn set_cpu(&mut self, cpu: usize) -> Result<usize, (&'static str, i32)> {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(("cpu out of range", libc::EINVAL));
+        }
+        // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it (checked above).
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set)
+        };
+        if rc != 0 {
+            return Err(("sched_setaffinity", errno()));
+        }
+        // sched_setaffinity migrates the caller before returning; confirm it.
+        for _ in 0..1000 {
+            // SAFETY: no preconditions.
+            let now = unsafe { libc::sched_getcpu() };
+            if now >= 0 && now as usize == cpu {
+                return Ok(cpu);
+            }
+            // SAFETY: no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        Err(("still not running on the cpu after sched_setaffinity", 0))
+    }
+
+    fn touch(&mut self, pages: u64) -> Result<u64, (&'static str, i32)> {
+        if pages == 0 {
+            return Err(("touch needs at least one page", libc::EINVAL));
+        }
+        if self.nregions == MAX_REGIONS {
+            return Err(("too many regions; free first", libc::ENOSPC));
+        }
+        let n = usize::try_from(pages).map_err(|_| ("too many pages", libc::EINVAL))?;
+        let len = n
+            .checked_mul(self.page)
+            .ok_or(("too many pages", libc::EINVAL))?;
+        let p = map_touched(len, self.page).map_err(|e| ("mmap", e))?;
+        let i = self.nregions;
+        self.regions()[i] = Region {
+            addr: p.as_ptr() as usize,
+            pages: n,
+        };
+        self.nregions += 1;
+        Ok(pages)
+    }
+
+    fn free(&mut self) -> u64 {
+        let mut pages = 0u64;
+        let (page, n) = (self.page, self.nregions);
+        for r in &mut self.regions()[..n] {
+            let len = r.pages * page;
+            // SAFETY: each region is a mapping `touch` created and nothing else references.
+            unsafe {
+                libc::madvise(r.addr as *mut libc::c_void, len, libc::MADV_DONTNEED);
+                libc::munmap(r.addr as *mut libc::c_void, len);
+            }
+            pages += r.pages as u64;
+            *r = Region { addr: 0, pages: 0 };
+        }
+        self.nregions = 0;
+        pages
+    }
+
+    /// Reads up to `bytes` of the file at `self.path` through the I/O buffer.
+    fn read_file(&mut self, bytes: u64) -> Result<u64, (&'static str, i32)> {
+        // SAFETY: `path` is NUL-terminated by `set_path`.
+        let fd = unsafe { libc::open(self.path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(("open", errno()));
+        }
+        let mut done = 0u64;
+        let mut result = Ok(());
+        while done < bytes {
+            let want = (bytes - done).min(IO_BUF as u64) as usize;
+            // SAFETY: `io` is IO_BUF bytes long and `want <= IO_BUF`.
+            let n = unsafe { libc::read(fd, self.io.as_ptr().cast(), want) };
+            if n < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                result = Err(("read", errno()));
+                break;
+            }
+            if n == 0 {
+                break;
+            }
+            done += n as u64;
+        }
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+        result.map(|()| done)
+    }
+
+    /// Writes `bytes` from the I/O buffer to the file at `self.path` (created or truncated).
+    fn write_file(&mut self, bytes: u64) -> Result<u64, (&'static str, i32)> {
+        // SAFETY: `path` is NUL-terminated by `set_path`.
+        let fd = unsafe {
+            libc::open(
+                self.path.as_ptr().cast(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(("open", errno()));
+        }
+        let mut done = 0u64;
+        let mut result = Ok(());
+        while done < bytes {
+            let want = (bytes - done).min(IO_BUF as u64) as usize;
+            // SAFETY: `io` is IO_BUF bytes long and `want <= IO_BUF`.
+            let n = unsafe { libc::write(fd, self.io.as_ptr().cast(), want) };
+            if n < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                result = Err(("write", errno()));
+                break;
+            }
+            done += n as u64;
+        }
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+        result.map(|()| done)
+    }
+
+    /// Runs one command line and leaves the reply (without newline) in `self.reply`.
+    fn handle(&mut self, line: &[u8]) -> Flow {
+        self.reply.len = 0;
+        let line = trim(line);
+        let (cmd, args) = match line.iter().position(|&c| c == b' ') {
+            Some(i) => (&line[..i], trim(&line[i + 1..])),
+            None => (line, &line[line.len()..]),
+        };
+        let r = &mut self.reply;
+        let err = |r: &mut Reply, what: &str, e: i32| {
+            let _ = write!(r, "err {what}");
+            if e != 0 {
+                let _ = write!(r, " (errno {e})");
+            }
+        };
+        match cmd {
+            b"ping" => {
+                let _ = write!(r, "ok pong");
+            }
+            b"exit" => {
+                let _ = write!(r, "ok bye");
+                return Flow::Exit;
+            }
+            b"cpu" => match parse_u64(args).and_then(|k| usize::try_from(k).ok()) {
+                None => err(r, "usage: cpu K", 0),
+                Some(k) => match self.set_cpu(k) {
+                    Ok(k) => {
+                        let _ = write!(self.reply, "ok cpu {k}");
+                    }
+                    Err((what, e)) => err(&mut self.reply, what, e),
+                },
+            },
+            b"touch" => match parse_u64(args) {
+                None => err(r, "usage: touch N", 0),
+                Some(n) => match self.touch(n) {
+                    Ok(n) => {
+                        let _ = write!(self.reply, "ok touched {n}");
+                    }
+                    Err((what, e)) => err(&mut self.reply, what, e),
+                },
+            },
+            b"free" if args.is_empty() => {
+                let n = self.free();
+                let _ = write!(self.reply, "ok freed {n}");
+            }
+            b"file" | b"write" => match path_and_bytes(args) {
+                None => err(r, "usage: file|write PATH BYTES", 0),
+                Some((path, bytes)) => {
+                    if !self.set_path(path) {
+                        err(&mut self.reply, "bad path", libc::EINVAL);
+                    } else {
+                        let res = if cmd == b"file" {
+                            self.read_file(bytes)
+                        } else {
+                            self.write_file(bytes)
+                        };
+                        let verb = if cmd == b"file" { "read" } else { "wrote" };
+                        match res {
+                            Ok(n) => {
+                                let _ = write!(self.reply, "ok {verb} {n}");
+                            }
+                            Err((what, e)) => err(&mut self.reply, what, e),
+                        }
+                    }
+                }
+            },
+            _ => err(
+                r,
+                "unknown command (ping, cpu K, touch N, free, file PATH BYTES, write PATH BYTES, exit)",
+                0,
+            ),
+        }
+        Flow::Continue
+    }
+
+    fn send_reply(&mut self) -> bool {
+        let len = self.reply.len;
+        self.reply.buf[len] = b'\n';
+        write_all(&self.reply.buf[..=len])
+    }
+}
+
+/// Faults in `STACK_PRETOUCH` bytes of stack below the caller's frame.
+#[inline(never)]
+fn pretouch_stack() {
+    let mut a = [0u8; STACK_PRETOUCH];
+    let mut i = 0;
+    while i < STACK_PRETOUCH {
+        // SAFETY: `i` is within `a`.
+        unsafe { ptr::write_volatile(a.as_mut_ptr().add(i), 1) };
+        i += 1024;
+    }
+    black_box(&mut a);
+}
+
+/// Serves commands until `exit` or end of input. Returns the exit code.
+pub(super) fn serve() -> i32 {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let (io, regions) = match (
+        map_touched(IO_BUF, page),
+        map_touched(
+            (MAX_REGIONS * size_of::<Region>()).next_multiple_of(page),
+            page,
+        ),
+    ) {
+        (Ok(io), Ok(r)) => (io, r.cast::<Region>()),
+        _ => {
+            let _ = write_all(b"err cannot map the workload's buffers\n");
+            return 1;
+        }
+    };
+    let mut child = Child {
+        page,
+        io,
+        regions,
+        nregions: 0,
+        path: [0; PATH_MAX + 1],
+        reply: Reply {
+            buf: [0; 512],
+            len: 0,
+        },
+    };
+    for r in child.regions() {
+        *r = Region { addr: 0, pages: 0 };
+    }
+    let mut line = [0u8; LINE_MAX];
+    let mut used = 0usize;
+    let mut overflow = false;
+    black_box(&mut child.path);
+    black_box(&mut line);
+    pretouch_stack();
+
+    // Warm-up: run every command's code path once, so lazy faults of the process itself (libc
+    // data, vDSO, first-use paths) happen now.
+    // SAFETY: no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set) == 0 {
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+        }
+    }
+    // Error paths included: a first-time code page is a (file-backed) fault too.
+    let warm_up: [&[u8]; 16] = [
+        b"touch 1",
+        b"free",
+        b"file /proc/self/stat 4096",
+        b"write /dev/null 4096",
+        b"ping",
+        b"nonsense",
+        b"touch 0",
+        b"touch x",
+        b"cpu 100000",
+        b"cpu x",
+        b"file /nonexistent/memcg-drift 1",
+        b"write /nonexistent/memcg-drift 1",
+        b"file x",
+        b"write",
+        b"free x",
+        b"",
+    ];
+    for cmd in warm_up {
+        child.handle(cmd);
+    }
+    child.reply.len = 0;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let _ = write!(child.reply, "ready pid={pid} cpu={cpu} page={page}");
+    if !child.send_reply() {
+        return 1;
+    }
+
+    loop {
+        // Serve every complete line in the buffer.
+        while let Some(nl) = line[..used].iter().position(|&c| c == b'\n') {
+            let flow = if overflow {
+                overflow = false;
+                child.reply.len = 0;
+                let _ = write!(child.reply, "err line too long");
+                Flow::Continue
+            } else {
+                child.handle(&line[..nl])
+            };
+            if !child.send_reply() {
+                return 1;
+            }
+            if let Flow::Exit = flow {
+                return 0;
+            }
+            line.copy_within(nl + 1..used, 0);
+            used -= nl + 1;
+        }
+        if used == LINE_MAX {
+            // No newline in a full buffer: drop it and answer once the line ends.
+            overflow = true;
+            used = 0;
+        }
+        // SAFETY: reads into the unused tail of `line`.
+        let n = unsafe { libc::read(0, line[used..].as_mut_ptr().cast(), LINE_MAX - used) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return 1;
+        }
+        if n == 0 {
+            // The parent closed our stdin (or died): nothing more to do.
+            return 0;
+        }
+        used += n as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_parsing() {
+        assert_eq!(parse_u64(b"1000"), Some(1000));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"1k"), None);
+        assert_eq!(
+            path_and_bytes(b"/tmp/a b/c 4096"),
+            Some((&b"/tmp/a b/c"[..], 4096))
+        );
+        assert_eq!(path_and_bytes(b"/tmp/x"), None);
+        assert_eq!(path_and_bytes(b" 12"), None);
+        assert_eq!(trim(b"  x \r"), b"x");
+    }
+
+    #[test]
+    fn reply_truncates_instead_of_allocating() {
+        let mut r = Reply {
+            buf: [0; 512],
+            len: 0,
+        };
+        for _ in 0..100 {
+            let _ = write!(r, "0123456789");
+        }
+        assert_eq!(r.len, 511);
+    }
+}
