@@ -24,6 +24,9 @@ use super::payload::Payload;
 const INIT: &str = include_str!("../../vm/init");
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX: &str = "/bin/busybox";
+/// Dynamically linked host tools the tests may call, copied with their shared libraries to
+/// the same paths in the guest (bpftool is small; bpftrace would add about 200 MB of LLVM).
+const HOST_TOOLS: &[&str] = &["bpftool"];
 
 /// What `/init` is told through `/vmtest/config`.
 #[derive(Debug, Clone)]
@@ -97,6 +100,20 @@ pub fn build(
     for t in &payload.tests {
         place(&t.path, &stage.join("tests").join(&t.name))?;
     }
+    for tool in HOST_TOOLS {
+        match host_tool(tool) {
+            Ok(files) => {
+                for file in files {
+                    let dst = stage.join(file.strip_prefix("/").unwrap_or(&file));
+                    if let Some(parent) = dst.parent() {
+                        mkdir(parent)?;
+                    }
+                    place(&file, &dst)?;
+                }
+            }
+            Err(e) => eprintln!("vm-test: {tool} will be missing in the guest: {e:#}"),
+        }
+    }
     let names: Vec<&str> = payload.tests.iter().map(|t| t.name.as_str()).collect();
     let mut conf = format!(
         "VMTEST_CGROUP={}\nVMTEST_TESTS={}\n",
@@ -125,6 +142,34 @@ pub fn build(
     fs::remove_file(&payload_cpio)
         .with_context(|| format!("removing {}", payload_cpio.display()))?;
     Ok(initrd)
+}
+
+/// The host paths of `tool` (found on `PATH` or in the sbin directories) and of every shared
+/// library `ldd` says it loads, including the dynamic loader.
+fn host_tool(tool: &str) -> Result<Vec<PathBuf>> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let exe = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{tool} is not installed on the host"))?;
+    let out = Command::new("ldd")
+        .arg(&exe)
+        .output()
+        .context("starting ldd")?;
+    let mut files = vec![exe];
+    // A static executable makes ldd fail with "not a dynamic executable": no libraries then.
+    if out.status.success() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let line = line.trim();
+            let lib = line.split_once("=>").map_or(line, |(_, p)| p.trim());
+            if let Some(lib) = lib.split(" (").next().filter(|l| l.starts_with('/')) {
+                files.push(PathBuf::from(lib));
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Archives the tree under `root` into `out` as an uncompressed newc cpio owned by root.
@@ -233,6 +278,14 @@ impl Fnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_tool_finds_libraries_of_a_dynamic_tool() {
+        // `sh` is dynamically linked on Debian; skip quietly where it is not.
+        let Ok(files) = host_tool("sh") else { return };
+        assert!(files[0].ends_with("sh"));
+        assert!(files.iter().all(|f| f.is_absolute()));
+    }
 
     #[test]
     fn shell_quote_escapes_single_quotes() {

@@ -51,6 +51,8 @@ pub fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
         },
     };
     let dir = kernels.join(format!("{package}_{version}"));
+    let start = std::time::Instant::now();
+    let fresh = !dir.join("vmlinux").is_file();
     if !dir.join("boot").is_dir() {
         let deb = download(cache, &package, &version)?;
         unpack_boot(&deb, &dir)?;
@@ -74,6 +76,13 @@ pub fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
             }
         }
     };
+    if fresh {
+        eprintln!(
+            "vm-test: {package} prepared in {:.1} s (cached in {})",
+            start.elapsed().as_secs_f64(),
+            dir.display()
+        );
+    }
     Ok(Kernel {
         package,
         version,
