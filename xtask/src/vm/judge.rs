@@ -370,13 +370,26 @@ fn doctor_line(run_dir: &Path, t: &Transcript) -> Result<String> {
     })
 }
 
-/// The part of a failing test executable's output worth reading: its `failures:` block, or
-/// the tail.
+/// The part of a failing test executable's output worth reading: the start of libtest's
+/// `failures:` details (the first panics), then its closing list of failed tests and the
+/// result line; without a `failures:` block (a crash, a hang), the tail of the output.
 fn failure_excerpt(body: &str) -> String {
     let lines: Vec<&str> = body.lines().collect();
-    let from = lines.iter().position(|l| *l == "failures:").unwrap_or(0);
-    let from = from.max(lines.len().saturating_sub(OUTPUT_LINES));
-    let mut out = lines[from..].join("\n");
+    let first = lines.iter().position(|l| *l == "failures:");
+    let last = lines.iter().rposition(|l| *l == "failures:");
+    let mut out = match (first, last) {
+        (Some(first), Some(last)) if first < last => {
+            let end = last.min(first + OUTPUT_LINES);
+            let mut out = lines[first..end].join("\n");
+            if end < last {
+                let _ = write!(out, "\n[{} lines left out]", last - end);
+            }
+            out.push('\n');
+            out.push_str(&lines[last..].join("\n"));
+            out
+        }
+        _ => lines[lines.len().saturating_sub(OUTPUT_LINES)..].join("\n"),
+    };
     out.push('\n');
     out
 }
@@ -418,6 +431,23 @@ mod tests {
         assert_eq!(t.sections[0].rc, Some(0));
         assert_eq!(t.sections[1].rc, None);
         assert_eq!(t.sections[1].body, "partial");
+    }
+
+    #[test]
+    fn failure_excerpt_keeps_details_start_and_final_list() {
+        let mut body = String::from("running 2 tests\ntest a ... FAILED\n\nfailures:\n\n");
+        for i in 0..200 {
+            body.push_str(&format!("detail {i}\n"));
+        }
+        body.push_str("\nfailures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n");
+        let e = failure_excerpt(&body);
+        assert!(e.starts_with("failures:\n\ndetail 0\n"));
+        assert!(e.contains("lines left out]"));
+        assert!(e.ends_with("failures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n"));
+        assert_eq!(
+            failure_excerpt("running 1 test\ntest x ... "),
+            "running 1 test\ntest x ... \n"
+        );
     }
 
     #[test]
