@@ -13,8 +13,11 @@ use super::qemu::Outcome;
 
 /// Console patterns that fail a run.
 const FATAL_CONSOLE: &[&str] = &["Kernel panic", "Oops", "BUG:"];
-/// Lines of a failing test's output to show.
+/// Lines of a failing test's output to show when it has no panics to list.
 const OUTPUT_LINES: usize = 60;
+/// Panics of one test executable to list, and message lines of each.
+const MAX_PANICS: usize = 20;
+const PANIC_LINES: usize = 5;
 /// Lines of the console to show on failure.
 const CONSOLE_LINES: usize = 40;
 
@@ -370,27 +373,43 @@ fn doctor_line(run_dir: &Path, t: &Transcript) -> Result<String> {
     })
 }
 
-/// The part of a failing test executable's output worth reading: the start of libtest's
-/// `failures:` details (the first panics), then its closing list of failed tests and the
-/// result line; without a `failures:` block (a crash, a hang), the tail of the output.
+/// The part of a failing test executable's output worth reading: each panic's location and
+/// message (backtraces stay in the log file), then libtest's closing list of failed tests and
+/// the result line. Without panics (a crash, a hang, a non-libtest failure): the tail.
 fn failure_excerpt(body: &str) -> String {
     let lines: Vec<&str> = body.lines().collect();
-    let first = lines.iter().position(|l| *l == "failures:");
-    let last = lines.iter().rposition(|l| *l == "failures:");
-    let mut out = match (first, last) {
-        (Some(first), Some(last)) if first < last => {
-            let end = last.min(first + OUTPUT_LINES);
-            let mut out = lines[first..end].join("\n");
-            if end < last {
-                let _ = write!(out, "\n[{} lines left out]", last - end);
-            }
-            out.push('\n');
-            out.push_str(&lines[last..].join("\n"));
-            out
+    let mut out = String::new();
+    let mut panics = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if !(line.starts_with("thread '") && line.contains(" panicked at ")) {
+            continue;
         }
-        _ => lines[lines.len().saturating_sub(OUTPUT_LINES)..].join("\n"),
-    };
-    out.push('\n');
+        panics += 1;
+        if panics > MAX_PANICS {
+            continue;
+        }
+        let _ = writeln!(out, "{line}");
+        let message = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.is_empty() && !l.starts_with("stack backtrace:"))
+            .take(PANIC_LINES);
+        for l in message {
+            let _ = writeln!(out, "    {l}");
+        }
+    }
+    if panics > MAX_PANICS {
+        let _ = writeln!(out, "[{} more panics in the log]", panics - MAX_PANICS);
+    }
+    match lines.iter().rposition(|l| *l == "failures:") {
+        Some(last) if panics > 0 => {
+            out.push_str(&lines[last..].join("\n"));
+            out.push('\n');
+        }
+        _ => {
+            out.push_str(&lines[lines.len().saturating_sub(OUTPUT_LINES)..].join("\n"));
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -434,16 +453,15 @@ mod tests {
     }
 
     #[test]
-    fn failure_excerpt_keeps_details_start_and_final_list() {
-        let mut body = String::from("running 2 tests\ntest a ... FAILED\n\nfailures:\n\n");
-        for i in 0..200 {
-            body.push_str(&format!("detail {i}\n"));
-        }
-        body.push_str("\nfailures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n");
-        let e = failure_excerpt(&body);
-        assert!(e.starts_with("failures:\n\ndetail 0\n"));
-        assert!(e.contains("lines left out]"));
-        assert!(e.ends_with("failures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n"));
+    fn failure_excerpt_lists_panics_and_the_final_list() {
+        let body = "running 2 tests\ntest a ... FAILED\n\nfailures:\n\n---- a stdout ----\n\n\
+                    thread 'a' (7) panicked at tests/x.rs:3:5:\nboom\nstack backtrace:\n   0: x\n\n\
+                    failures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n";
+        assert_eq!(
+            failure_excerpt(body),
+            "thread 'a' (7) panicked at tests/x.rs:3:5:\n    boom\n\
+             failures:\n    a\n\ntest result: FAILED. 0 passed; 1 failed\n"
+        );
         assert_eq!(
             failure_excerpt("running 1 test\ntest x ... "),
             "running 1 test\ntest x ... \n"

@@ -74,6 +74,8 @@ pub fn build(workspace: &std::path::Path, prebuilt: &[PathBuf]) -> Result<Payloa
                 path: PathBuf::from(exe),
             });
         }
+        // Cargo reports artifacts in completion order; run them in a stable one.
+        tests.sort_by(|a, b| a.name.cmp(&b.name));
         tests
     } else {
         prebuilt
