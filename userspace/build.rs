@@ -32,10 +32,14 @@ fn missing_toolchain() -> Option<String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        return Some(format!("the rustup toolchain `{TOOLCHAIN}` (Debian's rustc) is missing"));
+        return Some(format!(
+            "the rustup toolchain `{TOOLCHAIN}` (Debian's rustc) is missing"
+        ));
     }
     if !Path::new(RUST_SRC).exists() {
-        return Some(format!("{RUST_SRC} is missing (Debian package rust-web-src)"));
+        return Some(format!(
+            "{RUST_SRC} is missing (Debian package rust-web-src)"
+        ));
     }
     None
 }
@@ -43,15 +47,27 @@ fn missing_toolchain() -> Option<String> {
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest.parent().expect("userspace/ has a parent").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("userspace/ has a parent")
+        .to_path_buf();
     let dst = out_dir.join("probes");
     println!("cargo:rerun-if-env-changed={SKIP}");
-    for p in ["probes-common/src", "probes-common/Cargo.toml", "probes-ebpf/src", "probes-ebpf/Cargo.toml"] {
+    for p in [
+        "probes-common/src",
+        "probes-common/Cargo.toml",
+        "probes-ebpf/src",
+        "probes-ebpf/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
 
     let skip = env::var(SKIP).is_ok_and(|v| v == "1");
-    let why = if skip { Some(format!("{SKIP}=1")) } else { missing_toolchain() };
+    let why = if skip {
+        Some(format!("{SKIP}=1"))
+    } else {
+        missing_toolchain()
+    };
     if let Some(why) = why {
         println!(
             "cargo:warning=building without eBPF probes ({why}); run `{SETUP}` to install the eBPF toolchain"
@@ -64,8 +80,23 @@ fn main() {
     let target_dir = out_dir.join("ebpf-target");
     let mut cmd = Command::new("rustup");
     cmd.current_dir(&root)
-        .args(["run", TOOLCHAIN, "cargo", "build", "--package", "probes-ebpf", "--bins", "--release"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
+        .args([
+            "run",
+            TOOLCHAIN,
+            "cargo",
+            "build",
+            "--package",
+            "probes-ebpf",
+            "--bins",
+            "--release",
+        ])
+        .args([
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ])
         .arg(&target_dir)
         // Debian's rustc is a stable compiler: unlock -Z build-std for this build only.
         .env("RUSTC_BOOTSTRAP", "1")
@@ -88,5 +119,6 @@ fn main() {
         );
     }
     let built = target_dir.join("bpfel-unknown-none/release/probes");
-    fs::copy(&built, &dst).unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), dst.display()));
+    fs::copy(&built, &dst)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), dst.display()));
 }

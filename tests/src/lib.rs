@@ -7,6 +7,13 @@
 
 use std::path::PathBuf;
 
+/// Serialises the kernel tests of one test binary: they load and count BPF programs and
+/// measure per-CPU deltas, which other tests running at the same time would disturb.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// True when kernel tests must not skip.
 pub fn strict() -> bool {
     std::env::var("REQUIRE_BPF").is_ok_and(|v| v == "1")

@@ -7,14 +7,17 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{bin, online_cpus, require_kernel};
+use integration_tests::{bin, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::{RunGroup, detect_layout},
     workload::{Workload, workload_binary},
 };
 
 fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run memcg-drift")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run memcg-drift")
 }
 
 fn stderr(o: &Output) -> String {
@@ -24,22 +27,38 @@ fn stderr(o: &Output) -> String {
 /// A bad-input failure: exit code non-zero, exactly one line on stderr naming the problem.
 fn assert_one_line_error(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got: {err:?}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one line, got: {err:?}"
+    );
     assert!(err.contains(needle), "expected {needle:?} in {err:?}");
     assert!(err.starts_with("memcg-drift: "), "{err:?}");
 }
 
 /// Names of loaded BPF programs (as bpftool shows them), to prove nothing stays loaded.
 fn our_programs() -> Vec<String> {
-    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output();
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output();
     let Ok(out) = out else { return vec![] };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v.as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|p| p["name"].as_str().map(String::from))
-                .filter(|n| n.starts_with("tp_btf_") || n.starts_with("tp_memcg") || n.starts_with("tp_lruvec") || n.starts_with("trial_") || n.starts_with("fentry_memcg") || n.starts_with("kprobe_memcg"))
+                .filter(|n| {
+                    n.starts_with("tp_btf_")
+                        || n.starts_with("tp_memcg")
+                        || n.starts_with("tp_lruvec")
+                        || n.starts_with("trial_")
+                        || n.starts_with("fentry_memcg")
+                        || n.starts_with("kprobe_memcg")
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -47,7 +66,9 @@ fn our_programs() -> Vec<String> {
 
 /// BPF links (or perf-event attachments, for kprobes) a process holds open.
 fn bpf_links(pid: u32) -> usize {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
     dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|t| {
             let t = t.to_string_lossy();
@@ -74,7 +95,14 @@ fn bad_paths_are_one_line_errors() {
     if !require_kernel("bad_paths_are_one_line_errors") {
         return;
     }
-    let o = run(&["trace", "--cgroup", "/sys/fs/cgroup/memory/no/such/cgroup", "-d", "1s"]);
+    let _serial = serial();
+    let o = run(&[
+        "trace",
+        "--cgroup",
+        "/sys/fs/cgroup/memory/no/such/cgroup",
+        "-d",
+        "1s",
+    ]);
     assert_one_line_error(&o, "does not exist");
     let o = run(&["trace", "--cgroup", "/etc/hostname", "-d", "1s"]);
     assert_one_line_error(&o, "/etc/hostname");
@@ -93,6 +121,7 @@ fn not_root_is_one_line_error() {
     if !require_kernel("not_root_is_one_line_error") {
         return;
     }
+    let _serial = serial();
     let mut cmd = Command::new(bin());
     cmd.args(["trace", "--cgroup", "/", "-d", "1s"]);
     // SAFETY: setuid in the forked child before exec; async-signal-safe.
@@ -122,7 +151,11 @@ fn no_btf_is_one_line_error() {
     if !require_kernel("no_btf_is_one_line_error") {
         return;
     }
-    let o = in_private_mounts("mount --bind /dev/null /sys/kernel/btf/vmlinux", "trace --cgroup / -d 1s");
+    let _serial = serial();
+    let o = in_private_mounts(
+        "mount --bind /dev/null /sys/kernel/btf/vmlinux",
+        "trace --cgroup / -d 1s",
+    );
     assert_one_line_error(&o, "BTF");
     let o = in_private_mounts("mount --bind /dev/null /sys/kernel/btf/vmlinux", "doctor");
     assert!(!o.status.success(), "doctor must fail without BTF");
@@ -134,8 +167,12 @@ fn no_memory_controller_is_one_line_error() {
     if !require_kernel("no_memory_controller_is_one_line_error") {
         return;
     }
+    let _serial = serial();
     let hier = detect_layout().unwrap().memory.unwrap();
-    let o = in_private_mounts(&format!("umount -l {}", hier.root.display()), "trace --cgroup / -d 1s");
+    let o = in_private_mounts(
+        &format!("umount -l {}", hier.root.display()),
+        "trace --cgroup / -d 1s",
+    );
     assert_one_line_error(&o, "memory controller");
 }
 
@@ -144,8 +181,11 @@ fn ctrl_c_during_attach_leaves_nothing_attached() {
     if !require_kernel("ctrl_c_during_attach_leaves_nothing_attached") {
         return;
     }
-    let tracefs_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" - tracefs ");
-    let mut child = Command::new(bin())
+    let _serial = serial();
+    let tracefs_before = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(" - tracefs ");
+    let child = Command::new(bin())
         .args(["trace", "--cgroup", "/", "-d", "30s"])
         .env("MEMCG_DRIFT_TEST_ATTACH_DELAY_MS", "3000")
         .stdout(Stdio::piped())
@@ -159,12 +199,25 @@ fn ctrl_c_during_attach_leaves_nothing_attached() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let links = bpf_links(child.id());
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert!(links >= 2, "the two stat hooks were never attached ({links} links)");
+    assert!(
+        links >= 2,
+        "the two stat hooks were never attached ({links} links)"
+    );
     assert_one_line_error(&o, "interrupted while attaching");
-    assert!(our_programs().is_empty(), "programs left loaded: {:?}", our_programs());
-    let tracefs_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" - tracefs ");
+    assert!(
+        our_programs().is_empty(),
+        "programs left loaded: {:?}",
+        our_programs()
+    );
+    let tracefs_after = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(" - tracefs ");
     assert_eq!(tracefs_before, tracefs_after, "tracefs mount state changed");
 }
 
@@ -173,21 +226,25 @@ fn trace_json_reports_the_workload_exactly() {
     if !require_kernel("trace_json_reports_the_workload_exactly") {
         return;
     }
+    let _serial = serial();
     let hier = detect_layout().unwrap().memory.unwrap();
     let run_group = RunGroup::create(&hier).unwrap();
     let cg = run_group.child("trace-json").unwrap();
     let cpu = *online_cpus().last().unwrap();
     let mut w = Workload::spawn(&workload_binary(), &cg, cpu).unwrap();
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .args(["trace", "--cgroup"])
         .arg(cg.path())
-        .args(["--duration", "4s", "--json"])
+        .args(["--duration", "3s", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The trace attaches within a second or two; touch well inside the window.
-    std::thread::sleep(Duration::from_millis(2000));
+    // The tool says on stderr when recording has begun; touch only then.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("tracing "), "{line}");
     w.touch(100).unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -195,7 +252,10 @@ fn trace_json_reports_the_workload_exactly() {
     assert_eq!(doc["cgroup"].as_str(), Some(cg.path().to_str().unwrap()));
     assert_eq!(doc["lost"], 0);
     let rows = doc["rows"].as_array().unwrap();
-    let anon: Vec<_> = rows.iter().filter(|r| r["item"] == "NR_ANON_MAPPED").collect();
+    let anon: Vec<_> = rows
+        .iter()
+        .filter(|r| r["item"] == "NR_ANON_MAPPED")
+        .collect();
     assert_eq!(anon.len(), 1, "{anon:?}");
     assert_eq!(anon[0]["cpu"], cpu);
     assert_eq!(anon[0]["delta_pages"], 100);
@@ -211,6 +271,7 @@ fn trace_text_fits_100_columns() {
         return;
     }
     let o = run(&["trace", "--cgroup", "/", "--descendants", "-d", "1s"]);
+    assert!(stderr(&o).starts_with("tracing "), "{}", stderr(&o));
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("ITEM"), "{text}");
@@ -224,21 +285,42 @@ fn doctor_json_matches_what_this_kernel_allows() {
     if !require_kernel("doctor_json_matches_what_this_kernel_allows") {
         return;
     }
+    let _serial = serial();
     let o = run(&["doctor", "--json"]);
-    assert!(o.status.success(), "doctor failed: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "doctor failed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["can_run"], true);
-    let flavour = |name: &str| doc["flavours"].as_array().unwrap().iter().find(|f| f["flavour"] == name).unwrap().clone();
+    let flavour = |name: &str| {
+        doc["flavours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["flavour"] == name)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(flavour("tp_btf")["usable"], true, "{doc}");
     // Independent evidence for fentry: bpftrace's own feature probe ("kfunc: yes/no").
     if let Ok(info) = Command::new("bpftrace").arg("--info").output() {
-        let text = String::from_utf8_lossy(&info.stdout).to_string() + &String::from_utf8_lossy(&info.stderr);
+        let text = String::from_utf8_lossy(&info.stdout).to_string()
+            + &String::from_utf8_lossy(&info.stderr);
         if let Some(line) = text.lines().find(|l| l.trim_start().starts_with("kfunc:")) {
             let yes = line.contains("yes");
-            assert_eq!(flavour("fentry")["usable"], yes, "doctor vs bpftrace on fentry: {line}");
+            assert_eq!(
+                flavour("fentry")["usable"],
+                yes,
+                "doctor vs bpftrace on fentry: {line}"
+            );
             if !yes {
                 let err = flavour("fentry")["error"].as_str().unwrap().to_string();
-                assert!(err.contains("Operation not permitted") || err.contains("EPERM"), "{err}");
+                assert!(
+                    err.contains("Operation not permitted") || err.contains("EPERM"),
+                    "{err}"
+                );
             }
         }
     }

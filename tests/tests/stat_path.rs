@@ -10,7 +10,7 @@
 //! workload disables THP on its region and faults all of its own memory in before it
 //! reports ready, so nothing else anonymous happens in the window.
 
-use integration_tests::{online_cpus, require_kernel};
+use integration_tests::{online_cpus, require_kernel, serial};
 use memcg_drift::{
     attach::Filter,
     cgroup::{RunGroup, detect_layout},
@@ -23,6 +23,7 @@ fn anon_exact(n: u64, only: Option<Flavour>, test: &str) {
     if !require_kernel(test) {
         return;
     }
+    let _serial = serial();
     let hier = detect_layout().unwrap().memory.unwrap();
     let run = RunGroup::create(&hier).unwrap();
     let cg = run.child("stat").unwrap();
@@ -30,8 +31,18 @@ fn anon_exact(n: u64, only: Option<Flavour>, test: &str) {
     let k = *cpus.last().unwrap();
     let j = cpus[0];
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
-    let tracer = StatTracer::start(Filter { target: Some(cg.id()), descendants: false }, only).unwrap();
-    let anon = tracer.items.value("NR_ANON_MAPPED").expect("this kernel has NR_ANON_MAPPED");
+    let tracer = StatTracer::start(
+        Filter {
+            target: Some(cg.id()),
+            descendants: false,
+        },
+        only,
+    )
+    .unwrap();
+    let anon = tracer
+        .items
+        .value("NR_ANON_MAPPED")
+        .expect("this kernel has NR_ANON_MAPPED");
 
     let before = tracer.snapshot().unwrap();
     w.touch(n).unwrap();
@@ -39,9 +50,16 @@ fn anon_exact(n: u64, only: Option<Flavour>, test: &str) {
     let per_cpu = touched.per_cpu(cg.id(), anon);
     for (cpu, d) in per_cpu.iter().enumerate() {
         let want = if cpu == k { n as i64 } else { 0 };
-        assert_eq!(*d, want, "touch {n}: NR_ANON_MAPPED on CPU {cpu} (workload on CPU {k}): {per_cpu:?}");
+        assert_eq!(
+            *d, want,
+            "touch {n}: NR_ANON_MAPPED on CPU {cpu} (workload on CPU {k}): {per_cpu:?}"
+        );
     }
-    assert_eq!(per_cpu.get(k).copied(), Some(n as i64), "CPU {k} missing from {per_cpu:?}");
+    assert_eq!(
+        per_cpu.get(k).copied(),
+        Some(n as i64),
+        "CPU {k} missing from {per_cpu:?}"
+    );
     assert_eq!(touched.counters.lost(), 0);
 
     w.set_cpu(j).unwrap();
@@ -52,7 +70,10 @@ fn anon_exact(n: u64, only: Option<Flavour>, test: &str) {
     let per_cpu = window.per_cpu(cg.id(), anon);
     for (cpu, d) in per_cpu.iter().enumerate() {
         let want = if cpu == j { -(n as i64) } else { 0 };
-        assert_eq!(*d, want, "free {n}: NR_ANON_MAPPED on CPU {cpu} (workload on CPU {j}): {per_cpu:?}");
+        assert_eq!(
+            *d, want,
+            "free {n}: NR_ANON_MAPPED on CPU {cpu} (workload on CPU {j}): {per_cpu:?}"
+        );
     }
     assert_eq!(window.counters.lost(), 0);
     w.exit().unwrap();
@@ -86,7 +107,11 @@ fn fallback_flavour_is_exact_too() {
         && memcg_drift::kernel::btf::KernelBtf::from_sys_fs()
             .unwrap()
             .has_btf_tracepoint("mod_memcg_lruvec_state");
-    let flavour = if has_tp { Flavour::Tracepoint } else { Flavour::Kprobe };
+    let flavour = if has_tp {
+        Flavour::Tracepoint
+    } else {
+        Flavour::Kprobe
+    };
     anon_exact(300, Some(flavour), "fallback_flavour_is_exact_too");
 }
 
@@ -96,17 +121,29 @@ fn other_cgroups_are_filtered_not_recorded() {
     if !require_kernel("other_cgroups_are_filtered_not_recorded") {
         return;
     }
+    let _serial = serial();
     let hier = detect_layout().unwrap().memory.unwrap();
     let run = RunGroup::create(&hier).unwrap();
     let quiet = run.child("quiet").unwrap();
     let busy = run.child("busy").unwrap();
     let cpu = online_cpus()[0];
     let mut w = Workload::spawn(&workload_binary(), &busy, cpu).unwrap();
-    let tracer = StatTracer::start(Filter { target: Some(quiet.id()), descendants: false }, None).unwrap();
+    let tracer = StatTracer::start(
+        Filter {
+            target: Some(quiet.id()),
+            descendants: false,
+        },
+        None,
+    )
+    .unwrap();
     let before = tracer.snapshot().unwrap();
     w.touch(200).unwrap();
     let window = tracer.snapshot().unwrap().since(&before);
-    assert!(window.rows.keys().all(|k| k.cgroup_id == quiet.id()), "{:?}", window.rows.keys());
+    assert!(
+        window.rows.keys().all(|k| k.cgroup_id == quiet.id()),
+        "{:?}",
+        window.rows.keys()
+    );
     assert!(window.counters.filtered >= 200, "{:?}", window.counters);
     w.exit().unwrap();
     drop(tracer);
@@ -119,10 +156,18 @@ fn descendants_created_later_are_recorded() {
     if !require_kernel("descendants_created_later_are_recorded") {
         return;
     }
+    let _serial = serial();
     let hier = detect_layout().unwrap().memory.unwrap();
     let run = RunGroup::create(&hier).unwrap();
     let parent = run.child("parent").unwrap();
-    let tracer = StatTracer::start(Filter { target: Some(parent.id()), descendants: true }, None).unwrap();
+    let tracer = StatTracer::start(
+        Filter {
+            target: Some(parent.id()),
+            descendants: true,
+        },
+        None,
+    )
+    .unwrap();
     let anon = tracer.items.value("NR_ANON_MAPPED").unwrap();
     let child = run.child("parent/late").unwrap();
     let cpu = online_cpus()[0];
@@ -130,7 +175,10 @@ fn descendants_created_later_are_recorded() {
     let before = tracer.snapshot().unwrap();
     w.touch(128).unwrap();
     let window = tracer.snapshot().unwrap().since(&before);
-    assert_eq!(window.per_cpu(child.id(), anon).get(cpu).copied(), Some(128));
+    assert_eq!(
+        window.per_cpu(child.id(), anon).get(cpu).copied(),
+        Some(128)
+    );
     w.exit().unwrap();
     drop(tracer);
     run.remove().unwrap();

@@ -70,8 +70,9 @@ impl AttachChoice {
 /// Options of `trace`.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// The memory cgroup: an absolute path in the memory hierarchy or a path relative to its
-    /// root (e.g. `system.slice/foo.service`).
+    /// The memory cgroup: a path in the memory hierarchy (`/sys/fs/cgroup/memory/a`), a cgroup
+    /// path as /proc/PID/cgroup prints it (`/a`, `/` for the root), or a path relative to the
+    /// hierarchy's root (`a`).
     #[arg(long, value_name = "PATH")]
     pub cgroup: PathBuf,
     /// Stop after this long (e.g. `500ms`, `5s`, `2min`); default: until Ctrl-C.
@@ -92,9 +93,12 @@ pub struct TraceArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let d = if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        s.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
+        s.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string())
     } else {
-        humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 500ms, 5s or 2min ({e})"))
+        humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration like 500ms, 5s or 2min ({e})"))
     }?;
     if d.is_zero() {
         return Err("duration must be more than zero".into());
@@ -119,9 +123,24 @@ mod tests {
 
     #[test]
     fn cli_rejects_bad_duration_and_missing_cgroup() {
-        assert!(Cli::try_parse_from(["memcg-drift", "trace", "--cgroup", "/x", "--duration", "5x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["memcg-drift", "trace", "--cgroup", "/x", "--duration", "5x"])
+                .is_err()
+        );
         assert!(Cli::try_parse_from(["memcg-drift", "trace"]).is_err());
-        let ok = Cli::try_parse_from(["memcg-drift", "trace", "--cgroup", "/x", "-d", "1s", "--json"]).unwrap();
-        assert!(matches!(ok.command, Command::Trace(TraceArgs { json: true, .. })));
+        let ok = Cli::try_parse_from([
+            "memcg-drift",
+            "trace",
+            "--cgroup",
+            "/x",
+            "-d",
+            "1s",
+            "--json",
+        ])
+        .unwrap();
+        assert!(matches!(
+            ok.command,
+            Command::Trace(TraceArgs { json: true, .. })
+        ));
     }
 }

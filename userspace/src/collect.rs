@@ -55,7 +55,8 @@ impl StatSnapshot {
     /// Reads the maps of a loaded probe set.
     pub fn read(ebpf: &Ebpf) -> anyhow::Result<Self> {
         let agg: PerCpuHashMap<_, StatKey, StatValue> = PerCpuHashMap::try_from(
-            ebpf.map(MAP_STAT_AGG).ok_or_else(|| anyhow::anyhow!("map {MAP_STAT_AGG} missing"))?,
+            ebpf.map(MAP_STAT_AGG)
+                .ok_or_else(|| anyhow::anyhow!("map {MAP_STAT_AGG} missing"))?,
         )?;
         let mut rows = BTreeMap::new();
         for item in agg.iter() {
@@ -63,7 +64,8 @@ impl StatSnapshot {
             rows.insert(k, values.iter().copied().collect());
         }
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            ebpf.map(MAP_COUNTERS).ok_or_else(|| anyhow::anyhow!("map {MAP_COUNTERS} missing"))?,
+            ebpf.map(MAP_COUNTERS)
+                .ok_or_else(|| anyhow::anyhow!("map {MAP_COUNTERS} missing"))?,
         )?;
         let sum = |slot: u32| -> anyhow::Result<u64> { Ok(arr.get(&slot, 0)?.iter().sum()) };
         let counters = Counters {
@@ -86,14 +88,20 @@ impl StatSnapshot {
                 .enumerate()
                 .map(|(cpu, v)| {
                     let b = before.and_then(|b| b.get(cpu)).copied().unwrap_or_default();
-                    StatValue { delta: v.delta - b.delta, events: v.events - b.events }
+                    StatValue {
+                        delta: v.delta - b.delta,
+                        events: v.events - b.events,
+                    }
                 })
                 .collect();
             if diff.iter().any(|d| d.events != 0) {
                 rows.insert(*k, diff);
             }
         }
-        Self { rows, counters: self.counters.minus(&earlier.counters) }
+        Self {
+            rows,
+            counters: self.counters.minus(&earlier.counters),
+        }
     }
 
     /// Net delta of (cgroup, item) on each CPU, summed over hooks.
@@ -118,18 +126,61 @@ mod tests {
     use super::*;
 
     fn key(item: u32) -> StatKey {
-        StatKey { cgroup_id: 7, item, hook: 1 }
+        StatKey {
+            cgroup_id: 7,
+            item,
+            hook: 1,
+        }
     }
 
     #[test]
     fn since_subtracts_per_cpu_and_drops_idle_keys() {
         let mut a = StatSnapshot::default();
-        a.rows.insert(key(1), vec![StatValue { delta: 5, events: 5 }, StatValue::default()]);
-        a.rows.insert(key(2), vec![StatValue { delta: 1, events: 1 }, StatValue::default()]);
+        a.rows.insert(
+            key(1),
+            vec![
+                StatValue {
+                    delta: 5,
+                    events: 5,
+                },
+                StatValue::default(),
+            ],
+        );
+        a.rows.insert(
+            key(2),
+            vec![
+                StatValue {
+                    delta: 1,
+                    events: 1,
+                },
+                StatValue::default(),
+            ],
+        );
         a.counters.seen = 10;
         let mut b = a.clone();
-        b.rows.insert(key(1), vec![StatValue { delta: 5, events: 5 }, StatValue { delta: -3, events: 3 }]);
-        b.rows.insert(key(3), vec![StatValue { delta: 64, events: 64 }, StatValue::default()]);
+        b.rows.insert(
+            key(1),
+            vec![
+                StatValue {
+                    delta: 5,
+                    events: 5,
+                },
+                StatValue {
+                    delta: -3,
+                    events: 3,
+                },
+            ],
+        );
+        b.rows.insert(
+            key(3),
+            vec![
+                StatValue {
+                    delta: 64,
+                    events: 64,
+                },
+                StatValue::default(),
+            ],
+        );
         b.counters.seen = 80;
         let d = b.since(&a);
         assert_eq!(d.rows.len(), 2, "key 2 did not move");

@@ -32,10 +32,10 @@ impl ItemNames {
                     // Within one enum a later alias names the real item
                     // (`NR_LRU_BASE, NR_INACTIVE_ANON = NR_LRU_BASE`); across enums the first
                     // (node_stat_item) keeps its values.
-                    if let Ok(v) = u32::try_from(v) {
-                        if e == "node_stat_item" || !names.contains_key(&v) {
-                            names.insert(v, n);
-                        }
+                    if let Ok(v) = u32::try_from(v)
+                        && (e == "node_stat_item" || !names.contains_key(&v))
+                    {
+                        names.insert(v, n);
                     }
                 }
             }

@@ -9,7 +9,9 @@ use crate::{
 /// Checks the common preconditions for commands that load eBPF.
 fn require_root(what: &str) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!("{what} needs root (loading eBPF programs and reading kernel memory needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)");
+        anyhow::bail!(
+            "{what} needs root (loading eBPF programs and reading kernel memory needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"
+        );
     }
     Ok(())
 }
@@ -20,6 +22,22 @@ pub fn memory_hierarchy() -> anyhow::Result<cgroup::MemoryHierarchy> {
     layout
         .memory
         .ok_or_else(|| anyhow::anyhow!("no cgroup memory controller is mounted (neither a v1 memory hierarchy nor cgroup2 with memory)"))
+}
+
+/// Resolves a `--cgroup` argument: a path inside the memory hierarchy, a path relative to its
+/// root, or a cgroup path as `/proc/<pid>/cgroup` prints it (`/` is the root, `/a/b` is
+/// `<root>/a/b`), so that paths copied from procfs work.
+pub fn open_cgroup(
+    hier: &cgroup::MemoryHierarchy,
+    arg: &std::path::Path,
+) -> anyhow::Result<cgroup::MemCgroup> {
+    if arg.is_absolute() && !arg.starts_with(&hier.root) {
+        let under = hier.root.join(arg.strip_prefix("/").unwrap_or(arg));
+        if under.join("cgroup.procs").is_file() {
+            return Ok(cgroup::MemCgroup::open(hier, &under)?);
+        }
+    }
+    Ok(cgroup::MemCgroup::open(hier, arg)?)
 }
 
 /// Runs a parsed command line; returns the exit code.
@@ -37,8 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Trace(a) => {
             require_root("trace")?;
             let hier = memory_hierarchy()?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(trace::run(&a, &hier)).map(|c| c as u8)
+            trace::run(&a, &hier).map(|c| c as u8)
         }
         Command::Cleanup => {
             require_root("cleanup")?;

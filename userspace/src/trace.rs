@@ -1,7 +1,11 @@
 //! `memcg-drift trace`: per-CPU, per-item statistic deltas of one cgroup (and optionally its
 //! subtree) over a window, with loss counters.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
@@ -66,14 +70,21 @@ pub fn rows(
 ) -> Vec<Row> {
     // Sum over hooks: the same (cgroup, item) can arrive through both hooks on no kernel, but
     // summing keeps the rows unique whatever the hook split.
-    let mut acc: BTreeMap<(String, u64, String, usize), (i64, u64, u32)> = BTreeMap::new();
+    // (path, id, item name, cpu) -> (delta, events, raw item)
+    type Acc = BTreeMap<(String, u64, String, usize), (i64, u64, u32)>;
+    let mut acc = Acc::new();
     for (k, vals) in &window.rows {
-        let path = paths.get(&k.cgroup_id).cloned().unwrap_or_else(|| format!("id:{}", k.cgroup_id));
+        let path = paths
+            .get(&k.cgroup_id)
+            .cloned()
+            .unwrap_or_else(|| format!("id:{}", k.cgroup_id));
         for (cpu, v) in vals.iter().enumerate() {
             if v.events == 0 {
                 continue;
             }
-            let e = acc.entry((path.clone(), k.cgroup_id, names.name(k.item), cpu)).or_insert((0, 0, k.item));
+            let e = acc
+                .entry((path.clone(), k.cgroup_id, names.name(k.item), cpu))
+                .or_insert((0, 0, k.item));
             e.0 += v.delta;
             e.1 += v.events;
         }
@@ -81,9 +92,20 @@ pub fn rows(
     acc.into_iter()
         .map(|((cgroup, cgroup_id, item, cpu), (delta, events, raw))| {
             let bytes_native = unit == ValueUnit::Native && names.is_bytes(raw);
-            let (delta_pages, delta_bytes) =
-                if bytes_native { (delta / page_size, delta) } else { (delta, delta * page_size) };
-            Row { cgroup, cgroup_id, item, cpu, delta_pages, delta_bytes, events }
+            let (delta_pages, delta_bytes) = if bytes_native {
+                (delta / page_size, delta)
+            } else {
+                (delta, delta * page_size)
+            };
+            Row {
+                cgroup,
+                cgroup_id,
+                item,
+                cpu,
+                delta_pages,
+                delta_bytes,
+                events,
+            }
         })
         .collect()
 }
@@ -97,7 +119,11 @@ pub fn render_text(r: &TraceReport) -> String {
         "memcg-drift trace: {} (id {}{}) for {:.2} s",
         r.cgroup,
         r.cgroup_id,
-        if r.descendants { ", with descendants" } else { "" },
+        if r.descendants {
+            ", with descendants"
+        } else {
+            ""
+        },
         r.duration_s
     );
     for h in &r.hooks {
@@ -114,7 +140,8 @@ pub fn render_text(r: &TraceReport) -> String {
         s,
         "  values: {}",
         match r.unit {
-            ValueUnit::Pages => "tracepoint values, normalised to pages by the kernel (byte items rounded)",
+            ValueUnit::Pages =>
+                "tracepoint values, normalised to pages by the kernel (byte items rounded)",
             ValueUnit::Native => "function arguments: pages, bytes for *_B items",
         }
     );
@@ -122,10 +149,24 @@ pub fn render_text(r: &TraceReport) -> String {
     if r.rows.is_empty() {
         let _ = writeln!(s, "no statistic updates recorded");
     } else {
-        let _ = writeln!(s, "{:<28} {:<26} {:>4} {:>12} {:>14} {:>9}", "CGROUP", "ITEM", "CPU", "PAGES", "BYTES", "EVENTS");
+        let _ = writeln!(
+            s,
+            "{:<28} {:<26} {:>4} {:>12} {:>14} {:>9}",
+            "CGROUP", "ITEM", "CPU", "PAGES", "BYTES", "EVENTS"
+        );
         for row in &r.rows {
             let cg = if row.cgroup.chars().count() > 28 {
-                format!("...{}", row.cgroup.chars().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect::<String>())
+                format!(
+                    "...{}",
+                    row.cgroup
+                        .chars()
+                        .rev()
+                        .take(25)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<String>()
+                )
             } else {
                 row.cgroup.clone()
             };
@@ -157,44 +198,65 @@ fn subtree_paths(target: &MemCgroup, descendants: bool) -> BTreeMap<u64, String>
     m
 }
 
+/// Set by SIGINT/SIGTERM while `trace` runs.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Installs the SIGINT/SIGTERM handler: from here on a signal ends the run cleanly (links are
+/// dropped, a tracefs mount made by the tool is undone) instead of killing the process.
+fn catch_stop_signals() -> anyhow::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(on_stop_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &act) }?;
+    }
+    Ok(())
+}
+
 /// Runs `trace`.
-pub async fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
-    let target = MemCgroup::open(hier, &args.cgroup)?;
-    let filter = Filter { target: Some(target.id()), descendants: args.descendants };
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
+    let target = crate::run::open_cgroup(hier, &args.cgroup)?;
+    let filter = Filter {
+        target: Some(target.id()),
+        descendants: args.descendants,
+    };
+    catch_stop_signals()?;
     let tracer = StatTracer::start(filter, args.attach.flavour())?;
-    // A signal that arrived while attaching ends the run before recording anything.
-    tokio::select! {
-        biased;
-        _ = sigint.recv() => anyhow::bail!("interrupted while attaching; nothing recorded"),
-        _ = sigterm.recv() => anyhow::bail!("terminated while attaching; nothing recorded"),
-        _ = std::future::ready(()) => {}
+    if STOP.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted while attaching; nothing recorded, probes detached");
     }
     let mut paths = subtree_paths(&target, args.descendants);
-    let start = StatSnapshot::read_from(&tracer)?;
+    let start = tracer.snapshot()?;
     let t0 = Instant::now();
-    if !args.json {
-        eprintln!(
-            "tracing {} ({}); {}",
-            target.path().display(),
-            tracer.outcomes.iter().filter_map(|o| o.used.as_ref()).map(|u| format!("{} {}", u.flavour, u.target)).collect::<Vec<_>>().join(", "),
-            match args.duration {
-                Some(d) => format!("for {}", humantime::format_duration(d)),
-                None => "Ctrl-C to stop".to_string(),
-            }
-        );
-    }
-    let sleep = async {
+    // On stderr in every mode: tells a person (and tests) that recording has begun.
+    eprintln!(
+        "tracing {} ({}); {}",
+        target.path().display(),
+        tracer
+            .outcomes
+            .iter()
+            .filter_map(|o| o.used.as_ref())
+            .map(|u| format!("{} {}", u.flavour, u.target))
+            .collect::<Vec<_>>()
+            .join(", "),
         match args.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+            Some(d) => format!("for {}", humantime::format_duration(d)),
+            None => "Ctrl-C to stop".to_string(),
         }
-    };
-    tokio::select! {
-        _ = sleep => {}
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
+    );
+    while !STOP.load(Ordering::SeqCst) && args.duration.is_none_or(|d| t0.elapsed() < d) {
+        let left = args.duration.map_or(Duration::from_millis(50), |d| {
+            d.saturating_sub(t0.elapsed())
+        });
+        std::thread::sleep(left.min(Duration::from_millis(50)));
     }
     let end = tracer.snapshot()?;
     let elapsed = t0.elapsed();
@@ -220,13 +282,6 @@ pub async fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32
     Ok(0)
 }
 
-impl StatSnapshot {
-    /// Reads a snapshot from a tracer (convenience).
-    pub fn read_from(t: &StatTracer) -> anyhow::Result<Self> {
-        t.snapshot()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use probes_common::{StatKey, StatValue};
@@ -238,21 +293,60 @@ mod tests {
         let names = ItemNames::from_pairs(&[("NR_ANON_MAPPED", 3), ("NR_SLAB_UNRECLAIMABLE_B", 7)]);
         let mut w = StatSnapshot::default();
         w.rows.insert(
-            StatKey { cgroup_id: 9, item: 3, hook: 1 },
-            vec![StatValue::default(), StatValue { delta: 64, events: 64 }],
+            StatKey {
+                cgroup_id: 9,
+                item: 3,
+                hook: 1,
+            },
+            vec![
+                StatValue::default(),
+                StatValue {
+                    delta: 64,
+                    events: 64,
+                },
+            ],
         );
         w.rows.insert(
-            StatKey { cgroup_id: 9, item: 7, hook: 1 },
-            vec![StatValue { delta: 8192, events: 2 }, StatValue::default()],
+            StatKey {
+                cgroup_id: 9,
+                item: 7,
+                hook: 1,
+            },
+            vec![
+                StatValue {
+                    delta: 8192,
+                    events: 2,
+                },
+                StatValue::default(),
+            ],
         );
         let paths = BTreeMap::from([(9, "/a".to_string())]);
         let r = rows(&w, &names, ValueUnit::Native, 4096, &paths);
         assert_eq!(r.len(), 2);
-        assert_eq!((r[0].item.as_str(), r[0].cpu, r[0].delta_pages, r[0].delta_bytes), ("NR_ANON_MAPPED", 1, 64, 262144));
-        assert_eq!((r[1].item.as_str(), r[1].cpu, r[1].delta_pages, r[1].delta_bytes), ("NR_SLAB_UNRECLAIMABLE_B", 0, 2, 8192));
+        assert_eq!(
+            (
+                r[0].item.as_str(),
+                r[0].cpu,
+                r[0].delta_pages,
+                r[0].delta_bytes
+            ),
+            ("NR_ANON_MAPPED", 1, 64, 262144)
+        );
+        assert_eq!(
+            (
+                r[1].item.as_str(),
+                r[1].cpu,
+                r[1].delta_pages,
+                r[1].delta_bytes
+            ),
+            ("NR_SLAB_UNRECLAIMABLE_B", 0, 2, 8192)
+        );
         // Tracepoint values are pages for every item.
         let r = rows(&w, &names, ValueUnit::Pages, 4096, &BTreeMap::new());
-        assert_eq!((r[1].delta_pages, r[1].delta_bytes, r[1].cgroup.as_str()), (8192, 8192 * 4096, "id:9"));
+        assert_eq!(
+            (r[1].delta_pages, r[1].delta_bytes, r[1].cgroup.as_str()),
+            (8192, 8192 * 4096, "id:9")
+        );
     }
 
     #[test]

@@ -43,7 +43,8 @@ impl StatTracer {
         let kbtf = facts.btf()?;
         let items = ItemNames::from_btf(kbtf)?;
         let cfg = attach::probe_config(kbtf, filter)?;
-        let btf = Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let btf =
+            Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
         let mut ebpf = attach::load(&cfg)?;
         // Flavour support is learned by attaching for real here (no trial programs needed).
         let support = FlavourSupport::new();
@@ -57,11 +58,20 @@ impl StatTracer {
         if outcomes.iter().all(|o| o.used.is_none()) {
             let why: Vec<String> = outcomes
                 .iter()
-                .flat_map(|o| o.failed.iter().map(move |(f, t, e)| format!("{} via {f} {t}: {e}", o.id)))
-                .chain(plans.iter().flat_map(|p| {
-                    p.candidates
+                .flat_map(|o| {
+                    o.failed
                         .iter()
-                        .filter_map(move |v| v.rejected.as_ref().map(|r| format!("{} via {} {}: {r}", p.id, v.candidate.flavour, v.candidate.target)))
+                        .map(move |(f, t, e)| format!("{} via {f} {t}: {e}", o.id))
+                })
+                .chain(plans.iter().flat_map(|p| {
+                    p.candidates.iter().filter_map(move |v| {
+                        v.rejected.as_ref().map(|r| {
+                            format!(
+                                "{} via {} {}: {r}",
+                                p.id, v.candidate.flavour, v.candidate.target
+                            )
+                        })
+                    })
                 }))
                 .collect();
             anyhow::bail!("no stat-path hook could be attached ({})", why.join("; "));
@@ -75,7 +85,13 @@ impl StatTracer {
         } else {
             ValueUnit::Native
         };
-        Ok(Self { ebpf, outcomes, items, unit, facts })
+        Ok(Self {
+            ebpf,
+            outcomes,
+            items,
+            unit,
+            facts,
+        })
     }
 
     /// Reads the aggregates now.

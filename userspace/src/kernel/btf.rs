@@ -16,7 +16,9 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     /// The file is missing (kernel without CONFIG_DEBUG_INFO_BTF) or unreadable.
-    #[error("cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error(
+        "cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
     Read {
         /// The path tried.
         path: String,
@@ -58,7 +60,10 @@ impl KernelBtf {
             source,
         })?;
         Self::from_bytes(&bytes).map_err(|e| match e {
-            BtfError::Parse { msg, .. } => BtfError::Parse { path: path.display().to_string(), msg },
+            BtfError::Parse { msg, .. } => BtfError::Parse {
+                path: path.display().to_string(),
+                msg,
+            },
             other => other,
         })
     }
@@ -154,10 +159,10 @@ impl KernelBtf {
             }
             if mname.is_empty() {
                 let inner = self.strip(self.btf.resolve_chained_type(m).ok()?)?;
-                if let Type::Struct(is) | Type::Union(is) = inner {
-                    if let Some((o, t)) = self.member(&is, name) {
-                        return Some((off + o, t));
-                    }
+                if let Type::Struct(is) | Type::Union(is) = inner
+                    && let Some((o, t)) = self.member(&is, name)
+                {
+                    return Some((off + o, t));
                 }
             }
         }
@@ -204,10 +209,13 @@ impl KernelBtf {
 
     /// Offset of a per-CPU variable inside the `.data..percpu` section.
     pub fn percpu_var_offset(&self, var: &str) -> Option<u64> {
-        let sec = self.types(".data..percpu").into_iter().find_map(|t| match t {
-            Type::Datasec(d) => Some(d),
-            _ => None,
-        })?;
+        let sec = self
+            .types(".data..percpu")
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Datasec(d) => Some(d),
+                _ => None,
+            })?;
         sec.variables.iter().find_map(|v| {
             let t = self.btf.resolve_chained_type(v).ok()?;
             let Type::Var(var_t) = t else { return None };
@@ -237,9 +245,14 @@ mod tests {
         let Some(btf) = kernel() else { return };
         let nodes = btf.enum_values("node_stat_item").expect("node_stat_item");
         assert!(nodes.iter().any(|(n, _)| n == "NR_ANON_MAPPED"));
-        let swap = btf.enum_value("memcg_stat_item", "MEMCG_SWAP").expect("MEMCG_SWAP");
+        let swap = btf
+            .enum_value("memcg_stat_item", "MEMCG_SWAP")
+            .expect("MEMCG_SWAP");
         // memcg_stat_item continues where node_stat_item ends (include/linux/memcontrol.h).
-        assert_eq!(Some(swap), btf.enum_value("node_stat_item", "NR_VM_NODE_STAT_ITEMS"));
+        assert_eq!(
+            Some(swap),
+            btf.enum_value("node_stat_item", "NR_VM_NODE_STAT_ITEMS")
+        );
         assert!(btf.member_offset("cgroup_subsys_state", "cgroup").is_some());
         assert!(btf.member_offset("mem_cgroup", "css").is_some());
         assert!(btf.has_func("page_counter_try_charge"));

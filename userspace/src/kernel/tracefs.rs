@@ -20,7 +20,10 @@ impl Tracefs {
     pub fn open_or_mount() -> Result<Self, String> {
         for c in CANDIDATES {
             if Path::new(c).join("events").is_dir() {
-                return Ok(Self { root: c.into(), mounted_by_us: false });
+                return Ok(Self {
+                    root: c.into(),
+                    mounted_by_us: false,
+                });
             }
         }
         let target = Path::new(CANDIDATES[0]);
@@ -31,8 +34,16 @@ impl Tracefs {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| format!("tracefs is not mounted and mounting it at {} failed: {e}", target.display()))?;
-        Ok(Self { root: target.into(), mounted_by_us: true })
+        .map_err(|e| {
+            format!(
+                "tracefs is not mounted and mounting it at {} failed: {e}",
+                target.display()
+            )
+        })?;
+        Ok(Self {
+            root: target.into(),
+            mounted_by_us: true,
+        })
     }
 
     /// The mount point.
@@ -47,12 +58,24 @@ impl Tracefs {
 
     /// True if `category:name` exists.
     pub fn has_event(&self, category: &str, name: &str) -> bool {
-        self.root.join("events").join(category).join(name).join("format").is_file()
+        self.root
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format")
+            .is_file()
     }
 
     /// The `format` file of an event.
     pub fn format(&self, category: &str, name: &str) -> Option<String> {
-        std::fs::read_to_string(self.root.join("events").join(category).join(name).join("format")).ok()
+        std::fs::read_to_string(
+            self.root
+                .join("events")
+                .join(category)
+                .join(name)
+                .join("format"),
+        )
+        .ok()
     }
 }
 
