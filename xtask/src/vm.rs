@@ -77,6 +77,10 @@ pub struct VmArgs {
     /// Keep the run's initrd.cpio in the run directory (to rerun QEMU by hand).
     #[arg(long)]
     pub keep: bool,
+    /// Keep debug info in the guest binaries (file:line in backtraces; a larger initramfs
+    /// boots a few seconds slower).
+    #[arg(long)]
+    pub debuginfo: bool,
     /// Run this prebuilt static test executable instead of building `integration-tests`
     /// (repeatable; for debugging the harness).
     #[arg(long, value_name = "PATH")]
@@ -94,6 +98,7 @@ impl VmArgs {
             filter: None,
             cgroup: CgroupMode::V2,
             keep: false,
+            debuginfo: false,
             test_bin: Vec::new(),
         }
     }
@@ -164,6 +169,7 @@ pub fn run(args: &VmArgs) -> Result<()> {
     let config = initramfs::GuestConfig {
         cgroup: args.cgroup.as_str().to_string(),
         filter: args.filter.clone(),
+        debuginfo: args.debuginfo,
     };
     let initrd = {
         let _lock = lock(

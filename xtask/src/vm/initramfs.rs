@@ -35,6 +35,11 @@ pub struct GuestConfig {
     pub cgroup: String,
     /// libtest name filter passed to every test executable.
     pub filter: Option<String>,
+    /// Keep DWARF debug info in `memcg-drift` and the test executables. Stripped by default:
+    /// it is about 90% of their size, and the kernel unpacks the initramfs at roughly
+    /// 25 MB/s under TCG. Panic messages keep their file:line either way; backtraces then
+    /// show function names only.
+    pub debuginfo: bool,
 }
 
 /// Returns the cached base archive, building it if busybox or `/init` changed.
@@ -96,9 +101,10 @@ pub fn build(
     mkdir(&stage.join("bin"))?;
     mkdir(&stage.join("tests"))?;
     mkdir(&stage.join("vmtest"))?;
-    place(&payload.tool, &stage.join("bin/memcg-drift"))?;
+    let strip = !config.debuginfo;
+    place_binary(&payload.tool, &stage.join("bin/memcg-drift"), strip)?;
     for t in &payload.tests {
-        place(&t.path, &stage.join("tests").join(&t.name))?;
+        place_binary(&t.path, &stage.join("tests").join(&t.name), strip)?;
     }
     for tool in HOST_TOOLS {
         match host_tool(tool) {
@@ -225,6 +231,25 @@ fn walk(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Copies a Rust executable into the stage, without its debug info when `strip` is set
+/// (`strip --strip-debug` from binutils; a plain copy if that fails).
+fn place_binary(src: &Path, dst: &Path, strip: bool) -> Result<()> {
+    if strip {
+        let stripped = Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(dst)
+            .arg(src)
+            .status();
+        match stripped {
+            Ok(s) if s.success() => return Ok(()),
+            Ok(s) => eprintln!("vm-test: strip failed on {} ({s}); copying", src.display()),
+            Err(e) => eprintln!("vm-test: cannot run strip ({e}); copying {}", src.display()),
+        }
+    }
+    place(src, dst)
 }
 
 /// Copies `src` to `dst` with its mode. (Not a hard link: cpio defers the data of files with
