@@ -270,14 +270,40 @@ fn trace_text_fits_100_columns() {
     if !require_kernel("trace_text_fits_100_columns") {
         return;
     }
-    let o = run(&["trace", "--cgroup", "/", "--descendants", "-d", "1s"]);
-    assert!(stderr(&o).starts_with("tracing "), "{}", stderr(&o));
-    assert!(o.status.success(), "{}", stderr(&o));
+    // A workload in a deep cgroup of our own gives the subtree of the root something to show,
+    // with a long path, while the trace records.
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run_group = RunGroup::create(&hier).unwrap();
+    run_group.child("a-rather-long-cgroup-name").unwrap();
+    let cg = run_group
+        .child("a-rather-long-cgroup-name/with-a-child-of-its-own")
+        .unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &cg, online_cpus()[0]).unwrap();
+    let mut child = Command::new(bin())
+        .args(["trace", "--cgroup", "/", "--descendants", "-d", "2s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("tracing "), "{line}");
+    w.touch(100).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("ITEM"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("NR_ANON_MAPPED") && l.contains("+100")),
+        "{text}"
+    );
     for line in text.lines() {
         assert!(line.chars().count() <= 100, "too wide: {line}");
     }
+    w.exit().unwrap();
+    run_group.remove().unwrap();
 }
 
 #[test]

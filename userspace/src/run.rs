@@ -18,7 +18,8 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 
 /// The memory hierarchy, or a one-line error.
 pub fn memory_hierarchy() -> anyhow::Result<cgroup::MemoryHierarchy> {
-    let layout = cgroup::detect_layout()?;
+    let layout = cgroup::detect_layout()
+        .map_err(|e| anyhow::anyhow!("cannot find the cgroup memory controller: {e}"))?;
     layout
         .memory
         .ok_or_else(|| anyhow::anyhow!("no cgroup memory controller is mounted (neither a v1 memory hierarchy nor cgroup2 with memory)"))
