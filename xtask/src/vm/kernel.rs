@@ -38,25 +38,30 @@ fn meta_package(series: &str) -> Result<&'static str> {
 }
 
 /// Returns the kernel of `series`, downloading and extracting it into `cache` if needed.
+///
+/// If resolving or downloading fails (package lists missing or stale: the mirror dropped the
+/// version they name), `apt-get update` runs once and everything is retried; if that fails
+/// too, the newest kernel of the series already in the cache is used, with a warning.
 pub fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
     let kernels = cache.join("kernels");
-    let (package, version) = match resolve(series) {
-        Ok(found) => found,
-        Err(e) => match newest_cached(&kernels, series) {
-            Some((package, version)) => {
-                eprintln!("vm-test: {e:#}; using the cached {package} {version}");
-                (package, version)
-            }
-            None => return Err(e),
-        },
-    };
-    let dir = kernels.join(format!("{package}_{version}"));
     let start = std::time::Instant::now();
+    let (package, version, dir) = match fetch(cache, series) {
+        Ok(found) => found,
+        Err(first) => {
+            eprintln!("vm-test: {first:#}; refreshing apt's package lists");
+            match apt_update().and_then(|()| fetch(cache, series)) {
+                Ok(found) => found,
+                Err(e) => {
+                    let (package, version) = newest_cached(&kernels, series)
+                        .ok_or_else(|| e.context(format!("{first:#}")))?;
+                    eprintln!("vm-test: using the cached {package} {version} instead");
+                    let dir = kernels.join(format!("{package}_{version}"));
+                    (package, version, dir)
+                }
+            }
+        }
+    };
     let fresh = !dir.join("vmlinux").is_file();
-    if !dir.join("boot").is_dir() {
-        let deb = download(cache, &package, &version)?;
-        unpack_boot(&deb, &dir)?;
-    }
     let (release, bzimage) = find_bzimage(&dir.join("boot"))?;
     let vmlinux = dir.join("vmlinux");
     let pvh_config = fs::read_to_string(dir.join("boot").join(format!("config-{release}")))
@@ -92,25 +97,35 @@ pub fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
     })
 }
 
-/// Asks apt for the `-unsigned` image package of `series` and its candidate version, running
-/// `apt-get update` once if the package lists do not know the meta package.
+/// Resolves the current image of `series` and makes sure its `/boot` is unpacked in the
+/// cache; returns the package, its version and its cache directory.
+fn fetch(cache: &Path, series: &str) -> Result<(String, String, PathBuf)> {
+    let (package, version) = resolve(series)?;
+    let dir = cache.join("kernels").join(format!("{package}_{version}"));
+    if !dir.join("boot").is_dir() {
+        let deb = download(cache, &package, &version)?;
+        unpack_boot(&deb, &dir)?;
+    }
+    Ok((package, version, dir))
+}
+
+/// `apt-get update`, once the package lists turned out missing or stale.
+fn apt_update() -> Result<()> {
+    let status = Command::new("apt-get")
+        .args(["update", "-q"])
+        .status()
+        .context("starting apt-get update")?;
+    if !status.success() {
+        bail!("apt-get update failed ({status})");
+    }
+    Ok(())
+}
+
+/// Asks apt for the `-unsigned` image package of `series` and its candidate version.
 fn resolve(series: &str) -> Result<(String, String)> {
     let meta = meta_package(series)?;
-    let image = match depends_image(meta, series)? {
-        Some(image) => image,
-        None => {
-            eprintln!("vm-test: apt does not know {meta}; running apt-get update");
-            let status = Command::new("apt-get")
-                .args(["update", "-q"])
-                .status()
-                .context("starting apt-get update")?;
-            if !status.success() {
-                bail!("apt-get update failed ({status})");
-            }
-            depends_image(meta, series)?
-                .with_context(|| format!("no linux-image-{series}.* dependency of {meta} in apt"))?
-        }
-    };
+    let image = depends_image(meta, series)?
+        .with_context(|| format!("apt knows no linux-image-{series}.* dependency of {meta}"))?;
     let package = format!("{image}-unsigned");
     let out = Command::new("apt-cache")
         .args(["policy", &package])
