@@ -85,12 +85,20 @@ fn run() -> Result<()> {
             setup::setup(!no_vm)?;
             // The CLI tests run the binary itself (target/debug/memcg-drift).
             cargo(&["build", "-p", "memcg-drift"], &[])?;
-            cargo(&["test", "--workspace", "--exclude", "probes-ebpf"], &args)?;
+            let mut totals =
+                cargo_test(&["test", "--workspace", "--exclude", "probes-ebpf"], &args)?;
             if !no_vm {
                 for kernel in vm::KERNELS {
-                    vm::run(&vm::VmArgs::for_kernel(kernel))?;
+                    let vm_args = vm::VmArgs::for_kernel(kernel);
+                    vm::run(&vm_args)?;
+                    totals.add(&guest_totals(&vm_args));
                 }
             }
+            // One plain closing line over host and guest suites.
+            println!(
+                "{} passed, {} failed, {} skipped",
+                totals.passed, totals.failed, totals.ignored
+            );
             Ok(())
         }
         Cmd::VmTest(args) => {
@@ -98,6 +106,90 @@ fn run() -> Result<()> {
             vm::run(&args)
         }
     }
+}
+
+/// Test counts summed over libtest summaries.
+#[derive(Default, Debug)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Totals) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.ignored += o.ignored;
+    }
+
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, passing its output through and counting its libtest summaries.
+fn cargo_test(base: &[&str], extra: &[String]) -> Result<Totals> {
+    use std::io::{BufRead as _, Write as _};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(base)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cargo}"))?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().context("cargo stdout")?;
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        totals.add_line(&line);
+        writeln!(out, "{line}")?;
+    }
+    drop(out);
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", base.join(" "));
+    }
+    Ok(totals)
+}
+
+/// Counts of a finished guest run, from the libtest output it saved.
+fn guest_totals(args: &vm::VmArgs) -> Totals {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let dir = target
+        .join("vm-runs")
+        .join(format!("{}-{}", args.kernel, args.cpus))
+        .join("tests");
+    let mut totals = Totals::default();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            totals.add_line(line);
+        }
+    }
+    totals
 }
 
 fn build_release() -> Result<()> {
@@ -125,4 +217,20 @@ pub fn workspace_root() -> std::path::PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn libtest_summaries_are_summed() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 10 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1s");
+        t.add_line(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 4 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (13, 1, 2));
+    }
 }
