@@ -221,6 +221,24 @@ fn ctrl_c_during_attach_leaves_nothing_attached() {
     assert_eq!(tracefs_before, tracefs_after, "tracefs mount state changed");
 }
 
+/// Runs `memcg-drift trace ARGS`, has the workload touch `n` pages once the tool says on
+/// stderr that recording has begun, and returns the finished run's output.
+fn trace_while_touching(args: &[&str], w: &mut Workload, n: u64) -> Output {
+    let mut child = Command::new(bin())
+        .arg("trace")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("tracing "), "{line}");
+    w.touch(n).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn trace_json_reports_the_workload_exactly() {
     if !require_kernel("trace_json_reports_the_workload_exactly") {
@@ -232,21 +250,12 @@ fn trace_json_reports_the_workload_exactly() {
     let cg = run_group.child("trace-json").unwrap();
     let cpu = *online_cpus().last().unwrap();
     let mut w = Workload::spawn(&workload_binary(), &cg, cpu).unwrap();
-    let mut child = Command::new(bin())
-        .args(["trace", "--cgroup"])
-        .arg(cg.path())
-        .args(["--duration", "3s", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The tool says on stderr when recording has begun; touch only then.
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    assert!(line.starts_with("tracing "), "{line}");
-    w.touch(100).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let path = cg.path().to_str().unwrap();
+    let o = trace_while_touching(
+        &["--cgroup", path, "--duration", "3s", "--json"],
+        &mut w,
+        100,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
     assert_eq!(doc["cgroup"].as_str(), Some(cg.path().to_str().unwrap()));
@@ -270,6 +279,7 @@ fn trace_text_fits_100_columns() {
     if !require_kernel("trace_text_fits_100_columns") {
         return;
     }
+    let _serial = serial();
     // A workload in a deep cgroup of our own gives the subtree of the root something to show,
     // with a long path, while the trace records.
     let hier = detect_layout().unwrap().memory.unwrap();
@@ -279,18 +289,7 @@ fn trace_text_fits_100_columns() {
         .child("a-rather-long-cgroup-name/with-a-child-of-its-own")
         .unwrap();
     let mut w = Workload::spawn(&workload_binary(), &cg, online_cpus()[0]).unwrap();
-    let mut child = Command::new(bin())
-        .args(["trace", "--cgroup", "/", "--descendants", "-d", "2s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    assert!(line.starts_with("tracing "), "{line}");
-    w.touch(100).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = trace_while_touching(&["--cgroup", "/", "--descendants", "-d", "2s"], &mut w, 100);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("ITEM"), "{text}");
