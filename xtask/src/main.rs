@@ -44,6 +44,13 @@ enum Cmd {
     },
     /// Boot a Debian kernel under QEMU and run the integration scenarios inside it.
     VmTest(vm::VmArgs),
+    /// Measure what the probes cost a page-fault-heavy workload (baseline and probed side by
+    /// side in one run; root).
+    Bench {
+        /// Arguments for the benchmark (`--pages N --rounds R`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +107,22 @@ fn run() -> Result<()> {
                 totals.passed, totals.failed, totals.ignored
             );
             Ok(())
+        }
+        Cmd::Bench { args } => {
+            setup::setup(false)?;
+            build_release()?;
+            cargo(
+                &[
+                    "run",
+                    "--release",
+                    "-p",
+                    "integration-tests",
+                    "--bin",
+                    "overhead",
+                    "--",
+                ],
+                &args,
+            )
         }
         Cmd::VmTest(args) => {
             setup::setup(true)?;
