@@ -66,9 +66,18 @@ impl ItemNames {
         self.names.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
     }
 
-    /// True if the item counts bytes rather than pages.
-    pub fn is_bytes(&self, item: u32) -> bool {
-        self.names.get(&item).is_some_and(|n| n.ends_with("_B"))
+    /// The size of one unit of the item in bytes when it is not counted in pages: 1 for `*_B`
+    /// items, 1024 for `NR_KERNEL_STACK_KB` (`memcg_page_state_unit()`, mm/memcontrol.c);
+    /// `None` for page items.
+    pub fn unit_bytes(&self, item: u32) -> Option<i64> {
+        let n = self.names.get(&item)?;
+        if n.ends_with("_B") {
+            Some(1)
+        } else if n.ends_with("_KB") {
+            Some(1024)
+        } else {
+            None
+        }
     }
 }
 
@@ -78,11 +87,16 @@ mod tests {
 
     #[test]
     fn names_units_and_unknowns() {
-        let n = ItemNames::from_pairs(&[("NR_ANON_MAPPED", 3), ("NR_SLAB_RECLAIMABLE_B", 6)]);
+        let n = ItemNames::from_pairs(&[
+            ("NR_ANON_MAPPED", 3),
+            ("NR_SLAB_RECLAIMABLE_B", 6),
+            ("NR_KERNEL_STACK_KB", 9),
+        ]);
         assert_eq!(n.name(3), "NR_ANON_MAPPED");
         assert_eq!(n.name(99), "item#99");
-        assert!(n.is_bytes(6));
-        assert!(!n.is_bytes(3));
+        assert_eq!(n.unit_bytes(6), Some(1));
+        assert_eq!(n.unit_bytes(9), Some(1024));
+        assert_eq!(n.unit_bytes(3), None);
         assert_eq!(n.value("NR_ANON_MAPPED"), Some(3));
     }
 

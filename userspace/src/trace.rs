@@ -91,11 +91,11 @@ pub fn rows(
     }
     acc.into_iter()
         .map(|((cgroup, cgroup_id, item, cpu), (delta, events, raw))| {
-            let bytes_native = unit == ValueUnit::Native && names.is_bytes(raw);
-            let (delta_pages, delta_bytes) = if bytes_native {
-                (delta / page_size, delta)
-            } else {
-                (delta, delta * page_size)
+            // Function probes see the kernel's native unit (bytes for *_B, KiB for *_KB items);
+            // tracepoints see pages for every item.
+            let (delta_pages, delta_bytes) = match (unit, names.unit_bytes(raw)) {
+                (ValueUnit::Native, Some(u)) => ((delta * u) / page_size, delta * u),
+                _ => (delta, delta * page_size),
             };
             Row {
                 cgroup,
@@ -142,7 +142,7 @@ pub fn render_text(r: &TraceReport) -> String {
         match r.unit {
             ValueUnit::Pages =>
                 "tracepoint values, normalised to pages by the kernel (byte items rounded)",
-            ValueUnit::Native => "function arguments: pages, bytes for *_B items",
+            ValueUnit::Native => "function arguments: pages; bytes for *_B, KiB for *_KB items",
         }
     );
     let _ = writeln!(s);
@@ -290,7 +290,11 @@ mod tests {
 
     #[test]
     fn rows_convert_units_and_skip_idle_cpus() {
-        let names = ItemNames::from_pairs(&[("NR_ANON_MAPPED", 3), ("NR_SLAB_UNRECLAIMABLE_B", 7)]);
+        let names = ItemNames::from_pairs(&[
+            ("NR_ANON_MAPPED", 3),
+            ("NR_SLAB_UNRECLAIMABLE_B", 7),
+            ("NR_KERNEL_STACK_KB", 8),
+        ]);
         let mut w = StatSnapshot::default();
         w.rows.insert(
             StatKey {
@@ -341,6 +345,21 @@ mod tests {
             ),
             ("NR_SLAB_UNRECLAIMABLE_B", 0, 2, 8192)
         );
+        // KiB items from function probes: 16 KiB of kernel stack is 4 pages.
+        let mut kb = StatSnapshot::default();
+        kb.rows.insert(
+            StatKey {
+                cgroup_id: 9,
+                item: 8,
+                hook: 0,
+            },
+            vec![StatValue {
+                delta: 16,
+                events: 1,
+            }],
+        );
+        let r2 = rows(&kb, &names, ValueUnit::Native, 4096, &paths);
+        assert_eq!((r2[0].delta_pages, r2[0].delta_bytes), (4, 16384));
         // Tracepoint values are pages for every item.
         let r = rows(&w, &names, ValueUnit::Pages, 4096, &BTreeMap::new());
         assert_eq!(

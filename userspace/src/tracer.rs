@@ -18,7 +18,8 @@ pub enum ValueUnit {
     /// Tracepoint values: the kernel normalises every item to pages before tracing
     /// (`memcg_state_val_in_pages`, 6.12+), rounding sub-page byte deltas away from zero.
     Pages,
-    /// Function arguments: pages for page items, bytes for `_B` items.
+    /// Function arguments: pages for page items, bytes for `_B` items, KiB for
+    /// `NR_KERNEL_STACK_KB`.
     Native,
 }
 
