@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use probes_common::{MAX_CGROUP_DEPTH, StatKey, StatValue, counter, flags, hook};
 
-use crate::maps::{STAT_AGG, VERDICT, bump, config};
+use crate::maps::{STAT_AGG, VERDICT, bump};
 
 /// Reads a kernel pointer-sized value at `base + off`.
 #[inline(always)]
@@ -21,25 +21,60 @@ fn read_u64(base: u64, off: u64) -> Result<u64, ()> {
     unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.map_err(|_| ())
 }
 
+/// One field of the configuration (a single load from the frozen global; reading the whole
+/// struct would copy it to the stack on every event).
+macro_rules! cfg {
+    ($f:ident) => {
+        // SAFETY: CONFIG is a plain static of integers.
+        unsafe { core::ptr::read_volatile(&crate::maps::CONFIG.$f) }
+    };
+}
+
 /// `memcg->css.cgroup->kn->id`, the cgroup id the tracepoints report and cgroupfs shows as the
-/// directory's inode number.
+/// directory's inode number. For pointers of unknown provenance (kprobe arguments, ancestor
+/// walks): every step through `bpf_probe_read_kernel`.
 #[inline(always)]
 fn css_cgroup_id(css: u64) -> Result<u64, ()> {
-    let cfg = config();
-    let cgroup = read_u64(css, cfg.css_cgroup)?;
-    let kn = read_u64(cgroup, cfg.cgroup_kn)?;
-    read_u64(kn, cfg.kn_id)
+    let cgroup = read_u64(css, cfg!(css_cgroup))?;
+    let kn = read_u64(cgroup, cfg!(cgroup_kn))?;
+    read_u64(kn, cfg!(kn_id))
+}
+
+/// The same for a BTF-typed `struct mem_cgroup *` (tp_btf, fentry): plain loads, which the
+/// verifier checks against the kernel's BTF and the JIT protects with an exception table, so
+/// no helper call per step. A NULL step reads as 0, never faults.
+#[inline(always)]
+fn btf_memcg_cgroup_id(memcg: u64) -> Result<u64, ()> {
+    let (css_cgroup, cgroup_kn, kn_id) = (
+        cfg!(memcg_css) + cfg!(css_cgroup),
+        cfg!(cgroup_kn),
+        cfg!(kn_id),
+    );
+    // SAFETY: the verifier tracks `memcg` as a BTF pointer and turns these loads into
+    // fault-tolerant PROBE_MEM loads.
+    let cgroup = unsafe { core::ptr::read_volatile((memcg + css_cgroup) as *const u64) };
+    if cgroup == 0 {
+        return Err(());
+    }
+    // SAFETY: as above; `cgroup` is a BTF pointer loaded from a BTF pointer.
+    let kn = unsafe { core::ptr::read_volatile((cgroup + cgroup_kn) as *const u64) };
+    if kn == 0 {
+        return Err(());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { core::ptr::read_volatile((kn + kn_id) as *const u64) })
 }
 
 /// Decides whether `id` (whose css is `css`, when known) is inside the target subtree. The
 /// first event of a cgroup walks its ancestors; the verdict is remembered in `VERDICT`.
 #[inline(always)]
 fn wanted(id: u64, css: Option<u64>) -> bool {
-    let cfg = config();
-    if cfg.flags & flags::FILTER == 0 || id == cfg.target_cgroup_id {
+    let flags = cfg!(flags);
+    let target = cfg!(target_cgroup_id);
+    if flags & flags::FILTER == 0 || id == target {
         return true;
     }
-    if cfg.flags & flags::DESCENDANTS == 0 {
+    if flags & flags::DESCENDANTS == 0 {
         return false;
     }
     // SAFETY: the value is a plain u8 read by copy.
@@ -52,12 +87,14 @@ fn wanted(id: u64, css: Option<u64>) -> bool {
     let mut verdict = 0u8;
     let mut depth = 0;
     while depth < MAX_CGROUP_DEPTH {
-        let Ok(parent) = read_u64(cur, cfg.css_parent) else { break };
+        let Ok(parent) = read_u64(cur, cfg!(css_parent)) else {
+            break;
+        };
         if parent == 0 {
             break;
         }
         match css_cgroup_id(parent) {
-            Ok(pid) if pid == cfg.target_cgroup_id => {
+            Ok(pid) if pid == target => {
                 verdict = 1;
                 break;
             }
@@ -74,7 +111,11 @@ fn wanted(id: u64, css: Option<u64>) -> bool {
 /// Adds `val` to this CPU's aggregate of (cgroup, item, hook).
 #[inline(always)]
 fn record(cgroup_id: u64, item: u32, which: u32, val: i64) {
-    let key = StatKey { cgroup_id, item, hook: which };
+    let key = StatKey {
+        cgroup_id,
+        item,
+        hook: which,
+    };
     match STAT_AGG.get_ptr_mut(&key) {
         Some(ptr) => {
             // SAFETY: this CPU's value slot of a per-CPU hash map; only this CPU writes it and
@@ -86,7 +127,10 @@ fn record(cgroup_id: u64, item: u32, which: u32, val: i64) {
             bump(counter::STAT_RECORDED);
         }
         None => {
-            let first = StatValue { delta: val, events: 1 };
+            let first = StatValue {
+                delta: val,
+                events: 1,
+            };
             if STAT_AGG.insert(&key, &first, 0).is_ok() {
                 bump(counter::STAT_RECORDED);
             } else {
@@ -100,7 +144,7 @@ fn record(cgroup_id: u64, item: u32, which: u32, val: i64) {
 #[inline(always)]
 fn on_memcg_state(memcg: u64, item: i32, val: i32, which: u32) {
     bump(counter::STAT_SEEN);
-    let css = memcg + config().memcg_css;
+    let css = memcg + cfg!(memcg_css);
     let Ok(id) = css_cgroup_id(css) else {
         bump(counter::STAT_READ_FAILED);
         return;
@@ -126,8 +170,7 @@ fn on_cgroup_id_state(id: u64, item: i32, val: i32, which: u32) {
 /// `lruvec` -> `container_of(lruvec, struct mem_cgroup_per_node, lruvec)->memcg`.
 #[inline(always)]
 fn lruvec_memcg(lruvec: u64) -> Result<u64, ()> {
-    let cfg = config();
-    read_u64(lruvec - cfg.pn_lruvec, cfg.pn_memcg)
+    read_u64(lruvec - cfg!(pn_lruvec), cfg!(pn_memcg))
 }
 
 fn on_lruvec_state(lruvec: u64, item: i32, val: i32) {
@@ -150,7 +193,12 @@ pub fn tp_btf_memcg_state(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "mod_memcg_lruvec_state")]
 pub fn tp_btf_lruvec_state(ctx: BtfTracePointContext) -> i32 {
-    on_memcg_state(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::LRUVEC_STATE);
+    on_memcg_state(
+        ctx.arg::<u64>(0),
+        ctx.arg(1),
+        ctx.arg(2),
+        hook::LRUVEC_STATE,
+    );
     0
 }
 
