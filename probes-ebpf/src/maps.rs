@@ -5,9 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use probes_common::{
-    ProbeConfig, STAT_AGG_ENTRIES, StatKey, StatValue, VERDICT_ENTRIES, counter,
-};
+use probes_common::{ProbeConfig, STAT_AGG_ENTRIES, StatKey, StatValue, VERDICT_ENTRIES, counter};
 
 /// Kernel layout and filter, overridden by userspace before load (frozen `.rodata`).
 #[unsafe(no_mangle)]

@@ -4,7 +4,9 @@
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, TracePointContext},
+    programs::{
+        BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, TracePointContext,
+    },
 };
 
 #[fentry(function = "trial")]

@@ -125,6 +125,58 @@ impl KernelBtf {
             .map(|(_, v)| v)
     }
 
+    /// The value of an enumerator declared in an anonymous enum, such as `CSS_ONLINE` in
+    /// `enum { CSS_NO_REF, CSS_ONLINE, ... }` (include/linux/cgroup-defs.h).
+    pub fn anon_enumerator(&self, member: &str) -> Option<i64> {
+        self.types("").into_iter().find_map(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| self.name_of(*m) == member)
+                .map(|m| i64::from(m.val() as i32)),
+            Type::Enum64(e) => e
+                .members
+                .iter()
+                .find(|m| self.name_of(*m) == member)
+                .map(|m| m.val() as i64),
+            _ => None,
+        })
+    }
+
+    /// Size in bytes of `struct <name>` (or union).
+    pub fn struct_size(&self, name: &str) -> Option<u64> {
+        self.find_struct(name).map(|s| s.size() as u64)
+    }
+
+    /// Size in bytes of a type, following typedefs and qualifiers (pointers are 8 bytes:
+    /// the tool runs on 64-bit kernels only).
+    fn type_size(&self, t: Type) -> Option<u64> {
+        match self.strip(t)? {
+            Type::Int(i) => Some(i.size() as u64),
+            Type::Ptr(_) => Some(8),
+            Type::Struct(s) | Type::Union(s) => Some(s.size() as u64),
+            Type::Enum(e) => Some(e.size() as u64),
+            Type::Enum64(e) => Some(e.size() as u64),
+            Type::Array(a) => {
+                let elem = self.btf.resolve_chained_type(&a).ok()?;
+                Some(self.type_size(elem)? * a.len() as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// Size in bytes of a member path's type (an array member's whole size).
+    pub fn member_size(&self, struct_name: &str, path: &str) -> Option<u64> {
+        let (_, t) = self.member_info(struct_name, path)?;
+        self.type_size(t)
+    }
+
+    /// True if the member path is a pointer, false if it is anything else, `None` if absent.
+    pub fn member_is_pointer(&self, struct_name: &str, path: &str) -> Option<bool> {
+        let (_, t) = self.member_info(struct_name, path)?;
+        Some(matches!(self.strip(t)?, Type::Ptr(_)))
+    }
+
     /// The struct (or union) called `name`, skipping forward declarations.
     fn find_struct(&self, name: &str) -> Option<btf_rs::Struct> {
         self.types(name).into_iter().find_map(|t| match t {

@@ -2,8 +2,12 @@
 //! Everything here reads the running kernel; nothing is assumed from a version number.
 
 pub mod btf;
+pub mod layout;
 pub mod symbols;
 pub mod tracefs;
+
+#[cfg(test)]
+pub(crate) mod testbtf;
 
 use std::path::Path;
 

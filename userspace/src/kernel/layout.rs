@@ -1,0 +1,1236 @@
+//! The kernel layout the residue reader needs, resolved from the running kernel's BTF at
+//! start-up: where a memcg keeps its page counters, statistics and per-CPU statistics, how to
+//! walk the css tree, where the per-CPU charge stock, object stock and lru_add batch live, and
+//! which slot of `memcg_vmstats*.state[]` holds which statistic item.
+//!
+//! Nothing here is taken from a version number. Three layout generations are recognised by
+//! their shape in BTF (docs/ledger.md §5):
+//! - **6.16+** (6.18 here): `struct memcg_stock_pcp` with `NR_MEMCG_STOCK` slots (arrays
+//!   `cached[]`, `nr_pages[]`) and a separate per-CPU `struct obj_stock_pcp obj_stock`;
+//! - **up to 6.15** (6.12, 6.1): one slot (`cached`, `nr_pages`) with the object stock inside
+//!   `memcg_stock_pcp`;
+//! - **before 6.8/6.11** (6.1): no compacted stat index; `state[]` has `MEMCG_NR_STAT` slots and
+//!   is indexed by the enum value itself.
+//!
+//! The core (cgroup identity, page counters, statistics) is required; the per-CPU parts are
+//! optional and carry the reason when BTF lacks them, so `explain` can name the ledger terms it
+//! cannot read. [`ResidueLayout::config`] turns the layout into the probes' read-only global.
+//! Interpreting what is read is left to `residue` and `ledger`.
+
+use probes_common::{
+    RES_BATCH_BYTES, RES_MAX_FOLIOS, RES_MAX_STATE, RES_OBJ_BYTES, RES_PEEK_BYTES, RES_STOCK_BYTES,
+    ResidueConfig, WIRE_VERSION, residue_flags,
+};
+
+use super::btf::KernelBtf;
+
+/// `MEMCG_CHARGE_BATCH`: pages charged at once and the most a stock slot holds per memcg. A
+/// `#define`, so not in BTF: include/linux/memcontrol.h:331 (6.18.5), :336 (6.12.117), :341
+/// (6.1.192), unchanged since 5.x.
+pub const MEMCG_CHARGE_BATCH: u64 = 64;
+
+/// The `node_stat_item` subset of memcg statistics, in source order: 6.18.5
+/// mm/memcontrol.c:293-332. 6.12.117 (memcontrol.c:277-313) has the same list without
+/// `PGDEMOTE_PROACTIVE` and `NR_HUGETLB`, which its `enum node_stat_item` lacks too, so one
+/// list filtered by the running kernel's enum serves both. `#ifdef`'d entries (`NR_SWAPCACHE`,
+/// `PGPROMOTE_SUCCESS`, `NR_HUGETLB`) follow the same `#ifdef`s in the enum.
+const MEMCG_NODE_STAT_ITEMS: &[&str] = &[
+    "NR_INACTIVE_ANON",
+    "NR_ACTIVE_ANON",
+    "NR_INACTIVE_FILE",
+    "NR_ACTIVE_FILE",
+    "NR_UNEVICTABLE",
+    "NR_SLAB_RECLAIMABLE_B",
+    "NR_SLAB_UNRECLAIMABLE_B",
+    "WORKINGSET_REFAULT_ANON",
+    "WORKINGSET_REFAULT_FILE",
+    "WORKINGSET_ACTIVATE_ANON",
+    "WORKINGSET_ACTIVATE_FILE",
+    "WORKINGSET_RESTORE_ANON",
+    "WORKINGSET_RESTORE_FILE",
+    "WORKINGSET_NODERECLAIM",
+    "NR_ANON_MAPPED",
+    "NR_FILE_MAPPED",
+    "NR_FILE_PAGES",
+    "NR_FILE_DIRTY",
+    "NR_WRITEBACK",
+    "NR_SHMEM",
+    "NR_SHMEM_THPS",
+    "NR_FILE_THPS",
+    "NR_ANON_THPS",
+    "NR_KERNEL_STACK_KB",
+    "NR_PAGETABLE",
+    "NR_SECONDARY_PAGETABLE",
+    "NR_SWAPCACHE",
+    "PGPROMOTE_SUCCESS",
+    "PGDEMOTE_KSWAPD",
+    "PGDEMOTE_DIRECT",
+    "PGDEMOTE_KHUGEPAGED",
+    "PGDEMOTE_PROACTIVE",
+    "NR_HUGETLB",
+];
+
+/// `memcg_stat_items[]`, 6.18.5 mm/memcontrol.c:334-342 (6.12.117 :315-323, identical).
+const MEMCG_STAT_ITEMS: &[&str] = &[
+    "MEMCG_SWAP",
+    "MEMCG_SOCK",
+    "MEMCG_PERCPU_B",
+    "MEMCG_VMALLOC",
+    "MEMCG_KMEM",
+    "MEMCG_ZSWAP_B",
+    "MEMCG_ZSWAPPED",
+];
+
+/// Why the layout cannot be used at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A required type, member or enumerator is missing from BTF.
+    #[error("kernel BTF has no {0}; memcg-drift cannot read memcg residues on this kernel")]
+    Missing(String),
+    /// The statistic slot index cannot be reproduced.
+    #[error("cannot map statistic items to memcg_vmstats slots: {0}")]
+    StatIndex(String),
+}
+
+/// One statistic item and its slot in `state[]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatSlot {
+    /// The enumerator's name (`NR_ANON_MAPPED`, `MEMCG_KMEM`, ...).
+    pub name: String,
+    /// The enumerator's value.
+    pub value: i64,
+    /// Its index in `memcg_vmstats*.state[]`.
+    pub slot: usize,
+}
+
+/// Item -> `state[]` slot of this kernel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatIndex {
+    /// True when `state[]` is compacted (`mem_cgroup_stats_index`, 6.11+); false when it is
+    /// indexed by the enum value (6.1).
+    pub compacted: bool,
+    /// Number of slots of `state[]` (its BTF length).
+    pub len: usize,
+    /// The items, in slot order for a compacted index.
+    pub slots: Vec<StatSlot>,
+}
+
+impl StatIndex {
+    /// The slot of a named item.
+    pub fn slot(&self, name: &str) -> Option<usize> {
+        self.slots.iter().find(|s| s.name == name).map(|s| s.slot)
+    }
+
+    /// The item name at a slot.
+    pub fn name(&self, slot: usize) -> Option<&str> {
+        self.slots
+            .iter()
+            .find(|s| s.slot == slot)
+            .map(|s| s.name.as_str())
+    }
+
+    /// Reproduces the index (docs/ledger.md §4). Compacted kernels: `init_memcg_stats`
+    /// numbers `memcg_node_stat_items[]` then `memcg_stat_items[]` in source order; the lists
+    /// are filtered by the enumerators this kernel has and the count must equal the BTF length
+    /// of `state[]`. Uncompacted kernels (`state[]` has exactly `MEMCG_NR_STAT` slots): the slot
+    /// is the enum value.
+    pub fn resolve(btf: &KernelBtf, state_len: usize) -> Result<StatIndex, LayoutError> {
+        let node = btf
+            .enum_values("node_stat_item")
+            .ok_or_else(|| LayoutError::Missing("enum node_stat_item".into()))?;
+        let memcg = btf
+            .enum_values("memcg_stat_item")
+            .ok_or_else(|| LayoutError::Missing("enum memcg_stat_item".into()))?;
+        let nr_stat = memcg
+            .iter()
+            .find(|(n, _)| n == "MEMCG_NR_STAT")
+            .map(|(_, v)| *v)
+            .ok_or_else(|| LayoutError::Missing("enumerator MEMCG_NR_STAT".into()))?;
+        if usize::try_from(nr_stat).ok() == Some(state_len) {
+            // Enum-indexed: every real item of both enums, at its own value. Sentinels share
+            // values with real items (NR_VM_NODE_STAT_ITEMS == MEMCG_SWAP) and are skipped;
+            // within node_stat_item the alias NR_LRU_BASE == NR_INACTIVE_ANON keeps the latter.
+            let mut slots: Vec<StatSlot> = Vec::new();
+            for (n, v) in node.iter().chain(memcg.iter()) {
+                if n.starts_with("NR_VM_") || n == "MEMCG_NR_STAT" || n == "NR_LRU_BASE" {
+                    continue;
+                }
+                let Ok(slot) = usize::try_from(*v) else {
+                    continue;
+                };
+                if slot < state_len && !slots.iter().any(|s| s.slot == slot) {
+                    slots.push(StatSlot {
+                        name: n.clone(),
+                        value: *v,
+                        slot,
+                    });
+                }
+            }
+            slots.sort_by_key(|s| s.slot);
+            return Ok(StatIndex {
+                compacted: false,
+                len: state_len,
+                slots,
+            });
+        }
+        let mut slots = Vec::new();
+        for (list, values) in [(MEMCG_NODE_STAT_ITEMS, &node), (MEMCG_STAT_ITEMS, &memcg)] {
+            for name in list {
+                if let Some((_, v)) = values.iter().find(|(n, _)| n == name) {
+                    let slot = slots.len();
+                    slots.push(StatSlot {
+                        name: (*name).to_string(),
+                        value: *v,
+                        slot,
+                    });
+                }
+            }
+        }
+        if slots.len() != state_len {
+            return Err(LayoutError::StatIndex(format!(
+                "the source lists give {} items present in this kernel's enums, but BTF says \
+                 memcg_vmstats_percpu.state[] has {state_len} slots (this kernel's \
+                 memcg_node_stat_items[] differs from the 6.12/6.18 lists)",
+                slots.len()
+            )));
+        }
+        Ok(StatIndex {
+            compacted: true,
+            len: state_len,
+            slots,
+        })
+    }
+}
+
+/// How to identify a memcg and walk the css tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLayout {
+    /// `offsetof(struct mem_cgroup, css)`.
+    pub memcg_css: u64,
+    /// `offsetof(struct cgroup_subsys_state, cgroup)`.
+    pub css_cgroup: u64,
+    /// `offsetof(struct cgroup_subsys_state, parent)`.
+    pub css_parent: u64,
+    /// `offsetof(struct cgroup_subsys_state, children)` (a `list_head`).
+    pub css_children: u64,
+    /// `offsetof(struct cgroup_subsys_state, sibling)` (a `list_head`).
+    pub css_sibling: u64,
+    /// `offsetof(struct cgroup_subsys_state, flags)` (an `unsigned int`).
+    pub css_flags: u64,
+    /// Bytes of a css to read to cover all the fields above.
+    pub css_span: u64,
+    /// `CSS_ONLINE` (include/linux/cgroup-defs.h).
+    pub css_online: u32,
+    /// `CSS_DYING`, if this kernel has it (5.x+).
+    pub css_dying: Option<u32>,
+    /// `offsetof(struct cgroup, kn)`.
+    pub cgroup_kn: u64,
+    /// `offsetof(struct kernfs_node, id)`.
+    pub kn_id: u64,
+    /// `offsetof(struct kernfs_node, name)`.
+    pub kn_name: u64,
+    /// `offsetof(struct task_struct, cgroups)`.
+    pub task_cgroups: u64,
+    /// `offsetof(struct css_set, subsys)`.
+    pub css_set_subsys: u64,
+    /// `memory_cgrp_id` (enum cgroup_subsys_id).
+    pub memory_cgrp_id: u64,
+}
+
+/// Where the page counters are, as offsets inside `struct mem_cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterLayout {
+    /// `memory.usage`.
+    pub usage: u64,
+    /// `memory.max`.
+    pub max: u64,
+    /// `memory.watermark`.
+    pub watermark: u64,
+    /// `memory.failcnt`.
+    pub failcnt: u64,
+    /// `memsw.usage`, `kmem.usage`, `tcpmem.usage` when the v1 counters exist.
+    pub v1: Option<(u64, u64, u64)>,
+}
+
+/// The statistics, aggregate and per CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatLayout {
+    /// `offsetof(struct mem_cgroup, vmstats)` (a pointer).
+    pub vmstats: u64,
+    /// `offsetof(struct memcg_vmstats, state)`.
+    pub vs_state: u64,
+    /// `offsetof(struct memcg_vmstats, state_pending)`.
+    pub vs_state_pending: u64,
+    /// True when `memcg_vmstats` counts pending updates per memcg (`stats_updates`, 6.8+);
+    /// false for the global flush threshold of older kernels (6.1 memcontrol.c:579-650).
+    pub per_memcg_flush: bool,
+    /// `offsetof(struct mem_cgroup, vmstats_percpu)`.
+    pub vmstats_percpu: u64,
+    /// `offsetof(struct memcg_vmstats_percpu, state)`.
+    pub vsp_state: u64,
+    /// `offsetof(struct memcg_vmstats_percpu, state_prev)`.
+    pub vsp_state_prev: u64,
+    /// `offsetof(struct memcg_vmstats_percpu, stats_updates)` (6.8+).
+    pub vsp_stats_updates: Option<u64>,
+    /// The item -> slot index.
+    pub index: StatIndex,
+    /// `mem_cgroup.kmem_stat` exists: kernels that need NMI-safe atomics keep part of
+    /// `MEMCG_KMEM` pending there (6.18 memcontrol.c:2745-2762); not read by this version.
+    pub kmem_stat_atomic: bool,
+}
+
+/// The route to other CPUs' static per-CPU data (shared/docs/percpu.md): this CPU's
+/// `struct rq` is the per-CPU variable `runqueues`, found as `current->se.cfs_rq->rq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PercpuRoute {
+    /// `offsetof(struct task_struct, se.cfs_rq)` (CONFIG_FAIR_GROUP_SCHED).
+    pub task_se_cfs_rq: u64,
+    /// `offsetof(struct cfs_rq, rq)`.
+    pub cfs_rq_rq: u64,
+    /// `.data..percpu` offset of `runqueues`.
+    pub runqueues: u64,
+    /// `.data..percpu` offset of `this_cpu_off`.
+    pub this_cpu_off: u64,
+}
+
+/// The per-CPU charge stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockLayout {
+    /// `.data..percpu` offset of `memcg_stock`.
+    pub var: u64,
+    /// Bytes to copy (covers every slot).
+    pub size: u64,
+    /// Slots per CPU (`NR_MEMCG_STOCK`, 7 on 6.16+; 1 before).
+    pub slots: usize,
+    /// Offset of `cached` (`cached[0]` for the array form), pointers 8 bytes apart.
+    pub cached: u64,
+    /// Offset of `nr_pages` (`nr_pages[0]`).
+    pub nr_pages: u64,
+    /// Size of one `nr_pages` element (1: `uint8_t[]` on 6.16+, 4: `unsigned int` before).
+    pub nr_pages_size: u64,
+}
+
+/// The per-CPU object stock (kernel memory charged by the byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjStockLayout {
+    /// The per-CPU variable holding it: `obj_stock` (6.16+) or `memcg_stock` (before).
+    pub var_name: &'static str,
+    /// Its `.data..percpu` offset.
+    pub var: u64,
+    /// Bytes to copy.
+    pub size: u64,
+    /// Offset of `cached_objcg`.
+    pub cached_objcg: u64,
+    /// Offset of `nr_bytes` (`unsigned int`).
+    pub nr_bytes: u64,
+    /// Offsets of `nr_slab_reclaimable_b` and `nr_slab_unreclaimable_b` (`int`).
+    pub slab_b: (u64, u64),
+    /// `offsetof(struct obj_cgroup, memcg)`.
+    pub objcg_memcg: u64,
+}
+
+/// The per-CPU lru_add folio batch and the folio fields read for each entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchLayout {
+    /// `.data..percpu` offset of `cpu_fbatches.lru_add`.
+    pub var: u64,
+    /// Bytes to copy (`folios` end).
+    pub size: u64,
+    /// `offsetof(struct folio_batch, nr)`.
+    pub nr: u64,
+    /// `offsetof(struct folio_batch, folios)`.
+    pub folios: u64,
+    /// `PAGEVEC_SIZE` (the length of `folios[]`: 31 on 6.12+, 15 on 6.1).
+    pub capacity: usize,
+    /// `offsetof(struct folio, memcg_data)`.
+    pub folio_memcg_data: u64,
+    /// `offsetof(struct folio, flags)`.
+    pub folio_flags: u64,
+    /// Offset of the order byte: `_flags_1` (low byte, `folio_large_order`, 6.12 mm.h) or
+    /// `_folio_order` (6.1 mm_types.h:313).
+    pub folio_order: u64,
+    /// `offsetof(struct folio, mapping)`.
+    pub folio_mapping: u64,
+    /// `offsetof(struct folio, _mapcount)`.
+    pub folio_mapcount: u64,
+    /// `PG_head` (enum pageflags): set on large folios.
+    pub pg_head: u32,
+    /// Flag bits of `memcg_data` (`__NR_MEMCG_DATA_FLAGS - 1`).
+    pub memcg_data_mask: u64,
+}
+
+/// Everything the residue reader needs. The core is required; each per-CPU part is `Err`
+/// with the reason when this kernel's BTF cannot describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResidueLayout {
+    /// Cgroup identity and the css tree.
+    pub cgroup: CgroupLayout,
+    /// Page counters.
+    pub counters: CounterLayout,
+    /// Statistics.
+    pub stats: StatLayout,
+    /// `offsetof(struct bpf_array, pptrs)`: with a per-CPU array map of the probes, gives
+    /// every CPU's `__per_cpu_offset` (the dynamic per-CPU route, needed for statistics).
+    pub bpf_array_pptrs: u64,
+    /// Route to other CPUs' static per-CPU data.
+    pub percpu: Result<PercpuRoute, String>,
+    /// Charge stock.
+    pub stock: Result<StockLayout, String>,
+    /// Object stock.
+    pub obj_stock: Result<ObjStockLayout, String>,
+    /// lru_add batches.
+    pub lru_add: Result<BatchLayout, String>,
+}
+
+/// Offsets by name with one-line reasons.
+struct Finder<'a>(&'a KernelBtf);
+
+impl Finder<'_> {
+    fn off(&self, s: &str, m: &str) -> Result<u64, String> {
+        self.0
+            .member_offset(s, m)
+            .ok_or_else(|| format!("member `{m}` in struct {s}"))
+    }
+    fn pcpu(&self, var: &str) -> Result<u64, String> {
+        self.0
+            .percpu_var_offset(var)
+            .ok_or_else(|| format!("per-CPU variable `{var}` in .data..percpu"))
+    }
+    fn size(&self, s: &str, m: &str) -> Result<u64, String> {
+        self.0
+            .member_size(s, m)
+            .ok_or_else(|| format!("size of `{m}` in struct {s}"))
+    }
+    fn end(&self, s: &str, m: &str) -> Result<u64, String> {
+        Ok(self.off(s, m)? + self.size(s, m)?)
+    }
+}
+
+fn missing(e: String) -> LayoutError {
+    LayoutError::Missing(e)
+}
+
+impl ResidueLayout {
+    /// Resolves the layout from BTF.
+    pub fn resolve(btf: &KernelBtf) -> Result<ResidueLayout, LayoutError> {
+        let f = Finder(btf);
+        let cgroup = Self::cgroup(btf, &f)?;
+        let counters = Self::counters(btf, &f)?;
+        let stats = Self::stats(btf, &f)?;
+        let bpf_array_pptrs = f.off("bpf_array", "pptrs").map_err(missing)?;
+        let percpu = Self::percpu(&f);
+        let stock = Self::stock(btf, &f);
+        let obj_stock = Self::obj_stock(btf, &f);
+        let lru_add = Self::lru_add(btf, &f);
+        Ok(ResidueLayout {
+            cgroup,
+            counters,
+            stats,
+            bpf_array_pptrs,
+            percpu,
+            stock,
+            obj_stock,
+            lru_add,
+        })
+    }
+
+    fn cgroup(btf: &KernelBtf, f: &Finder<'_>) -> Result<CgroupLayout, LayoutError> {
+        let css = "cgroup_subsys_state";
+        let css_cgroup = f.off(css, "cgroup").map_err(missing)?;
+        let css_parent = f.off(css, "parent").map_err(missing)?;
+        let css_children = f.off(css, "children").map_err(missing)?;
+        let css_sibling = f.off(css, "sibling").map_err(missing)?;
+        let css_flags = f.off(css, "flags").map_err(missing)?;
+        let css_span = [css_cgroup, css_parent, css_children, css_sibling, css_flags]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            + 16;
+        let css_online = btf
+            .anon_enumerator("CSS_ONLINE")
+            .ok_or_else(|| missing("enumerator CSS_ONLINE".into()))?;
+        let memory_cgrp_id = btf
+            .enum_value("cgroup_subsys_id", "memory_cgrp_id")
+            .ok_or_else(|| missing("enumerator memory_cgrp_id (no memory controller)".into()))?;
+        Ok(CgroupLayout {
+            memcg_css: f.off("mem_cgroup", "css").map_err(missing)?,
+            css_cgroup,
+            css_parent,
+            css_children,
+            css_sibling,
+            css_flags,
+            css_span: css_span.min(RES_PEEK_BYTES as u64),
+            css_online: css_online as u32,
+            css_dying: btf.anon_enumerator("CSS_DYING").map(|v| v as u32),
+            cgroup_kn: f.off("cgroup", "kn").map_err(missing)?,
+            kn_id: f.off("kernfs_node", "id").map_err(missing)?,
+            kn_name: f.off("kernfs_node", "name").map_err(missing)?,
+            task_cgroups: f.off("task_struct", "cgroups").map_err(missing)?,
+            css_set_subsys: f.off("css_set", "subsys").map_err(missing)?,
+            memory_cgrp_id: memory_cgrp_id as u64,
+        })
+    }
+
+    fn counters(btf: &KernelBtf, f: &Finder<'_>) -> Result<CounterLayout, LayoutError> {
+        let m = "mem_cgroup";
+        let v1 = match (
+            btf.member_offset(m, "memsw.usage"),
+            btf.member_offset(m, "kmem.usage"),
+            btf.member_offset(m, "tcpmem.usage"),
+        ) {
+            (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+            _ => None,
+        };
+        Ok(CounterLayout {
+            usage: f.off(m, "memory.usage").map_err(missing)?,
+            max: f.off(m, "memory.max").map_err(missing)?,
+            watermark: f.off(m, "memory.watermark").map_err(missing)?,
+            failcnt: f.off(m, "memory.failcnt").map_err(missing)?,
+            v1,
+        })
+    }
+
+    fn stats(btf: &KernelBtf, f: &Finder<'_>) -> Result<StatLayout, LayoutError> {
+        if btf.member_is_pointer("mem_cgroup", "vmstats") != Some(true) {
+            return Err(missing(
+                "pointer member `vmstats` in struct mem_cgroup".into(),
+            ));
+        }
+        let vsp = "memcg_vmstats_percpu";
+        let len = btf
+            .array_len(vsp, "state")
+            .ok_or_else(|| missing(format!("array member `state` in struct {vsp}")))?
+            as usize;
+        if len > RES_MAX_STATE {
+            return Err(LayoutError::StatIndex(format!(
+                "state[] has {len} slots, more than the {RES_MAX_STATE} this version copies"
+            )));
+        }
+        let prev_len = btf.array_len(vsp, "state_prev").map(|n| n as usize);
+        let agg_len = btf.array_len("memcg_vmstats", "state").map(|n| n as usize);
+        if prev_len != Some(len) || agg_len != Some(len) {
+            return Err(LayoutError::StatIndex(format!(
+                "state[] lengths disagree: per-CPU {len}, state_prev {prev_len:?}, aggregate \
+                 {agg_len:?}"
+            )));
+        }
+        Ok(StatLayout {
+            vmstats: f.off("mem_cgroup", "vmstats").map_err(missing)?,
+            vs_state: f.off("memcg_vmstats", "state").map_err(missing)?,
+            vs_state_pending: f.off("memcg_vmstats", "state_pending").map_err(missing)?,
+            per_memcg_flush: btf.has_member("memcg_vmstats", "stats_updates"),
+            vmstats_percpu: f.off("mem_cgroup", "vmstats_percpu").map_err(missing)?,
+            vsp_state: f.off(vsp, "state").map_err(missing)?,
+            vsp_state_prev: f.off(vsp, "state_prev").map_err(missing)?,
+            vsp_stats_updates: btf.member_offset(vsp, "stats_updates"),
+            index: StatIndex::resolve(btf, len)?,
+            kmem_stat_atomic: btf.has_member("mem_cgroup", "kmem_stat"),
+        })
+    }
+
+    fn percpu(f: &Finder<'_>) -> Result<PercpuRoute, String> {
+        let why = |e: String| format!("no route to other CPUs' static per-CPU data: BTF lacks {e}");
+        Ok(PercpuRoute {
+            task_se_cfs_rq: f
+                .off("task_struct", "se.cfs_rq")
+                .map_err(|e| why(format!("{e} (CONFIG_FAIR_GROUP_SCHED off?)")))?,
+            cfs_rq_rq: f.off("cfs_rq", "rq").map_err(why)?,
+            runqueues: f.pcpu("runqueues").map_err(why)?,
+            this_cpu_off: f.pcpu("this_cpu_off").map_err(why)?,
+        })
+    }
+
+    fn stock(btf: &KernelBtf, f: &Finder<'_>) -> Result<StockLayout, String> {
+        let s = "memcg_stock_pcp";
+        let why = |e: String| format!("charge stock layout unknown: BTF lacks {e}");
+        let var = f.pcpu("memcg_stock").map_err(why)?;
+        let cached = f.off(s, "cached").map_err(why)?;
+        let nr_pages = f.off(s, "nr_pages").map_err(why)?;
+        let (slots, nr_pages_size) = match btf.array_len(s, "cached") {
+            // 6.16+: uint8_t nr_pages[NR_MEMCG_STOCK]; struct mem_cgroup *cached[NR_MEMCG_STOCK]
+            Some(n) => {
+                let nr_len = btf.array_len(s, "nr_pages");
+                if nr_len != Some(n) {
+                    return Err(format!(
+                        "charge stock layout unknown: cached[{n}] but nr_pages length {nr_len:?}"
+                    ));
+                }
+                let total = f.size(s, "nr_pages").map_err(why)?;
+                (n as usize, total / u64::from(n.max(1)))
+            }
+            // up to 6.15: struct mem_cgroup *cached; unsigned int nr_pages
+            None => {
+                if btf.member_is_pointer(s, "cached") != Some(true) {
+                    return Err(
+                        "charge stock layout unknown: `cached` is neither a pointer \
+                                nor an array"
+                            .into(),
+                    );
+                }
+                (1, f.size(s, "nr_pages").map_err(why)?)
+            }
+        };
+        if !matches!(nr_pages_size, 1 | 2 | 4 | 8) {
+            return Err(format!(
+                "charge stock layout unknown: nr_pages elements of {nr_pages_size} bytes"
+            ));
+        }
+        let size = f
+            .end(s, "cached")
+            .map_err(why)?
+            .max(f.end(s, "nr_pages").map_err(why)?);
+        if size > RES_STOCK_BYTES as u64 {
+            return Err(format!(
+                "charge stock slots end at byte {size}, past the {RES_STOCK_BYTES} copied"
+            ));
+        }
+        Ok(StockLayout {
+            var,
+            size,
+            slots,
+            cached,
+            nr_pages,
+            nr_pages_size,
+        })
+    }
+
+    fn obj_stock(btf: &KernelBtf, f: &Finder<'_>) -> Result<ObjStockLayout, String> {
+        let why = |e: String| format!("object stock layout unknown: BTF lacks {e}");
+        // 6.16+ keeps it in its own per-CPU variable; before, inside memcg_stock_pcp.
+        let (var_name, s) = if btf.percpu_var_offset("obj_stock").is_some()
+            && btf.struct_size("obj_stock_pcp").is_some()
+        {
+            ("obj_stock", "obj_stock_pcp")
+        } else {
+            ("memcg_stock", "memcg_stock_pcp")
+        };
+        let var = f.pcpu(var_name).map_err(why)?;
+        let cached_objcg = f.off(s, "cached_objcg").map_err(why)?;
+        let nr_bytes = f.off(s, "nr_bytes").map_err(why)?;
+        let slab_b = (
+            f.off(s, "nr_slab_reclaimable_b").map_err(why)?,
+            f.off(s, "nr_slab_unreclaimable_b").map_err(why)?,
+        );
+        let size = [
+            f.end(s, "cached_objcg"),
+            f.end(s, "nr_bytes"),
+            f.end(s, "nr_slab_reclaimable_b"),
+            f.end(s, "nr_slab_unreclaimable_b"),
+        ]
+        .into_iter()
+        .collect::<Result<Vec<u64>, String>>()
+        .map_err(why)?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if size > RES_OBJ_BYTES as u64 {
+            return Err(format!(
+                "object stock fields end at byte {size}, past the {RES_OBJ_BYTES} copied"
+            ));
+        }
+        Ok(ObjStockLayout {
+            var_name,
+            var,
+            size,
+            cached_objcg,
+            nr_bytes,
+            slab_b,
+            objcg_memcg: f.off("obj_cgroup", "memcg").map_err(why)?,
+        })
+    }
+
+    fn lru_add(btf: &KernelBtf, f: &Finder<'_>) -> Result<BatchLayout, String> {
+        let why = |e: String| format!("lru_add batch layout unknown: BTF lacks {e}");
+        let var =
+            f.pcpu("cpu_fbatches").map_err(why)? + f.off("cpu_fbatches", "lru_add").map_err(why)?;
+        let fb = "folio_batch";
+        let nr = f.off(fb, "nr").map_err(why)?;
+        if f.size(fb, "nr").map_err(why)? != 1 {
+            return Err("lru_add batch layout unknown: folio_batch.nr is not one byte".into());
+        }
+        let folios = f.off(fb, "folios").map_err(why)?;
+        let capacity = btf
+            .array_len(fb, "folios")
+            .ok_or_else(|| why("array member `folios` in struct folio_batch".into()))?
+            as usize;
+        let size = folios + 8 * capacity as u64;
+        if capacity > RES_MAX_FOLIOS as usize || size > RES_BATCH_BYTES as u64 {
+            return Err(format!(
+                "lru_add batches hold {capacity} folios, more than the {RES_MAX_FOLIOS} read"
+            ));
+        }
+        // The order of a large folio: `_flags_1 & 0xff` since 6.2 (`folio_large_order`),
+        // `_folio_order` before (6.1 mm_types.h:313).
+        let folio_order = f
+            .off("folio", "_flags_1")
+            .or_else(|_| f.off("folio", "_folio_order"))
+            .map_err(why)?;
+        let pg_head = btf
+            .enum_value("pageflags", "PG_head")
+            .ok_or_else(|| why("enumerator PG_head".into()))?;
+        let data_flags = btf
+            .enum_value("page_memcg_data_flags", "__NR_MEMCG_DATA_FLAGS")
+            .ok_or_else(|| why("enumerator __NR_MEMCG_DATA_FLAGS".into()))?;
+        Ok(BatchLayout {
+            var,
+            size,
+            nr,
+            folios,
+            capacity,
+            folio_memcg_data: f.off("folio", "memcg_data").map_err(why)?,
+            folio_flags: f.off("folio", "flags").map_err(why)?,
+            folio_order,
+            folio_mapping: f.off("folio", "mapping").map_err(why)?,
+            folio_mapcount: f.off("folio", "_mapcount").map_err(why)?,
+            pg_head: pg_head as u32,
+            memcg_data_mask: (data_flags as u64).saturating_sub(1),
+        })
+    }
+
+    /// Whether the static per-CPU parts (stocks, batches) can be read at all.
+    pub fn static_percpu(&self) -> bool {
+        self.percpu.is_ok()
+    }
+
+    /// The probes' read-only global for `nr_cpus` CPUs and maps of `capacity` memcgs.
+    pub fn config(&self, nr_cpus: u32, capacity: u32) -> ResidueConfig {
+        let c = &self.cgroup;
+        let s = &self.stats;
+        let mut cfg = ResidueConfig {
+            wire_version: WIRE_VERSION,
+            nr_cpus,
+            max_memcgs: capacity,
+            state_bytes: (s.index.len * 8) as u32,
+            memcg_css: c.memcg_css,
+            css_cgroup: c.css_cgroup,
+            css_flags: c.css_flags,
+            cgroup_kn: c.cgroup_kn,
+            kn_id: c.kn_id,
+            memory_usage: self.counters.usage,
+            memory_max: self.counters.max,
+            memory_watermark: self.counters.watermark,
+            memory_failcnt: self.counters.failcnt,
+            memcg_vmstats: s.vmstats,
+            vs_state: s.vs_state,
+            vs_state_pending: s.vs_state_pending,
+            memcg_vmstats_percpu: s.vmstats_percpu,
+            vsp_state: s.vsp_state,
+            vsp_state_prev: s.vsp_state_prev,
+            bpf_array_pptrs: self.bpf_array_pptrs,
+            ..ResidueConfig::ZERO
+        };
+        if let Some(off) = s.vsp_stats_updates {
+            cfg.flags |= residue_flags::PCPU_STATS_UPDATES;
+            cfg.vsp_stats_updates = off;
+        }
+        if let Some((memsw, kmem, tcpmem)) = self.counters.v1 {
+            cfg.flags |= residue_flags::V1_COUNTERS;
+            cfg.memsw_usage = memsw;
+            cfg.kmem_usage = kmem;
+            cfg.tcpmem_usage = tcpmem;
+        }
+        // The static per-CPU parts need the runqueue route on top of `bpf_array.pptrs`.
+        if let Ok(p) = &self.percpu {
+            cfg.flags |= residue_flags::STATIC_PERCPU;
+            cfg.task_se_cfs_rq = p.task_se_cfs_rq;
+            cfg.cfs_rq_rq = p.cfs_rq_rq;
+            cfg.pcpu_runqueues = p.runqueues;
+            cfg.pcpu_this_cpu_off = p.this_cpu_off;
+            if let Ok(st) = &self.stock {
+                cfg.flags |= residue_flags::STOCK;
+                cfg.pcpu_memcg_stock = st.var;
+                cfg.stock_bytes = st.size as u32;
+            }
+            if let Ok(o) = &self.obj_stock {
+                cfg.flags |= residue_flags::OBJ_STOCK;
+                cfg.pcpu_obj_stock = o.var;
+                cfg.obj_bytes = o.size as u32;
+                cfg.obj_cached_objcg = o.cached_objcg;
+                cfg.objcg_memcg = o.objcg_memcg;
+            }
+            if let Ok(b) = &self.lru_add {
+                cfg.flags |= residue_flags::LRU_ADD;
+                cfg.pcpu_lru_add = b.var;
+                cfg.batch_bytes = b.size as u32;
+                cfg.batch_nr = b.nr as u32;
+                cfg.batch_folios = b.folios as u32;
+                cfg.batch_capacity = b.capacity as u32;
+                cfg.folio_memcg_data = b.folio_memcg_data;
+                cfg.folio_flags = b.folio_flags;
+                cfg.folio_order = b.folio_order;
+                cfg.folio_mapping = b.folio_mapping;
+                cfg.folio_mapcount = b.folio_mapcount;
+            }
+        }
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::testbtf::BtfBuilder;
+
+    /// Which generation a synthetic BTF imitates.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Gen {
+        /// 6.18: compacted stats, 7-slot stock, separate obj_stock, stats_updates.
+        New,
+        /// 6.12: compacted stats, one slot, obj stock inside memcg_stock_pcp.
+        Mid,
+        /// 6.1: enum-indexed stats, one slot, no per-CPU stats_updates, `_folio_order`.
+        Old,
+    }
+
+    /// Node stat enumerators of the synthetic kernels (a subset in kernel order, plus the
+    /// sentinel), and how many of them are memcg items.
+    fn node_items(g: Gen) -> Vec<&'static str> {
+        let mut v = vec![
+            "NR_LRU_BASE",
+            "NR_INACTIVE_ANON",
+            "NR_ACTIVE_ANON",
+            "NR_INACTIVE_FILE",
+            "NR_ACTIVE_FILE",
+            "NR_UNEVICTABLE",
+            "NR_SLAB_RECLAIMABLE_B",
+            "NR_SLAB_UNRECLAIMABLE_B",
+            "NR_ISOLATED_ANON",
+            "NR_ANON_MAPPED",
+            "NR_FILE_PAGES",
+            "NR_SHMEM",
+            "NR_KERNEL_STACK_KB",
+            "NR_PAGETABLE",
+        ];
+        if g == Gen::New {
+            v.push("PGDEMOTE_PROACTIVE");
+            v.push("NR_HUGETLB");
+        }
+        v
+    }
+
+    /// Builds a synthetic kernel BTF of generation `g`. Returns the blob and the length of
+    /// `state[]` it declares.
+    fn synthetic(g: Gen) -> (Vec<u8>, u32) {
+        let mut b = BtfBuilder::new();
+        let long = b.int("long", 8);
+        let int = b.int("int", 4);
+        let u8t = b.int("unsigned char", 1);
+        let ptr = b.ptr();
+
+        // enums
+        let nodes = node_items(g);
+        let mut node_vals: Vec<(&str, i32)> = Vec::new();
+        let mut v = 0;
+        for n in &nodes {
+            if *n == "NR_LRU_BASE" {
+                node_vals.push((n, 0));
+                continue;
+            }
+            node_vals.push((n, v));
+            v += 1;
+        }
+        node_vals.push(("NR_VM_NODE_STAT_ITEMS", v));
+        let first_memcg = v;
+        b.enum_("node_stat_item", &node_vals);
+        let memcg_items = [
+            "MEMCG_SWAP",
+            "MEMCG_SOCK",
+            "MEMCG_PERCPU_B",
+            "MEMCG_VMALLOC",
+            "MEMCG_KMEM",
+            "MEMCG_ZSWAP_B",
+            "MEMCG_ZSWAPPED",
+        ];
+        let mut mvals: Vec<(&str, i32)> = memcg_items
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, first_memcg + i as i32))
+            .collect();
+        let nr_stat = first_memcg + memcg_items.len() as i32;
+        mvals.push(("MEMCG_NR_STAT", nr_stat));
+        b.enum_("memcg_stat_item", &mvals);
+        b.enum_(
+            "",
+            &[
+                ("CSS_NO_REF", 1),
+                ("CSS_ONLINE", 2),
+                ("CSS_RELEASED", 4),
+                ("CSS_DYING", 16),
+            ],
+        );
+        b.enum_(
+            "cgroup_subsys_id",
+            &[("cpu_cgrp_id", 0), ("memory_cgrp_id", 4)],
+        );
+        b.enum_("pageflags", &[("PG_locked", 0), ("PG_head", 6)]);
+        b.enum_(
+            "page_memcg_data_flags",
+            &[
+                ("MEMCG_DATA_OBJEXTS", 1),
+                ("MEMCG_DATA_KMEM", 2),
+                ("__NR_MEMCG_DATA_FLAGS", 4),
+            ],
+        );
+
+        // The compacted length: the synthetic items that the source lists contain.
+        let state_len: u32 = if g == Gen::Old {
+            nr_stat as u32
+        } else {
+            nodes
+                .iter()
+                .filter(|n| MEMCG_NODE_STAT_ITEMS.contains(n))
+                .count() as u32
+                + memcg_items.len() as u32
+        };
+        let state = b.array(long, int, state_len);
+
+        let list_head = b.struct_("list_head", 16, &[("next", ptr, 0), ("prev", ptr, 8)]);
+        let css = b.struct_(
+            "cgroup_subsys_state",
+            200,
+            &[
+                ("cgroup", ptr, 0),
+                ("sibling", list_head, 48),
+                ("children", list_head, 64),
+                ("flags", int, 84),
+                ("parent", ptr, 176),
+            ],
+        );
+        let pc = b.struct_(
+            "page_counter",
+            256,
+            &[
+                ("usage", long, 0),
+                ("failcnt", long, 8),
+                ("watermark", long, 120),
+                ("max", long, 200),
+            ],
+        );
+        let memsw_union = b.union_("", 256, &[("swap", pc, 0), ("memsw", pc, 0)]);
+        let mut memcg_members = vec![
+            ("css", css, 0),
+            ("memory", pc, 256),
+            ("", memsw_union, 512),
+            ("vmstats", ptr, 800),
+            ("objcg", ptr, 808),
+            ("vmstats_percpu", ptr, 816),
+            ("kmem", pc, 1024),
+            ("tcpmem", pc, 1280),
+        ];
+        if g == Gen::New {
+            memcg_members.retain(|m| m.0 != "tcpmem");
+            memcg_members.push(("tcpmem", pc, 1536));
+        }
+        b.struct_("mem_cgroup", 2048, &memcg_members);
+        let vs_members: Vec<(&str, u32, u32)> = if g == Gen::Old {
+            vec![("state", state, 0), ("state_pending", state, 8 * state_len)]
+        } else {
+            vec![
+                ("state", state, 0),
+                ("state_local", state, 8 * state_len),
+                ("state_pending", state, 16 * state_len),
+                ("stats_updates", int, 24 * state_len),
+            ]
+        };
+        b.struct_("memcg_vmstats", 32 * state_len, &vs_members);
+        let vsp_members: Vec<(&str, u32, u32)> = if g == Gen::Old {
+            vec![("state", state, 0), ("state_prev", state, 8 * state_len)]
+        } else {
+            vec![
+                ("stats_updates", int, 0),
+                ("parent", ptr, 8),
+                ("vmstats", ptr, 16),
+                ("state", state, 24),
+                ("state_prev", state, 24 + 8 * state_len),
+            ]
+        };
+        b.struct_("memcg_vmstats_percpu", 64 + 16 * state_len, &vsp_members);
+        b.struct_(
+            "obj_cgroup",
+            48,
+            &[("memcg", ptr, 16), ("nr_charged_bytes", int, 24)],
+        );
+        b.struct_("cgroup", 512, &[("kn", ptr, 256)]);
+        b.struct_("kernfs_node", 128, &[("name", ptr, 40), ("id", long, 104)]);
+        let subsys = b.array(ptr, int, 14);
+        b.struct_("css_set", 200, &[("subsys", subsys, 0)]);
+        let se = b.struct_("sched_entity", 256, &[("cfs_rq", ptr, 136)]);
+        b.struct_(
+            "task_struct",
+            4096,
+            &[("se", se, 128), ("cgroups", ptr, 2048)],
+        );
+        b.struct_("cfs_rq", 512, &[("rq", ptr, 304)]);
+        let pptrs = b.array(ptr, int, 0);
+        let arr_union = b.union_("", 8, &[("value", pptrs, 0), ("pptrs", pptrs, 0)]);
+        b.struct_("bpf_array", 320, &[("", arr_union, 312)]);
+
+        let stock_size;
+        let stock = if g == Gen::New {
+            let nr = b.array(u8t, int, 7);
+            let cached = b.array(ptr, int, 7);
+            stock_size = 128;
+            b.struct_(
+                "memcg_stock_pcp",
+                stock_size,
+                &[
+                    ("nr_pages", nr, 1),
+                    ("cached", cached, 8),
+                    ("flags", long, 96),
+                ],
+            )
+        } else {
+            stock_size = 88;
+            b.struct_(
+                "memcg_stock_pcp",
+                stock_size,
+                &[
+                    ("cached", ptr, 0),
+                    ("nr_pages", int, 8),
+                    ("cached_objcg", ptr, 16),
+                    ("cached_pgdat", ptr, 24),
+                    ("nr_bytes", int, 32),
+                    ("nr_slab_reclaimable_b", int, 36),
+                    ("nr_slab_unreclaimable_b", int, 40),
+                ],
+            )
+        };
+        let folios = b.array(ptr, int, if g == Gen::Old { 15 } else { 31 });
+        let fbatch_size = if g == Gen::Old { 128 } else { 256 };
+        let fbatch = b.struct_(
+            "folio_batch",
+            fbatch_size,
+            &[("nr", u8t, 0), ("folios", folios, 8)],
+        );
+        let fbatches = b.struct_(
+            "cpu_fbatches",
+            1024,
+            &[
+                ("lru_add", fbatch, 16),
+                ("lru_deactivate", fbatch, 16 + fbatch_size),
+            ],
+        );
+        let mut folio_members = vec![
+            ("flags", long, 0),
+            ("mapping", ptr, 24),
+            ("_mapcount", int, 48),
+            ("memcg_data", long, 56),
+        ];
+        folio_members.push(if g == Gen::Old {
+            ("_folio_order", u8t, 81)
+        } else {
+            ("_flags_1", long, 64)
+        });
+        b.struct_("folio", 128, &folio_members);
+
+        let rq = b.struct_("rq", 4096, &[]);
+        let off_t = b.typedef("unsigned long", long);
+        let mut vars = vec![
+            (b.var("this_cpu_off", off_t), 1000, 8),
+            (b.var("runqueues", rq), 4096, 4096),
+            (b.var("cpu_fbatches", fbatches), 9000, 1024),
+            (b.var("memcg_stock", stock), 12288, stock_size),
+        ];
+        if g == Gen::New {
+            let obj = b.struct_(
+                "obj_stock_pcp",
+                64,
+                &[
+                    ("nr_bytes", int, 4),
+                    ("cached_objcg", ptr, 8),
+                    ("cached_pgdat", ptr, 16),
+                    ("nr_slab_reclaimable_b", int, 24),
+                    ("nr_slab_unreclaimable_b", int, 28),
+                ],
+            );
+            vars.push((b.var("obj_stock", obj), 12416, 64));
+        }
+        b.datasec(".data..percpu", 16384, &vars);
+        (b.build(), state_len)
+    }
+
+    fn resolve(g: Gen) -> (ResidueLayout, u32) {
+        let (blob, len) = synthetic(g);
+        let btf = KernelBtf::from_bytes(&blob).unwrap();
+        (ResidueLayout::resolve(&btf).unwrap(), len)
+    }
+
+    #[test]
+    fn new_layout_multi_slot_stock_and_separate_obj_stock() {
+        let (l, len) = resolve(Gen::New);
+        let st = l.stock.as_ref().unwrap();
+        assert_eq!(
+            (st.slots, st.cached, st.nr_pages, st.nr_pages_size),
+            (7, 8, 1, 1)
+        );
+        assert_eq!(st.var, 12288);
+        assert_eq!(st.size, 64);
+        let o = l.obj_stock.as_ref().unwrap();
+        assert_eq!(o.var_name, "obj_stock");
+        assert_eq!(
+            (o.var, o.nr_bytes, o.cached_objcg, o.size),
+            (12416, 4, 8, 32)
+        );
+        assert_eq!(o.objcg_memcg, 16);
+        assert!(l.stats.index.compacted);
+        assert_eq!(l.stats.index.len, len as usize);
+        assert_eq!(l.stats.vsp_stats_updates, Some(0));
+        assert!(l.stats.per_memcg_flush);
+        // Compacted: source order of the items present (NR_ISOLATED_ANON is not a memcg item).
+        assert_eq!(l.stats.index.slot("NR_INACTIVE_ANON"), Some(0));
+        assert_eq!(l.stats.index.slot("NR_ANON_MAPPED"), Some(7));
+        assert_eq!(l.stats.index.slot("NR_HUGETLB"), Some(13));
+        assert_eq!(l.stats.index.slot("MEMCG_SWAP"), Some(14));
+        assert_eq!(l.stats.index.slot("MEMCG_KMEM"), Some(18));
+        assert_eq!(l.stats.index.slot("NR_ISOLATED_ANON"), None);
+        let b = l.lru_add.as_ref().unwrap();
+        assert_eq!((b.var, b.capacity, b.folios, b.size), (9016, 31, 8, 256));
+        assert_eq!((b.folio_order, b.pg_head, b.memcg_data_mask), (64, 6, 3));
+        let p = l.percpu.as_ref().unwrap();
+        assert_eq!(
+            (p.runqueues, p.this_cpu_off, l.bpf_array_pptrs),
+            (4096, 1000, 312)
+        );
+        assert_eq!((p.task_se_cfs_rq, p.cfs_rq_rq), (264, 304));
+        assert_eq!(l.counters.usage, 256);
+        assert_eq!(l.counters.watermark, 376);
+        assert_eq!(l.counters.v1, Some((512, 1024, 1536)));
+        assert_eq!(l.cgroup.css_online, 2);
+        assert_eq!(l.cgroup.css_dying, Some(16));
+        assert_eq!(l.cgroup.memory_cgrp_id, 4);
+        assert_eq!(l.cgroup.css_span, 192);
+    }
+
+    #[test]
+    fn mid_layout_single_slot_with_embedded_obj_stock() {
+        let (l, len) = resolve(Gen::Mid);
+        let st = l.stock.as_ref().unwrap();
+        assert_eq!(
+            (st.slots, st.cached, st.nr_pages, st.nr_pages_size),
+            (1, 0, 8, 4)
+        );
+        assert_eq!(st.size, 12);
+        let o = l.obj_stock.as_ref().unwrap();
+        assert_eq!(o.var_name, "memcg_stock");
+        assert_eq!(
+            (o.var, o.cached_objcg, o.nr_bytes, o.slab_b),
+            (12288, 16, 32, (36, 40))
+        );
+        assert_eq!(o.size, 44);
+        assert!(l.stats.index.compacted);
+        assert_eq!(l.stats.index.len, len as usize);
+        // No PGDEMOTE_PROACTIVE/NR_HUGETLB in this enum: MEMCG_SWAP follows NR_PAGETABLE.
+        assert_eq!(l.stats.index.slot("NR_PAGETABLE"), Some(11));
+        assert_eq!(l.stats.index.slot("MEMCG_SWAP"), Some(12));
+        assert_eq!(l.stats.index.slot("NR_HUGETLB"), None);
+    }
+
+    #[test]
+    fn old_layout_enum_indexed_stats_and_folio_order() {
+        let (l, len) = resolve(Gen::Old);
+        assert!(!l.stats.index.compacted);
+        assert_eq!(l.stats.index.len, len as usize);
+        assert_eq!(l.stats.vsp_stats_updates, None);
+        assert!(!l.stats.per_memcg_flush);
+        // Enum-indexed: NR_LRU_BASE aliases NR_INACTIVE_ANON at 0, NR_ISOLATED_ANON is a slot
+        // too (every node item has one), MEMCG_SWAP sits at NR_VM_NODE_STAT_ITEMS.
+        assert_eq!(l.stats.index.slot("NR_INACTIVE_ANON"), Some(0));
+        assert_eq!(l.stats.index.slot("NR_LRU_BASE"), None);
+        assert_eq!(l.stats.index.slot("NR_ISOLATED_ANON"), Some(7));
+        assert_eq!(l.stats.index.slot("MEMCG_SWAP"), Some(13));
+        assert_eq!(l.stats.index.slot("MEMCG_KMEM"), Some(17));
+        assert_eq!(l.stats.index.name(17), Some("MEMCG_KMEM"));
+        let b = l.lru_add.as_ref().unwrap();
+        assert_eq!((b.capacity, b.size, b.folio_order), (15, 128, 81));
+        let cfg = l.config(4, 16);
+        assert_eq!(cfg.flags & residue_flags::PCPU_STATS_UPDATES, 0);
+        assert_eq!(cfg.state_bytes, 8 * len);
+        assert_eq!(cfg.batch_capacity, 15);
+        assert_eq!(cfg.pcpu_obj_stock, cfg.pcpu_memcg_stock);
+    }
+
+    #[test]
+    fn config_carries_every_part_and_flags() {
+        let (l, len) = resolve(Gen::New);
+        let cfg = l.config(2, 8);
+        assert_eq!(cfg.wire_version, WIRE_VERSION);
+        assert_eq!((cfg.nr_cpus, cfg.max_memcgs), (2, 8));
+        assert_eq!(cfg.state_bytes, 8 * len);
+        let all = residue_flags::PCPU_STATS_UPDATES
+            | residue_flags::STATIC_PERCPU
+            | residue_flags::STOCK
+            | residue_flags::OBJ_STOCK
+            | residue_flags::LRU_ADD
+            | residue_flags::V1_COUNTERS;
+        assert_eq!(cfg.flags, all);
+        assert_eq!(cfg.memory_usage, 256);
+        assert_eq!(cfg.pcpu_lru_add, 9016);
+        assert_eq!(cfg.stock_bytes, 64);
+    }
+
+    #[test]
+    fn missing_parts_are_reasons_not_failures() {
+        // A kernel without CONFIG_FAIR_GROUP_SCHED: no se.cfs_rq, so no static per-CPU route.
+        let (blob, _) = synthetic(Gen::Mid);
+        let btf = KernelBtf::from_bytes(&blob).unwrap();
+        let mut l = ResidueLayout::resolve(&btf).unwrap();
+        l.percpu = Err("no route".into());
+        let cfg = l.config(2, 8);
+        assert_eq!(cfg.flags & residue_flags::STATIC_PERCPU, 0);
+        assert_eq!(cfg.flags & residue_flags::STOCK, 0);
+        assert_eq!(cfg.pcpu_memcg_stock, 0);
+        // Statistics still use the dynamic route.
+        assert_eq!(cfg.bpf_array_pptrs, 312);
+    }
+
+    #[test]
+    fn compacted_count_mismatch_is_an_error() {
+        // A state[] one slot longer than the source lists explain.
+        let mut b = BtfBuilder::new();
+        let long = b.int("long", 8);
+        let int = b.int("int", 4);
+        b.enum_(
+            "node_stat_item",
+            &[("NR_INACTIVE_ANON", 0), ("NR_VM_NODE_STAT_ITEMS", 1)],
+        );
+        b.enum_(
+            "memcg_stat_item",
+            &[("MEMCG_SWAP", 1), ("MEMCG_NR_STAT", 2)],
+        );
+        let _ = (long, int);
+        let btf = KernelBtf::from_bytes(&b.build()).unwrap();
+        let e = StatIndex::resolve(&btf, 3).unwrap_err();
+        assert!(e.to_string().contains("3 slots"), "{e}");
+        // Exactly MEMCG_NR_STAT slots: enum-indexed.
+        let ok = StatIndex::resolve(&btf, 2).unwrap();
+        assert!(!ok.compacted);
+        assert_eq!(ok.slot("MEMCG_SWAP"), Some(1));
+    }
+
+    #[test]
+    fn resolves_the_running_kernel() {
+        let Ok(btf) = KernelBtf::from_sys_fs() else {
+            eprintln!("skipping: no kernel BTF");
+            return;
+        };
+        let l = ResidueLayout::resolve(&btf).unwrap();
+        let len = btf.array_len("memcg_vmstats_percpu", "state").unwrap() as usize;
+        assert_eq!(l.stats.index.len, len);
+        for item in [
+            "NR_ANON_MAPPED",
+            "NR_FILE_PAGES",
+            "NR_INACTIVE_ANON",
+            "NR_UNEVICTABLE",
+            "MEMCG_KMEM",
+            "MEMCG_SOCK",
+        ] {
+            assert!(l.stats.index.slot(item).is_some(), "{item}");
+        }
+        // Every slot is named exactly once on compacted kernels.
+        if l.stats.index.compacted {
+            assert_eq!(l.stats.index.slots.len(), len);
+        }
+        assert!(l.stock.is_ok(), "{:?}", l.stock);
+        assert!(l.lru_add.is_ok(), "{:?}", l.lru_add);
+    }
+}
