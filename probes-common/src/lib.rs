@@ -6,6 +6,8 @@
 //! With the `user` feature the types implement `aya::Pod` so userspace can read the maps.
 #![no_std]
 
+pub mod charge;
+
 use core::mem::size_of;
 
 /// Bumped on any change of a record or key layout below.

@@ -10,7 +10,9 @@
 #![no_std]
 #![no_main]
 
+mod charge;
 mod maps;
+mod oom;
 mod stat;
 mod trial;
 

@@ -3,9 +3,10 @@
 //! still refuses; a kernel can lack kprobes altogether).
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fentry, kprobe, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, raw_tracepoint, tracepoint},
     programs::{
-        BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, TracePointContext,
+        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext,
+        RetProbeContext, TracePointContext,
     },
 };
 
@@ -16,6 +17,16 @@ pub fn trial_fentry(_ctx: FEntryContext) -> u32 {
 
 #[kprobe]
 pub fn trial_kprobe(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[fexit(function = "trial")]
+pub fn trial_fexit(_ctx: FExitContext) -> u32 {
+    0
+}
+
+#[kretprobe]
+pub fn trial_kretprobe(_ctx: RetProbeContext) -> u32 {
     0
 }
 

@@ -7,7 +7,9 @@
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, FEntry, KProbe, Program, ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint, TracePoint,
+    },
 };
 use probes_common::{GLOBAL_CONFIG, ProbeConfig, WIRE_VERSION, flags};
 use serde::Serialize;
@@ -219,7 +221,12 @@ pub fn attach_candidate(
             load_attach!(FEntry, |p: &mut FEntry| p.load(f, btf), |p: &mut FEntry| p
                 .attach())
         }
-        (Flavour::Kprobe, Target::Function(f)) => {
+        (Flavour::Fexit, Target::BtfFunction(f)) => {
+            let btf = btf_required()?;
+            load_attach!(FExit, |p: &mut FExit| p.load(f, btf), |p: &mut FExit| p
+                .attach())
+        }
+        (Flavour::Kprobe | Flavour::Kretprobe, Target::Function(f)) => {
             if !facts.kprobe_pmu {
                 return Err("kernel has no kprobe PMU (CONFIG_KPROBES off)".into());
             }
@@ -299,6 +306,8 @@ pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport 
         let cand = match f {
             Flavour::Fentry => func.map(|t| (Target::BtfFunction(t), "trial_fentry")),
             Flavour::Kprobe => ksym.map(|t| (Target::Function(t), "trial_kprobe")),
+            Flavour::Fexit => func.map(|t| (Target::BtfFunction(t), "trial_fexit")),
+            Flavour::Kretprobe => ksym.map(|t| (Target::Function(t), "trial_kretprobe")),
             Flavour::TpBtf => tp.map(|t| (Target::BtfTracepoint(t), "trial_tp_btf")),
             Flavour::RawTracepoint => tp.map(|t| (Target::BtfTracepoint(t), "trial_raw_tp")),
             Flavour::Tracepoint => Some((

@@ -5,6 +5,7 @@
 //! (`cgroup`) and the controlled workload process (`workload`) are their own modules.
 pub mod attach;
 pub mod cgroup;
+pub mod charge;
 pub mod cli;
 pub mod collect;
 pub mod doctor;

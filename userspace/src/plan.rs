@@ -13,8 +13,12 @@ use serde::Serialize;
 pub enum Flavour {
     /// BPF trampoline on function entry (needs BTF FUNC and an ftrace-able function).
     Fentry,
+    /// BPF trampoline on function exit: arguments and return value (as fentry).
+    Fexit,
     /// Dynamic kprobe on a text symbol (needs CONFIG_KPROBES).
     Kprobe,
+    /// Return probe on a text symbol: the return value only (as kprobe).
+    Kretprobe,
     /// BTF-typed raw tracepoint (typed arguments, e.g. `struct mem_cgroup *`).
     TpBtf,
     /// Untyped raw tracepoint.
@@ -25,9 +29,11 @@ pub enum Flavour {
 
 impl Flavour {
     /// All flavours, in the order doctor reports them.
-    pub const ALL: [Flavour; 5] = [
+    pub const ALL: [Flavour; 7] = [
         Flavour::Fentry,
+        Flavour::Fexit,
         Flavour::Kprobe,
+        Flavour::Kretprobe,
         Flavour::TpBtf,
         Flavour::RawTracepoint,
         Flavour::Tracepoint,
@@ -37,11 +43,24 @@ impl Flavour {
     pub fn name(self) -> &'static str {
         match self {
             Flavour::Fentry => "fentry",
+            Flavour::Fexit => "fexit",
             Flavour::Kprobe => "kprobe",
+            Flavour::Kretprobe => "kretprobe",
             Flavour::TpBtf => "tp_btf",
             Flavour::RawTracepoint => "raw_tracepoint",
             Flavour::Tracepoint => "tracepoint",
         }
+    }
+
+    /// True if forcing `self` (`--attach`) allows `other`: the entry flavours bring their exit
+    /// twins (`fentry` with `fexit`, `kprobe` with `kretprobe`), which hooks that need a
+    /// return value use alongside them.
+    pub fn covers(self, other: Flavour) -> bool {
+        self == other
+            || matches!(
+                (self, other),
+                (Flavour::Fentry, Flavour::Fexit) | (Flavour::Kprobe, Flavour::Kretprobe)
+            )
     }
 }
 
@@ -143,6 +162,20 @@ fn function_candidates(
     v
 }
 
+/// Return hooks: fexit then kretprobe on each symbol name in turn.
+fn return_candidates(
+    names: &[&'static str],
+    fexit: Option<&'static str>,
+    kretprobe: Option<&'static str>,
+) -> Vec<Candidate> {
+    let mut v = Vec::new();
+    for n in names {
+        v.push(c(Flavour::Fexit, Target::BtfFunction(n), fexit));
+        v.push(c(Flavour::Kretprobe, Target::Function(n), kretprobe));
+    }
+    v
+}
+
 /// Tracepoint hooks: tp_btf then the classic tracepoint.
 fn tracepoint_candidates(
     category: &'static str,
@@ -214,39 +247,133 @@ pub fn hooks() -> Vec<HookSpec> {
         HookSpec {
             id: "charge.try_charge",
             group: Charge,
-            loss: "charge attempts and batch refills",
-            candidates: function_candidates(&["try_charge_memcg", "try_charge"], None, None),
-        },
-        HookSpec {
-            id: "charge.page_counter",
-            group: Charge,
-            loss: "page_counter charges, failures and uncharges",
+            loss: "charge attempts and pages requested per CPU",
             candidates: function_candidates(
-                &[
-                    "page_counter_try_charge",
-                    "page_counter_charge",
-                    "page_counter_uncharge",
-                    "page_counter_cancel",
-                ],
-                None,
-                None,
+                &["try_charge_memcg", "try_charge"],
+                Some("fentry_try_charge"),
+                Some("kprobe_try_charge"),
             ),
         },
         HookSpec {
-            id: "charge.stock",
+            id: "charge.try_charge_ret",
             group: Charge,
-            loss: "stock refills and drains",
-            candidates: function_candidates(
-                &["refill_stock", "drain_stock", "drain_all_stock"],
-                None,
-                None,
+            loss: "failed charges and pages served from the stock versus charged in batches",
+            candidates: return_candidates(
+                &["try_charge_memcg", "try_charge"],
+                Some("fexit_try_charge"),
+                Some("kretprobe_try_charge"),
             ),
+        },
+        HookSpec {
+            id: "charge.pc_try_charge",
+            group: Charge,
+            loss: "page_counter charges that may fail (needed by charge.pc_try_charge_ret)",
+            candidates: function_candidates(
+                &["page_counter_try_charge"],
+                Some("fentry_pc_try_charge"),
+                Some("kprobe_pc_try_charge"),
+            ),
+        },
+        HookSpec {
+            id: "charge.pc_try_charge_ret",
+            group: Charge,
+            loss: "page_counter charges (batches), failures and which counter was at its limit",
+            candidates: return_candidates(
+                &["page_counter_try_charge"],
+                Some("fexit_pc_try_charge"),
+                Some("kretprobe_pc_try_charge"),
+            ),
+        },
+        HookSpec {
+            id: "charge.pc_charge",
+            group: Charge,
+            loss: "forced page_counter charges (over the limit)",
+            candidates: function_candidates(
+                &["page_counter_charge"],
+                Some("fentry_pc_charge"),
+                Some("kprobe_pc_charge"),
+            ),
+        },
+        HookSpec {
+            id: "charge.pc_uncharge",
+            group: Charge,
+            loss: "page_counter uncharges (frees and stock drains)",
+            candidates: function_candidates(
+                &["page_counter_uncharge"],
+                Some("fentry_pc_uncharge"),
+                Some("kprobe_pc_uncharge"),
+            ),
+        },
+        HookSpec {
+            id: "charge.pc_cancel",
+            group: Charge,
+            // page_counter_uncharge's own per-level calls are inlined into it on the Debian
+            // 6.1/6.12 builds (no cancel event was seen during uncharges there): this hook only
+            // sees callers outside page_counter.c.
+            loss: "per-level page_counter cancels called from outside page_counter.c",
+            candidates: function_candidates(
+                &["page_counter_cancel"],
+                Some("fentry_pc_cancel"),
+                Some("kprobe_pc_cancel"),
+            ),
+        },
+        HookSpec {
+            id: "charge.refill_stock",
+            group: Charge,
+            loss: "stock refills: batch surpluses parked and pages given back",
+            // `__refill_stock` (6.1-6.15) is what both `refill_stock` and the object-stock
+            // drain call; from 6.16 only `refill_stock` exists.
+            candidates: function_candidates(
+                &["__refill_stock", "refill_stock"],
+                Some("fentry_refill_stock"),
+                Some("kprobe_refill_stock"),
+            ),
+        },
+        HookSpec {
+            id: "charge.drain_stock",
+            group: Charge,
+            loss: "stock drains and the pages they returned",
+            candidates: function_candidates(
+                &["drain_stock"],
+                Some("fentry_drain_stock"),
+                Some("kprobe_drain_stock"),
+            ),
+        },
+        HookSpec {
+            id: "charge.drain_all_stock",
+            group: Charge,
+            loss: "subtree-wide stock drains (limit pressure, limit writes, offlining)",
+            candidates: function_candidates(
+                &["drain_all_stock"],
+                Some("fentry_drain_all_stock"),
+                Some("kprobe_drain_all_stock"),
+            ),
+        },
+        HookSpec {
+            id: "charge.obj_stock",
+            group: Charge,
+            loss: "byte-granular kernel-memory (object stock) refills and drains",
+            candidates: function_candidates(&["refill_obj_stock", "drain_obj_stock"], None, None),
         },
         HookSpec {
             id: "oom.memcg_oom",
             group: Oom,
             loss: "memcg OOM invocations with memcg and order",
-            candidates: function_candidates(&["mem_cgroup_out_of_memory"], None, None),
+            candidates: function_candidates(
+                &["mem_cgroup_out_of_memory"],
+                Some("fentry_memcg_oom"),
+                Some("kprobe_memcg_oom"),
+            ),
+        },
+        HookSpec {
+            id: "oom.kill_process",
+            group: Oom,
+            loss: "OOM kills with the OOM's memcg and the chosen victim",
+            candidates: function_candidates(
+                &["oom_kill_process"],
+                Some("fentry_oom_kill"),
+                Some("kprobe_oom_kill"),
+            ),
         },
         HookSpec {
             id: "oom.memory_event",
@@ -262,15 +389,33 @@ pub fn hooks() -> Vec<HookSpec> {
             id: "oom.mark_victim",
             group: Oom,
             loss: "OOM victims",
-            candidates: tracepoint_candidates("oom", "mark_victim", None, None),
+            candidates: tracepoint_candidates(
+                "oom",
+                "mark_victim",
+                Some("tp_btf_mark_victim"),
+                Some("tp_mark_victim"),
+            ),
         },
         HookSpec {
             id: "oom.reclaim",
             group: Oom,
             loss: "memcg reclaim rounds",
-            candidates: concat(
-                tracepoint_candidates("vmscan", "mm_vmscan_memcg_reclaim_begin", None, None),
-                tracepoint_candidates("vmscan", "mm_vmscan_memcg_reclaim_end", None, None),
+            candidates: tracepoint_candidates(
+                "vmscan",
+                "mm_vmscan_memcg_reclaim_begin",
+                Some("tp_btf_reclaim_begin"),
+                None,
+            ),
+        },
+        HookSpec {
+            id: "oom.reclaim_end",
+            group: Oom,
+            loss: "pages reclaimed by memcg reclaim",
+            candidates: tracepoint_candidates(
+                "vmscan",
+                "mm_vmscan_memcg_reclaim_end",
+                Some("tp_btf_reclaim_end"),
+                None,
             ),
         },
         HookSpec {
@@ -358,7 +503,7 @@ pub fn plan_hook(
         .candidates
         .iter()
         .map(|cand| {
-            let rejected = if only.is_some_and(|f| f != cand.flavour) {
+            let rejected = if only.is_some_and(|f| !f.covers(cand.flavour)) {
                 Some(format!(
                     "not selected (--attach {})",
                     only.map(Flavour::name).unwrap_or("")
@@ -527,9 +672,9 @@ mod tests {
     fn hooks_without_programs_report_what_would_be_used() {
         let spec = hooks()
             .into_iter()
-            .find(|h| h.id == "charge.try_charge")
+            .find(|h| h.id == "charge.obj_stock")
             .unwrap();
-        let f = fake(&["sym:try_charge_memcg", "btf:try_charge_memcg"]);
+        let f = fake(&["sym:refill_obj_stock", "btf:refill_obj_stock"]);
         let p = plan_hook(&spec, &f, &support(&[Flavour::Fentry]), None);
         assert_eq!(p.usable().count(), 0);
         let w = p.would_use().unwrap();
@@ -545,7 +690,9 @@ mod tests {
                     assert!(
                         p.starts_with(match c.flavour {
                             Flavour::Fentry => "fentry_",
+                            Flavour::Fexit => "fexit_",
                             Flavour::Kprobe => "kprobe_",
+                            Flavour::Kretprobe => "kretprobe_",
                             Flavour::TpBtf => "tp_btf_",
                             Flavour::RawTracepoint => "raw_tp_",
                             Flavour::Tracepoint => "tp_",
@@ -555,5 +702,101 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn spec(id: &str) -> HookSpec {
+        hooks().into_iter().find(|h| h.id == id).unwrap()
+    }
+
+    #[test]
+    fn charge_hooks_pair_entry_and_return_flavours() {
+        // 6.1/6.12 guests: fentry, fexit, kprobe and kretprobe all work.
+        let f = fake(&[
+            "btf:try_charge_memcg",
+            "sym:try_charge_memcg",
+            "btf:page_counter_try_charge",
+            "sym:page_counter_try_charge",
+        ]);
+        let entry = plan_hook(&spec("charge.try_charge"), &f, &support(&[]), None);
+        let ret = plan_hook(&spec("charge.try_charge_ret"), &f, &support(&[]), None);
+        assert_eq!(
+            first(&entry),
+            Some((Flavour::Fentry, "try_charge_memcg".into()))
+        );
+        assert_eq!(
+            first(&ret),
+            Some((Flavour::Fexit, "try_charge_memcg".into()))
+        );
+        // --attach kprobe brings kretprobe for the return hooks.
+        let ret = plan_hook(
+            &spec("charge.pc_try_charge_ret"),
+            &f,
+            &support(&[]),
+            Some(Flavour::Kprobe),
+        );
+        assert_eq!(
+            first(&ret),
+            Some((Flavour::Kretprobe, "page_counter_try_charge".into()))
+        );
+        // --attach fentry excludes the kprobe flavours.
+        let ret = plan_hook(
+            &spec("charge.try_charge_ret"),
+            &f,
+            &support(&[]),
+            Some(Flavour::Fentry),
+        );
+        assert!(
+            ret.usable()
+                .all(|c| c.flavour == Flavour::Fexit || c.flavour == Flavour::Fentry)
+        );
+    }
+
+    #[test]
+    fn host_6_18_has_no_charge_hooks_but_oom_tracepoints() {
+        let f = fake(&[
+            "btf:try_charge_memcg",
+            "sym:try_charge_memcg",
+            "tpbtf:mark_victim",
+            "tp:oom:mark_victim",
+            "tpbtf:mm_vmscan_memcg_reclaim_begin",
+        ]);
+        let no = support(&[
+            Flavour::Fentry,
+            Flavour::Fexit,
+            Flavour::Kprobe,
+            Flavour::Kretprobe,
+        ]);
+        for id in ["charge.try_charge", "charge.try_charge_ret"] {
+            let p = plan_hook(&spec(id), &f, &no, None);
+            assert_eq!(first(&p), None, "{id}");
+        }
+        let p = plan_hook(&spec("oom.mark_victim"), &f, &no, None);
+        assert_eq!(first(&p), Some((Flavour::TpBtf, "mark_victim".into())));
+        let p = plan_hook(&spec("oom.reclaim"), &f, &no, None);
+        assert_eq!(
+            first(&p),
+            Some((Flavour::TpBtf, "mm_vmscan_memcg_reclaim_begin".into()))
+        );
+    }
+
+    #[test]
+    fn refill_prefers_the_inner_function_and_falls_back_to_the_new_name() {
+        let both = fake(&["btf:__refill_stock", "btf:refill_stock"]);
+        let p = plan_hook(&spec("charge.refill_stock"), &both, &support(&[]), None);
+        assert_eq!(first(&p), Some((Flavour::Fentry, "__refill_stock".into())));
+        // 6.16+: only refill_stock.
+        let new = fake(&["btf:refill_stock", "sym:refill_stock"]);
+        let p = plan_hook(&spec("charge.refill_stock"), &new, &support(&[]), None);
+        assert_eq!(first(&p), Some((Flavour::Fentry, "refill_stock".into())));
+    }
+
+    #[test]
+    fn flavour_cover_rules() {
+        assert!(Flavour::Fentry.covers(Flavour::Fexit));
+        assert!(Flavour::Kprobe.covers(Flavour::Kretprobe));
+        assert!(!Flavour::Fexit.covers(Flavour::Fentry));
+        assert!(!Flavour::Fentry.covers(Flavour::Kretprobe));
+        assert!(Flavour::TpBtf.covers(Flavour::TpBtf));
+        assert_eq!(Flavour::ALL.len(), 7);
     }
 }

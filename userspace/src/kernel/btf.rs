@@ -259,6 +259,26 @@ impl KernelBtf {
         }
     }
 
+    /// True if argument `idx` of the BTF tracepoint `name` is a pointer, false if it is not,
+    /// `None` if the tracepoint or the argument is absent. `btf_trace_<name>` is a pointer to
+    /// a function whose first parameter is the hidden `void *` context, so the tracepoint's
+    /// argument `idx` is parameter `idx + 1`.
+    pub fn tracepoint_arg_is_pointer(&self, name: &str, idx: usize) -> Option<bool> {
+        let td = self
+            .types(&format!("btf_trace_{name}"))
+            .into_iter()
+            .find(|t| matches!(t, Type::Typedef(_)))?;
+        let Type::Ptr(p) = self.strip(td)? else {
+            return None;
+        };
+        let Type::FuncProto(fp) = self.btf.resolve_chained_type(&p).ok()? else {
+            return None;
+        };
+        let param = fp.parameters.get(idx + 1)?;
+        let t = self.btf.resolve_chained_type(param).ok()?;
+        Some(matches!(self.strip(t)?, Type::Ptr(_)))
+    }
+
     /// Offset of a per-CPU variable inside the `.data..percpu` section.
     pub fn percpu_var_offset(&self, var: &str) -> Option<u64> {
         let sec = self

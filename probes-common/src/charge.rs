@@ -1,0 +1,276 @@
+//! Records and keys of the charge-path and OOM-path probes (`probes-ebpf/src/charge.rs`,
+//! `probes-ebpf/src/oom.rs`), shared with userspace (`userspace/src/charge.rs`).
+//!
+//! The charge path is hot (one `try_charge_memcg` per faulted folio on 6.1), so it aggregates
+//! in a per-CPU hash map keyed by (cgroup id, kind, counter); the OOM path is rare and streams
+//! [`OomEvent`]s through one ring buffer. Nothing is dropped silently: every loss has a slot in
+//! [`MAP_CHARGE_COUNTERS`].
+
+use core::mem::size_of;
+
+/// Per-CPU hash map of charge-path aggregates: [`ChargeKey`] -> [`ChargeValue`].
+pub const MAP_CHARGE_AGG: &str = "CHARGE_AGG";
+/// Per-CPU array of `u64` loss and activity counters, indexed by [`ccounter`].
+pub const MAP_CHARGE_COUNTERS: &str = "CHARGE_COUNTERS";
+/// Array of one `u32`: [`runtime`] bits userspace sets once the exit hooks are attached.
+pub const MAP_CHARGE_RUNTIME: &str = "CHARGE_RUNTIME";
+/// Ring buffer of [`OomEvent`]s.
+pub const MAP_OOM_EVENTS: &str = "OOM_EVENTS";
+/// Name of the read-only global holding the [`ChargeConfig`].
+pub const GLOBAL_CHARGE_CONFIG: &str = "CHARGE_CONFIG";
+
+/// Capacity of [`MAP_CHARGE_AGG`]: distinct (cgroup, kind, counter) keys.
+pub const CHARGE_AGG_ENTRIES: u32 = 16384;
+/// Capacity of the per-task frame map (tasks inside a charge function at once).
+pub const CHARGE_TASK_ENTRIES: u32 = 8192;
+/// Bytes of the OOM ring buffer (a power of two, a multiple of the page size).
+pub const OOM_RING_BYTES: u32 = 256 * 1024;
+/// Nesting depth of `try_charge_memcg` / `page_counter_try_charge` the probes follow per task
+/// (an interrupt that charges while the task is inside a charge nests one level).
+pub const MAX_CHARGE_NESTING: u32 = 4;
+
+/// What an aggregate counts. Pages are the function's page-count argument; events are calls.
+pub mod kind {
+    /// `try_charge_memcg` entries: pages requested.
+    pub const TC_CALL: u32 = 0;
+    /// Calls that returned 0 without charging the memory page_counter: served from the
+    /// per-CPU stock (`consume_stock` succeeded).
+    pub const TC_OK_STOCK: u32 = 1;
+    /// Calls that returned 0 after charging the memory page_counter: pages requested.
+    pub const TC_OK_COUNTER: u32 = 2;
+    /// Calls that returned an error (-ENOMEM, or -EINTR on old kernels): pages requested.
+    pub const TC_FAIL: u32 = 3;
+    /// Memory page_counter charges made inside `try_charge_memcg` calls of the same memcg
+    /// (`page_counter_try_charge` successes and forced `page_counter_charge`): pages charged
+    /// (a batch, or the request when larger or forced).
+    pub const TC_CHARGED: u32 = 4;
+    /// `page_counter_try_charge` that succeeded.
+    pub const PC_TRY_OK: u32 = 5;
+    /// `page_counter_try_charge` that failed (some level of the hierarchy was at its limit).
+    pub const PC_TRY_FAIL: u32 = 6;
+    /// A failed `page_counter_try_charge`, keyed by the counter that was at its limit (`*fail`):
+    /// the cgroup id and counter are the limiting ones.
+    pub const PC_LIMIT_HIT: u32 = 7;
+    /// `page_counter_charge` (charges that cannot fail: forced charges, replace, swap moves).
+    pub const PC_CHARGE: u32 = 8;
+    /// `page_counter_uncharge` (folio uncharges, stock drains, cancelled charges).
+    pub const PC_UNCHARGE: u32 = 9;
+    /// `page_counter_cancel` calls that reached the out-of-line function (one per hierarchy
+    /// level of an uncharge; page_counter.c may inline its own calls).
+    pub const PC_CANCEL: u32 = 10;
+    /// Stock refills inside a `try_charge_memcg` of the same memcg: the batch surplus parked.
+    pub const REFILL_BATCH: u32 = 11;
+    /// Other stock refills: pages given back to the stock (kmem, socket and obj-stock uncharges).
+    pub const REFILL_RETURN: u32 = 12;
+    /// `drain_stock`: pages the stock returned to the page_counter (keyed by the cached memcg).
+    pub const DRAIN: u32 = 13;
+    /// `drain_all_stock` calls (keyed by the subtree root being drained).
+    pub const DRAIN_ALL: u32 = 14;
+    /// Memcg reclaim rounds begun (`mm_vmscan_memcg_reclaim_begin`); pages: 0.
+    pub const RECLAIM: u32 = 15;
+    /// Pages reclaimed by memcg reclaim (`mm_vmscan_memcg_reclaim_end`).
+    pub const RECLAIMED: u32 = 16;
+    /// `mem_cgroup_out_of_memory` invocations.
+    pub const OOM: u32 = 17;
+    /// OOM kills (`oom_kill_process`), keyed by the OOM's memcg.
+    pub const OOM_KILL: u32 = 18;
+    /// Number of kinds.
+    pub const COUNT: u32 = 19;
+}
+
+/// Which page_counter of a `struct mem_cgroup` a counter pointer is, decided in the kernel
+/// from the pointer minus the BTF offsets of the members.
+pub mod counter {
+    /// `mem_cgroup.memory` (v1 and v2).
+    pub const MEMORY: u32 = 0;
+    /// `mem_cgroup.memsw` (v1) / `mem_cgroup.swap` (v2): one union, one offset.
+    pub const SWAP: u32 = 1;
+    /// `mem_cgroup.kmem` (v1 only; absent without CONFIG_MEMCG_V1).
+    pub const KMEM: u32 = 2;
+    /// `mem_cgroup.tcpmem` (v1 only).
+    pub const TCPMEM: u32 = 3;
+    /// Number of memcg counters.
+    pub const COUNT: u32 = 4;
+    /// Not a counter event (try_charge, stock, reclaim and OOM kinds).
+    pub const NONE: u32 = 255;
+}
+
+/// Slots of [`MAP_CHARGE_COUNTERS`]. Every charge-path event ends in exactly one of
+/// `RECORDED`, `FILTERED`, `MAP_FULL`, `READ_FAILED`, `NOT_MEMCG`.
+pub mod ccounter {
+    /// Events seen by any charge or OOM hook.
+    pub const SEEN: u32 = 0;
+    /// Events added to an aggregate.
+    pub const RECORDED: u32 = 1;
+    /// Events of cgroups outside the target subtree.
+    pub const FILTERED: u32 = 2;
+    /// Events lost because the aggregate map was full.
+    pub const MAP_FULL: u32 = 3;
+    /// Events lost because a kernel read failed.
+    pub const READ_FAILED: u32 = 4;
+    /// page_counter events whose counter is no memcg counter (e.g. hugetlb cgroups).
+    pub const NOT_MEMCG: u32 = 5;
+    /// Entries that could not push a frame (nesting deeper than [`MAX_CHARGE_NESTING`], or
+    /// the per-task map full): the matching exit is not interpreted.
+    pub const FRAME_LOST: u32 = 6;
+    /// Exits without a frame (attached mid-call, or the entry was lost).
+    pub const FRAME_MISSING: u32 = 7;
+    /// OOM events that did not fit the ring buffer.
+    pub const RING_FULL: u32 = 8;
+    /// OOM events written to the ring buffer.
+    pub const RING_SENT: u32 = 9;
+    /// Number of slots.
+    pub const COUNT: u32 = 10;
+}
+
+/// Bits of the [`MAP_CHARGE_RUNTIME`] word, set by userspace after attaching: an entry hook
+/// keeps a per-task frame only when the matching exit hook is there to pop it.
+pub mod runtime {
+    /// `try_charge_memcg` has an exit hook (fexit or kretprobe).
+    pub const TC_EXIT: u32 = 1;
+    /// `page_counter_try_charge` has an exit hook.
+    pub const PC_EXIT: u32 = 2;
+}
+
+/// Key of [`MAP_CHARGE_AGG`]; the map is per-CPU, so each key has one value per CPU.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct ChargeKey {
+    /// The cgroup id (kernfs node id).
+    pub cgroup_id: u64,
+    /// One of the [`kind`] constants.
+    pub kind: u32,
+    /// One of the [`counter`] constants.
+    pub counter: u32,
+}
+
+/// Value of [`MAP_CHARGE_AGG`] on one CPU.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ChargeValue {
+    /// Sum of pages.
+    pub pages: u64,
+    /// Number of events.
+    pub events: u64,
+}
+
+/// Kinds of [`OomEvent`].
+pub mod oom_kind {
+    /// `mem_cgroup_out_of_memory(memcg, gfp, order)` entered: `cgroup_id` is the memcg, `pid`
+    /// and `comm` the task that invoked it.
+    pub const INVOKED: u32 = 0;
+    /// `oom_kill_process(oc, message)` entered: `cgroup_id` is `oc->memcg` (0 for a global
+    /// OOM), `pid`/`comm` the chosen victim.
+    pub const KILL: u32 = 1;
+    /// `oom:mark_victim`: `pid` the victim, `comm` its name when the kernel gives it (6.12+
+    /// tracepoint or the task pointer), `cgroup_id` its memcg when the task is known, else 0.
+    pub const VICTIM: u32 = 2;
+}
+
+/// One rare OOM-path event, as written to [`MAP_OOM_EVENTS`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct OomEvent {
+    /// One of the [`oom_kind`] constants.
+    pub kind: u32,
+    /// CPU the event happened on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Cgroup id of the memcg (see [`oom_kind`]); 0 when unknown or global.
+    pub cgroup_id: u64,
+    /// Task id (see [`oom_kind`]).
+    pub pid: u32,
+    /// Allocation order (INVOKED, KILL); -1 when not known.
+    pub order: i32,
+    /// Task name, NUL-padded.
+    pub comm: [u8; 16],
+    /// The task that ran the hook (`bpf_get_current_pid_tgid() as u32`).
+    pub current_pid: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Read-only kernel layout for the charge and OOM probes, resolved from the running kernel's
+/// BTF by userspace before load. `ABSENT` marks a member this kernel does not have.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ChargeConfig {
+    /// `offsetof(struct mem_cgroup, memory / memsw|swap / kmem / tcpmem)`, indexed by
+    /// [`counter`]; [`ChargeConfig::ABSENT`] where the member does not exist.
+    pub counter_off: [u64; 4],
+    /// `offsetof(struct cgroup, subsys)`.
+    pub cgroup_subsys: u64,
+    /// `memory_cgrp_id` (`enum cgroup_subsys_id`), the memory controller's index in `subsys[]`.
+    pub memory_cgrp_id: u64,
+    /// `offsetof(struct memcg_stock_pcp, cached)` (single-slot stock, up to 6.15).
+    pub stock_cached: u64,
+    /// `offsetof(struct memcg_stock_pcp, nr_pages)` (an `unsigned int`, up to 6.15).
+    pub stock_nr_pages: u64,
+    /// `offsetof(struct task_struct, cgroups)`.
+    pub task_cgroups: u64,
+    /// `offsetof(struct css_set, subsys)`.
+    pub css_set_subsys: u64,
+    /// `offsetof(struct task_struct, pid)`.
+    pub task_pid: u64,
+    /// `offsetof(struct task_struct, comm)`.
+    pub task_comm: u64,
+    /// `offsetof(struct oom_control, memcg)`.
+    pub oc_memcg: u64,
+    /// `offsetof(struct oom_control, order)`.
+    pub oc_order: u64,
+    /// `offsetof(struct oom_control, chosen)`.
+    pub oc_chosen: u64,
+    /// Offset of `pid` in the `oom:mark_victim` tracefs record.
+    pub tp_victim_pid: u32,
+    /// Offset of `comm` in that record; 0 where the record has none (6.1 has only `pid`).
+    pub tp_victim_comm: u32,
+    /// 1 if the `mark_victim` BTF tracepoint's first argument is a `struct task_struct *`
+    /// (6.12+), 0 if it is the pid.
+    pub victim_arg_is_task: u32,
+    /// Must equal [`crate::WIRE_VERSION`].
+    pub wire_version: u32,
+}
+
+impl ChargeConfig {
+    /// Marks a member this kernel does not have.
+    pub const ABSENT: u64 = u64::MAX;
+
+    /// All-zero configuration, the value compiled into the object before userspace overrides it.
+    pub const ZERO: Self = Self {
+        counter_off: [Self::ABSENT; 4],
+        cgroup_subsys: 0,
+        memory_cgrp_id: 0,
+        stock_cached: 0,
+        stock_nr_pages: 0,
+        task_cgroups: 0,
+        css_set_subsys: 0,
+        task_pid: 0,
+        task_comm: 0,
+        oc_memcg: 0,
+        oc_order: 0,
+        oc_chosen: 0,
+        tp_victim_pid: 0,
+        tp_victim_comm: 0,
+        victim_arg_is_task: 0,
+        wire_version: 0,
+    };
+}
+
+const _: () = assert!(size_of::<ChargeKey>() == 16);
+const _: () = assert!(size_of::<ChargeValue>() == 16);
+const _: () = assert!(size_of::<OomEvent>() == 56);
+const _: () = assert!(size_of::<ChargeConfig>() == 136);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all four types are #[repr(C)], contain only integers and have no padding (the
+    // size assertions above pin that), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::ChargeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ChargeValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OomEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ChargeConfig {}
+}

@@ -1,0 +1,348 @@
+//! The charge-path and OOM-path probes against the real kernel.
+//!
+//! Where the charge path can be probed (the 6.1 and 6.12 guests: fentry/fexit and kprobes), a
+//! workload pinned to CPU k is moved into a cgroup that has never been charged and touches N
+//! fresh anonymous pages. The rule the figures must follow comes from `try_charge_memcg` and
+//! `consume_stock` (6.1 mm/memcontrol.c:2226-2249 and :2630-2816; 6.12 :1735-1760 and
+//! :2169-2356):
+//!
+//! * a call is served from this CPU's stock when the stock caches this memcg and holds at
+//!   least the pages asked for; otherwise the memory page_counter is charged
+//!   `batch = max(MEMCG_CHARGE_BATCH, nr)` pages and `batch - nr` are parked in the stock
+//!   (`refill_stock`). `MEMCG_CHARGE_BATCH` is 64 from 6.1 (1813e51eece0).
+//! * Every request in this scenario is at most 64 pages (anon faults without THP are one page;
+//!   the kernel memory charged alongside them - page tables, the VMA and anon_vma slabs, the
+//!   reply's pipe page - comes in whole pages through the same `try_charge_memcg`), so each
+//!   page_counter charge is exactly one batch of 64, made exactly when the stock runs dry.
+//! * The cgroup is fresh, so its stock starts empty on every CPU. With R pages requested on
+//!   CPU k and nothing else moving that CPU's stock, the stock runs dry ceil(R / 64) times and
+//!   ends with 64 * batches - R pages.
+//! * Kernel memory makes R exceed N: page tables, slab pages of the VMA and anon_vma, the
+//!   reply's pipe page. Every kernel page charged is also added to the `MEMCG_KMEM` statistic
+//!   (`memcg_account_kmem`, 6.1 :3053; `obj_cgroup_charge_pages` 6.12 :2644), which the stat
+//!   probes see, so R - N is checked exactly against it, and bounded (at most one page-table
+//!   page per 512 pages plus a few) as a sanity check.
+//! * Freeing the pages on CPU k uncharges the N anon folios through `page_counter_uncharge`
+//!   (folios never go back through the stock), together with the kernel pages freed as folios
+//!   (x86 page tables: `tlb_remove_table` -> `free_page_and_swap_cache`); kernel pages freed
+//!   through `obj_cgroup_uncharge_pages` go back to the stock instead. Both lower `MEMCG_KMEM`
+//!   (`uncharge_batch` / `obj_cgroup_uncharge_pages`), so: uncharged - drained - N =
+//!   -(MEMCG_KMEM delta) - pages given back to the stock.
+//!
+//! On kernels where the charge path cannot be probed (the 6.18 host: fentry refused, no
+//! kprobes) the same tests check that the tracer says so in one line and that the OOM-path
+//! tracepoints still see the OOM.
+
+use std::time::Duration;
+
+use integration_tests::{online_cpus, require_kernel, serial};
+use memcg_drift::{
+    attach::Filter,
+    cgroup::{CgroupVersion, MemCgroup, RunGroup, detect_layout},
+    charge::{ChargeSnapshot, ChargeTracer, CpuCharge},
+    plan::Flavour,
+    tracer::StatTracer,
+    workload::{Workload, workload_binary},
+};
+
+/// MEMCG_CHARGE_BATCH on 6.1+ (include/linux/memcontrol.h; 1813e51eece0).
+const BATCH: u64 = 64;
+
+/// True inside the QEMU guests of `cargo xtask vm-test`, where the charge path must attach.
+fn in_vm() -> bool {
+    std::env::var("MEMCG_DRIFT_VM").is_ok_and(|v| v == "1")
+}
+
+fn usage_pages(cg: &MemCgroup) -> u64 {
+    cg.usage_bytes().unwrap().unwrap() / 4096
+}
+
+/// Checks the honest "unavailable" report where the charge path cannot attach; returns true
+/// if the caller should stop (nothing more to test here).
+fn charge_path_missing(tracer: &ChargeTracer, test: &str) -> bool {
+    if tracer.charge_path_attached() {
+        return false;
+    }
+    let line = tracer.unavailable().expect("an unavailable line");
+    assert!(
+        !in_vm(),
+        "{test}: the charge path must attach in the guest: {line}; {:#?}",
+        tracer.outcomes
+    );
+    assert!(
+        line.starts_with("charge path: not attachable here ("),
+        "{line}"
+    );
+    eprintln!("{test}: {line}");
+    true
+}
+
+fn print_figures(what: &str, w: &ChargeSnapshot, id: u64) {
+    for f in w.figures(id) {
+        eprintln!("{what}: {f:?}");
+    }
+    eprintln!("{what}: counters {:?}", w.counters);
+}
+
+fn touch_exact(n: u64, only: Option<Flavour>, test: &str) {
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run = RunGroup::create(&hier).unwrap();
+    let start = run.child("start").unwrap();
+    let cg = run.child("charge").unwrap();
+    let k = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &start, k).unwrap();
+    let tracer = ChargeTracer::start(
+        Filter {
+            target: Some(cg.id()),
+            descendants: false,
+        },
+        only,
+    )
+    .unwrap();
+    let stats = StatTracer::start(
+        Filter {
+            target: Some(cg.id()),
+            descendants: false,
+        },
+        None,
+    )
+    .unwrap();
+    let anon = stats.items.value("NR_ANON_MAPPED").unwrap();
+    let kmem = stats.items.value("MEMCG_KMEM").unwrap();
+    if charge_path_missing(&tracer, test) {
+        w.exit().unwrap();
+        drop(tracer);
+        run.remove().unwrap();
+        return;
+    }
+    let used: Vec<String> = tracer
+        .used()
+        .iter()
+        .map(|u| format!("{} {}", u.flavour, u.target))
+        .collect();
+    eprintln!("{test}: attached {used:?}");
+    if let Some(f) = only {
+        assert!(
+            tracer
+                .outcomes
+                .iter()
+                .filter(|o| o.id.starts_with("charge.") && o.id != "charge.obj_stock")
+                .filter_map(|o| o.used.as_ref())
+                .all(|u| f.covers(u.flavour)),
+            "{:#?}",
+            tracer.outcomes
+        );
+    }
+
+    let s0 = tracer.snapshot().unwrap();
+    let st0 = stats.snapshot().unwrap();
+    assert_eq!(usage_pages(&cg), 0, "the cgroup is fresh");
+    cg.move_pid(w.pid()).unwrap();
+    w.touch(n).unwrap();
+    let s1 = tracer.snapshot().unwrap();
+    let st1 = stats.snapshot().unwrap();
+    let sw = st1.since(&st0);
+    let stat_sum = |item| sw.per_cpu(cg.id(), item).iter().sum::<i64>();
+    let (anon_delta, kmem_delta) = (stat_sum(anon), stat_sum(kmem));
+    eprintln!("{test}: touch {n}: NR_ANON_MAPPED {anon_delta:+}, MEMCG_KMEM {kmem_delta:+}");
+    let usage = usage_pages(&cg);
+    let d = s1.since(&s0);
+    print_figures(&format!("{test}: touch {n}"), &d, cg.id());
+    let figs = d.figures(cg.id());
+    assert!(
+        figs.iter().all(|f| f.cpu == k),
+        "charges only on the workload's CPU {k}: {figs:#?}"
+    );
+    let t: CpuCharge = d.totals(cg.id());
+    let r = t.try_charge.pages;
+    assert_eq!(t.try_charge.events, r, "every request is one page");
+    assert!(r >= n, "requested {r} < touched {n}");
+    // Kernel memory charged with the anon pages: page tables (one page per 512 PTEs, plus the
+    // upper levels), slab pages for the VMA and anon_vma, the reply's pipe page.
+    assert!(r - n <= n / 512 + 16, "requested {r} for {n} anon pages");
+    assert_eq!(anon_delta, n as i64, "NR_ANON_MAPPED");
+    let kmem_out = t.refill_return.pages + (t.memory().uncharge.pages - t.drains.pages);
+    assert_eq!(
+        kmem_delta,
+        (r - n) as i64 - kmem_out as i64,
+        "requests beyond the anon pages are kernel pages"
+    );
+    assert_eq!(t.failed, Default::default());
+    assert_eq!(t.served_from_stock.pages + t.charged_to_counter.pages, r);
+    assert_eq!(
+        t.batches.events, t.charged_to_counter.events,
+        "one batch per dry stock"
+    );
+    assert_eq!(
+        t.batches.pages,
+        BATCH * t.batches.events,
+        "every batch is 64 pages"
+    );
+    assert_eq!(
+        t.refill_batch.pages,
+        t.batches.pages - t.charged_to_counter.pages
+    );
+    assert_eq!(t.derived_stock_pages(), t.served_from_stock.pages as i64);
+    let mem = t.memory();
+    assert_eq!(
+        mem.try_charge_ok, t.batches,
+        "all memory charges are try_charge batches"
+    );
+    // The stock started empty (fresh cgroup) and nothing but these charges moved it.
+    assert_eq!(
+        (t.refill_return.pages, t.drains.pages),
+        (0, 0),
+        "no other stock traffic on CPU {k}"
+    );
+    assert_eq!(
+        t.batches.events,
+        r.div_ceil(BATCH),
+        "dry {r} pages from an empty stock"
+    );
+    let stock_left = t.batches.pages - r;
+    assert!(stock_left < BATCH);
+    // memory.current is exactly what the page_counter probes saw since the cgroup was born.
+    assert_eq!(usage as i64, mem.net_pages(), "memory.current vs probes");
+    assert_eq!(usage, r + stock_left, "usage = requested + stock");
+    assert_eq!(d.counters.lost(), 0, "{:?}", d.counters);
+
+    // Free on the same CPU: the folios are uncharged directly, N pages.
+    let freed = w.free().unwrap();
+    assert_eq!(freed, n);
+    let s2 = tracer.snapshot().unwrap();
+    let st2 = stats.snapshot().unwrap();
+    let usage2 = usage_pages(&cg);
+    let d2 = s2.since(&s1);
+    let sw = st2.since(&st1);
+    let stat_sum = |item| sw.per_cpu(cg.id(), item).iter().sum::<i64>();
+    let (anon_delta, kmem_delta) = (stat_sum(anon), stat_sum(kmem));
+    eprintln!("{test}: free {n}: NR_ANON_MAPPED {anon_delta:+}, MEMCG_KMEM {kmem_delta:+}");
+    print_figures(&format!("{test}: free {n}"), &d2, cg.id());
+    let t2 = d2.totals(cg.id());
+    let m2 = t2.memory();
+    assert_eq!(anon_delta, -(n as i64));
+    assert_eq!(
+        (m2.uncharge.pages - t2.drains.pages) as i64 - n as i64,
+        -kmem_delta - t2.refill_return.pages as i64,
+        "uncharges on free: the N folios plus the kernel pages freed as folios"
+    );
+    assert_eq!(
+        usage2 as i64,
+        usage as i64 + m2.net_pages(),
+        "memory.current after free"
+    );
+    assert_eq!(d2.counters.lost(), 0, "{:?}", d2.counters);
+    w.exit().unwrap();
+    drop(stats);
+    drop(tracer);
+    run.remove().unwrap();
+}
+
+#[test]
+fn charge_touch_1_page_is_exact() {
+    touch_exact(1, None, "charge_touch_1_page_is_exact");
+}
+
+#[test]
+fn charge_touch_1000_pages_is_exact() {
+    touch_exact(1000, None, "charge_touch_1000_pages_is_exact");
+}
+
+/// The kprobe/kretprobe fallback gives the same figures.
+#[test]
+fn charge_kprobe_flavour_is_exact_too() {
+    touch_exact(
+        300,
+        Some(Flavour::Kprobe),
+        "charge_kprobe_flavour_is_exact_too",
+    );
+}
+
+/// A cgroup limited to 32 MiB without swap, touched to 64 MiB: failed charges at the memory
+/// limit, reclaim, and exactly one OOM kill, of the workload, in that cgroup.
+#[test]
+fn oom_at_32_mib_kills_the_workload_once() {
+    let test = "oom_at_32_mib_kills_the_workload_once";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run = RunGroup::create(&hier).unwrap();
+    let start = run.child("start").unwrap();
+    let cg = run.child("oom").unwrap();
+    cg.set_limit_bytes(Some(32 << 20)).unwrap();
+    let k = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &start, k).unwrap();
+    w.set_timeout(Duration::from_secs(120));
+    let pid = w.pid() as u32;
+    let tracer = ChargeTracer::start(
+        Filter {
+            target: Some(cg.id()),
+            descendants: false,
+        },
+        None,
+    )
+    .unwrap();
+    let probed = !charge_path_missing(&tracer, test);
+    let events_before = cg.events().unwrap().unwrap();
+    let s0 = tracer.snapshot().unwrap();
+    cg.move_pid(w.pid()).unwrap();
+    let res = w.touch((64 << 20) / 4096);
+    assert!(
+        res.is_err(),
+        "touching 64 MiB under a 32 MiB limit must not succeed"
+    );
+    // The victim's exit and the ring buffer: give the last events a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut d;
+    loop {
+        d = tracer.snapshot().unwrap().since(&s0);
+        if d.oom.iter().any(|e| e.kind == "victim") || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = cg.events().unwrap().unwrap();
+    let delta = |key: &str| events.get(key).unwrap_or(0) - events_before.get(key).unwrap_or(0);
+    print_figures(test, &d, cg.id());
+    eprintln!("{test}: oom events {:#?}", d.oom);
+    eprintln!("{test}: memory events {events:?}");
+    assert_eq!(delta("oom_kill"), 1, "{events:?}");
+    let t = d.totals(cg.id());
+    assert!(t.reclaim_rounds.events >= 1, "reclaim: {t:?}");
+    let victims: Vec<_> = d.oom.iter().filter(|e| e.kind == "victim").collect();
+    assert_eq!(victims.len(), 1, "{:#?}", d.oom);
+    assert_eq!(victims[0].pid, pid);
+    if probed {
+        assert!(t.failed.events >= 1, "a failed try_charge: {t:?}");
+        let mem = t.memory();
+        assert!(
+            mem.limit_hits.events >= 1,
+            "the memory counter at its limit: {t:?}"
+        );
+        assert!(mem.try_charge_failed.events >= 1);
+        let invoked: Vec<_> = d.oom.iter().filter(|e| e.kind == "invoked").collect();
+        let kills: Vec<_> = d.oom.iter().filter(|e| e.kind == "kill").collect();
+        assert_eq!(kills.len(), 1, "{:#?}", d.oom);
+        assert_eq!(
+            (kills[0].cgroup_id, kills[0].pid, kills[0].comm.as_str()),
+            (cg.id(), pid, "memcg-drift")
+        );
+        assert!(!invoked.is_empty());
+        assert!(invoked.iter().all(|e| e.cgroup_id == cg.id()));
+        assert_eq!(t.oom_kills.events, 1);
+        assert_eq!(t.oom.events, invoked.len() as u64);
+        if hier.version == CgroupVersion::V2 {
+            assert_eq!(t.oom.events, delta("oom"), "{events:?}");
+        }
+    }
+    assert_eq!(d.counters.lost(), 0, "{:?}", d.counters);
+    drop(w);
+    drop(tracer);
+    run.remove().unwrap();
+}

@@ -1,0 +1,960 @@
+//! The charge path and the OOM path: kernel layout for the probes, a running [`ChargeTracer`]
+//! (facts -> plan -> load -> attach, then snapshots), and the figures derived from its
+//! aggregates.
+//!
+//! What the probes record is in `probes_common::charge`. This module turns a window of
+//! aggregates into per-(cgroup, CPU) figures: charge attempts and pages requested, the pages
+//! served from the per-CPU stock versus charged to the page_counter in batches, the batch
+//! surplus parked in the stock, pages given back to the stock and drained from it, failures
+//! and which counter was at its limit, reclaim rounds, OOM invocations and kills. Rare OOM
+//! events arrive through the ring buffer as [`OomRecord`]s.
+//!
+//! Hooks that cannot attach are reported per hook with every candidate's reason; where no
+//! charge hook attaches at all (fentry refused, no kprobes), [`ChargeTracer::unavailable`]
+//! says so in one line and the OOM-path tracepoints still work.
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::Program,
+};
+use probes_common::{
+    GLOBAL_CONFIG, ProbeConfig, WIRE_VERSION,
+    charge::{
+        ChargeConfig, ChargeKey, ChargeValue, GLOBAL_CHARGE_CONFIG, MAP_CHARGE_AGG,
+        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_OOM_EVENTS, OomEvent, ccounter, counter, kind,
+        oom_kind, runtime,
+    },
+};
+use serde::Serialize;
+
+use crate::{
+    attach::{self, Filter, HookOutcome, UsedCandidate},
+    cgroup::CgroupVersion,
+    kernel::{KernelFacts, btf::KernelBtf, tracefs},
+    plan::{self, Flavour, FlavourSupport, Group, HookPlan},
+};
+
+/// Resolves the charge probes' kernel layout from BTF (and the `oom:mark_victim` record format
+/// from tracefs). Required members are errors naming the member; optional ones
+/// (`memsw`/`swap`, `kmem`, `tcpmem`, the stock layout) are [`ChargeConfig::ABSENT`] or noted
+/// in the returned list of (hook id, why it cannot be used here).
+pub fn charge_config(
+    btf: &KernelBtf,
+    facts: &KernelFacts,
+) -> anyhow::Result<(ChargeConfig, Vec<(&'static str, String)>)> {
+    let off = |s: &str, m: &str| {
+        btf.member_offset(s, m)
+            .ok_or_else(|| anyhow::anyhow!("kernel BTF has no member `{m}` in struct {s}"))
+    };
+    let opt = |s: &str, m: &str| btf.member_offset(s, m).unwrap_or(ChargeConfig::ABSENT);
+    let mut unusable = Vec::new();
+    // memsw (v1) and swap (v2) share one union in `struct mem_cgroup`.
+    let swap = match btf.member_offset("mem_cgroup", "memsw") {
+        Some(o) => o,
+        None => opt("mem_cgroup", "swap"),
+    };
+    let memory_cgrp_id = btf
+        .enum_value("cgroup_subsys_id", "memory_cgrp_id")
+        .ok_or_else(|| anyhow::anyhow!("kernel BTF has no enumerator memory_cgrp_id"))?;
+    // The single-slot stock (up to 6.15) is what the drain probe reads; 6.16+ keeps arrays
+    // `cached[]`/`nr_pages[]` and passes the slot index (not supported by the probe yet).
+    let (stock_cached, stock_nr_pages) = if btf.array_len("memcg_stock_pcp", "cached").is_some() {
+        unusable.push((
+            "charge.drain_stock",
+            "multi-slot charge stock (6.16+): the drain probe reads the single-slot layout only"
+                .to_string(),
+        ));
+        (0, 0)
+    } else {
+        match (
+            btf.member_offset("memcg_stock_pcp", "cached"),
+            btf.member_offset("memcg_stock_pcp", "nr_pages"),
+        ) {
+            (Some(c), Some(n)) => (c, n),
+            _ => {
+                unusable.push((
+                    "charge.drain_stock",
+                    "kernel BTF has no struct memcg_stock_pcp with cached/nr_pages".to_string(),
+                ));
+                (0, 0)
+            }
+        }
+    };
+    let (tp_victim_pid, tp_victim_comm) = match facts
+        .tracefs
+        .as_ref()
+        .ok()
+        .and_then(|t| t.format("oom", "mark_victim"))
+    {
+        Some(fmt) => (
+            tracefs::field_offset(&fmt, "pid").map_or(0, |(o, _)| o as u32),
+            tracefs::field_offset(&fmt, "comm").map_or(0, |(o, _)| o as u32),
+        ),
+        None => (0, 0),
+    };
+    if tp_victim_pid == 0 {
+        unusable.push((
+            "oom.mark_victim",
+            "the oom:mark_victim format file has no pid field".to_string(),
+        ));
+    }
+    let cfg = ChargeConfig {
+        counter_off: [
+            off("mem_cgroup", "memory")?,
+            swap,
+            opt("mem_cgroup", "kmem"),
+            opt("mem_cgroup", "tcpmem"),
+        ],
+        cgroup_subsys: off("cgroup", "subsys")?,
+        memory_cgrp_id: memory_cgrp_id as u64,
+        stock_cached,
+        stock_nr_pages,
+        task_cgroups: off("task_struct", "cgroups")?,
+        css_set_subsys: off("css_set", "subsys")?,
+        task_pid: off("task_struct", "pid")?,
+        task_comm: off("task_struct", "comm")?,
+        oc_memcg: off("oom_control", "memcg")?,
+        oc_order: off("oom_control", "order")?,
+        oc_chosen: off("oom_control", "chosen")?,
+        tp_victim_pid,
+        tp_victim_comm,
+        victim_arg_is_task: u32::from(
+            btf.tracepoint_arg_is_pointer("mark_victim", 0)
+                .unwrap_or(false),
+        ),
+        wire_version: WIRE_VERSION,
+    };
+    Ok((cfg, unusable))
+}
+
+/// Loads the probes object with both configurations.
+pub fn load(cfg: &ProbeConfig, ccfg: &ChargeConfig) -> anyhow::Result<Ebpf> {
+    let obj = attach::object()?;
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; harmless elsewhere.
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+        nix::sys::resource::RLIM_INFINITY,
+        nix::sys::resource::RLIM_INFINITY,
+    );
+    EbpfLoader::new()
+        .override_global(GLOBAL_CONFIG, cfg, true)
+        .override_global(GLOBAL_CHARGE_CONFIG, ccfg, true)
+        .load(obj)
+        .map_err(|e| anyhow::anyhow!("loading the probes object failed: {e}"))
+}
+
+/// Loss and activity counters of the charge and OOM probes, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ChargeCounters {
+    /// Events seen by any charge or OOM hook.
+    pub seen: u64,
+    /// Events recorded.
+    pub recorded: u64,
+    /// Events of cgroups outside the target subtree.
+    pub filtered: u64,
+    /// Lost: the aggregate map was full.
+    pub map_full: u64,
+    /// Lost: a kernel read failed.
+    pub read_failed: u64,
+    /// page_counter events of counters that belong to no memcg (hugetlb cgroups).
+    pub not_memcg: u64,
+    /// Calls whose return could not be interpreted (nesting too deep or no room for a frame).
+    pub frame_lost: u64,
+    /// Returns without a recorded entry (calls already in progress when the hooks attached).
+    pub frame_missing: u64,
+    /// Lost: OOM events that did not fit the ring buffer.
+    pub ring_full: u64,
+    /// OOM events sent through the ring buffer.
+    pub ring_sent: u64,
+}
+
+impl ChargeCounters {
+    /// Events of the target subtree that were not recorded or not interpreted.
+    pub fn lost(&self) -> u64 {
+        self.map_full + self.read_failed + self.frame_lost + self.ring_full
+    }
+
+    fn minus(&self, o: &Self) -> Self {
+        Self {
+            seen: self.seen.wrapping_sub(o.seen),
+            recorded: self.recorded.wrapping_sub(o.recorded),
+            filtered: self.filtered.wrapping_sub(o.filtered),
+            map_full: self.map_full.wrapping_sub(o.map_full),
+            read_failed: self.read_failed.wrapping_sub(o.read_failed),
+            not_memcg: self.not_memcg.wrapping_sub(o.not_memcg),
+            frame_lost: self.frame_lost.wrapping_sub(o.frame_lost),
+            frame_missing: self.frame_missing.wrapping_sub(o.frame_missing),
+            ring_full: self.ring_full.wrapping_sub(o.ring_full),
+            ring_sent: self.ring_sent.wrapping_sub(o.ring_sent),
+        }
+    }
+}
+
+/// One OOM-path event, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OomRecord {
+    /// `invoked` (mem_cgroup_out_of_memory), `kill` (oom_kill_process) or `victim`
+    /// (oom:mark_victim).
+    pub kind: &'static str,
+    /// CPU.
+    pub cpu: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// The memcg's cgroup id (see `kind`); 0 when unknown or for a global OOM.
+    pub cgroup_id: u64,
+    /// `invoked`: the task that ran into the limit; `kill`/`victim`: the victim.
+    pub pid: u32,
+    /// Its name, when known.
+    pub comm: String,
+    /// Allocation order, when known.
+    pub order: Option<i32>,
+    /// The task that ran the hook.
+    pub current_pid: u32,
+}
+
+impl OomRecord {
+    /// Decodes a ring-buffer item; `None` if it is too short or of an unknown kind.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<OomEvent>() {
+            return None;
+        }
+        // SAFETY: the buffer holds at least one OomEvent, a plain-integer #[repr(C)] type
+        // (any bit pattern is valid); read_unaligned copes with any alignment.
+        let e: OomEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let kind = match e.kind {
+            oom_kind::INVOKED => "invoked",
+            oom_kind::KILL => "kill",
+            oom_kind::VICTIM => "victim",
+            _ => return None,
+        };
+        let end = e.comm.iter().position(|&c| c == 0).unwrap_or(e.comm.len());
+        Some(Self {
+            kind,
+            cpu: e.cpu,
+            ts_ns: e.ts_ns,
+            cgroup_id: e.cgroup_id,
+            pid: e.pid,
+            comm: String::from_utf8_lossy(&e.comm[..end]).into_owned(),
+            order: (e.order >= 0).then_some(e.order),
+            current_pid: e.current_pid,
+        })
+    }
+}
+
+/// One reading of the charge aggregates (per key, one value per possible CPU), the counters,
+/// and every OOM event received since the tracer started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChargeSnapshot {
+    /// Aggregates; the vector is indexed by CPU id.
+    pub rows: BTreeMap<ChargeKey, Vec<ChargeValue>>,
+    /// Counters summed over CPUs.
+    pub counters: ChargeCounters,
+    /// OOM events, oldest first.
+    pub oom: Vec<OomRecord>,
+}
+
+impl ChargeSnapshot {
+    /// What happened between `earlier` and `self` (both from the same tracer).
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut rows = BTreeMap::new();
+        for (k, now) in &self.rows {
+            let before = earlier.rows.get(k);
+            let diff: Vec<ChargeValue> = now
+                .iter()
+                .enumerate()
+                .map(|(cpu, v)| {
+                    let b = before.and_then(|b| b.get(cpu)).copied().unwrap_or_default();
+                    ChargeValue {
+                        pages: v.pages.wrapping_sub(b.pages),
+                        events: v.events.wrapping_sub(b.events),
+                    }
+                })
+                .collect();
+            if diff.iter().any(|d| d.events != 0) {
+                rows.insert(*k, diff);
+            }
+        }
+        let oom = self
+            .oom
+            .get(earlier.oom.len().min(self.oom.len())..)
+            .unwrap_or_default()
+            .to_vec();
+        Self {
+            rows,
+            counters: self.counters.minus(&earlier.counters),
+            oom,
+        }
+    }
+
+    /// Per-CPU values of (cgroup, kind, counter).
+    pub fn per_cpu(&self, cgroup_id: u64, k: u32, ctr: u32) -> Vec<ChargeValue> {
+        self.rows
+            .get(&ChargeKey {
+                cgroup_id,
+                kind: k,
+                counter: ctr,
+            })
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// (cgroup, kind, counter) summed over CPUs.
+    pub fn total(&self, cgroup_id: u64, k: u32, ctr: u32) -> ChargeValue {
+        self.per_cpu(cgroup_id, k, ctr)
+            .iter()
+            .fold(ChargeValue::default(), |a, v| ChargeValue {
+                pages: a.pages + v.pages,
+                events: a.events + v.events,
+            })
+    }
+
+    /// The derived figures of one cgroup on each CPU that saw any of its events.
+    pub fn figures(&self, cgroup_id: u64) -> Vec<CpuCharge> {
+        let mut by_cpu: BTreeMap<usize, CpuCharge> = BTreeMap::new();
+        for (k, vals) in self.rows.range(
+            ChargeKey {
+                cgroup_id,
+                kind: 0,
+                counter: 0,
+            }..=ChargeKey {
+                cgroup_id,
+                kind: u32::MAX,
+                counter: u32::MAX,
+            },
+        ) {
+            for (cpu, v) in vals.iter().enumerate() {
+                if v.events == 0 {
+                    continue;
+                }
+                let f = by_cpu.entry(cpu).or_insert_with(|| CpuCharge {
+                    cpu,
+                    ..CpuCharge::default()
+                });
+                f.add(k.kind, k.counter, *v);
+            }
+        }
+        by_cpu.into_values().collect()
+    }
+
+    /// The derived figures of one cgroup summed over CPUs (`cpu` is `usize::MAX`).
+    pub fn totals(&self, cgroup_id: u64) -> CpuCharge {
+        let mut t = CpuCharge {
+            cpu: usize::MAX,
+            ..CpuCharge::default()
+        };
+        for f in self.figures(cgroup_id) {
+            t.merge(&f);
+        }
+        t
+    }
+
+    /// Cgroup ids that have any aggregate.
+    pub fn cgroups(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.rows.keys().map(|k| k.cgroup_id).collect();
+        v.dedup();
+        v
+    }
+}
+
+/// Pages and events of one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Fig {
+    /// Number of events (calls).
+    pub events: u64,
+    /// Pages.
+    pub pages: u64,
+}
+
+impl Fig {
+    fn add(&mut self, v: ChargeValue) {
+        self.events += v.events;
+        self.pages += v.pages;
+    }
+
+    fn merge(&mut self, o: &Fig) {
+        self.events += o.events;
+        self.pages += o.pages;
+    }
+}
+
+/// Page_counter operations on one counter of a memcg.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CounterOps {
+    /// `page_counter_try_charge` successes.
+    pub try_charge_ok: Fig,
+    /// `page_counter_try_charge` failures (this memcg's charge; some level was at its limit).
+    pub try_charge_failed: Fig,
+    /// Failed charges whose limiting counter was this memcg's (`*fail`).
+    pub limit_hits: Fig,
+    /// `page_counter_charge` (cannot fail).
+    pub charge: Fig,
+    /// `page_counter_uncharge`.
+    pub uncharge: Fig,
+    /// `page_counter_cancel` (per hierarchy level).
+    pub cancel: Fig,
+}
+
+impl CounterOps {
+    fn merge(&mut self, o: &CounterOps) {
+        self.try_charge_ok.merge(&o.try_charge_ok);
+        self.try_charge_failed.merge(&o.try_charge_failed);
+        self.limit_hits.merge(&o.limit_hits);
+        self.charge.merge(&o.charge);
+        self.uncharge.merge(&o.uncharge);
+        self.cancel.merge(&o.cancel);
+    }
+
+    /// Net pages this counter moved: charges minus uncharges (cancels are inside uncharges).
+    pub fn net_pages(&self) -> i64 {
+        (self.try_charge_ok.pages + self.charge.pages) as i64 - self.uncharge.pages as i64
+    }
+}
+
+/// The charge figures of one cgroup on one CPU (or summed: `cpu == usize::MAX`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CpuCharge {
+    /// CPU.
+    pub cpu: usize,
+    /// `try_charge_memcg` calls and pages requested.
+    pub try_charge: Fig,
+    /// Calls served entirely from the per-CPU stock, and their pages.
+    pub served_from_stock: Fig,
+    /// Calls that charged the memory page_counter, and the pages they requested.
+    pub charged_to_counter: Fig,
+    /// Calls that failed, and the pages they requested.
+    pub failed: Fig,
+    /// Memory page_counter charges inside those calls (batches): count and pages.
+    pub batches: Fig,
+    /// Batch surplus parked in the stock (refills inside a charge of the same memcg).
+    pub refill_batch: Fig,
+    /// Pages given back to the stock outside charges (kmem, socket, object-stock uncharges).
+    pub refill_return: Fig,
+    /// Stock drains of this memcg and the pages they returned to the page_counter.
+    pub drains: Fig,
+    /// `drain_all_stock` calls for this memcg's subtree.
+    pub drain_all: Fig,
+    /// Memcg reclaim rounds begun by tasks charging this memcg.
+    pub reclaim_rounds: Fig,
+    /// Pages those rounds reclaimed (`pages`).
+    pub reclaimed: Fig,
+    /// `mem_cgroup_out_of_memory` invocations.
+    pub oom: Fig,
+    /// OOM kills with this memcg as the OOM domain.
+    pub oom_kills: Fig,
+    /// Page_counter operations by counter: `memory`, `swap` (v2) / `memsw` (v1), `kmem`,
+    /// `tcpmem`.
+    pub counters: BTreeMap<&'static str, CounterOps>,
+}
+
+/// Name of a page_counter of `struct mem_cgroup`; the memsw/swap union is named after the
+/// hierarchy version (v1 `memsw`, v2 `swap`).
+pub fn counter_name(ctr: u32, version: Option<CgroupVersion>) -> &'static str {
+    match ctr {
+        counter::MEMORY => "memory",
+        counter::SWAP => match version {
+            Some(CgroupVersion::V1) => "memsw",
+            Some(CgroupVersion::V2) => "swap",
+            None => "memsw/swap",
+        },
+        counter::KMEM => "kmem",
+        counter::TCPMEM => "tcpmem",
+        _ => "-",
+    }
+}
+
+/// Name of an aggregate kind (JSON `kind`).
+pub fn kind_name(k: u32) -> &'static str {
+    match k {
+        kind::TC_CALL => "try_charge",
+        kind::TC_OK_STOCK => "served_from_stock",
+        kind::TC_OK_COUNTER => "charged_to_counter",
+        kind::TC_FAIL => "failed",
+        kind::TC_CHARGED => "batch",
+        kind::PC_TRY_OK => "pc_try_charge_ok",
+        kind::PC_TRY_FAIL => "pc_try_charge_failed",
+        kind::PC_LIMIT_HIT => "limit_hit",
+        kind::PC_CHARGE => "pc_charge",
+        kind::PC_UNCHARGE => "pc_uncharge",
+        kind::PC_CANCEL => "pc_cancel",
+        kind::REFILL_BATCH => "refill_batch",
+        kind::REFILL_RETURN => "refill_return",
+        kind::DRAIN => "drain",
+        kind::DRAIN_ALL => "drain_all",
+        kind::RECLAIM => "reclaim",
+        kind::RECLAIMED => "reclaimed",
+        kind::OOM => "oom",
+        kind::OOM_KILL => "oom_kill",
+        _ => "unknown",
+    }
+}
+
+impl CpuCharge {
+    fn add(&mut self, k: u32, ctr: u32, v: ChargeValue) {
+        let f = match k {
+            kind::TC_CALL => &mut self.try_charge,
+            kind::TC_OK_STOCK => &mut self.served_from_stock,
+            kind::TC_OK_COUNTER => &mut self.charged_to_counter,
+            kind::TC_FAIL => &mut self.failed,
+            kind::TC_CHARGED => &mut self.batches,
+            kind::REFILL_BATCH => &mut self.refill_batch,
+            kind::REFILL_RETURN => &mut self.refill_return,
+            kind::DRAIN => &mut self.drains,
+            kind::DRAIN_ALL => &mut self.drain_all,
+            kind::RECLAIM => &mut self.reclaim_rounds,
+            kind::RECLAIMED => &mut self.reclaimed,
+            kind::OOM => &mut self.oom,
+            kind::OOM_KILL => &mut self.oom_kills,
+            _ => {
+                // Page_counter kinds; names are resolved per version by the caller of
+                // `counter_ops`, stored here under the version-neutral name.
+                let ops = self.counters.entry(counter_name(ctr, None)).or_default();
+                let f = match k {
+                    kind::PC_TRY_OK => &mut ops.try_charge_ok,
+                    kind::PC_TRY_FAIL => &mut ops.try_charge_failed,
+                    kind::PC_LIMIT_HIT => &mut ops.limit_hits,
+                    kind::PC_CHARGE => &mut ops.charge,
+                    kind::PC_UNCHARGE => &mut ops.uncharge,
+                    kind::PC_CANCEL => &mut ops.cancel,
+                    _ => return,
+                };
+                f.add(v);
+                return;
+            }
+        };
+        f.add(v);
+    }
+
+    fn merge(&mut self, o: &CpuCharge) {
+        self.try_charge.merge(&o.try_charge);
+        self.served_from_stock.merge(&o.served_from_stock);
+        self.charged_to_counter.merge(&o.charged_to_counter);
+        self.failed.merge(&o.failed);
+        self.batches.merge(&o.batches);
+        self.refill_batch.merge(&o.refill_batch);
+        self.refill_return.merge(&o.refill_return);
+        self.drains.merge(&o.drains);
+        self.drain_all.merge(&o.drain_all);
+        self.reclaim_rounds.merge(&o.reclaim_rounds);
+        self.reclaimed.merge(&o.reclaimed);
+        self.oom.merge(&o.oom);
+        self.oom_kills.merge(&o.oom_kills);
+        for (n, ops) in &o.counters {
+            self.counters.entry(n).or_default().merge(ops);
+        }
+    }
+
+    /// Operations on the memory page_counter.
+    pub fn memory(&self) -> CounterOps {
+        self.counters.get("memory").copied().unwrap_or_default()
+    }
+
+    /// Pages served from the stock as derived from the other figures: pages requested by
+    /// successful calls minus what they took from the page_counter directly (batches charged
+    /// minus the surplus parked). Equals `served_from_stock.pages` when no charge nested.
+    pub fn derived_stock_pages(&self) -> i64 {
+        let ok = self.served_from_stock.pages + self.charged_to_counter.pages;
+        ok as i64 - (self.batches.pages as i64 - self.refill_batch.pages as i64)
+    }
+}
+
+/// The attached charge and OOM probes.
+pub struct ChargeTracer {
+    ebpf: Ebpf,
+    ring: Option<Mutex<(RingBuf<MapData>, Vec<OomRecord>)>>,
+    /// Per hook: what was used and what failed or was rejected.
+    pub outcomes: Vec<HookOutcome>,
+    /// Kernel facts (keeps a tracefs mounted by us alive until drop).
+    pub facts: KernelFacts,
+}
+
+/// Whether a hook of the charge group is attached in `outcomes`.
+fn attached(outcomes: &[HookOutcome], id: &str) -> bool {
+    outcomes.iter().any(|o| o.id == id && o.used.is_some())
+}
+
+impl ChargeTracer {
+    /// Attaches the charge- and OOM-path hooks with `filter`; `only` forces one flavour (its
+    /// exit twin included). Hooks that cannot attach are reported in `outcomes`, not errors;
+    /// the error cases are a missing BTF, a kernel layout without a required member, and a
+    /// probes object that does not load.
+    pub fn start(filter: Filter, only: Option<Flavour>) -> anyhow::Result<Self> {
+        let facts = KernelFacts::gather();
+        let kbtf = facts.btf()?;
+        let scfg = attach::probe_config(kbtf, filter)?;
+        let (ccfg, unusable) = charge_config(kbtf, &facts)?;
+        let btf = aya::Btf::from_sys_fs()
+            .map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let mut ebpf = load(&scfg, &ccfg)?;
+        let support = FlavourSupport::new();
+        let mut plans: Vec<HookPlan> = plan::hooks()
+            .iter()
+            .filter(|h| matches!(h.group, Group::Charge | Group::Oom))
+            .map(|h| plan::plan_hook(h, &facts, &support, only))
+            .collect();
+        // Hooks this kernel's layout rules out are rejected before attaching.
+        for (id, why) in &unusable {
+            if let Some(p) = plans.iter_mut().find(|p| p.id == *id) {
+                for v in &mut p.candidates {
+                    v.rejected.get_or_insert_with(|| why.clone());
+                }
+            }
+        }
+        let mut outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
+        // An exit hook is useless without its entry (every return would lack a frame).
+        for (entry, exit) in [
+            ("charge.try_charge", "charge.try_charge_ret"),
+            ("charge.pc_try_charge", "charge.pc_try_charge_ret"),
+        ] {
+            if !attached(&outcomes, entry)
+                && let Some(o) = outcomes.iter_mut().find(|o| o.id == exit)
+                && let Some(u) = o.used.take()
+            {
+                // Unloading a program detaches its links.
+                match ebpf.program_mut(u.program) {
+                    Some(Program::FExit(p)) => {
+                        let _ = p.unload();
+                    }
+                    Some(Program::KProbe(p)) => {
+                        let _ = p.unload();
+                    }
+                    _ => {}
+                }
+                o.failed.push((
+                    u.flavour,
+                    u.target,
+                    format!("detached: its entry hook {entry} is not attached"),
+                ));
+            }
+        }
+        // Report plan rejections (symbol inlined, only clones, layout) with the failures.
+        for o in &mut outcomes {
+            if o.used.is_some() {
+                continue;
+            }
+            if let Some(p) = plans.iter().find(|p| p.id == o.id) {
+                for v in &p.candidates {
+                    if let Some(r) = &v.rejected
+                        && !r.starts_with("not selected")
+                    {
+                        o.failed.push((
+                            v.candidate.flavour,
+                            v.candidate.target.to_string(),
+                            r.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut bits = 0u32;
+        if attached(&outcomes, "charge.try_charge_ret") {
+            bits |= runtime::TC_EXIT;
+        }
+        if attached(&outcomes, "charge.pc_try_charge_ret") {
+            bits |= runtime::PC_EXIT;
+        }
+        {
+            let mut rt: Array<_, u32> = Array::try_from(
+                ebpf.map_mut(MAP_CHARGE_RUNTIME)
+                    .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_RUNTIME} missing"))?,
+            )?;
+            rt.set(0, bits, 0)?;
+        }
+        let ring = match ebpf.take_map(MAP_OOM_EVENTS) {
+            Some(m) => Some(Mutex::new((RingBuf::try_from(m)?, Vec::new()))),
+            None => None,
+        };
+        crate::test_hooks::attach_delay();
+        Ok(Self {
+            ebpf,
+            ring,
+            outcomes,
+            facts,
+        })
+    }
+
+    /// The hooks that attached, as "flavour target".
+    pub fn used(&self) -> Vec<&UsedCandidate> {
+        self.outcomes
+            .iter()
+            .filter_map(|o| o.used.as_ref())
+            .collect()
+    }
+
+    /// True if the charge attempts themselves are probed (`try_charge_memcg` entry).
+    pub fn charge_path_attached(&self) -> bool {
+        attached(&self.outcomes, "charge.try_charge")
+    }
+
+    /// One line saying why no charge hook attached (`None` if any did), e.g.
+    /// `charge path: not attachable here (fentry/fexit: EPERM; kprobe/kretprobe: no kprobe PMU)`.
+    pub fn unavailable(&self) -> Option<String> {
+        unavailable_line(&self.outcomes)
+    }
+
+    /// Reads the aggregates and counters now, and drains the OOM ring buffer.
+    pub fn snapshot(&self) -> anyhow::Result<ChargeSnapshot> {
+        let agg: PerCpuHashMap<_, ChargeKey, ChargeValue> = PerCpuHashMap::try_from(
+            self.ebpf
+                .map(MAP_CHARGE_AGG)
+                .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_AGG} missing"))?,
+        )?;
+        let mut rows = BTreeMap::new();
+        for item in agg.iter() {
+            let (k, values) = item?;
+            rows.insert(k, values.iter().copied().collect());
+        }
+        let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(MAP_CHARGE_COUNTERS)
+                .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_COUNTERS} missing"))?,
+        )?;
+        let sum = |slot: u32| -> anyhow::Result<u64> { Ok(arr.get(&slot, 0)?.iter().sum()) };
+        let counters = ChargeCounters {
+            seen: sum(ccounter::SEEN)?,
+            recorded: sum(ccounter::RECORDED)?,
+            filtered: sum(ccounter::FILTERED)?,
+            map_full: sum(ccounter::MAP_FULL)?,
+            read_failed: sum(ccounter::READ_FAILED)?,
+            not_memcg: sum(ccounter::NOT_MEMCG)?,
+            frame_lost: sum(ccounter::FRAME_LOST)?,
+            frame_missing: sum(ccounter::FRAME_MISSING)?,
+            ring_full: sum(ccounter::RING_FULL)?,
+            ring_sent: sum(ccounter::RING_SENT)?,
+        };
+        let oom = match &self.ring {
+            Some(m) => {
+                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                let (ring, seen) = &mut *g;
+                while let Some(item) = ring.next() {
+                    if let Some(r) = OomRecord::decode(&item) {
+                        seen.push(r);
+                    }
+                }
+                seen.clone()
+            }
+            None => Vec::new(),
+        };
+        Ok(ChargeSnapshot {
+            rows,
+            counters,
+            oom,
+        })
+    }
+}
+
+/// Shortens a kernel/aya error for the one-line summary.
+fn short_reason(e: &str) -> String {
+    if e.contains("Operation not permitted") || e.contains("os error 1)") {
+        "EPERM".into()
+    } else if e.contains("no kprobe PMU") {
+        "no kprobe PMU".into()
+    } else {
+        e.chars().take(60).collect()
+    }
+}
+
+/// The one-line "not attachable here" summary over the charge group's outcomes.
+pub fn unavailable_line(outcomes: &[HookOutcome]) -> Option<String> {
+    let charge: Vec<&HookOutcome> = outcomes
+        .iter()
+        .filter(|o| o.id.starts_with("charge."))
+        .collect();
+    if charge.is_empty() || charge.iter().any(|o| o.used.is_some()) {
+        return None;
+    }
+    let mut by_flavour: BTreeMap<&'static str, String> = BTreeMap::new();
+    for o in &charge {
+        for (f, _, e) in &o.failed {
+            let fam = match f {
+                Flavour::Fentry | Flavour::Fexit => "fentry/fexit",
+                Flavour::Kprobe | Flavour::Kretprobe => "kprobe/kretprobe",
+                other => other.name(),
+            };
+            // The first reason per family: attach failures come before plan rejections, and
+            // `try_charge_memcg` (the first hook) shows the kernel's own answer.
+            by_flavour.entry(fam).or_insert_with(|| short_reason(e));
+        }
+    }
+    let why = if by_flavour.is_empty() {
+        "no candidate exists in this kernel".to_string()
+    } else {
+        by_flavour
+            .iter()
+            .map(|(f, r)| format!("{f}: {r}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some(format!("charge path: not attachable here ({why})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kind: u32, counter: u32) -> ChargeKey {
+        ChargeKey {
+            cgroup_id: 5,
+            kind,
+            counter,
+        }
+    }
+
+    fn v(events: u64, pages: u64) -> ChargeValue {
+        ChargeValue { pages, events }
+    }
+
+    /// 100 one-page charges on CPU 1 from an empty stock: 2 batches of 64, 28 surplus parked,
+    /// 98 pages served from the stock.
+    fn window() -> ChargeSnapshot {
+        let mut s = ChargeSnapshot::default();
+        let two = |x| vec![ChargeValue::default(), x];
+        s.rows
+            .insert(key(kind::TC_CALL, counter::NONE), two(v(100, 100)));
+        s.rows
+            .insert(key(kind::TC_OK_STOCK, counter::NONE), two(v(98, 98)));
+        s.rows
+            .insert(key(kind::TC_OK_COUNTER, counter::NONE), two(v(2, 2)));
+        s.rows
+            .insert(key(kind::TC_CHARGED, counter::MEMORY), two(v(2, 128)));
+        s.rows
+            .insert(key(kind::PC_TRY_OK, counter::MEMORY), two(v(2, 128)));
+        s.rows
+            .insert(key(kind::REFILL_BATCH, counter::NONE), two(v(2, 126)));
+        s
+    }
+
+    #[test]
+    fn figures_derive_stock_service() {
+        let s = window();
+        let f = s.figures(5);
+        assert_eq!(f.len(), 1);
+        let c = &f[0];
+        assert_eq!(c.cpu, 1);
+        assert_eq!(
+            c.try_charge,
+            Fig {
+                events: 100,
+                pages: 100
+            }
+        );
+        assert_eq!(c.served_from_stock.pages, 98);
+        assert_eq!(
+            c.batches,
+            Fig {
+                events: 2,
+                pages: 128
+            }
+        );
+        assert_eq!(c.derived_stock_pages(), 98);
+        assert_eq!(c.memory().try_charge_ok.pages, 128);
+        assert_eq!(c.memory().net_pages(), 128);
+        let t = s.totals(5);
+        assert_eq!(t.cpu, usize::MAX);
+        assert_eq!(t.try_charge.pages, 100);
+        assert!(s.figures(6).is_empty());
+        assert_eq!(s.total(5, kind::TC_CALL, counter::NONE).events, 100);
+    }
+
+    #[test]
+    fn since_subtracts_and_keeps_new_oom_events() {
+        let a = window();
+        let mut b = window();
+        b.rows.insert(
+            key(kind::TC_CALL, counter::NONE),
+            vec![v(1, 1), v(101, 101)],
+        );
+        let rec = OomRecord {
+            kind: "kill",
+            cpu: 0,
+            ts_ns: 1,
+            cgroup_id: 5,
+            pid: 42,
+            comm: "x".into(),
+            order: Some(0),
+            current_pid: 42,
+        };
+        b.oom.push(rec.clone());
+        let d = b.since(&a);
+        assert_eq!(d.rows.len(), 1);
+        assert_eq!(
+            d.per_cpu(5, kind::TC_CALL, counter::NONE),
+            vec![v(1, 1), v(1, 1)]
+        );
+        assert_eq!(d.oom, vec![rec]);
+    }
+
+    #[test]
+    fn decodes_oom_events() {
+        let mut e = OomEvent {
+            kind: oom_kind::KILL,
+            cpu: 3,
+            ts_ns: 9,
+            cgroup_id: 77,
+            pid: 1234,
+            order: 0,
+            comm: [0; 16],
+            current_pid: 1234,
+            _pad: 0,
+        };
+        e.comm[..11].copy_from_slice(b"memcg-drift");
+        // SAFETY: viewing a plain #[repr(C)] integer struct as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const e).cast::<u8>(), std::mem::size_of::<OomEvent>())
+        };
+        let r = OomRecord::decode(bytes).unwrap();
+        assert_eq!(
+            (r.kind, r.pid, r.comm.as_str(), r.cgroup_id, r.order),
+            ("kill", 1234, "memcg-drift", 77, Some(0))
+        );
+        assert!(OomRecord::decode(&bytes[..10]).is_none());
+        e.kind = 99;
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const e).cast::<u8>(), std::mem::size_of::<OomEvent>())
+        };
+        assert!(OomRecord::decode(bytes).is_none());
+    }
+
+    #[test]
+    fn unavailable_line_names_each_flavour_family_once() {
+        let o = |id: &'static str, failed: Vec<(Flavour, String, String)>| HookOutcome {
+            id,
+            used: None,
+            failed,
+            loss: "",
+        };
+        let eperm = "the BPF_PROG_LOAD syscall failed: Operation not permitted (os error 1)";
+        let outcomes = vec![
+            o(
+                "charge.try_charge",
+                vec![
+                    (Flavour::Fentry, "try_charge_memcg".into(), eperm.into()),
+                    (
+                        Flavour::Kprobe,
+                        "try_charge_memcg".into(),
+                        "kernel has no kprobe PMU (CONFIG_KPROBES off)".into(),
+                    ),
+                ],
+            ),
+            o(
+                "charge.try_charge_ret",
+                vec![(Flavour::Fexit, "try_charge_memcg".into(), eperm.into())],
+            ),
+            o("oom.mark_victim", vec![]),
+        ];
+        assert_eq!(
+            unavailable_line(&outcomes).unwrap(),
+            "charge path: not attachable here (fentry/fexit: EPERM; kprobe/kretprobe: no kprobe PMU)"
+        );
+        let mut ok = outcomes;
+        ok[0].used = Some(UsedCandidate {
+            flavour: Flavour::Fentry,
+            target: "try_charge_memcg".into(),
+            program: "fentry_try_charge",
+        });
+        assert_eq!(unavailable_line(&ok), None);
+    }
+}
