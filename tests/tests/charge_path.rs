@@ -346,3 +346,183 @@ fn oom_at_32_mib_kills_the_workload_once() {
     drop(tracer);
     run.remove().unwrap();
 }
+
+/// Runs `memcg-drift trace ARGS`; once it says on stderr that it records, moves the workload
+/// into `cg` and has it touch `n` pages; returns the finished run's output.
+fn trace_while_charging(
+    args: &[&str],
+    w: &mut Workload,
+    cg: &MemCgroup,
+    n: u64,
+) -> std::process::Output {
+    let mut child = std::process::Command::new(integration_tests::bin())
+        .arg("trace")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("tracing "), "{line}");
+    cg.move_pid(w.pid()).unwrap();
+    w.touch(n).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `trace --json` carries the charge section: exact stock/batch figures on the workload's CPU
+/// where the charge path attaches, an honest one-line reason where it does not.
+#[test]
+fn trace_json_has_the_charge_section() {
+    let test = "trace_json_has_the_charge_section";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run = RunGroup::create(&hier).unwrap();
+    let start = run.child("start").unwrap();
+    let cg = run.child("traced").unwrap();
+    let k = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &start, k).unwrap();
+    let path = cg.path().to_str().unwrap().to_string();
+    let o = trace_while_charging(&["--cgroup", &path, "-d", "3s", "--json"], &mut w, &cg, 200);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = &doc["charge"];
+    eprintln!(
+        "{test}: {}",
+        serde_json::to_string_pretty(&c["cpus"]).unwrap()
+    );
+    if c["available"] == true {
+        assert!(c["unavailable"].is_null());
+        let cpus = c["cpus"].as_array().unwrap();
+        assert_eq!(cpus.len(), 1, "{cpus:?}");
+        let f = &cpus[0];
+        assert_eq!(f["cgroup_id"], cg.id());
+        assert_eq!(f["cpu"], k);
+        let pages = |k: &str| f[k]["pages"].as_u64().unwrap();
+        let events = |k: &str| f[k]["events"].as_u64().unwrap();
+        let r = pages("try_charge");
+        assert!(r >= 200);
+        assert_eq!(pages("served_from_stock") + pages("charged_to_counter"), r);
+        assert_eq!(events("batches"), r.div_ceil(BATCH));
+        assert_eq!(pages("batches"), BATCH * events("batches"));
+        assert_eq!(
+            f["counters"]["memory"]["try_charge_ok"]["pages"],
+            pages("batches")
+        );
+        assert_eq!(c["lost"], 0);
+        let rows = c["rows"].as_array().unwrap();
+        assert!(
+            rows.iter()
+                .any(|r| r["kind"] == "batch" && r["counter"] == "memory" && r["cpu"] == k)
+        );
+    } else {
+        assert!(!in_vm(), "{c}");
+        let why = c["unavailable"].as_str().unwrap();
+        assert!(
+            why.starts_with("charge path: not attachable here ("),
+            "{why}"
+        );
+        assert!(c["cpus"].as_array().unwrap().is_empty());
+    }
+    // Text: the same verdict in a line of its own, within 100 columns.
+    w.free().unwrap();
+    start.move_pid(w.pid()).unwrap();
+    let o = trace_while_charging(&["--cgroup", &path, "-d", "2s"], &mut w, &cg, 100);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    let verdict = if c["available"] == true {
+        "charge path: "
+    } else {
+        "charge path: not attachable here ("
+    };
+    assert!(text.lines().any(|l| l.starts_with(verdict)), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("oom path: ")), "{text}");
+    // The first line names the cgroup by its full path, however long.
+    for line in text.lines().skip(1) {
+        assert!(line.chars().count() <= 100, "too wide: {line}");
+    }
+    w.exit().unwrap();
+    run.remove().unwrap();
+}
+
+/// `doctor --json` attaches the charge and OOM hooks for real: all of them in the guests (by
+/// fentry/fexit; `drain_all_stock` only where it is not a compiler clone), none of the charge
+/// hooks on a kernel without fentry and kprobes, whose OOM tracepoints still attach.
+#[test]
+fn doctor_reports_charge_and_oom_hooks() {
+    let test = "doctor_reports_charge_and_oom_hooks";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let o = std::process::Command::new(integration_tests::bin())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hooks = doc["hooks"].as_array().unwrap();
+    let hook = |id: &str| hooks.iter().find(|h| h["id"] == id).unwrap().clone();
+    let fentry = doc["flavours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["flavour"] == "fentry" && f["usable"] == true);
+    let kprobe = doc["flavours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["flavour"] == "kprobe" && f["usable"] == true);
+    let always = [
+        "charge.try_charge",
+        "charge.try_charge_ret",
+        "charge.pc_try",
+        "charge.pc_try_ret",
+        "charge.pc_charge",
+        "charge.pc_uncharge",
+        "charge.pc_cancel",
+        "charge.refill_stock",
+        "charge.drain_stock",
+        "oom.memcg_oom",
+        "oom.kill_process",
+    ];
+    for id in always {
+        let h = hook(id);
+        eprintln!("{test}: {id}: attached {}", h["attached"]);
+        if fentry || kprobe {
+            let a = h["attached"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id}: {h}"));
+            assert!(
+                a.starts_with("fentry ")
+                    || a.starts_with("fexit ")
+                    || a.starts_with("kprobe ")
+                    || a.starts_with("kretprobe "),
+                "{id}: {a}"
+            );
+        } else {
+            assert!(h["attached"].is_null(), "{id}: {h}");
+        }
+    }
+    // drain_all_stock is `drain_all_stock.part.0` only on 6.1: reported, not used.
+    let h = hook("charge.drain_all_stock");
+    if h["attached"].is_null() && (fentry || kprobe) {
+        let reasons: Vec<&str> = h["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["rejected"].as_str())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("only compiler clones")),
+            "{h}"
+        );
+    }
+    for id in ["oom.mark_victim", "oom.reclaim", "oom.reclaim_end"] {
+        let h = hook(id);
+        assert!(h["attached"].is_string(), "{id}: {h}");
+    }
+}

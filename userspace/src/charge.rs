@@ -146,6 +146,31 @@ pub fn load(cfg: &ProbeConfig, ccfg: &ChargeConfig) -> anyhow::Result<Ebpf> {
         .map_err(|e| anyhow::anyhow!("loading the probes object failed: {e}"))
 }
 
+/// Rejects the candidates of hooks this kernel's layout rules out (see [`charge_config`]).
+pub fn reject_unusable(plans: &mut [HookPlan], unusable: &[(&'static str, String)]) {
+    for (id, why) in unusable {
+        if let Some(p) = plans.iter_mut().find(|p| p.id == *id) {
+            for v in &mut p.candidates {
+                v.rejected.get_or_insert_with(|| why.clone());
+            }
+        }
+    }
+}
+
+/// For `doctor`: rejects what the layout rules out and loads the probes object with the real
+/// stat and charge configurations (unfiltered), so that the confirmation attach verifies the
+/// programs exactly as `trace` will run them.
+pub fn load_for_doctor(
+    kbtf: &KernelBtf,
+    facts: &KernelFacts,
+    plans: &mut [HookPlan],
+) -> anyhow::Result<Ebpf> {
+    let scfg = attach::probe_config(kbtf, Filter::default())?;
+    let (ccfg, unusable) = charge_config(kbtf, facts)?;
+    reject_unusable(plans, &unusable);
+    load(&scfg, &ccfg)
+}
+
 /// Loss and activity counters of the charge and OOM probes, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ChargeCounters {
@@ -595,18 +620,12 @@ impl ChargeTracer {
             .map(|h| plan::plan_hook(h, &facts, &support, only))
             .collect();
         // Hooks this kernel's layout rules out are rejected before attaching.
-        for (id, why) in &unusable {
-            if let Some(p) = plans.iter_mut().find(|p| p.id == *id) {
-                for v in &mut p.candidates {
-                    v.rejected.get_or_insert_with(|| why.clone());
-                }
-            }
-        }
+        reject_unusable(&mut plans, &unusable);
         let mut outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
         // An exit hook is useless without its entry (every return would lack a frame).
         for (entry, exit) in [
             ("charge.try_charge", "charge.try_charge_ret"),
-            ("charge.pc_try_charge", "charge.pc_try_charge_ret"),
+            ("charge.pc_try", "charge.pc_try_ret"),
         ] {
             if !attached(&outcomes, entry)
                 && let Some(o) = outcomes.iter_mut().find(|o| o.id == exit)
@@ -652,7 +671,7 @@ impl ChargeTracer {
         if attached(&outcomes, "charge.try_charge_ret") {
             bits |= runtime::TC_EXIT;
         }
-        if attached(&outcomes, "charge.pc_try_charge_ret") {
+        if attached(&outcomes, "charge.pc_try_ret") {
             bits |= runtime::PC_EXIT;
         }
         {
@@ -743,6 +762,359 @@ impl ChargeTracer {
             oom,
         })
     }
+}
+
+/// One aggregate of a window, named (JSON `charge.rows[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChargeRow {
+    /// Cgroup path relative to the hierarchy root (`id:N` if unknown).
+    pub cgroup: String,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// What is counted ([`kind_name`]).
+    pub kind: &'static str,
+    /// The page_counter (`memory`, `swap`/`memsw`, `kmem`, `tcpmem`), `null` for other kinds.
+    pub counter: Option<&'static str>,
+    /// CPU.
+    pub cpu: usize,
+    /// Pages.
+    pub pages: u64,
+    /// Events.
+    pub events: u64,
+}
+
+/// The figures of one (cgroup, CPU) (JSON `charge.cpus[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChargeCpuRow {
+    /// Cgroup path relative to the hierarchy root (`id:N` if unknown).
+    pub cgroup: String,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// The figures.
+    #[serde(flatten)]
+    pub figures: CpuCharge,
+}
+
+/// The charge- and OOM-path part of a `trace` report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChargeSection {
+    /// True if the charge attempts themselves were probed (`try_charge_memcg`).
+    pub available: bool,
+    /// Why not, in one line (`charge path: not attachable here (...)`).
+    pub unavailable: Option<String>,
+    /// Per charge/OOM hook: what was used, what failed or was rejected, and the loss.
+    pub hooks: Vec<HookOutcome>,
+    /// Figures per (cgroup, CPU), ordered by cgroup path and CPU.
+    pub cpus: Vec<ChargeCpuRow>,
+    /// The raw aggregates behind them.
+    pub rows: Vec<ChargeRow>,
+    /// OOM-path events in the window, oldest first.
+    pub oom: Vec<OomRecord>,
+    /// CLOCK_MONOTONIC nanoseconds at the start of the window (for `oom[].ts_ns`).
+    pub start_ns: u64,
+    /// Charge/OOM events of the target subtree that were not recorded or not interpreted.
+    pub lost: u64,
+    /// All counters.
+    pub counters: ChargeCounters,
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock of `bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Records the charge section over a window; never fails the caller: a tracer that cannot
+/// start becomes an "unavailable" section naming why.
+pub struct ChargeRecorder {
+    tracer: Result<ChargeTracer, String>,
+    start: Option<(ChargeSnapshot, u64)>,
+}
+
+impl ChargeRecorder {
+    /// Starts the charge tracer (see [`ChargeTracer::start`]).
+    pub fn start(filter: Filter, only: Option<Flavour>) -> Self {
+        Self {
+            tracer: ChargeTracer::start(filter, only).map_err(|e| format!("{e:#}")),
+            start: None,
+        }
+    }
+
+    /// The tracer, if it started.
+    pub fn tracer(&self) -> Option<&ChargeTracer> {
+        self.tracer.as_ref().ok()
+    }
+
+    /// Marks the start of the window.
+    pub fn begin(&mut self) -> anyhow::Result<()> {
+        if let Ok(t) = &self.tracer {
+            self.start = Some((t.snapshot()?, monotonic_ns()));
+        }
+        Ok(())
+    }
+
+    /// The section for the window since [`ChargeRecorder::begin`]. `paths` names cgroup ids;
+    /// `version` names the memsw/swap counter.
+    pub fn finish(
+        &self,
+        paths: &BTreeMap<u64, String>,
+        version: Option<CgroupVersion>,
+    ) -> anyhow::Result<ChargeSection> {
+        let t = match &self.tracer {
+            Ok(t) => t,
+            Err(e) => {
+                return Ok(ChargeSection {
+                    unavailable: Some(format!("charge path: not attachable here ({e})")),
+                    ..ChargeSection::default()
+                });
+            }
+        };
+        let end = t.snapshot()?;
+        let (window, start_ns) = match &self.start {
+            Some((s, ns)) => (end.since(s), *ns),
+            None => (end, 0),
+        };
+        Ok(section(t, &window, start_ns, paths, version))
+    }
+}
+
+/// Builds a section from a window. Pure apart from the tracer's hook outcomes.
+fn section(
+    t: &ChargeTracer,
+    window: &ChargeSnapshot,
+    start_ns: u64,
+    paths: &BTreeMap<u64, String>,
+    version: Option<CgroupVersion>,
+) -> ChargeSection {
+    let name = |id: u64| {
+        paths
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("id:{id}"))
+    };
+    let mut cpus = Vec::new();
+    for id in window.cgroups() {
+        for mut f in window.figures(id) {
+            if let Some(ops) = f.counters.remove(counter_name(counter::SWAP, None)) {
+                f.counters.insert(counter_name(counter::SWAP, version), ops);
+            }
+            cpus.push(ChargeCpuRow {
+                cgroup: name(id),
+                cgroup_id: id,
+                figures: f,
+            });
+        }
+    }
+    cpus.sort_by(|a, b| (&a.cgroup, a.figures.cpu).cmp(&(&b.cgroup, b.figures.cpu)));
+    let mut rows = Vec::new();
+    for (k, vals) in &window.rows {
+        for (cpu, v) in vals.iter().enumerate() {
+            if v.events == 0 {
+                continue;
+            }
+            rows.push(ChargeRow {
+                cgroup: name(k.cgroup_id),
+                cgroup_id: k.cgroup_id,
+                kind: kind_name(k.kind),
+                counter: (k.counter != counter::NONE).then(|| counter_name(k.counter, version)),
+                cpu,
+                pages: v.pages,
+                events: v.events,
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        (&a.cgroup, a.kind, a.counter, a.cpu).cmp(&(&b.cgroup, b.kind, b.counter, b.cpu))
+    });
+    ChargeSection {
+        available: t.charge_path_attached(),
+        unavailable: t.unavailable(),
+        hooks: t.outcomes.clone(),
+        cpus,
+        rows,
+        oom: window.oom.clone(),
+        start_ns,
+        lost: window.counters.lost(),
+        counters: window.counters,
+    }
+}
+
+/// Cuts `s` to `width` characters, marking the cut.
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(width - 3).collect::<String>())
+    }
+}
+
+/// The last `width` characters of a path, marked when cut.
+fn tail(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        s.to_string()
+    } else {
+        format!("...{}", s.chars().skip(n - (width - 3)).collect::<String>())
+    }
+}
+
+/// Renders the section as text within 100 columns.
+pub fn render_section(c: &ChargeSection) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s);
+    // "N of M hooks attached (flavours)" for the hooks whose id starts with `prefix`.
+    let summary = |prefix: &str| {
+        let group: Vec<&HookOutcome> = c
+            .hooks
+            .iter()
+            .filter(|o| o.id.starts_with(prefix))
+            .collect();
+        let mut flavours: Vec<&str> = group
+            .iter()
+            .filter_map(|o| o.used.as_ref().map(|u| u.flavour.name()))
+            .collect();
+        flavours.sort_unstable();
+        flavours.dedup();
+        format!(
+            "{} of {} hooks attached ({})",
+            group.iter().filter(|o| o.used.is_some()).count(),
+            group.len(),
+            flavours.join(", ")
+        )
+    };
+    match &c.unavailable {
+        Some(line) => {
+            let _ = writeln!(s, "{}", clip(line, 100));
+        }
+        None => {
+            let _ = writeln!(s, "charge path: {}", summary("charge."));
+        }
+    }
+    let _ = writeln!(s, "oom path: {}", summary("oom."));
+    for o in c.hooks.iter().filter(|o| o.used.is_none()) {
+        if c.unavailable.is_some() && o.id.starts_with("charge.") {
+            continue;
+        }
+        let why = o
+            .failed
+            .first()
+            .map_or("no candidate".to_string(), |(f, _, e)| {
+                format!("{f}: {}", short_reason(e))
+            });
+        let _ = writeln!(
+            s,
+            "{}",
+            clip(&format!("  not attached: {} ({why})", o.id), 100)
+        );
+    }
+    if c.available {
+        let _ = writeln!(
+            s,
+            "{:<19} {:>4} {:>9} {:>9} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>6}",
+            "CGROUP",
+            "CPU",
+            "REQ",
+            "STOCK",
+            "BATCH",
+            "BATCHPG",
+            "PARKED",
+            "RETURN",
+            "DRAIN",
+            "UNCHG",
+            "FAIL"
+        );
+        for r in &c.cpus {
+            let f = &r.figures;
+            let _ = writeln!(
+                s,
+                "{:<19} {:>4} {:>9} {:>9} {:>6} {:>8} {:>7} {:>7} {:>7} {:>8} {:>6}",
+                tail(&r.cgroup, 19),
+                f.cpu,
+                f.try_charge.pages,
+                f.served_from_stock.pages,
+                f.batches.events,
+                f.batches.pages,
+                f.refill_batch.pages,
+                f.refill_return.pages,
+                f.drains.pages,
+                f.memory().uncharge.pages,
+                f.failed.events
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  pages; REQ requested by try_charge, STOCK served from the per-CPU stock, BATCH and\n  \
+             BATCHPG page_counter charges, PARKED batch surplus put in the stock, RETURN pages\n  \
+             given back to it, DRAIN drained from it, UNCHG memory uncharges, FAIL failed charges"
+        );
+    }
+    // Limits, reclaim and OOM per cgroup, summed over CPUs.
+    let mut per: BTreeMap<(&str, u64), CpuCharge> = BTreeMap::new();
+    for r in &c.cpus {
+        per.entry((r.cgroup.as_str(), r.cgroup_id))
+            .or_default()
+            .merge(&r.figures);
+    }
+    for ((cg, _), f) in &per {
+        let mut parts = Vec::new();
+        for (n, ops) in &f.counters {
+            if ops.limit_hits.events > 0 {
+                parts.push(format!("{n} limit hit {}x", ops.limit_hits.events));
+            }
+        }
+        if f.reclaim_rounds.events > 0 {
+            parts.push(format!(
+                "reclaim {} rounds, {} pages",
+                f.reclaim_rounds.events, f.reclaimed.pages
+            ));
+        }
+        if f.oom.events > 0 || f.oom_kills.events > 0 {
+            parts.push(format!(
+                "OOM invoked {}, kills {}",
+                f.oom.events, f.oom_kills.events
+            ));
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(s, "{}", clip(&format!("  {cg}: {}", parts.join("; ")), 100));
+        }
+    }
+    for e in &c.oom {
+        let at = e.ts_ns.saturating_sub(c.start_ns) as f64 / 1e9;
+        let who = if e.comm.is_empty() {
+            format!("pid {}", e.pid)
+        } else {
+            format!("pid {} ({})", e.pid, e.comm)
+        };
+        let what = match e.kind {
+            "invoked" => format!("OOM invoked in cgroup id {} by {who}", e.cgroup_id),
+            "kill" => format!("OOM kill in cgroup id {}: {who}", e.cgroup_id),
+            _ => format!("OOM victim {who}"),
+        };
+        let order = e.order.map(|o| format!(", order {o}")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{}",
+            clip(&format!("  +{at:.3}s cpu {}: {what}{order}", e.cpu), 100)
+        );
+    }
+    if c.available || !c.oom.is_empty() {
+        let k = &c.counters;
+        let _ = writeln!(
+            s,
+            "charge/OOM: lost {} events (map full {}, read failed {}, frames {}, ring {}); {} \
+             filtered",
+            c.lost, k.map_full, k.read_failed, k.frame_lost, k.ring_full, k.filtered
+        );
+    }
+    s
 }
 
 /// Shortens a kernel/aya error for the one-line summary.
@@ -956,5 +1328,84 @@ mod tests {
             program: "fentry_try_charge",
         });
         assert_eq!(unavailable_line(&ok), None);
+    }
+
+    #[test]
+    fn section_text_fits_100_columns() {
+        let w = window();
+        let mut f = w.figures(5).remove(0);
+        f.counters.entry("memory").or_default().limit_hits = Fig {
+            events: 3,
+            pages: 192,
+        };
+        f.oom = Fig {
+            events: 1,
+            pages: 0,
+        };
+        f.reclaim_rounds = Fig {
+            events: 36,
+            pages: 0,
+        };
+        let row = ChargeCpuRow {
+            cgroup: "/memcg-drift/123456-789012/a-rather-long-cgroup-name/child".into(),
+            cgroup_id: 5,
+            figures: f,
+        };
+        let long =
+            "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1) ".repeat(4);
+        let sec = ChargeSection {
+            available: true,
+            unavailable: None,
+            hooks: vec![
+                HookOutcome {
+                    id: "charge.try_charge",
+                    used: Some(UsedCandidate {
+                        flavour: Flavour::Fentry,
+                        target: "try_charge_memcg".into(),
+                        program: "fentry_try_charge",
+                    }),
+                    failed: vec![],
+                    loss: "",
+                },
+                HookOutcome {
+                    id: "charge.drain_all_stock",
+                    used: None,
+                    failed: vec![(Flavour::Fentry, "drain_all_stock".into(), long.clone())],
+                    loss: "",
+                },
+            ],
+            cpus: vec![row],
+            rows: vec![],
+            oom: vec![OomRecord {
+                kind: "kill",
+                cpu: 127,
+                ts_ns: 5_000_000_000,
+                cgroup_id: 123_456_789,
+                pid: 4_000_000,
+                comm: "a-very-long-nam".into(),
+                order: Some(0),
+                current_pid: 1,
+            }],
+            start_ns: 1_000_000_000,
+            lost: 0,
+            counters: ChargeCounters::default(),
+        };
+        let text = render_section(&sec);
+        assert!(
+            text.contains("charge path: 1 of 2 hooks attached (fentry)"),
+            "{text}"
+        );
+        assert!(text.contains("memory limit hit 3x"), "{text}");
+        assert!(text.contains("+4.000s cpu 127: OOM kill"), "{text}");
+        for line in text.lines() {
+            assert!(line.chars().count() <= 100, "too wide: {line}");
+        }
+        let off = ChargeSection {
+            unavailable: Some(format!("charge path: not attachable here ({long})")),
+            ..ChargeSection::default()
+        };
+        for line in render_section(&off).lines() {
+            assert!(line.chars().count() <= 100, "too wide: {line}");
+        }
     }
 }

@@ -87,7 +87,7 @@ pub fn gather() -> DoctorReport {
             error: r.as_ref().err().cloned(),
         })
         .collect();
-    let plans: Vec<HookPlan> = plan::hooks()
+    let mut plans: Vec<HookPlan> = plan::hooks()
         .iter()
         .map(|h| plan::plan_hook(h, &facts, &support, None))
         .collect();
@@ -95,8 +95,8 @@ pub fn gather() -> DoctorReport {
     // Confirm the hooks that have programs by attaching them once.
     let mut confirmations = std::collections::BTreeMap::new();
     if root && let (Ok(kbtf), Some(btf)) = (facts.btf(), aya_btf.as_ref()) {
-        let loaded = attach::probe_config(kbtf, attach::Filter::default())
-            .and_then(|cfg| attach::load(&cfg));
+        // With the charge layout too, so the charge programs are verified as trace runs them.
+        let loaded = crate::charge::load_for_doctor(kbtf, &facts, &mut plans);
         if let Ok(mut ebpf) = loaded {
             for o in attach::attach_plans(&mut ebpf, &plans, btf, &facts) {
                 confirmations.insert(o.id, o);

@@ -265,9 +265,9 @@ pub fn hooks() -> Vec<HookSpec> {
             ),
         },
         HookSpec {
-            id: "charge.pc_try_charge",
+            id: "charge.pc_try",
             group: Charge,
-            loss: "page_counter charges that may fail (needed by charge.pc_try_charge_ret)",
+            loss: "page_counter charges that may fail (needed by charge.pc_try_ret)",
             candidates: function_candidates(
                 &["page_counter_try_charge"],
                 Some("fentry_pc_try_charge"),
@@ -275,7 +275,7 @@ pub fn hooks() -> Vec<HookSpec> {
             ),
         },
         HookSpec {
-            id: "charge.pc_try_charge_ret",
+            id: "charge.pc_try_ret",
             group: Charge,
             loss: "page_counter charges (batches), failures and which counter was at its limit",
             candidates: return_candidates(
@@ -729,7 +729,7 @@ mod tests {
         );
         // --attach kprobe brings kretprobe for the return hooks.
         let ret = plan_hook(
-            &spec("charge.pc_try_charge_ret"),
+            &spec("charge.pc_try_ret"),
             &f,
             &support(&[]),
             Some(Flavour::Kprobe),

@@ -58,6 +58,8 @@ pub struct TraceReport {
     pub lost: u64,
     /// All counters.
     pub counters: Counters,
+    /// The charge and OOM paths (`charge` in docs/json.md).
+    pub charge: crate::charge::ChargeSection,
 }
 
 /// Turns a window of aggregates into rows. Pure.
@@ -183,6 +185,7 @@ pub fn render_text(r: &TraceReport) -> String {
         "\nlost {} events (map full {}, read failed {}); {} events of other cgroups filtered",
         r.lost, c.map_full, c.read_failed, c.filtered
     );
+    s.push_str(&crate::charge::render_section(&r.charge));
     s
 }
 
@@ -230,11 +233,13 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
     };
     catch_stop_signals()?;
     let tracer = StatTracer::start(filter, args.attach.flavour())?;
+    let mut charge = crate::charge::ChargeRecorder::start(filter, args.attach.flavour());
     if STOP.load(Ordering::SeqCst) {
         anyhow::bail!("interrupted while attaching; nothing recorded, probes detached");
     }
     let mut paths = subtree_paths(&target, args.descendants);
     let start = tracer.snapshot()?;
+    charge.begin()?;
     let t0 = Instant::now();
     // On stderr in every mode: tells a person (and tests) that recording has begun.
     eprintln!(
@@ -273,6 +278,7 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
         rows: rows(&window, &tracer.items, tracer.unit, page_size, &paths),
         lost: window.counters.lost(),
         counters: window.counters,
+        charge: charge.finish(&paths, Some(hier.version))?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -388,6 +394,7 @@ mod tests {
             }],
             lost: 0,
             counters: Counters::default(),
+            charge: Default::default(),
         };
         for line in render_text(&report).lines().skip(1) {
             assert!(line.chars().count() <= 100, "{line}");
