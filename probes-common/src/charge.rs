@@ -16,6 +16,10 @@ pub const MAP_CHARGE_COUNTERS: &str = "CHARGE_COUNTERS";
 pub const MAP_CHARGE_RUNTIME: &str = "CHARGE_RUNTIME";
 /// Ring buffer of [`OomEvent`]s.
 pub const MAP_OOM_EVENTS: &str = "OOM_EVENTS";
+/// LRU hash: cgroup id -> memory page_counter usage at the memcg's last stat event (inference).
+pub const MAP_INFER_LAST: &str = "INFER_LAST";
+/// Capacity of [`MAP_INFER_LAST`].
+pub const INFER_ENTRIES: u32 = 8192;
 /// Name of the read-only global holding the [`ChargeConfig`].
 pub const GLOBAL_CHARGE_CONFIG: &str = "CHARGE_CONFIG";
 
@@ -74,8 +78,13 @@ pub mod kind {
     pub const OOM: u32 = 17;
     /// OOM kills (`oom_kill_process`), keyed by the OOM's memcg.
     pub const OOM_KILL: u32 = 18;
+    /// Inferred (no charge-path probe): the memory page_counter read at a stat event of the
+    /// memcg was higher than at its previous stat event; pages: the rise.
+    pub const INFER_UP: u32 = 19;
+    /// Inferred: the reading was lower; pages: the fall.
+    pub const INFER_DOWN: u32 = 20;
     /// Number of kinds.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 21;
 }
 
 /// Which page_counter of a `struct mem_cgroup` a counter pointer is, decided in the kernel
@@ -119,8 +128,11 @@ pub mod ccounter {
     pub const RING_FULL: u32 = 8;
     /// OOM events written to the ring buffer.
     pub const RING_SENT: u32 = 9;
+    /// Inference: another CPU's stat event of the same cgroup overwrote the reading while
+    /// this one was taking its share (the inferred split is approximate then).
+    pub const INFER_RACE: u32 = 10;
     /// Number of slots.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Bits of the [`MAP_CHARGE_RUNTIME`] word, set by userspace after attaching: an entry hook
@@ -221,6 +233,8 @@ pub struct ChargeConfig {
     pub oc_order: u64,
     /// `offsetof(struct oom_control, chosen)`.
     pub oc_chosen: u64,
+    /// `offsetof(struct page_counter, usage)`.
+    pub pc_usage: u64,
     /// Offset of `pid` in the `oom:mark_victim` tracefs record.
     pub tp_victim_pid: u32,
     /// Offset of `comm` in that record; 0 where the record has none (6.1 has only `pid`).
@@ -250,6 +264,7 @@ impl ChargeConfig {
         oc_memcg: 0,
         oc_order: 0,
         oc_chosen: 0,
+        pc_usage: 0,
         tp_victim_pid: 0,
         tp_victim_comm: 0,
         victim_arg_is_task: 0,
@@ -260,7 +275,7 @@ impl ChargeConfig {
 const _: () = assert!(size_of::<ChargeKey>() == 16);
 const _: () = assert!(size_of::<ChargeValue>() == 16);
 const _: () = assert!(size_of::<OomEvent>() == 56);
-const _: () = assert!(size_of::<ChargeConfig>() == 136);
+const _: () = assert!(size_of::<ChargeConfig>() == 144);
 
 #[cfg(feature = "user")]
 mod user {

@@ -11,6 +11,7 @@
 #![no_main]
 
 mod charge;
+mod infer;
 mod maps;
 mod oom;
 mod stat;

@@ -24,8 +24,8 @@ use probes_common::{
     GLOBAL_CONFIG, ProbeConfig, WIRE_VERSION,
     charge::{
         ChargeConfig, ChargeKey, ChargeValue, GLOBAL_CHARGE_CONFIG, MAP_CHARGE_AGG,
-        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_OOM_EVENTS, OomEvent, ccounter, counter, kind,
-        oom_kind, runtime,
+        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_INFER_LAST, MAP_OOM_EVENTS, OomEvent,
+        ccounter, counter, kind, oom_kind, runtime,
     },
 };
 use serde::Serialize;
@@ -119,6 +119,7 @@ pub fn charge_config(
         oc_memcg: off("oom_control", "memcg")?,
         oc_order: off("oom_control", "order")?,
         oc_chosen: off("oom_control", "chosen")?,
+        pc_usage: off("page_counter", "usage")?,
         tp_victim_pid,
         tp_victim_comm,
         victim_arg_is_task: u32::from(
@@ -194,6 +195,9 @@ pub struct ChargeCounters {
     pub ring_full: u64,
     /// OOM events sent through the ring buffer.
     pub ring_sent: u64,
+    /// Inference: page_counter readings of one cgroup taken at the same instant on two CPUs
+    /// (the inferred split is approximate when this is not 0).
+    pub infer_race: u64,
 }
 
 impl ChargeCounters {
@@ -214,6 +218,7 @@ impl ChargeCounters {
             frame_missing: self.frame_missing.wrapping_sub(o.frame_missing),
             ring_full: self.ring_full.wrapping_sub(o.ring_full),
             ring_sent: self.ring_sent.wrapping_sub(o.ring_sent),
+            infer_race: self.infer_race.wrapping_sub(o.infer_race),
         }
     }
 }
@@ -469,6 +474,12 @@ pub struct CpuCharge {
     pub oom: Fig,
     /// OOM kills with this memcg as the OOM domain.
     pub oom_kills: Fig,
+    /// Inferred: rises of the memory page_counter between consecutive stat events of this
+    /// memcg seen on this CPU (count and pages). Where the charge path is probed this matches
+    /// the batches; it is the estimate where it is not.
+    pub inferred_charged: Fig,
+    /// Inferred: falls of the memory page_counter between consecutive stat events.
+    pub inferred_uncharged: Fig,
     /// Page_counter operations by counter: `memory`, `swap` (v2) / `memsw` (v1), `kmem`,
     /// `tcpmem`.
     pub counters: BTreeMap<&'static str, CounterOps>,
@@ -512,6 +523,8 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::RECLAIMED => "reclaimed",
         kind::OOM => "oom",
         kind::OOM_KILL => "oom_kill",
+        kind::INFER_UP => "inferred_up",
+        kind::INFER_DOWN => "inferred_down",
         _ => "unknown",
     }
 }
@@ -532,6 +545,8 @@ impl CpuCharge {
             kind::RECLAIMED => &mut self.reclaimed,
             kind::OOM => &mut self.oom,
             kind::OOM_KILL => &mut self.oom_kills,
+            kind::INFER_UP => &mut self.inferred_charged,
+            kind::INFER_DOWN => &mut self.inferred_uncharged,
             _ => {
                 // Page_counter kinds; names are resolved per version by the caller of
                 // `counter_ops`, stored here under the version-neutral name.
@@ -566,6 +581,8 @@ impl CpuCharge {
         self.reclaimed.merge(&o.reclaimed);
         self.oom.merge(&o.oom);
         self.oom_kills.merge(&o.oom_kills);
+        self.inferred_charged.merge(&o.inferred_charged);
+        self.inferred_uncharged.merge(&o.inferred_uncharged);
         for (n, ops) in &o.counters {
             self.counters.entry(n).or_default().merge(ops);
         }
@@ -616,7 +633,7 @@ impl ChargeTracer {
         let support = FlavourSupport::new();
         let mut plans: Vec<HookPlan> = plan::hooks()
             .iter()
-            .filter(|h| matches!(h.group, Group::Charge | Group::Oom))
+            .filter(|h| matches!(h.group, Group::Charge | Group::Oom | Group::Infer))
             .map(|h| plan::plan_hook(h, &facts, &support, only))
             .collect();
         // Hooks this kernel's layout rules out are rejected before attaching.
@@ -713,6 +730,40 @@ impl ChargeTracer {
         unavailable_line(&self.outcomes)
     }
 
+    /// True if page_counter readings are taken at stat events (inference).
+    pub fn inference_attached(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| o.id.starts_with("infer.") && o.used.is_some())
+    }
+
+    /// Sets the baseline reading of a cgroup's memory page_counter (pages) for inference, so
+    /// that the first movement after it is counted too (otherwise the first stat event of the
+    /// cgroup only sets the baseline).
+    pub fn seed_usage(&mut self, cgroup_id: u64, pages: u64) -> anyhow::Result<()> {
+        let mut m: aya::maps::HashMap<&mut MapData, u64, u64> = aya::maps::HashMap::try_from(
+            self.ebpf
+                .map_mut(MAP_INFER_LAST)
+                .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_LAST} missing"))?,
+        )?;
+        m.insert(cgroup_id, pages, 0)?;
+        Ok(())
+    }
+
+    /// The memory page_counter (pages) at the cgroup's last stat event, if any was seen.
+    pub fn last_reading(&self, cgroup_id: u64) -> anyhow::Result<Option<u64>> {
+        let m: aya::maps::HashMap<&MapData, u64, u64> = aya::maps::HashMap::try_from(
+            self.ebpf
+                .map(MAP_INFER_LAST)
+                .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_LAST} missing"))?,
+        )?;
+        match m.get(&cgroup_id, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads the aggregates and counters now, and drains the OOM ring buffer.
     pub fn snapshot(&self) -> anyhow::Result<ChargeSnapshot> {
         let agg: PerCpuHashMap<_, ChargeKey, ChargeValue> = PerCpuHashMap::try_from(
@@ -742,6 +793,7 @@ impl ChargeTracer {
             frame_missing: sum(ccounter::FRAME_MISSING)?,
             ring_full: sum(ccounter::RING_FULL)?,
             ring_sent: sum(ccounter::RING_SENT)?,
+            infer_race: sum(ccounter::INFER_RACE)?,
         };
         let oom = match &self.ring {
             Some(m) => {
@@ -795,6 +847,25 @@ pub struct ChargeCpuRow {
     pub figures: CpuCharge,
 }
 
+/// The closing reading of one cgroup (JSON `charge.inferred_closing[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClosingReading {
+    /// Cgroup path relative to the hierarchy root.
+    pub cgroup: String,
+    /// Cgroup id.
+    pub cgroup_id: u64,
+    /// Memory page_counter (pages) at the cgroup's last stat event.
+    pub at_last_stat_event: u64,
+    /// `memory.current` / `memory.usage_in_bytes` in pages at the end of the window.
+    pub at_end: u64,
+}
+
+/// What the inferred figures are.
+pub const INFERENCE_METHOD: &str = "inferred: memory page_counter read at every stat event \
+     of the cgroup; a rise between two consecutive readings is counted as a charge (a batch), \
+     a fall as an uncharge, on the CPU of the later stat event. Totals telescope exactly; the \
+     per-CPU split is exact for a cgroup charging on one CPU at a time.";
+
 /// The charge- and OOM-path part of a `trace` report.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ChargeSection {
@@ -812,6 +883,12 @@ pub struct ChargeSection {
     pub oom: Vec<OomRecord>,
     /// CLOCK_MONOTONIC nanoseconds at the start of the window (for `oom[].ts_ns`).
     pub start_ns: u64,
+    /// How the `inferred_*` figures were obtained (`null` when no stat hook could take
+    /// page_counter readings). They are estimates, labelled as such.
+    pub inference: Option<String>,
+    /// Per cgroup with readings: the page_counter at its last stat event and at the end of the
+    /// window; the difference moved after the last stat event and is in no `inferred_*` row.
+    pub inferred_closing: Vec<ClosingReading>,
     /// Charge/OOM events of the target subtree that were not recorded or not interpreted.
     pub lost: u64,
     /// All counters.
@@ -835,7 +912,24 @@ fn monotonic_ns() -> u64 {
 /// start becomes an "unavailable" section naming why.
 pub struct ChargeRecorder {
     tracer: Result<ChargeTracer, String>,
+    filter: Filter,
     start: Option<(ChargeSnapshot, u64)>,
+}
+
+/// The memory hierarchy's cgroup at `rel` (a path relative to its root), and its usage in
+/// pages.
+fn usage_pages_at(hier: &crate::cgroup::MemoryHierarchy, rel: &str) -> Option<u64> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    let cg =
+        crate::cgroup::MemCgroup::open(hier, &hier.root.join(rel.trim_start_matches('/'))).ok()?;
+    if cg.is_root() {
+        // The root's usage is synthesised, not its page_counter (kernel.md section 5.2).
+        return None;
+    }
+    Some(cg.usage_bytes().ok()?? / page)
 }
 
 impl ChargeRecorder {
@@ -843,6 +937,7 @@ impl ChargeRecorder {
     pub fn start(filter: Filter, only: Option<Flavour>) -> Self {
         Self {
             tracer: ChargeTracer::start(filter, only).map_err(|e| format!("{e:#}")),
+            filter,
             start: None,
         }
     }
@@ -852,9 +947,17 @@ impl ChargeRecorder {
         self.tracer.as_ref().ok()
     }
 
-    /// Marks the start of the window.
+    /// Marks the start of the window; seeds the target's page_counter reading for inference.
     pub fn begin(&mut self) -> anyhow::Result<()> {
-        if let Ok(t) = &self.tracer {
+        if let Ok(t) = &mut self.tracer {
+            if t.inference_attached()
+                && let Some(id) = self.filter.target
+                && let Ok(hier) = crate::cgroup::MemoryHierarchy::detect()
+                && let Ok(Some(cg)) = crate::cgroup::MemCgroup::find_by_id(&hier, id)
+                && let Some(pages) = usage_pages_at(&hier, &cg.rel_path().display().to_string())
+            {
+                t.seed_usage(id, pages)?;
+            }
             self.start = Some((t.snapshot()?, monotonic_ns()));
         }
         Ok(())
@@ -881,7 +984,25 @@ impl ChargeRecorder {
             Some((s, ns)) => (end.since(s), *ns),
             None => (end, 0),
         };
-        Ok(section(t, &window, start_ns, paths, version))
+        let mut sec = section(t, &window, start_ns, paths, version);
+        if t.inference_attached() {
+            sec.inference = Some(INFERENCE_METHOD.to_string());
+            if let Ok(hier) = crate::cgroup::MemoryHierarchy::detect() {
+                for (id, rel) in paths {
+                    if let (Some(last), Some(now)) =
+                        (t.last_reading(*id)?, usage_pages_at(&hier, rel))
+                    {
+                        sec.inferred_closing.push(ClosingReading {
+                            cgroup: rel.clone(),
+                            cgroup_id: *id,
+                            at_last_stat_event: last,
+                            at_end: now,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(sec)
     }
 }
 
@@ -941,6 +1062,8 @@ fn section(
         rows,
         oom: window.oom.clone(),
         start_ns,
+        inference: None,
+        inferred_closing: Vec::new(),
         lost: window.counters.lost(),
         counters: window.counters,
     }
@@ -1055,6 +1178,50 @@ pub fn render_section(c: &ChargeSection) -> String {
              BATCHPG page_counter charges, PARKED batch surplus put in the stock, RETURN pages\n  \
              given back to it, DRAIN drained from it, UNCHG memory uncharges, FAIL failed charges"
         );
+    }
+    if c.inference.is_some() {
+        let rows: Vec<&ChargeCpuRow> = c
+            .cpus
+            .iter()
+            .filter(|r| r.figures.inferred_charged.events + r.figures.inferred_uncharged.events > 0)
+            .collect();
+        let _ = writeln!(
+            s,
+            "inferred from page_counter readings at stat events (estimates, labelled inferred):"
+        );
+        if !rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<30} {:>4} {:>10} {:>12} {:>10} {:>12}",
+                "CGROUP", "CPU", "RISES", "RISE-PAGES", "FALLS", "FALL-PAGES"
+            );
+        }
+        for r in rows {
+            let f = &r.figures;
+            let _ = writeln!(
+                s,
+                "{:<30} {:>4} {:>10} {:>12} {:>10} {:>12}",
+                tail(&r.cgroup, 30),
+                f.cpu,
+                f.inferred_charged.events,
+                f.inferred_charged.pages,
+                f.inferred_uncharged.events,
+                f.inferred_uncharged.pages
+            );
+        }
+        for cl in &c.inferred_closing {
+            let _ = writeln!(
+                s,
+                "{}",
+                clip(
+                    &format!(
+                        "  {}: page_counter {} pages at its last stat event, {} at the end",
+                        cl.cgroup, cl.at_last_stat_event, cl.at_end
+                    ),
+                    100
+                )
+            );
+        }
     }
     // Limits, reclaim and OOM per cgroup, summed over CPUs.
     let mut per: BTreeMap<(&str, u64), CpuCharge> = BTreeMap::new();
@@ -1387,6 +1554,14 @@ mod tests {
                 current_pid: 1,
             }],
             start_ns: 1_000_000_000,
+            inference: Some(INFERENCE_METHOD.into()),
+            inferred_closing: vec![ClosingReading {
+                cgroup: "/memcg-drift/123456-789012/a-rather-long-cgroup-name/child/and/more/x"
+                    .into(),
+                cgroup_id: 5,
+                at_last_stat_event: 1_000_000,
+                at_end: 1_000_064,
+            }],
             lost: 0,
             counters: ChargeCounters::default(),
         };

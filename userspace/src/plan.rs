@@ -124,6 +124,9 @@ pub enum Group {
     Oom,
     /// Cgroup creation, removal, offlining and release.
     Lifecycle,
+    /// Readings taken at stat events to infer charge movements where the charge path cannot
+    /// be probed.
+    Infer,
 }
 
 /// A hook of the design and its candidates, best first.
@@ -416,6 +419,43 @@ pub fn hooks() -> Vec<HookSpec> {
                 "mm_vmscan_memcg_reclaim_end",
                 Some("tp_btf_reclaim_end"),
                 None,
+            ),
+        },
+        HookSpec {
+            id: "infer.memcg_state",
+            group: Infer,
+            loss: "inferred charge movements (page_counter readings at non-LRU stat events)",
+            // The classic tracepoint carries no memcg pointer to read the page_counter from.
+            candidates: concat(
+                tracepoint_candidates(
+                    "memcg",
+                    "mod_memcg_state",
+                    Some("tp_btf_infer_memcg_state"),
+                    None,
+                ),
+                function_candidates(
+                    &["__mod_memcg_state", "mod_memcg_state"],
+                    Some("fentry_infer_memcg_state"),
+                    Some("kprobe_infer_memcg_state"),
+                ),
+            ),
+        },
+        HookSpec {
+            id: "infer.lruvec_state",
+            group: Infer,
+            loss: "inferred charge movements (page_counter readings at LRU/page stat events)",
+            candidates: concat(
+                tracepoint_candidates(
+                    "memcg",
+                    "mod_memcg_lruvec_state",
+                    Some("tp_btf_infer_lruvec_state"),
+                    None,
+                ),
+                function_candidates(
+                    &["__mod_memcg_lruvec_state", "mod_memcg_lruvec_state"],
+                    Some("fentry_infer_lruvec_state"),
+                    Some("kprobe_infer_lruvec_state"),
+                ),
             ),
         },
         HookSpec {
