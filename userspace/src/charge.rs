@@ -1565,9 +1565,18 @@ mod tests {
             lost: 0,
             counters: ChargeCounters::default(),
         };
+        let mut sec = sec;
+        sec.cpus[0].figures.inferred_charged = Fig {
+            events: 2,
+            pages: 128,
+        };
         let text = render_section(&sec);
         assert!(
             text.contains("charge path: 1 of 2 hooks attached (fentry)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("inferred from page_counter readings"),
             "{text}"
         );
         assert!(text.contains("memory limit hit 3x"), "{text}");

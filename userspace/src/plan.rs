@@ -839,4 +839,42 @@ mod tests {
         assert!(Flavour::TpBtf.covers(Flavour::TpBtf));
         assert_eq!(Flavour::ALL.len(), 7);
     }
+
+    #[test]
+    fn inference_hooks_follow_the_stat_hooks() {
+        // 6.18 host: tp_btf; the classic tracepoint has no memcg pointer, so no program.
+        let host = fake(&[
+            "tpbtf:mod_memcg_lruvec_state",
+            "tp:memcg:mod_memcg_lruvec_state",
+        ]);
+        let no_fn = support(&[
+            Flavour::Fentry,
+            Flavour::Fexit,
+            Flavour::Kprobe,
+            Flavour::Kretprobe,
+        ]);
+        let p = plan_hook(&spec("infer.lruvec_state"), &host, &no_fn, None);
+        assert_eq!(
+            first(&p),
+            Some((Flavour::TpBtf, "mod_memcg_lruvec_state".into()))
+        );
+        let p = plan_hook(
+            &spec("infer.lruvec_state"),
+            &host,
+            &support(&[Flavour::TpBtf]),
+            None,
+        );
+        assert_eq!(first(&p), None, "no classic-tracepoint program");
+        // 6.1/6.12 guests: fentry on the double-underscore function.
+        let guest = fake(&[
+            "btf:__mod_memcg_lruvec_state",
+            "sym:__mod_memcg_lruvec_state",
+        ]);
+        let p = plan_hook(&spec("infer.lruvec_state"), &guest, &support(&[]), None);
+        assert_eq!(
+            first(&p),
+            Some((Flavour::Fentry, "__mod_memcg_lruvec_state".into()))
+        );
+        assert_eq!(spec("infer.memcg_state").group, Group::Infer);
+    }
 }
