@@ -4,6 +4,10 @@
 //! whether the cgroup is in the target subtree, and add the event into a per-CPU aggregate.
 //! All interpretation (item names, units, per-CPU breakdown, ledger) happens in userspace.
 //!
+//! The residue reader (`residue`) is different: raw-tracepoint programs run on demand with
+//! `BPF_PROG_TEST_RUN` that copy a memcg subtree's counters and every CPU's residues into maps
+//! for `memcg-drift explain`.
+//!
 //! Each hook body is written once (`stat::on_memcg_state`); the entry points per attach
 //! flavour (tp_btf, tracepoint, fentry, kprobe) only adapt their arguments. Which flavour and
 //! which kernel symbol is used is decided at run time by userspace.
@@ -14,6 +18,7 @@ mod charge;
 mod infer;
 mod maps;
 mod oom;
+mod residue;
 mod stat;
 mod trial;
 

@@ -3,9 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use probes_common::{ProbeConfig, STAT_AGG_ENTRIES, StatKey, StatValue, VERDICT_ENTRIES, counter};
+use probes_common::{
+    CpuFrame, FolioInfo, MemcgCpuStat, MemcgFrame, MemcgReq, PeekBuf, ProbeConfig, ResidueConfig,
+    STAT_AGG_ENTRIES, StatKey, StatValue, VERDICT_ENTRIES, counter,
+};
 
 /// Kernel layout and filter, overridden by userspace before load (frozen `.rodata`).
 #[unsafe(no_mangle)]
@@ -23,6 +26,43 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Filter verdicts per cgroup id, so the ancestor walk runs once per cgroup.
 #[map(name = "VERDICT")]
 pub static VERDICT: LruHashMap<u64, u8> = LruHashMap::with_max_entries(VERDICT_ENTRIES, 0);
+
+/// Kernel layout of the residue reader (`residue.rs`), overridden by `memcg-drift explain`
+/// before load (frozen `.rodata`, like `CONFIG`).
+#[unsafe(no_mangle)]
+pub static RESIDUE_CONFIG: ResidueConfig = ResidueConfig::ZERO;
+
+// The residue maps are declared with one entry; `explain` sizes them at load time
+// (`EbpfLoader::set_max_entries`) for the memcgs and CPUs it reads, so that other commands
+// loading the same object pay nothing for them.
+
+/// The memcgs a residue snapshot covers.
+#[map(name = "RES_REQ")]
+pub static RES_REQ: Array<MemcgReq> = Array::with_max_entries(1, 0);
+
+/// Per memcg: counters and aggregates at the snapshot's open and close.
+#[map(name = "RES_MEMCG")]
+pub static RES_MEMCG: Array<MemcgFrame> = Array::with_max_entries(1, 0);
+
+/// Per memcg and CPU: the per-CPU statistics.
+#[map(name = "RES_MEMCG_CPU")]
+pub static RES_MEMCG_CPU: Array<MemcgCpuStat> = Array::with_max_entries(1, 0);
+
+/// Per CPU: stocks and lru_add batch at the snapshot's open and close.
+#[map(name = "RES_CPU")]
+pub static RES_CPU: Array<CpuFrame> = Array::with_max_entries(1, 0);
+
+/// Per CPU and batch position: the folios of the lru_add batches.
+#[map(name = "RES_FOLIO")]
+pub static RES_FOLIO: Array<FolioInfo> = Array::with_max_entries(1, 0);
+
+/// The result of the last peek.
+#[map(name = "RES_PEEK")]
+pub static RES_PEEK: Array<PeekBuf> = Array::with_max_entries(1, 0);
+
+/// One per-CPU slot whose element addresses reveal each CPU's per-CPU offset.
+#[map(name = "RES_PCPU")]
+pub static RES_PCPU: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Reads one configuration field; `read_volatile` keeps the compiler from folding the
 /// compiled-in zero, so the verifier sees the frozen value userspace wrote.

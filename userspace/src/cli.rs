@@ -24,6 +24,10 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Record statistic updates of a memory cgroup per CPU and item until Ctrl-C or --duration.
     Trace(TraceArgs),
+    /// Close a memory cgroup's charge book (page_counter usage) against its statistics, to
+    /// the page, with the per-CPU residues read by eBPF: stat book, ledger terms, the kernel's
+    /// bounds, dying descendants.
+    Explain(ExplainArgs),
     /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs).
     Cleanup,
     /// Internal: the controlled workload process (spoken to over stdin/stdout).
@@ -89,6 +93,24 @@ pub struct TraceArgs {
     pub json: bool,
 }
 
+/// Options of `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The memory cgroup: a path in the memory hierarchy, a cgroup path as /proc/PID/cgroup
+    /// prints it (`/a`, `/` for the root), or a path relative to the hierarchy's root.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Print one JSON document instead of text (with --watch: one per line; see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Report again every INTERVAL (e.g. `1s`, `500ms`) until Ctrl-C.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+    /// Show every term's per-CPU breakdown (JSON always has it).
+    #[arg(long)]
+    pub cpus: bool,
+}
+
 /// Parses a human duration (`500ms`, `5s`, `1min`); a bare number means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -142,5 +164,27 @@ mod tests {
             ok.command,
             Command::Trace(TraceArgs { json: true, .. })
         ));
+    }
+
+    #[test]
+    fn explain_takes_a_path_and_options() {
+        let ok = Cli::try_parse_from([
+            "memcg-drift",
+            "explain",
+            "/a/b",
+            "--json",
+            "--watch",
+            "2s",
+            "--cpus",
+        ])
+        .unwrap();
+        let Command::Explain(a) = ok.command else {
+            panic!("not explain")
+        };
+        assert_eq!(a.path, PathBuf::from("/a/b"));
+        assert!(a.json && a.cpus);
+        assert_eq!(a.watch, Some(Duration::from_secs(2)));
+        assert!(Cli::try_parse_from(["memcg-drift", "explain"]).is_err());
+        assert!(Cli::try_parse_from(["memcg-drift", "explain", "/a", "--watch", "0s"]).is_err());
     }
 }

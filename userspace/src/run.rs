@@ -3,7 +3,7 @@
 use crate::{
     cgroup,
     cli::{Cli, Command},
-    doctor, trace,
+    doctor, explain, trace,
 };
 
 /// Checks the common preconditions for commands that load eBPF.
@@ -57,6 +57,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             require_root("trace")?;
             let hier = memory_hierarchy()?;
             trace::run(&a, &hier).map(|c| c as u8)
+        }
+        Command::Explain(a) => {
+            require_root("explain")?;
+            let hier = memory_hierarchy()?;
+            explain::run(&a, &hier).map(|c| c as u8)
         }
         Command::Cleanup => {
             require_root("cleanup")?;

@@ -1,0 +1,455 @@
+//! The residue reader: copies a memcg subtree's page counters, statistics (aggregate and per
+//! CPU), and every CPU's charge stock, object stock and lru_add batch into maps, for
+//! `memcg-drift explain`.
+//!
+//! # Trigger
+//! These are raw-tracepoint programs that are never attached. Userspace runs them on demand
+//! with `BPF_PROG_TEST_RUN` (kernel 5.10+), passing its arguments as the fake tracepoint
+//! arguments. A snapshot needs no event in the cgroup (an idle or dying cgroup is read as well
+//! as a busy one), costs nothing between snapshots, and runs in the caller's context, so
+//! `current` is the tool itself (used to find the static per-CPU area, below).
+//!
+//! One snapshot is a sequence of runs: `residue_frame` (phase 0: counters and aggregates of
+//! every memcg, then every CPU's stocks and batch), `residue_memcg_cpus` once per memcg (its
+//! per-CPU statistics on every CPU), `residue_folios` once per CPU (the folios of its batch),
+//! and `residue_frame` again (phase 1). Userspace compares the two frames: any flush, charge,
+//! drain or batch move that happened in between changes one of them, and the snapshot is
+//! taken again. Splitting the work keeps each program's verification linear in the number of
+//! CPUs or memcgs instead of their product.
+//!
+//! # Other CPUs' per-CPU data (shared/docs/percpu.md)
+//! - Dynamic per-CPU memory (`memcg->vmstats_percpu`): `per_cpu_ptr(p, c)` is
+//!   `p + __per_cpu_offset[c]`. The offset of CPU c is the address of `RES_PCPU`'s element on
+//!   c (`bpf_map_lookup_percpu_elem`) minus the map's raw per-CPU pointer `bpf_array.pptrs[0]`.
+//! - Static per-CPU variables (`memcg_stock`, `obj_stock`, `cpu_fbatches`): this CPU's
+//!   `struct rq` (`current->se.cfs_rq->rq`) is the variable `runqueues`, which gives the start
+//!   of this CPU's static area; other CPUs' start at the same distance from their offset.
+//!   `this_cpu_off`, read inside each CPU's area, must equal that CPU's offset: userspace
+//!   checks it before trusting any static per-CPU read.
+//!
+//! Kernel addresses are turned into plain numbers before arithmetic (the verifier forbids
+//! arithmetic on map pointers) and every kernel read goes through `bpf_probe_read_kernel`.
+//! Offsets come from the frozen `RESIDUE_CONFIG`, read one field at a time.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, generated as raw},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use probes_common::{
+    RES_MAX_CPUS, RES_MAX_FOLIOS, RES_MAX_MEMCGS, RES_PEEK_BYTES, residue_err, residue_flags,
+};
+
+use crate::maps::{RES_CPU, RES_FOLIO, RES_MEMCG, RES_MEMCG_CPU, RES_PCPU, RES_PEEK, RES_REQ};
+
+/// One field of the residue configuration.
+macro_rules! rc {
+    ($f:ident) => {
+        // SAFETY: RESIDUE_CONFIG is a plain static of integers.
+        unsafe { core::ptr::read_volatile(&crate::maps::RESIDUE_CONFIG.$f) }
+    };
+}
+
+/// Reads a u64 at a kernel address.
+#[inline(always)]
+fn rd(addr: u64) -> Result<u64, u32> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.map_err(|_| residue_err::READ)
+}
+
+/// Copies `size` bytes from a kernel address into map memory at `dst`.
+#[inline(always)]
+fn rd_into<T>(dst: *mut T, size: u32, src: u64) -> Result<(), u32> {
+    // SAFETY: `dst` points into a map value of at least `size` bytes (callers pass sizes that
+    // userspace bounded by the record's array and the verifier sees as constants).
+    let r = unsafe { raw::bpf_probe_read_kernel(dst.cast::<c_void>(), size, src as *const c_void) };
+    if r < 0 {
+        Err(residue_err::READ)
+    } else {
+        Ok(())
+    }
+}
+
+/// Any pointer (map, map value) as a plain number the verifier allows arithmetic on: spill it
+/// to the stack and read the slot back with `bpf_probe_read_kernel`.
+#[inline(always)]
+fn to_scalar<T>(p: *const T) -> u64 {
+    let slot: u64 = p as u64;
+    // SAFETY: reads our own stack slot.
+    unsafe { bpf_probe_read_kernel(&slot as *const u64) }.unwrap_or(0)
+}
+
+/// `bpf_array.pptrs[0]` of `RES_PCPU`: its raw per-CPU pointer.
+#[inline(always)]
+fn pcpu_pptr0() -> Result<u64, u32> {
+    rd(to_scalar(&RES_PCPU) + rc!(bpf_array_pptrs))
+}
+
+/// `__per_cpu_offset[cpu]`.
+#[inline(always)]
+fn pcpu_base(cpu: u32, pptr0: u64) -> Result<u64, u32> {
+    let key = 0u32;
+    // SAFETY: helper 195 on a per-CPU array with a stack key.
+    let p = unsafe {
+        raw::bpf_map_lookup_percpu_elem(
+            &RES_PCPU as *const _ as *mut c_void,
+            &key as *const u32 as *const c_void,
+            cpu,
+        )
+    };
+    if p.is_null() {
+        return Err(residue_err::PERCPU);
+    }
+    Ok(to_scalar(p).wrapping_sub(pptr0))
+}
+
+/// The distance from a CPU's per-CPU offset to the start of its static per-CPU area (the
+/// link address of `.data..percpu`; 0 on zero-based kernels).
+#[inline(always)]
+fn static_shift(pptr0: u64) -> Result<u64, u32> {
+    // SAFETY: helpers without arguments.
+    let (task, cpu) = unsafe { (raw::bpf_get_current_task(), raw::bpf_get_smp_processor_id()) };
+    let cfs_rq = rd(task + rc!(task_se_cfs_rq))?;
+    let rq = rd(cfs_rq + rc!(cfs_rq_rq))?;
+    let base = pcpu_base(cpu, pptr0)?;
+    Ok(rq.wrapping_sub(rc!(pcpu_runqueues)).wrapping_sub(base))
+}
+
+/// `memcg->css.cgroup->kn->id`.
+#[inline(always)]
+fn cgroup_id(memcg: u64) -> Result<u64, u32> {
+    let cgroup = rd(memcg + rc!(memcg_css) + rc!(css_cgroup))?;
+    let kn = rd(cgroup + rc!(cgroup_kn))?;
+    rd(kn + rc!(kn_id))
+}
+
+/// Reads one memcg's counters and aggregates into `RES_MEMCG[idx]`.
+#[inline(always)]
+fn read_memcg(idx: u32, slot: u32) -> Result<(), u32> {
+    let Some(req) = RES_REQ.get_ptr(slot) else {
+        return Err(residue_err::MAP);
+    };
+    let Some(rec) = RES_MEMCG.get_ptr_mut(idx) else {
+        return Err(residue_err::MAP);
+    };
+    // SAFETY: both pointers are map values of their record types; test runs are serialised
+    // by userspace, so nothing else writes them meanwhile.
+    let (req, rec) = unsafe { (&*req, &mut *rec) };
+    let memcg = req.memcg;
+    rec.memcg = memcg;
+    rec.err = 0;
+    let id = cgroup_id(memcg).unwrap_or(0);
+    rec.cgroup_id = id;
+    if id != req.cgroup_id || id == 0 {
+        rec.err = residue_err::GONE;
+        return Ok(());
+    }
+    let mut err = 0;
+    rec.css_flags = rd(memcg + rc!(memcg_css) + rc!(css_flags)).unwrap_or_else(|e| {
+        err |= e;
+        0
+    }) & 0xffff_ffff;
+    rec.usage = rd(memcg + rc!(memory_usage)).unwrap_or_else(|e| {
+        err |= e;
+        0
+    });
+    rec.max = rd(memcg + rc!(memory_max)).unwrap_or_else(|e| {
+        err |= e;
+        0
+    });
+    rec.watermark = rd(memcg + rc!(memory_watermark)).unwrap_or_else(|e| {
+        err |= e;
+        0
+    });
+    rec.failcnt = rd(memcg + rc!(memory_failcnt)).unwrap_or_else(|e| {
+        err |= e;
+        0
+    });
+    if rc!(flags) & residue_flags::V1_COUNTERS != 0 {
+        rec.memsw_usage = rd(memcg + rc!(memsw_usage)).unwrap_or_else(|e| {
+            err |= e;
+            0
+        });
+        rec.kmem_usage = rd(memcg + rc!(kmem_usage)).unwrap_or_else(|e| {
+            err |= e;
+            0
+        });
+        rec.tcpmem_usage = rd(memcg + rc!(tcpmem_usage)).unwrap_or_else(|e| {
+            err |= e;
+            0
+        });
+    }
+    match rd(memcg + rc!(memcg_vmstats)) {
+        Ok(vs) => {
+            let n = rc!(state_bytes);
+            if let Err(e) = rd_into(rec.state.as_mut_ptr(), n, vs + rc!(vs_state)) {
+                err |= e;
+            }
+            if let Err(e) = rd_into(
+                rec.state_pending.as_mut_ptr(),
+                n,
+                vs + rc!(vs_state_pending),
+            ) {
+                err |= e;
+            }
+        }
+        Err(e) => err |= e,
+    }
+    rec.err = err;
+    Ok(())
+}
+
+/// Reads one CPU's stocks and batch into `RES_CPU[idx]`.
+#[inline(always)]
+fn read_cpu(idx: u32, cpu: u32, pptr0: u64, shift: u64) -> Result<(), u32> {
+    let Some(rec) = RES_CPU.get_ptr_mut(idx) else {
+        return Err(residue_err::MAP);
+    };
+    // SAFETY: a map value of type CpuFrame, written only by serialised test runs.
+    let rec = unsafe { &mut *rec };
+    rec.err = 0;
+    let base = match pcpu_base(cpu, pptr0) {
+        Ok(b) => b,
+        Err(e) => {
+            rec.err = e;
+            return Ok(());
+        }
+    };
+    let unit = base.wrapping_add(shift);
+    rec.base = base;
+    rec.unit = unit;
+    let mut err = 0;
+    rec.this_cpu_off = rd(unit + rc!(pcpu_this_cpu_off)).unwrap_or_else(|e| {
+        err |= e;
+        0
+    });
+    let flags = rc!(flags);
+    if flags & residue_flags::STOCK != 0
+        && let Err(e) = rd_into(
+            rec.stock.as_mut_ptr(),
+            rc!(stock_bytes),
+            unit + rc!(pcpu_memcg_stock),
+        )
+    {
+        err |= e;
+    }
+    if flags & residue_flags::OBJ_STOCK != 0 {
+        let obj = unit + rc!(pcpu_obj_stock);
+        if let Err(e) = rd_into(rec.obj.as_mut_ptr(), rc!(obj_bytes), obj) {
+            err |= e;
+        }
+        rec.obj_memcg = match rd(obj + rc!(obj_cached_objcg)) {
+            Ok(0) => 0,
+            Ok(objcg) => rd(objcg + rc!(objcg_memcg)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            }),
+            Err(e) => {
+                err |= e;
+                0
+            }
+        };
+    }
+    if flags & residue_flags::LRU_ADD != 0
+        && let Err(e) = rd_into(
+            rec.batch.as_mut_ptr(),
+            rc!(batch_bytes),
+            unit + rc!(pcpu_lru_add),
+        )
+    {
+        err |= e;
+    }
+    rec.err = err;
+    Ok(())
+}
+
+/// `residue_frame(n, phase)`: counters and aggregates of the first `n` memcgs of `RES_REQ`,
+/// then every CPU's stocks and batch, into the `phase` half (0 open, 1 close) of `RES_MEMCG`
+/// and `RES_CPU`.
+fn frame(n: u64, phase: u64) -> Result<(), u32> {
+    if phase > 1 {
+        return Err(residue_err::ARGS);
+    }
+    let max = rc!(max_memcgs);
+    let nr_cpus = rc!(nr_cpus);
+    for i in 0..RES_MAX_MEMCGS {
+        if u64::from(i) >= n || i >= max {
+            break;
+        }
+        read_memcg(phase as u32 * max + i, i)?;
+    }
+    if rc!(flags) & residue_flags::STATIC_PERCPU == 0 {
+        return Ok(());
+    }
+    let pptr0 = pcpu_pptr0()?;
+    let shift = static_shift(pptr0)?;
+    for cpu in 0..RES_MAX_CPUS {
+        if cpu >= nr_cpus {
+            break;
+        }
+        read_cpu(phase as u32 * nr_cpus + cpu, cpu, pptr0, shift)?;
+    }
+    Ok(())
+}
+
+/// `residue_memcg_cpus(slot)`: the per-CPU statistics of memcg `slot` on every CPU.
+fn memcg_cpus(slot: u64) -> Result<(), u32> {
+    let max = rc!(max_memcgs);
+    if slot >= u64::from(max) {
+        return Err(residue_err::ARGS);
+    }
+    let slot = slot as u32;
+    let Some(req) = RES_REQ.get_ptr(slot) else {
+        return Err(residue_err::MAP);
+    };
+    // SAFETY: a map value of type MemcgReq.
+    let memcg = unsafe { (*req).memcg };
+    let pcpu = rd(memcg + rc!(memcg_vmstats_percpu))?;
+    let pptr0 = pcpu_pptr0()?;
+    let nr_cpus = rc!(nr_cpus);
+    let n = rc!(state_bytes);
+    for cpu in 0..RES_MAX_CPUS {
+        if cpu >= nr_cpus {
+            break;
+        }
+        let Some(rec) = RES_MEMCG_CPU.get_ptr_mut(slot * nr_cpus + cpu) else {
+            return Err(residue_err::MAP);
+        };
+        // SAFETY: a map value of type MemcgCpuStat, written only by serialised test runs.
+        let rec = unsafe { &mut *rec };
+        let statc = match pcpu_base(cpu, pptr0) {
+            Ok(base) => pcpu.wrapping_add(base),
+            Err(e) => {
+                rec.err = e;
+                continue;
+            }
+        };
+        let mut err = 0;
+        if let Err(e) = rd_into(rec.state.as_mut_ptr(), n, statc + rc!(vsp_state)) {
+            err |= e;
+        }
+        if let Err(e) = rd_into(rec.state_prev.as_mut_ptr(), n, statc + rc!(vsp_state_prev)) {
+            err |= e;
+        }
+        rec.stats_updates = 0;
+        if rc!(flags) & residue_flags::PCPU_STATS_UPDATES != 0 {
+            rec.stats_updates = rd(statc + rc!(vsp_stats_updates)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            }) & 0xffff_ffff;
+        }
+        rec.err = err;
+    }
+    Ok(())
+}
+
+/// `residue_folios(cpu)`: the folios of `cpu`'s lru_add batch as it is now.
+fn folios(cpu: u64) -> Result<(), u32> {
+    let nr_cpus = rc!(nr_cpus);
+    if cpu >= u64::from(nr_cpus) {
+        return Err(residue_err::ARGS);
+    }
+    let flags = rc!(flags);
+    if flags & residue_flags::STATIC_PERCPU == 0 || flags & residue_flags::LRU_ADD == 0 {
+        return Ok(());
+    }
+    let cpu = cpu as u32;
+    let pptr0 = pcpu_pptr0()?;
+    let shift = static_shift(pptr0)?;
+    let batch = pcpu_base(cpu, pptr0)?.wrapping_add(shift) + rc!(pcpu_lru_add);
+    let nr = rd(batch + u64::from(rc!(batch_nr)))? & 0xff;
+    let capacity = rc!(batch_capacity);
+    for j in 0..RES_MAX_FOLIOS {
+        let Some(rec) = RES_FOLIO.get_ptr_mut(cpu * RES_MAX_FOLIOS + j) else {
+            return Err(residue_err::MAP);
+        };
+        // SAFETY: a map value of type FolioInfo, written only by serialised test runs.
+        let rec = unsafe { &mut *rec };
+        if u64::from(j) >= nr || j >= capacity {
+            rec.folio = 0;
+            continue;
+        }
+        let mut err = 0;
+        let folio =
+            rd(batch + u64::from(rc!(batch_folios)) + 8 * u64::from(j)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            });
+        rec.folio = folio;
+        if folio != 0 {
+            rec.memcg_data = rd(folio + rc!(folio_memcg_data)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            });
+            rec.flags = rd(folio + rc!(folio_flags)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            });
+            rec.order_word = rd(folio + rc!(folio_order)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            });
+            rec.mapping = rd(folio + rc!(folio_mapping)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            });
+            rec.mapcount_word = rd(folio + rc!(folio_mapcount)).unwrap_or_else(|e| {
+                err |= e;
+                0
+            });
+        }
+        rec.err = u64::from(err);
+    }
+    Ok(())
+}
+
+/// `residue_peek(addr, len, from_current)`: copies `len` bytes at `addr` (or at
+/// `current + addr` when `from_current` is 1) into `RES_PEEK`. Userspace walks the css tree
+/// with it.
+fn peek(addr: u64, len: u64, from_current: u64) -> Result<(), u32> {
+    if len == 0 || len > RES_PEEK_BYTES as u64 {
+        return Err(residue_err::ARGS);
+    }
+    let src = if from_current == 1 {
+        // SAFETY: helper without arguments.
+        unsafe { raw::bpf_get_current_task() }.wrapping_add(addr)
+    } else {
+        addr
+    };
+    let Some(buf) = RES_PEEK.get_ptr_mut(0) else {
+        return Err(residue_err::MAP);
+    };
+    // SAFETY: a map value of RES_PEEK_BYTES bytes; `len` is bounded just above.
+    rd_into(unsafe { (*buf).data.as_mut_ptr() }, len as u32, src)
+}
+
+/// Program result: 0, or the [`residue_err`] bits of the failure.
+#[inline(always)]
+fn ret(r: Result<(), u32>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e as i32,
+    }
+}
+
+#[raw_tracepoint(tracepoint = "residue_frame")]
+pub fn residue_frame(ctx: RawTracePointContext) -> i32 {
+    ret(frame(ctx.arg(0), ctx.arg(1)))
+}
+
+#[raw_tracepoint(tracepoint = "residue_memcg_cpus")]
+pub fn residue_memcg_cpus(ctx: RawTracePointContext) -> i32 {
+    ret(memcg_cpus(ctx.arg(0)))
+}
+
+#[raw_tracepoint(tracepoint = "residue_folios")]
+pub fn residue_folios(ctx: RawTracePointContext) -> i32 {
+    ret(folios(ctx.arg(0)))
+}
+
+#[raw_tracepoint(tracepoint = "residue_peek")]
+pub fn residue_peek(ctx: RawTracePointContext) -> i32 {
+    ret(peek(ctx.arg(0), ctx.arg(1), ctx.arg(2)))
+}
