@@ -100,6 +100,13 @@ fn run() -> Result<()> {
                     vm::run(&vm_args)?;
                     totals.add(&guest_totals(&vm_args));
                 }
+                // The per-CPU charge stock must scale with the CPU count (issue 5's proof):
+                // the residue test once more on a 32-vCPU guest.
+                let mut wide = vm::VmArgs::for_kernel("6.12");
+                wide.cpus = 32;
+                wide.filter = Some("charge_stock_residue_scales_with_cpus".into());
+                vm::run(&wide)?;
+                totals.add(&guest_totals(&wide));
             }
             // One plain closing line over host and guest suites.
             println!(
