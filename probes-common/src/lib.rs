@@ -11,7 +11,7 @@ pub mod charge;
 use core::mem::size_of;
 
 /// Bumped on any change of a record or key layout below.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 
 /// Per-CPU hash map of stat-path aggregates: `StatKey` -> `StatValue`.
 pub const MAP_STAT_AGG: &str = "STAT_AGG";
@@ -182,6 +182,8 @@ pub mod residue_flags {
     pub const LRU_ADD: u32 = 16;
     /// v1 page counters (`memsw`, `kmem`, `tcpmem`) exist.
     pub const V1_COUNTERS: u32 = 32;
+    /// `memcg_vmstats.stats_updates` exists (6.8+: the per-memcg flush threshold).
+    pub const FLUSH_UPDATES: u32 = 64;
 }
 
 /// Error bits of the residue records (`err` fields) and program return values.
@@ -295,6 +297,8 @@ pub struct ResidueConfig {
     pub folio_mapping: u64,
     /// `offsetof(struct folio, _mapcount)`.
     pub folio_mapcount: u64,
+    /// `offsetof(struct memcg_vmstats, stats_updates)` (an `atomic_t`).
+    pub vs_stats_updates: u64,
 }
 
 impl ResidueConfig {
@@ -346,6 +350,7 @@ impl ResidueConfig {
         folio_order: 0,
         folio_mapping: 0,
         folio_mapcount: 0,
+        vs_stats_updates: 0,
     };
 }
 
@@ -385,8 +390,9 @@ pub struct MemcgFrame {
     pub tcpmem_usage: u64,
     /// [`residue_err`] bits.
     pub err: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `vmstats->stats_updates` (6.8+): the update units a memory.stat read compares with
+    /// `MEMCG_CHARGE_BATCH x online CPUs` before flushing.
+    pub flush_updates: u32,
     /// `vmstats->state[]`: the flushed hierarchical aggregate.
     pub state: [i64; RES_MAX_STATE],
     /// `vmstats->state_pending[]`: flushed at a child, not yet added here.
@@ -464,7 +470,7 @@ pub struct PeekBuf {
 const _: () = assert!(size_of::<StatKey>() == 16);
 const _: () = assert!(size_of::<StatValue>() == 16);
 const _: () = assert!(size_of::<ProbeConfig>() == 72);
-const _: () = assert!(size_of::<ResidueConfig>() == 48 + 34 * 8);
+const _: () = assert!(size_of::<ResidueConfig>() == 48 + 35 * 8);
 const _: () = assert!(size_of::<MemcgReq>() == 16);
 const _: () = assert!(size_of::<MemcgFrame>() == 88 + 16 * RES_MAX_STATE);
 const _: () = assert!(size_of::<MemcgCpuStat>() == 16 + 16 * RES_MAX_STATE);

@@ -183,6 +183,12 @@ fn read_memcg(idx: u32, slot: u32) -> Result<(), u32> {
     }
     match rd(memcg + rc!(memcg_vmstats)) {
         Ok(vs) => {
+            rec.flush_updates = 0;
+            if rc!(flags) & residue_flags::FLUSH_UPDATES != 0
+                && let Err(e) = rd_into(&mut rec.flush_updates, 4, vs + rc!(vs_stats_updates))
+            {
+                err |= e;
+            }
             let n = rc!(state_bytes);
             if let Err(e) = rd_into(rec.state.as_mut_ptr(), n, vs + rc!(vs_state)) {
                 err |= e;

@@ -197,6 +197,17 @@ fn anon_exact(n: i64, test: &str) {
                 .sum::<i64>()
         };
         assert_eq!(pending(&r1, k) - pending(&r0, k), n, "{text}");
+        // The kernel's own count (6.8+, memcg_rstat_updated): every +1 adds a unit to CPU k's
+        // carry, which moves to the memcg's atomic at MEMCG_CHARGE_BATCH; counting stops once
+        // the atomic exceeds MEMCG_CHARGE_BATCH x online CPUs (the read-side flush threshold).
+        // So n units with no flush in between leave it over the threshold when
+        // n > 64 x (online + 1).
+        let online = online_cpus().len() as i64;
+        if let Some(fu) = r1.gap.flush_updates
+            && n > 64 * (online + 1)
+        {
+            assert!(fu > 64 * online, "{fu} pending update units:\n{text}");
+        }
         for cpu in online_cpus().into_iter().filter(|c| *c != k) {
             // X's batch folios on other CPUs can only drain.
             assert!(

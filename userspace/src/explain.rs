@@ -145,6 +145,8 @@ pub struct ExplainReport {
     pub terms: Vec<Term>,
     /// Terms that could not be read (then unexplained includes them).
     pub missing_terms: Vec<Missing>,
+    /// Places of charged pages this version never reads.
+    pub not_read: Vec<Missing>,
     /// The mapped view's remainder (cross-check), pages.
     pub mapped_view_unexplained_pages: Option<i64>,
     /// usage − stat book, split.
@@ -389,6 +391,7 @@ impl Explainer {
             stat_book,
             terms: led.terms,
             missing_terms: led.missing,
+            not_read: led.not_read,
             mapped_view_unexplained_pages: led.mapped_view_unexplained_pages,
             gap: led.gap,
             dying: led.dying,
@@ -674,6 +677,15 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
         "unexplained",
         signed(r.unexplained_pages)
     );
+    if r.unexplained_pages != 0 && r.missing_terms.is_empty() {
+        for m in &r.not_read {
+            wrap(
+                &mut s,
+                2,
+                &format!("{:<36}not read, may hold it: {}", m.term, m.reason),
+            );
+        }
+    }
     if let Some(mv) = r.mapped_view_unexplained_pages {
         let _ = writeln!(
             s,
@@ -705,6 +717,20 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
     );
     for (what, Bound { pages, why }) in &g.bounds {
         let measured = match what.as_str() {
+            "unflushed" if g.flush_updates.is_some() => {
+                let fu = g.flush_updates.unwrap_or(0);
+                let carried: i64 = g.percpu_updates.iter().sum();
+                format!(
+                    "{} pages; the kernel counts {fu} pending update units (+{carried} carried \
+                     per CPU), {}",
+                    signed(g.unflushed_pages),
+                    if fu > *pages {
+                        "over the bound: a memory.stat read now would flush first"
+                    } else {
+                        "under the bound"
+                    }
+                )
+            }
             "unflushed" if g.unflushed_pages.abs() > *pages => {
                 format!(
                     "{}, over the bound: a memory.stat read now would flush first",
@@ -831,6 +857,7 @@ mod tests {
                 cgroupfs_bytes: Some(1),
             }],
             terms: vec![term("lru.inactive_anon", 445), term("stock", 63)],
+            not_read: vec![],
             missing_terms: vec![Missing {
                 term: "lru_add".into(),
                 reason: "per-CPU route check failed on CPU 3: this_cpu_off 0xffff != offset \
@@ -845,15 +872,28 @@ mod tests {
                 lru_add_pages: 0,
                 clamped_pages: 0,
                 unexplained_pages: 0,
-                bounds: vec![(
-                    "stock".into(),
-                    Bound {
-                        pages: 896,
-                        why: "at most 64 pages per memcg per CPU (a refill above \
+                flush_updates: Some(12),
+                percpu_updates: vec![3, 4],
+                bounds: vec![
+                    (
+                        "unflushed".into(),
+                        Bound {
+                            pages: 128,
+                            why: "a memory.stat read flushes first when more than 64 x 2 \
+                                  online CPUs updates are pending in the subtree"
+                                .into(),
+                        },
+                    ),
+                    (
+                        "stock".into(),
+                        Bound {
+                            pages: 896,
+                            why: "at most 64 pages per memcg per CPU (a refill above \
                               MEMCG_CHARGE_BATCH drains the slot) in 7 of 7 slot(s) x 2 CPUs"
-                            .into(),
-                    },
-                )],
+                                .into(),
+                        },
+                    ),
+                ],
             },
             dying: vec![Dying {
                 cgroup_id: 99999999,
@@ -897,6 +937,26 @@ mod tests {
             );
             assert_eq!(text.contains("    cpu 1"), cpus);
         }
+    }
+
+    #[test]
+    fn unexplained_names_what_is_not_read() {
+        let mut r = report();
+        r.unexplained_pages = 3;
+        r.unexplained_bytes = 3 * 4096;
+        r.missing_terms.clear();
+        r.not_read = vec![Missing {
+            term: "mlock_batch".into(),
+            reason: "new mlocked folios waiting in a per-CPU mlock batch".into(),
+        }];
+        let text = render_text(&r, false);
+        assert!(text.contains("mlock_batch"), "{text}");
+        assert!(text.contains("pending update units"), "{text}");
+        for line in text.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line}");
+        }
+        r.unexplained_pages = 0;
+        assert!(!render_text(&r, false).contains("mlock_batch"));
     }
 
     #[test]

@@ -235,6 +235,12 @@ pub struct Gap {
     pub unexplained_pages: i64,
     /// The kernel's bounds: unflushed updates, stock, batches.
     pub bounds: Vec<(String, Bound)>,
+    /// The target's `memcg_vmstats.stats_updates` (6.8+): the update units a memory.stat read
+    /// compares with the `unflushed` bound before flushing (`memcg_vmstats_needs_flush`).
+    pub flush_updates: Option<i64>,
+    /// The target's per-CPU `stats_updates` (6.8+): units each CPU carries before adding them
+    /// to `flush_updates` (at `MEMCG_CHARGE_BATCH`, 6.18 memcontrol.c:567-596).
+    pub percpu_updates: Vec<i64>,
 }
 
 /// A dying descendant and what it still holds.
@@ -279,6 +285,9 @@ pub struct Ledger {
     pub unexplained_pages: i64,
     /// Terms the snapshot could not read; when non-empty, unexplained includes them.
     pub missing: Vec<Missing>,
+    /// Places of charged pages this version never reads: when unexplained is not 0 and
+    /// `missing` is empty, the remainder is there.
+    pub not_read: Vec<Missing>,
     /// The mapped view's remainder (anon + file + kmem [+ sock] + stock + batch folios no
     /// mapped statistic counts): a cross-check; it differs from the LRU view's when swap-cache,
     /// pinned or truncated-but-referenced folios exist (docs/ledger.md §2).
@@ -751,6 +760,7 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
             bounds.push((t.term.clone(), b.clone()));
         }
     }
+    let x = r.memcgs.first();
     let gap = Gap {
         pages: usage_pages - shown_pages,
         unflushed_pages,
@@ -759,6 +769,10 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         clamped_pages,
         unexplained_pages,
         bounds,
+        flush_updates: x.and_then(|m| m.flush_updates).map(|v| v as i64),
+        percpu_updates: x.map_or(Vec::new(), |m| {
+            m.stats_updates.iter().map(|v| *v as i64).collect()
+        }),
     };
 
     // Dying descendants.
@@ -789,6 +803,7 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         unexplained_pages,
         terms,
         missing,
+        not_read: not_read(),
         mapped_view_unexplained_pages,
         stat_book,
         gap,
@@ -804,6 +819,32 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
             count(Class::Gone),
         ),
     }
+}
+
+/// Where charged pages can be that this version does not read (docs/ledger.md §2).
+fn not_read() -> Vec<Missing> {
+    [
+        (
+            "mlock_batch",
+            "new mlocked folios waiting in a per-CPU mlock batch before they reach the \
+             unevictable list (mm/mlock.c mlock_new_folio)",
+        ),
+        (
+            "isolated",
+            "folios taken off their LRU list for a moment by reclaim, compaction or migration \
+             (charged, on no list)",
+        ),
+        (
+            "in_flight",
+            "charges and frees in progress on other CPUs while the snapshot was taken",
+        ),
+    ]
+    .into_iter()
+    .map(|(term, reason)| Missing {
+        term: term.into(),
+        reason: reason.into(),
+    })
+    .collect()
 }
 
 struct ObjParts {
@@ -1028,6 +1069,7 @@ mod tests {
         assert_eq!(led.explained_pages, 879);
         assert_eq!(led.unexplained_pages, 1000 - 879);
         assert!(led.missing.is_empty());
+        assert_eq!(led.not_read.len(), 3);
         // Mapped view: anon 710 + 35 + file 0 + kmem 22 + sock 3 + stock 67 + 1 uncounted
         // batch folio.
         assert_eq!(led.mapped_view_unexplained_pages, Some(1000 - 838));

@@ -631,8 +631,12 @@ pub struct MemcgResidue {
     pub pending: Vec<i64>,
     /// Per CPU, per slot: `state - state_prev`, updates not flushed yet.
     pub cpu_delta: Vec<Vec<i64>>,
-    /// Per CPU `stats_updates` (6.8+; zeros before).
+    /// Per CPU `stats_updates` (6.8+; zeros before): update units not yet moved to
+    /// `flush_updates`.
     pub stats_updates: Vec<u64>,
+    /// `vmstats->stats_updates` (6.8+): the count a memory.stat read compares with its
+    /// threshold.
+    pub flush_updates: Option<u64>,
     /// Kernel reads that failed ([`residue_err`] bits), 0 when all succeeded.
     pub read_errors: u32,
 }
@@ -756,6 +760,7 @@ impl Residues {
                 pending: o.state_pending[..nslots].to_vec(),
                 cpu_delta,
                 stats_updates: per.iter().map(|p| p.stats_updates).collect(),
+                flush_updates: l.stats.vs_stats_updates.map(|_| u64::from(o.flush_updates)),
                 read_errors,
             });
         }
@@ -1052,7 +1057,7 @@ mod tests {
             kmem_usage: 0,
             tcpmem_usage: 0,
             err: 0,
-            _pad: 0,
+            flush_updates: 0,
             state: [0; probes_common::RES_MAX_STATE],
             state_pending: [0; probes_common::RES_MAX_STATE],
         }

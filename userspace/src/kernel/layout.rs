@@ -264,6 +264,8 @@ pub struct StatLayout {
     /// True when `memcg_vmstats` counts pending updates per memcg (`stats_updates`, 6.8+);
     /// false for the global flush threshold of older kernels (6.1 memcontrol.c:579-650).
     pub per_memcg_flush: bool,
+    /// `offsetof(struct memcg_vmstats, stats_updates)` when `per_memcg_flush`.
+    pub vs_stats_updates: Option<u64>,
     /// `offsetof(struct mem_cgroup, vmstats_percpu)`.
     pub vmstats_percpu: u64,
     /// `offsetof(struct memcg_vmstats_percpu, state)`.
@@ -519,6 +521,7 @@ impl ResidueLayout {
             vs_state: f.off("memcg_vmstats", "state").map_err(missing)?,
             vs_state_pending: f.off("memcg_vmstats", "state_pending").map_err(missing)?,
             per_memcg_flush: btf.has_member("memcg_vmstats", "stats_updates"),
+            vs_stats_updates: btf.member_offset("memcg_vmstats", "stats_updates"),
             vmstats_percpu: f.off("mem_cgroup", "vmstats_percpu").map_err(missing)?,
             vsp_state: f.off(vsp, "state").map_err(missing)?,
             vsp_state_prev: f.off(vsp, "state_prev").map_err(missing)?,
@@ -722,6 +725,10 @@ impl ResidueLayout {
         if let Some(off) = s.vsp_stats_updates {
             cfg.flags |= residue_flags::PCPU_STATS_UPDATES;
             cfg.vsp_stats_updates = off;
+        }
+        if let Some(off) = s.vs_stats_updates {
+            cfg.flags |= residue_flags::FLUSH_UPDATES;
+            cfg.vs_stats_updates = off;
         }
         if let Some((memsw, kmem, tcpmem)) = self.counters.v1 {
             cfg.flags |= residue_flags::V1_COUNTERS;
@@ -1076,6 +1083,7 @@ mod tests {
         assert_eq!(l.stats.index.len, len as usize);
         assert_eq!(l.stats.vsp_stats_updates, Some(0));
         assert!(l.stats.per_memcg_flush);
+        assert_eq!(l.stats.vs_stats_updates, Some(24 * len as u64));
         // Compacted: source order of the items present (NR_ISOLATED_ANON is not a memcg item).
         assert_eq!(l.stats.index.slot("NR_INACTIVE_ANON"), Some(0));
         assert_eq!(l.stats.index.slot("NR_ANON_MAPPED"), Some(7));
@@ -1144,6 +1152,7 @@ mod tests {
         assert_eq!((b.capacity, b.size, b.folio_order), (15, 128, 81));
         let cfg = l.config(4, 16);
         assert_eq!(cfg.flags & residue_flags::PCPU_STATS_UPDATES, 0);
+        assert_eq!(cfg.flags & residue_flags::FLUSH_UPDATES, 0);
         assert_eq!(cfg.state_bytes, 8 * len);
         assert_eq!(cfg.batch_capacity, 15);
         assert_eq!(cfg.pcpu_obj_stock, cfg.pcpu_memcg_stock);
@@ -1157,6 +1166,7 @@ mod tests {
         assert_eq!((cfg.nr_cpus, cfg.max_memcgs), (2, 8));
         assert_eq!(cfg.state_bytes, 8 * len);
         let all = residue_flags::PCPU_STATS_UPDATES
+            | residue_flags::FLUSH_UPDATES
             | residue_flags::STATIC_PERCPU
             | residue_flags::STOCK
             | residue_flags::OBJ_STOCK
