@@ -233,6 +233,7 @@ fn online_cpus() -> usize {
 pub struct Explainer {
     reader: ResidueReader,
     target: MemCgroup,
+    root_id: u64,
     ids: Vec<u64>,
     ctx: Context,
     kernel: String,
@@ -254,7 +255,11 @@ impl Explainer {
         let reader = ResidueReader::load(layout, START_CAPACITY)?;
         let page_size =
             nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
-        let ids = path_ids(&target.hierarchy().root, &target)?;
+        let root = &target.hierarchy().root;
+        let root_id = std::fs::metadata(root)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?
+            .ino();
+        let ids = path_ids(root, &target)?;
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
@@ -268,6 +273,7 @@ impl Explainer {
                 is_root: target.is_root(),
             },
             target,
+            root_id,
             ids,
             kernel,
         })
@@ -277,12 +283,13 @@ impl Explainer {
     fn walk(&mut self) -> anyhow::Result<Tree> {
         let limit = probes_common::RES_MAX_MEMCGS as usize;
         let layout = self.reader_layout();
-        let tree = residue::walk(&mut self.reader, &layout, &self.ids, limit).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: cannot find its memcg: {e}",
-                self.target.path().display()
-            )
-        })?;
+        let tree = residue::walk(&mut self.reader, &layout, self.root_id, &self.ids, limit)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: cannot find its memcg: {e}",
+                    self.target.path().display()
+                )
+            })?;
         if tree.nodes.len() > self.reader.capacity() {
             let want = (tree.nodes.len() * 3 / 2).min(limit);
             self.reader = ResidueReader::load(layout, want)?;

@@ -173,8 +173,10 @@ fn read_name(mem: &mut dyn KernelMem, addr: u64) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The css of the memory controller's root: from the calling task's memory css up.
-fn root_css(mem: &mut dyn KernelMem, l: &ResidueLayout) -> Result<u64, String> {
+/// The css of the mounted hierarchy's root: from the calling task's memory css up to the css
+/// whose cgroup id is `root_id` (the mount root's inode; inside a cgroup namespace the mount
+/// root is not the kernel's root), or to the top when none matches.
+fn root_css(mem: &mut dyn KernelMem, l: &ResidueLayout, root_id: u64) -> Result<u64, String> {
     let c = &l.cgroup;
     let cset = le_u64(&mem.read_current(c.task_cgroups, 8)?, 0);
     if cset == 0 {
@@ -185,11 +187,11 @@ fn root_css(mem: &mut dyn KernelMem, l: &ResidueLayout) -> Result<u64, String> {
         return Err("the tool's task has no memory css (memory controller disabled?)".into());
     }
     for _ in 0..MAX_DEPTH {
-        let parent = read_css(mem, l, css)?.parent;
-        if parent == 0 {
+        let info = read_css(mem, l, css)?;
+        if info.parent == 0 || cgroup_kn(mem, l, info.cgroup).is_ok_and(|(id, _)| id == root_id) {
             return Ok(css);
         }
-        css = parent;
+        css = info.parent;
     }
     Err(format!("css ancestry deeper than {MAX_DEPTH}"))
 }
@@ -217,15 +219,17 @@ fn children(
     Ok(out)
 }
 
-/// Finds the css of the cgroup whose path from the root has the directory ids `path_ids`
-/// (empty: the root itself), then lists it and its descendants, at most `limit` nodes.
+/// Finds the css of the cgroup whose path from the hierarchy root (cgroup id `root_id`) has
+/// the directory ids `path_ids` (empty: the root itself), then lists it and its descendants,
+/// at most `limit` nodes.
 pub fn walk(
     mem: &mut dyn KernelMem,
     l: &ResidueLayout,
+    root_id: u64,
     path_ids: &[u64],
     limit: usize,
 ) -> Result<Tree, String> {
-    let mut css = root_css(mem, l)?;
+    let mut css = root_css(mem, l, root_id)?;
     for (depth, id) in path_ids.iter().enumerate() {
         let mut found = None;
         for (child, info) in children(mem, l, css)? {
@@ -1024,7 +1028,7 @@ mod tests {
             cset + l.cgroup.css_set_subsys + 8 * l.cgroup.memory_cgrp_id,
             nodes[7].0,
         );
-        let t = walk(&mut m, &l, &[60, 61], 100).unwrap();
+        let t = walk(&mut m, &l, 1, &[60, 61], 100).unwrap();
         let names: Vec<&str> = t.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["run", "live", "dead", "grandchild"]);
         assert_eq!(t.nodes[0].cgroup_id, 61);
@@ -1034,13 +1038,23 @@ mod tests {
         assert_eq!(t.nodes[3].depth, 2);
         assert_eq!(t.left_out, 0);
         // The limit keeps the first nodes and counts the rest.
-        let t = walk(&mut m, &l, &[60, 61], 2).unwrap();
+        let t = walk(&mut m, &l, 1, &[60, 61], 2).unwrap();
         assert_eq!((t.nodes.len(), t.left_out), (2, 2));
         // The root itself.
-        let t = walk(&mut m, &l, &[], 100).unwrap();
+        let t = walk(&mut m, &l, 1, &[], 100).unwrap();
         assert_eq!(t.nodes.len(), 8);
+        // Inside a cgroup namespace rooted at `memcg-drift` (id 60), where the tool itself runs
+        // in `live`: paths start there.
+        m.put(
+            cset + l.cgroup.css_set_subsys + 8 * l.cgroup.memory_cgrp_id,
+            nodes[4].0,
+        );
+        let t = walk(&mut m, &l, 60, &[61], 100).unwrap();
+        assert_eq!(t.nodes[0].name, "run");
+        let t = walk(&mut m, &l, 60, &[], 100).unwrap();
+        assert_eq!(t.nodes[0].name, "memcg-drift");
         // A path that does not exist.
-        let e = walk(&mut m, &l, &[60, 99], 100).unwrap_err();
+        let e = walk(&mut m, &l, 1, &[60, 99], 100).unwrap_err();
         assert!(e.contains("cgroup id 99"), "{e}");
     }
 
