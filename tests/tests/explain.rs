@@ -342,14 +342,30 @@ fn freeing_on_another_cpu_closes() {
     run.remove().unwrap();
 }
 
-fn shm_dir(tag: &str) -> PathBuf {
-    let d = PathBuf::from(format!(
-        "/dev/shm/memcg-drift-test-{}-{tag}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A directory on tmpfs for a test's files, removed on drop (also when the test panics: its
+/// pages are memory).
+struct ShmDir(PathBuf);
+
+impl ShmDir {
+    fn new(tag: &str) -> ShmDir {
+        let d = PathBuf::from(format!(
+            "/dev/shm/memcg-drift-test-{}-{tag}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        ShmDir(d)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ShmDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Page cache (tmpfs): shmem pages written by the workload are charged to its cgroup; after the
@@ -367,7 +383,7 @@ fn page_cache_then_dying_child_kept_by_it() {
     let run = RunGroup::create(&hier).unwrap();
     let parent = run.child("p").unwrap();
     let cg = run.child("p/x").unwrap();
-    let dir = shm_dir("cache");
+    let dir = ShmDir::new("cache");
     let file = dir.join("data");
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     let mut ex = Explainer::new(&hier, cg.clone()).unwrap();
@@ -413,7 +429,7 @@ fn page_cache_then_dying_child_kept_by_it() {
     assert!(by_dying >= want, "{text}");
     // Deleting the file frees the pages and the charge goes with them, except for truncated
     // folios whose last reference is an lru_add batch: they stay charged until it drains.
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&dir.0).unwrap();
     let r3 = report(&mut ex);
     closes(&r3, "after deleting the file");
     let held = r3
@@ -444,12 +460,12 @@ fn kernel_memory_of_hundreds_of_dentries_closes() {
     let hier = hier();
     let run = RunGroup::create(&hier).unwrap();
     let cg = run.child("x").unwrap();
-    let dir = shm_dir("kmem");
+    let dir = ShmDir::new("kmem");
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     let mut ex = Explainer::new(&hier, cg.clone()).unwrap();
     let r0 = report(&mut ex);
     for i in 0..400 {
-        w.write_file(&dir.join(format!("f{i}")), 1).unwrap();
+        w.write_file(&dir.join(&format!("f{i}")), 1).unwrap();
     }
     let r1 = report(&mut ex);
     closes(&r1, "after creating 400 files");
@@ -466,7 +482,7 @@ fn kernel_memory_of_hundreds_of_dentries_closes() {
     }
     w.exit().unwrap();
     drop(ex);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
     run.remove().unwrap();
 }
 
