@@ -24,16 +24,16 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use probes_common::{
-    MAX_CGROUP_DEPTH,
-    charge::{
-        CHARGE_AGG_ENTRIES, CHARGE_TASK_ENTRIES, ChargeConfig, ChargeKey, ChargeValue,
-        MAX_CHARGE_NESTING, ccounter, counter, kind, runtime,
-    },
-    flags,
+use probes_common::charge::{
+    CHARGE_AGG_ENTRIES, CHARGE_TASK_ENTRIES, ChargeConfig, ChargeKey, ChargeValue,
+    MAX_CHARGE_NESTING, ccounter, counter, kind, runtime,
 };
 
-use crate::maps::{CONFIG, VERDICT};
+pub(crate) use crate::stat::read_u64;
+use crate::{
+    maps::CONFIG,
+    stat::{css_cgroup_id, wanted},
+};
 
 /// Kernel layout for the charge and OOM probes, overridden by userspace before load.
 #[unsafe(no_mangle)]
@@ -138,13 +138,6 @@ pub(crate) fn cbump(slot: u32) {
     }
 }
 
-/// Reads a kernel `u64` at `base + off`.
-#[inline(always)]
-pub(crate) fn read_u64(base: u64, off: u64) -> Result<u64, ()> {
-    // SAFETY: bpf_probe_read_kernel copes with any address; a fault returns an error.
-    unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.map_err(|_| ())
-}
-
 /// Reads a kernel `u32` at `base + off`.
 #[inline(always)]
 pub(crate) fn read_u32(base: u64, off: u64) -> Result<u32, ()> {
@@ -152,61 +145,12 @@ pub(crate) fn read_u32(base: u64, off: u64) -> Result<u32, ()> {
     unsafe { bpf_probe_read_kernel((base + off) as *const u32) }.map_err(|_| ())
 }
 
-/// `css->cgroup->kn->id`.
-#[inline(always)]
-pub(crate) fn css_cgroup_id(css: u64) -> Result<u64, ()> {
-    let cgroup = read_u64(css, scfg!(css_cgroup))?;
-    let kn = read_u64(cgroup, scfg!(cgroup_kn))?;
-    read_u64(kn, scfg!(kn_id))
-}
-
-/// Whether the cgroup `id` (css `css`) is in the target subtree; the same rule and verdict
-/// cache as the stat path (`stat.rs`).
-#[inline(always)]
-pub(crate) fn wanted(id: u64, css: u64) -> bool {
-    let fl = scfg!(flags);
-    let target = scfg!(target_cgroup_id);
-    if fl & flags::FILTER == 0 || id == target {
-        return true;
-    }
-    if fl & flags::DESCENDANTS == 0 {
-        return false;
-    }
-    // SAFETY: the value is a plain u8 read by copy.
-    if let Some(v) = unsafe { VERDICT.get(&id) } {
-        return *v != 0;
-    }
-    let mut cur = css;
-    let mut verdict = 0u8;
-    let mut depth = 0;
-    while depth < MAX_CGROUP_DEPTH {
-        let Ok(parent) = read_u64(cur, scfg!(css_parent)) else {
-            break;
-        };
-        if parent == 0 {
-            break;
-        }
-        match css_cgroup_id(parent) {
-            Ok(pid) if pid == target => {
-                verdict = 1;
-                break;
-            }
-            Ok(_) => {}
-            Err(()) => break,
-        }
-        cur = parent;
-        depth += 1;
-    }
-    let _ = VERDICT.insert(&id, &verdict, 0);
-    verdict != 0
-}
-
 /// The cgroup id of a memcg if it is wanted: `Ok(Some(id))`, `Ok(None)` if filtered out.
 #[inline(always)]
 pub(crate) fn memcg_wanted(memcg: u64) -> Result<Option<u64>, ()> {
     let css = memcg + scfg!(memcg_css);
     let id = css_cgroup_id(css)?;
-    Ok(wanted(id, css).then_some(id))
+    Ok(wanted(id, Some(css)).then_some(id))
 }
 
 /// True if `memcg` really is a memory cgroup: its css's cgroup lists that very css as its

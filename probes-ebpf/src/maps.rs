@@ -64,14 +64,6 @@ pub static RES_PEEK: Array<PeekBuf> = Array::with_max_entries(1, 0);
 #[map(name = "RES_PCPU")]
 pub static RES_PCPU: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Reads one configuration field; `read_volatile` keeps the compiler from folding the
-/// compiled-in zero, so the verifier sees the frozen value userspace wrote.
-#[inline(always)]
-pub fn config() -> ProbeConfig {
-    // SAFETY: CONFIG is a plain static of integers.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
-}
-
 /// Adds one to a counter slot of this CPU.
 #[inline(always)]
 pub fn bump(slot: u32) {

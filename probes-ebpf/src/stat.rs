@@ -16,7 +16,7 @@ use crate::maps::{STAT_AGG, VERDICT, bump};
 
 /// Reads a kernel pointer-sized value at `base + off`.
 #[inline(always)]
-fn read_u64(base: u64, off: u64) -> Result<u64, ()> {
+pub(crate) fn read_u64(base: u64, off: u64) -> Result<u64, ()> {
     // SAFETY: bpf_probe_read_kernel copes with any address; a fault returns an error.
     unsafe { bpf_probe_read_kernel((base + off) as *const u64) }.map_err(|_| ())
 }
@@ -34,41 +34,16 @@ macro_rules! cfg {
 /// directory's inode number. For pointers of unknown provenance (kprobe arguments, ancestor
 /// walks): every step through `bpf_probe_read_kernel`.
 #[inline(always)]
-fn css_cgroup_id(css: u64) -> Result<u64, ()> {
+pub(crate) fn css_cgroup_id(css: u64) -> Result<u64, ()> {
     let cgroup = read_u64(css, cfg!(css_cgroup))?;
     let kn = read_u64(cgroup, cfg!(cgroup_kn))?;
     read_u64(kn, cfg!(kn_id))
 }
 
-/// The same for a BTF-typed `struct mem_cgroup *` (tp_btf, fentry): plain loads, which the
-/// verifier checks against the kernel's BTF and the JIT protects with an exception table, so
-/// no helper call per step. A NULL step reads as 0, never faults.
-#[inline(always)]
-fn btf_memcg_cgroup_id(memcg: u64) -> Result<u64, ()> {
-    let (css_cgroup, cgroup_kn, kn_id) = (
-        cfg!(memcg_css) + cfg!(css_cgroup),
-        cfg!(cgroup_kn),
-        cfg!(kn_id),
-    );
-    // SAFETY: the verifier tracks `memcg` as a BTF pointer and turns these loads into
-    // fault-tolerant PROBE_MEM loads.
-    let cgroup = unsafe { core::ptr::read_volatile((memcg + css_cgroup) as *const u64) };
-    if cgroup == 0 {
-        return Err(());
-    }
-    // SAFETY: as above; `cgroup` is a BTF pointer loaded from a BTF pointer.
-    let kn = unsafe { core::ptr::read_volatile((cgroup + cgroup_kn) as *const u64) };
-    if kn == 0 {
-        return Err(());
-    }
-    // SAFETY: as above.
-    Ok(unsafe { core::ptr::read_volatile((kn + kn_id) as *const u64) })
-}
-
 /// Decides whether `id` (whose css is `css`, when known) is inside the target subtree. The
 /// first event of a cgroup walks its ancestors; the verdict is remembered in `VERDICT`.
 #[inline(always)]
-fn wanted(id: u64, css: Option<u64>) -> bool {
+pub(crate) fn wanted(id: u64, css: Option<u64>) -> bool {
     let flags = cfg!(flags);
     let target = cfg!(target_cgroup_id);
     if flags & flags::FILTER == 0 || id == target {
