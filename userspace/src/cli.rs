@@ -28,6 +28,11 @@ pub enum Command {
     /// the page, with the per-CPU residues read by eBPF: stat book, ledger terms, the kernel's
     /// bounds, dying descendants.
     Explain(ExplainArgs),
+    /// Run a built-in experiment in cgroups of its own and report what each phase of its
+    /// workload did to the books, with a verdict (exit 1 when a check fails).
+    Run(RunArgs),
+    /// Render a run saved with `run ... --record FILE` again (no kernel needed).
+    Report(ReportArgs),
     /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs).
     Cleanup,
     /// Internal: the controlled workload process (spoken to over stdin/stdout).
@@ -109,6 +114,80 @@ pub struct ExplainArgs {
     /// Show every term's per-CPU breakdown (JSON always has it).
     #[arg(long)]
     pub cpus: bool,
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment.
+    #[command(subcommand)]
+    pub experiment: Experiment,
+    /// Print the report as one JSON document (see docs/json.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Also save the report to FILE (re-render with `memcg-drift report FILE`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+/// The experiments.
+#[derive(Debug, Subcommand)]
+pub enum Experiment {
+    /// Allocate on one CPU, free a slice on every CPU, remove the cgroup, repeat (seed 000):
+    /// where the per-CPU statistic residues go, and whether the parent drifts.
+    BatchSkew(BatchSkewArgs),
+}
+
+/// Options of `run batch-skew`.
+#[derive(Debug, Args)]
+pub struct BatchSkewArgs {
+    /// CPUs that free a slice each, in order: a list like `0-3,8`, or `all` (online CPUs).
+    #[arg(long, value_name = "LIST|all", default_value = "all", value_parser = parse_cpus)]
+    pub cpus: CpuChoice,
+    /// Pages each CPU frees.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch_pages: u64,
+    /// CPU that touches the pages (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub alloc_cpu: Option<usize>,
+    /// Iterations (a fresh child cgroup each).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub iterations: u32,
+    /// Each iteration's cgroup also writes and reads a small file whose page cache keeps the
+    /// removed cgroup dying (as the seed's wrapper does).
+    #[arg(long)]
+    pub pin_page_cache: bool,
+    /// With --pin-page-cache: keep the pinning files, and so the dying cgroups, until the run
+    /// ends (otherwise each is deleted right after its cgroup is removed).
+    #[arg(long, requires = "pin_page_cache")]
+    pub keep_dying: bool,
+}
+
+/// `--cpus`: a list or every online CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuChoice {
+    /// Online CPUs.
+    All,
+    /// These CPUs.
+    List(Vec<usize>),
+}
+
+fn parse_cpus(s: &str) -> Result<CpuChoice, String> {
+    if s == "all" {
+        return Ok(CpuChoice::All);
+    }
+    crate::experiment::parse_cpu_list(s).map(CpuChoice::List)
+}
+
+/// Options of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A file written by `run ... --record FILE`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses a human duration (`500ms`, `5s`, `1min`); a bare number means seconds.

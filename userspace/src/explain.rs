@@ -159,6 +159,20 @@ pub struct ExplainReport {
     pub snapshot: SnapshotInfo,
 }
 
+/// One statistic item of the target cgroup itself (descendants not included), in the
+/// kernel's unit for the item, from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ItemResidue {
+    /// The item.
+    pub item: String,
+    /// The flushed aggregate (`vmstats->state`).
+    pub flushed: i64,
+    /// Flushed at descendants, not propagated here yet (`state_pending`).
+    pub pending_tree: i64,
+    /// Per CPU: updates made on the CPU and not flushed yet.
+    pub per_cpu: Vec<i64>,
+}
+
 /// Set by SIGINT/SIGTERM while `explain --watch` runs.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -237,6 +251,7 @@ pub struct Explainer {
     ids: Vec<u64>,
     ctx: Context,
     kernel: String,
+    read_stat_file: bool,
 }
 
 impl std::fmt::Debug for Explainer {
@@ -276,6 +291,7 @@ impl Explainer {
             root_id,
             ids,
             kernel,
+            read_stat_file: true,
         })
     }
 
@@ -301,13 +317,34 @@ impl Explainer {
         self.reader.layout().clone()
     }
 
+    /// Stops reading `memory.stat` after each snapshot (the report's cgroupfs column stays
+    /// empty): reading it flushes the statistics when enough updates are pending, which
+    /// would move the per-CPU residues an experiment is watching.
+    pub fn without_stat_file(mut self) -> Self {
+        self.read_stat_file = false;
+        self
+    }
+
     /// One report.
     pub fn report(&mut self) -> anyhow::Result<ExplainReport> {
+        Ok(self.report_with_items(&[])?.0)
+    }
+
+    /// One report, plus the target's own per-CPU unflushed deltas of the named statistic
+    /// items (kernel units), from the same snapshot. Items this kernel lacks are left out.
+    pub fn report_with_items(
+        &mut self,
+        items: &[&str],
+    ) -> anyhow::Result<(ExplainReport, Vec<ItemResidue>)> {
         let tree = self.walk()?;
         let before = self.target.usage_bytes().ok().flatten();
         let taken = residue::take(&mut self.reader, &tree.nodes, ATTEMPTS, ATTEMPT_PAUSE)?;
         let after = self.target.usage_bytes().ok().flatten();
-        let stat = self.target.stat().ok().flatten();
+        let stat = if self.read_stat_file {
+            self.target.stat().ok().flatten()
+        } else {
+            None
+        };
         let r = &taken.residues;
         if r.memcgs.first().is_none_or(|m| m.gone) {
             anyhow::bail!(
@@ -316,8 +353,25 @@ impl Explainer {
             );
         }
         let layout = self.reader_layout();
+        let x = &r.memcgs[0];
+        let picked = items
+            .iter()
+            .filter_map(|name| {
+                let k = layout.stats.index.slot(name)?;
+                Some(ItemResidue {
+                    item: name.to_string(),
+                    flushed: x.state.get(k).copied().unwrap_or(0),
+                    pending_tree: x.pending.get(k).copied().unwrap_or(0),
+                    per_cpu: x
+                        .cpu_delta
+                        .iter()
+                        .map(|d| d.get(k).copied().unwrap_or(0))
+                        .collect(),
+                })
+            })
+            .collect();
         let led = ledger::compute(&layout, &tree, r, &self.ctx);
-        Ok(self.build(&tree, &taken, led, before, after, stat))
+        Ok((self.build(&tree, &taken, led, before, after, stat), picked))
     }
 
     fn build(

@@ -11,6 +11,7 @@ pub mod charge;
 pub mod cli;
 pub mod collect;
 pub mod doctor;
+pub mod experiment;
 pub mod explain;
 pub mod items;
 pub mod kernel;

@@ -2,9 +2,28 @@
 
 use crate::{
     cgroup,
-    cli::{Cli, Command},
-    doctor, explain, trace,
+    cli::{Cli, Command, CpuChoice, Experiment},
+    doctor, experiment, explain, trace,
 };
+
+/// Fails early (before anything is created) when `--record FILE` cannot be written.
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--record {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        anyhow::bail!("--record {}: is a directory", path.display());
+    }
+    Ok(())
+}
 
 /// Checks the common preconditions for commands that load eBPF.
 fn require_root(what: &str) -> anyhow::Result<()> {
@@ -62,6 +81,54 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             require_root("explain")?;
             let hier = memory_hierarchy()?;
             explain::run(&a, &hier).map(|c| c as u8)
+        }
+        Command::Run(a) => {
+            require_root("run")?;
+            let hier = memory_hierarchy()?;
+            crate::cgroup::install_cleanup_on_signals()?;
+            crate::cgroup::install_cleanup_on_panic();
+            let common = experiment::Common {
+                json: a.json,
+                record: a.record.clone(),
+            };
+            if let Some(r) = &common.record {
+                check_writable(r)?;
+            }
+            let report = match a.experiment {
+                Experiment::BatchSkew(b) => {
+                    let online = experiment::online_cpus();
+                    let cpus = match b.cpus {
+                        CpuChoice::All => online.clone(),
+                        CpuChoice::List(l) => l,
+                    };
+                    let alloc_cpu = b
+                        .alloc_cpu
+                        .or_else(|| online.last().copied())
+                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    experiment::batch_skew::run(
+                        &hier,
+                        experiment::batch_skew::Params {
+                            cpus,
+                            batch_pages: b.batch_pages,
+                            alloc_cpu,
+                            iterations: b.iterations,
+                            pin_page_cache: b.pin_page_cache,
+                            keep_dying: b.keep_dying,
+                        },
+                        &common,
+                    )?
+                }
+            };
+            experiment::emit(&report, &common).map(|c| c as u8)
+        }
+        Command::Report(a) => {
+            let r = experiment::load(&a.file)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", experiment::render_text(&r));
+            }
+            Ok(0)
         }
         Command::Cleanup => {
             require_root("cleanup")?;

@@ -62,6 +62,20 @@ fn owner_file(run_id: &str) -> PathBuf {
     owner_dir().join(format!("{run_id}.owner"))
 }
 
+/// The run's scratch directory (files its workloads write): `/run/memcg-drift/<run-id>.files`.
+fn scratch_dir(run_id: &str) -> PathBuf {
+    owner_dir().join(format!("{run_id}.files"))
+}
+
+/// Removes a scratch directory; a missing one is fine.
+fn remove_scratch(dir: &Path) -> Result<(), CgroupError> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CgroupError::io(dir, e)),
+    }
+}
+
 /// State `(field 3)` and start time (field 22, clock ticks since boot) from the text of
 /// `/proc/<pid>/stat`. The command name (field 2) may hold spaces and parentheses, so fields
 /// are counted from the last `)`.
@@ -231,6 +245,7 @@ struct LiveRun {
     run_dir: PathBuf,
     parent_dir: PathBuf,
     owner_file: PathBuf,
+    scratch_dir: PathBuf,
     /// Set once removal was attempted; held during removal so a signal-time drain waits for
     /// a removal in progress instead of racing it.
     attempted: Mutex<bool>,
@@ -244,6 +259,8 @@ impl LiveRun {
         }
         *attempted = true;
         remove_tree(&self.run_dir)?;
+        // Files after the processes that wrote them are gone.
+        remove_scratch(&self.scratch_dir)?;
         // Only once the cgroups are gone: a marker left behind lets `cleanup_stale` finish.
         match fs::remove_file(&self.owner_file) {
             Ok(()) => {}
@@ -350,6 +367,7 @@ impl RunGroup {
             run_dir,
             parent_dir: parent,
             owner_file: owner,
+            scratch_dir: scratch_dir(&run_id),
             attempted: Mutex::new(false),
         });
         registry().push(live.clone());
@@ -405,6 +423,14 @@ impl RunGroup {
     /// The owner marker file.
     pub fn owner_file(&self) -> &Path {
         &self.live.owner_file
+    }
+
+    /// The run's scratch directory (`/run/memcg-drift/<run-id>.files`, on tmpfs), created on
+    /// first use; removed with the run, and by [`cleanup_stale`] after a killed run.
+    pub fn scratch(&self) -> Result<&Path, CgroupError> {
+        let d = &self.live.scratch_dir;
+        fs::create_dir_all(d).map_err(|e| CgroupError::io(d, e))?;
+        Ok(d)
     }
 
     /// Creates the child cgroup `name` (one or more `/`-separated components; the parent
@@ -488,7 +514,7 @@ impl fmt::Display for CleanupReport {
         for p in &self.live {
             writeln!(f, "left alone {} (its owner is running)", p.display())?;
         }
-        if self.stale.is_empty() && self.owner_files_removed.is_empty() {
+        if self.stale.is_empty() && self.owner_files_removed.is_empty() && self.removed.is_empty() {
             write!(f, "nothing to clean up")
         } else {
             write!(
@@ -530,6 +556,13 @@ pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupErro
         match remove_tree(dir) {
             Ok(removed) => {
                 report.removed.extend(removed);
+                let files = scratch_dir(run_id);
+                if files.exists() {
+                    match remove_scratch(&files) {
+                        Ok(()) => report.removed.push(files),
+                        Err(e) => report.failed.push((files, e.to_string())),
+                    }
+                }
                 if fs::remove_file(&owner).is_ok() {
                     report.owner_files_removed.push(owner);
                 }
@@ -544,6 +577,17 @@ pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupErro
     if let Ok(entries) = fs::read_dir(owner_dir()) {
         for e in entries.filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(run_id) = name.strip_suffix(".files") {
+                // Scratch of a run whose marker is gone or whose owner is dead.
+                let owner = owner_file(run_id);
+                if !parent.join(run_id).exists() && owner_stale_reason(&owner).is_some() {
+                    match remove_scratch(&e.path()) {
+                        Ok(()) => report.removed.push(e.path()),
+                        Err(err) => report.failed.push((e.path(), err.to_string())),
+                    }
+                }
+                continue;
+            }
             let Some(run_id) = name.strip_suffix(".owner") else {
                 continue;
             };

@@ -134,6 +134,8 @@ struct Child {
     io: NonNull<u8>,
     regions: NonNull<Region>,
     nregions: usize,
+    /// Pages released by `free N` so far, counted from the start of the first region.
+    released: usize,
     path: [u8; PATH_MAX + 1],
     reply: Reply,
 }
@@ -206,6 +208,43 @@ impl Child {
         Ok(pages)
     }
 
+    /// `MADV_DONTNEED` on the next `pages` touched pages not released yet (in touch order),
+    /// keeping the mappings: the pages are uncharged now, on this CPU; `free` later unmaps.
+    fn free_some(&mut self, pages: u64) -> Result<u64, (&'static str, i32)> {
+        let want = usize::try_from(pages).map_err(|_| ("too many pages", libc::EINVAL))?;
+        let (page, n, mut skip) = (self.page, self.nregions, self.released);
+        let total: usize = self.regions()[..n].iter().map(|r| r.pages).sum();
+        if want == 0 || want > total - skip {
+            return Err(("free N needs 1..=touched-but-not-freed pages", libc::EINVAL));
+        }
+        let mut left = want;
+        for r in &self.regions()[..n] {
+            if left == 0 {
+                break;
+            }
+            if skip >= r.pages {
+                skip -= r.pages;
+                continue;
+            }
+            let take = (r.pages - skip).min(left);
+            // SAFETY: a sub-range of a mapping `touch` created and nothing else references.
+            let rc = unsafe {
+                libc::madvise(
+                    (r.addr + skip * page) as *mut libc::c_void,
+                    take * page,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                return Err(("madvise", errno()));
+            }
+            left -= take;
+            skip = 0;
+        }
+        self.released += want;
+        Ok(pages)
+    }
+
     fn free(&mut self) -> u64 {
         let mut pages = 0u64;
         let (page, n) = (self.page, self.nregions);
@@ -220,7 +259,8 @@ impl Child {
             *r = Region { addr: 0, pages: 0 };
         }
         self.nregions = 0;
-        pages
+        let released = std::mem::take(&mut self.released) as u64;
+        pages - released
     }
 
     /// Reads up to `bytes` of the file at `self.path` through the I/O buffer.
@@ -331,6 +371,15 @@ impl Child {
                 let n = self.free();
                 let _ = write!(self.reply, "ok freed {n}");
             }
+            b"free" => match parse_u64(args) {
+                None => err(r, "usage: free [N]", 0),
+                Some(n) => match self.free_some(n) {
+                    Ok(n) => {
+                        let _ = write!(self.reply, "ok freed {n}");
+                    }
+                    Err((what, e)) => err(&mut self.reply, what, e),
+                },
+            },
             b"file" | b"write" => match path_and_bytes(args) {
                 None => err(r, "usage: file|write PATH BYTES", 0),
                 Some((path, bytes)) => {
@@ -473,6 +522,7 @@ pub(super) fn serve() -> i32 {
         io,
         regions,
         nregions: 0,
+        released: 0,
         path: [0; PATH_MAX + 1],
         reply: Reply {
             buf: [0; 512],
@@ -501,8 +551,10 @@ pub(super) fn serve() -> i32 {
         }
     }
     // Error paths included: a first-time code page is a (file-backed) fault too.
-    let warm_up: [&[u8]; 16] = [
-        b"touch 1",
+    let warm_up: [&[u8]; 18] = [
+        b"touch 2",
+        b"free 1",
+        b"free 5",
         b"free",
         b"file /proc/self/stat 4096",
         b"write /dev/null 4096",

@@ -14,7 +14,8 @@
 //! | (start)            | `ready pid=P cpu=C page=S` | buffers, stack and code paths faulted in |
 //! | `cpu K`            | `ok cpu K`            | pinned to CPU K and running there             |
 //! | `touch N`          | `ok touched N`        | N fresh anonymous pages (no THP) written once |
-//! | `free`             | `ok freed N`          | `MADV_DONTNEED` + `munmap` of all touched     |
+//! | `free`             | `ok freed N`          | `MADV_DONTNEED` + `munmap` of all touched; N counts the pages not freed before |
+//! | `free N`           | `ok freed N`          | `MADV_DONTNEED` of the next N touched pages (touch order), mappings kept |
 //! | `file PATH BYTES`  | `ok read N`           | file read through a pre-touched 1 MiB buffer  |
 //! | `write PATH BYTES` | `ok wrote N`          | file created/truncated and written            |
 //! | `ping`             | `ok pong`             | nothing                                       |
@@ -509,6 +510,21 @@ impl Workload {
     /// Frees (`MADV_DONTNEED` and unmaps) every page touched so far; returns the page count.
     pub fn free(&mut self) -> Result<u64, WorkloadError> {
         self.numbered("free", "freed")
+    }
+
+    /// Frees (`MADV_DONTNEED`, mappings kept) the next `pages` touched pages not freed yet, in
+    /// the order they were touched, on the workload's current CPU.
+    pub fn free_pages(&mut self, pages: u64) -> Result<(), WorkloadError> {
+        let cmd = format!("free {pages}");
+        let got = self.numbered(&cmd, "freed")?;
+        if got != pages {
+            return Err(WorkloadError::Protocol {
+                pid: self.pid,
+                command: cmd,
+                reply: format!("freed {got}"),
+            });
+        }
+        Ok(())
     }
 
     fn path_arg(path: &Path) -> Result<&str, WorkloadError> {
