@@ -107,8 +107,15 @@ pub struct MemcgNode {
     pub depth: u32,
     /// `css.flags` when walked.
     pub css_flags: u32,
-    /// `CSS_ONLINE` is set: a live cgroup.
+    /// `CSS_ONLINE` is set and `CSS_DYING` is not: a live cgroup.
     pub online: bool,
+}
+
+/// Live: `CSS_ONLINE` and not `CSS_DYING`. `kill_css` sets `CSS_DYING` at rmdir, the offline
+/// (clearing `CSS_ONLINE`) follows asynchronously after an RCU grace period: a removed cgroup
+/// counts as dying from its rmdir on, as `css_is_dying()` says.
+fn is_live(flags: u32, l: &ResidueLayout) -> bool {
+    flags & l.cgroup.css_online != 0 && l.cgroup.css_dying.is_none_or(|d| flags & d == 0)
 }
 
 /// The target and its descendants (dying ones included), parents before children.
@@ -260,7 +267,7 @@ pub fn walk(
         parent: None,
         depth: 0,
         css_flags: info.flags,
-        online: info.flags & l.cgroup.css_online != 0,
+        online: is_live(info.flags, l),
     });
     // Breadth first, parents before children; a css seen twice (a list changing under the
     // walk) is not added again.
@@ -287,7 +294,7 @@ pub fn walk(
                 parent: Some(i),
                 depth: depth + 1,
                 css_flags: info.flags,
-                online: info.flags & l.cgroup.css_online != 0,
+                online: is_live(info.flags, l),
             });
         }
         i += 1;

@@ -1,0 +1,362 @@
+//! `memcg-drift run batch-skew` against the real kernel (seed 000).
+//!
+//! The numbers asserted come from the kernel's rules (module docs of
+//! userspace/src/experiment/batch_skew.rs): each anon fault adds exactly 1 to NR_ANON_MAPPED on
+//! the faulting CPU, each zap subtracts on the zapping CPU, so the probes must record exactly
+//! `+cpus*batch` on the alloc CPU during the touch and exactly `-batch` on CPU X during X's free;
+//! the per-CPU never-flushed residue equals those updates unless a flush ran in between (the
+//! periodic flusher every 2 s: then only the conservation of flushed + per-CPU is exact); the
+//! stock follows the 64-page batch rule; dying cgroups pinned by page cache stay dying.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{bin, online_cpus, require_kernel, serial};
+use memcg_drift::{
+    cgroup::detect_layout,
+    experiment::{
+        Common, Report,
+        batch_skew::{self, Params, Results},
+    },
+};
+
+fn params(iterations: u32) -> Params {
+    let cpus = online_cpus();
+    Params {
+        cpus: cpus.iter().copied().take(2).collect(),
+        batch_pages: 30,
+        alloc_cpu: *cpus.last().unwrap(),
+        iterations,
+        pin_page_cache: false,
+        keep_dying: false,
+    }
+}
+
+fn run_dir_root() -> PathBuf {
+    let h = detect_layout().unwrap().memory.unwrap();
+    h.root.join("memcg-drift")
+}
+
+/// Run directories of live or dead runs under `memcg-drift/`.
+fn run_dirs() -> Vec<PathBuf> {
+    std::fs::read_dir(run_dir_root())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn results(r: &Report) -> Results {
+    serde_json::from_value(r.results.clone()).unwrap()
+}
+
+fn assert_exact(r: &Report, p: &Params) {
+    let res = results(r);
+    let failed: Vec<_> = r.verdict.checks.iter().filter(|c| !c.ok).collect();
+    assert!(
+        failed.is_empty(),
+        "checks failed: {failed:#?}\n{}",
+        memcg_drift::experiment::render_text(r)
+    );
+    assert_eq!(r.lost_events, 0);
+    assert_eq!(res.iterations.len(), p.iterations as usize);
+    let b = p.batch_pages as i64;
+    let touch = p.cpus.len() as i64 * b;
+    for it in &res.iterations {
+        for row in &it.cpus {
+            let want_touch = if row.cpu == p.alloc_cpu { touch } else { 0 };
+            assert_eq!(row.touch, want_touch, "iter {} cpu {}", it.index, row.cpu);
+            assert_eq!(row.free, -b, "iter {} cpu {}", it.index, row.cpu);
+            if it.no_flush_between == Some(true) {
+                assert_eq!(row.residue, Some(row.touch + row.free));
+            }
+        }
+        assert_eq!(it.conserved_delta, Some(0));
+        // Charges in the touch phase: anon + page tables, from the stock first.
+        let alloc = it.cpus.iter().find(|c| c.cpu == p.alloc_cpu).unwrap();
+        let s0 = it.stock_before_touch.expect("stock readable");
+        assert_eq!(
+            alloc.stock_after_touch,
+            Some(batch_skew::stock_after(s0, it.charged_in_touch))
+        );
+        assert!(it.charged_in_touch >= touch);
+        let need = (it.charged_in_touch - s0).max(0) as u64;
+        assert_eq!(it.batches, need.div_ceil(64), "iteration {}", it.index);
+        assert_eq!(it.batch_pages, 64 * it.batches);
+        // The touch phase's records are in the right windows: its phase exists and has the
+        // updates, the free phases have nothing on the alloc CPU from the touch.
+        let ph = r.phase(&format!("{} touch", it.cgroup)).unwrap();
+        assert!(ph.end_ms >= ph.start_ms);
+        assert_eq!(
+            ph.per_cpu(&it.cgroup, "NR_ANON_MAPPED", &[p.alloc_cpu]),
+            vec![touch]
+        );
+    }
+    // At least one iteration had no flush between its snapshots (the snapshots are ~1 ms
+    // apart, the periodic flush runs every 2 s), so the exact per-CPU residue was checked.
+    assert!(
+        res.iterations
+            .iter()
+            .any(|i| i.no_flush_between == Some(true)),
+        "every iteration saw a flush"
+    );
+    assert_eq!(res.observed_batch, Some(64.0));
+    // 2 CPUs x 30 pages, alloc on the second: cpu0 keeps -30, the alloc CPU 60-33-30 = -3.
+    if p.cpus.len() == 2 && p.cpus[1] == p.alloc_cpu {
+        assert_eq!(res.old_rule_stranded_per_iteration, 33);
+    }
+    assert_eq!(r.verdict.status, "flushes into the parent");
+    assert_eq!(res.measured_drift, 0);
+    assert_eq!(
+        res.convergence.shown_after_wait,
+        res.convergence.exact_after_wait
+    );
+}
+
+#[test]
+fn batch_skew_two_cpus_exact_per_cpu_records() {
+    let test = "batch_skew_two_cpus_exact_per_cpu_records";
+    if !require_kernel(test) {
+        return;
+    }
+    let _s = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let p = params(3);
+    let r = batch_skew::run(&hier, p.clone(), &Common::default()).unwrap();
+    eprintln!("{}", memcg_drift::experiment::render_text(&r));
+    assert_exact(&r, &p);
+    assert!(!run_dir_root().join(&r.run_id).exists(), "run left behind");
+}
+
+#[test]
+fn batch_skew_pinned_cgroups_stay_dying() {
+    let test = "batch_skew_pinned_cgroups_stay_dying";
+    if !require_kernel(test) {
+        return;
+    }
+    let _s = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let mut p = params(3);
+    p.pin_page_cache = true;
+    p.keep_dying = true;
+    let r = batch_skew::run(&hier, p.clone(), &Common::default()).unwrap();
+    let res = results(&r);
+    assert_exact(&r, &p);
+    // Each removed cgroup's file (written and read inside it) keeps it dying until the file is
+    // deleted at the end of the run: after iteration i, exactly i+1 are dying.
+    let dying: Vec<usize> = res.iterations.iter().map(|i| i.dying_after).collect();
+    assert_eq!(dying, vec![1, 2, 3]);
+    let led = &r.ledgers[0];
+    assert_eq!(led.unexplained_pages, 0, "{}", led.text);
+    let dying_json = led.json["dying"].as_array().unwrap();
+    assert_eq!(dying_json.len(), 3, "{}", led.text);
+    assert!(!run_dir_root().join(&r.run_id).exists(), "run left behind");
+    assert!(
+        !Path::new(&format!("/run/memcg-drift/{}.files", r.run_id)).exists(),
+        "scratch left behind"
+    );
+}
+
+#[test]
+fn batch_skew_cli_text_json_and_record() {
+    let test = "batch_skew_cli_text_json_and_record";
+    if !require_kernel(test) {
+        return;
+    }
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("run.json");
+    let cpus = online_cpus();
+    let list = format!("{},{}", cpus[0], cpus[1.min(cpus.len() - 1)]);
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "batch-skew",
+            "--iterations",
+            "1",
+            "--cpus",
+            &list,
+            "--json",
+        ])
+        .arg("--record")
+        .arg(&rec)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["experiment"], "batch-skew");
+    let phases = j["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"iter-0 touch"), "{names:?}");
+    assert!(names.contains(&format!("iter-0 free on cpu{}", cpus[0]).as_str()));
+    let touch = phases.iter().find(|p| p["name"] == "iter-0 touch").unwrap();
+    assert!(touch["start_ms"].as_f64().unwrap() <= touch["end_ms"].as_f64().unwrap());
+    let anon = touch["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["cgroup"] == "iter-0" && s["item"] == "NR_ANON_MAPPED")
+        .unwrap();
+    let ncpus = if cpus.len() > 1 { 2 } else { 1 };
+    assert_eq!(anon["total"], 30 * ncpus);
+    assert_eq!(
+        anon["per_cpu"][cpus.last().unwrap().to_string()],
+        30 * ncpus,
+        "{anon}"
+    );
+    assert_eq!(j["verdict"]["status"], "flushes into the parent");
+    assert!(
+        j["verdict"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true)
+    );
+    // The record re-renders offline, identically to what `run` prints.
+    let text = Command::new(bin())
+        .args(["report"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("verdict: flushes into the parent"), "{text}");
+    assert!(
+        text.contains("charge batch: kernel MEMCG_CHARGE_BATCH 64"),
+        "{text}"
+    );
+    assert!(text.contains("iter-0 touch"));
+    let again = Command::new(bin())
+        .args(["report", "--json"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    let j2: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(j, j2);
+}
+
+#[test]
+fn batch_skew_bad_input_is_one_line_and_creates_nothing() {
+    let test = "batch_skew_bad_input_is_one_line_and_creates_nothing";
+    if !require_kernel(test) {
+        return;
+    }
+    let _s = serial();
+    let before = run_dirs();
+    for (args, needle) in [
+        (vec!["--cpus", "9999"], "CPU 9999 is not online"),
+        (vec!["--cpus", "1-0"], "range ends before it starts"),
+        (vec!["--batch-pages", "0"], "--batch-pages"),
+        (vec!["--keep-dying"], "--pin-page-cache"),
+        (vec!["--alloc-cpu", "9999"], "CPU 9999 is not online"),
+    ] {
+        let out = Command::new(bin())
+            .args(["run", "batch-skew"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = Command::new(bin())
+        .args(["report", "/nonexistent/memcg-drift.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
+    assert_eq!(run_dirs(), before, "bad input created a run");
+}
+
+/// A run killed with SIGKILL midway leaves its cgroups, workload, owner marker and scratch
+/// files; `memcg-drift cleanup` removes all of them.
+#[test]
+fn sigkill_midway_then_cleanup_leaves_nothing() {
+    let test = "sigkill_midway_then_cleanup_leaves_nothing";
+    if !require_kernel(test) {
+        return;
+    }
+    let _s = serial();
+    let before = run_dirs();
+    let mut child = Command::new(bin())
+        .args([
+            "run",
+            "batch-skew",
+            "--iterations",
+            "10000",
+            "--pin-page-cache",
+            "--keep-dying",
+            "--json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the run has a workload inside an iteration cgroup.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (run_dir, workload) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never started a workload"
+        );
+        let mut found = None;
+        for d in run_dirs().into_iter().filter(|d| !before.contains(d)) {
+            for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+                let procs =
+                    std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+                if let Some(pid) = procs.lines().next() {
+                    found = Some((d.clone(), pid.trim().parse::<i32>().unwrap()));
+                }
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        run_dir.exists(),
+        "SIGKILL cannot clean up; the run must still be there"
+    );
+    let owner = PathBuf::from(format!("/run/memcg-drift/{run_id}.owner"));
+    assert!(owner.exists());
+    let out = Command::new(bin()).arg("cleanup").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("stale run {}", run_dir.display())),
+        "{text}"
+    );
+    assert!(!run_dir.exists(), "{text}");
+    assert!(!owner.exists(), "{text}");
+    assert!(
+        !Path::new(&format!("/run/memcg-drift/{run_id}.files")).exists(),
+        "{text}"
+    );
+    // The workload was killed before its cgroup was removed (a zombie until reaped by init
+    // counts as gone).
+    let stat = std::fs::read_to_string(format!("/proc/{workload}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "workload {workload} survived: {stat}"
+    );
+    assert_eq!(run_dirs(), before);
+}
