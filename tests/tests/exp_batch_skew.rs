@@ -282,8 +282,8 @@ fn batch_skew_bad_input_is_one_line_and_creates_nothing() {
 /// A run killed with SIGKILL midway leaves its cgroups, workload, owner marker and scratch
 /// files; `memcg-drift cleanup` removes all of them.
 #[test]
-fn sigkill_midway_then_cleanup_leaves_nothing() {
-    let test = "sigkill_midway_then_cleanup_leaves_nothing";
+fn batch_skew_sigkill_midway_then_cleanup_leaves_nothing() {
+    let test = "batch_skew_sigkill_midway_then_cleanup_leaves_nothing";
     if !require_kernel(test) {
         return;
     }
