@@ -83,8 +83,20 @@ pub mod kind {
     pub const INFER_UP: u32 = 19;
     /// Inferred: the reading was lower; pages: the fall.
     pub const INFER_DOWN: u32 = 20;
+    /// `try_charge_memcg` calls that went round their retry loop (a failed page_counter
+    /// attempt followed by another attempt, after reclaim or with a smaller batch); pages:
+    /// the number of retries.
+    pub const TC_RETRY: u32 = 21;
+    /// `refill_obj_stock(objcg, nr_bytes, ..)`: kernel-memory bytes given to this CPU's object
+    /// stock (freed objects, and the unused rest of a page charged for an object), keyed by the
+    /// objcg's memcg; pages: bytes.
+    pub const OBJ_REFILL: u32 = 22;
+    /// `drain_obj_stock(stock)`: bytes the object stock held when it was drained (whole pages
+    /// go back to the charge stock, the rest to `objcg->nr_charged_bytes`), keyed by the
+    /// cached objcg's memcg; pages: bytes.
+    pub const OBJ_DRAIN: u32 = 23;
     /// Number of kinds.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 24;
 }
 
 /// Which page_counter of a `struct mem_cgroup` a counter pointer is, decided in the kernel
@@ -235,6 +247,13 @@ pub struct ChargeConfig {
     pub oc_chosen: u64,
     /// `offsetof(struct page_counter, usage)`.
     pub pc_usage: u64,
+    /// `offsetof(struct obj_cgroup, memcg)`.
+    pub objcg_memcg: u64,
+    /// `offsetof(<object stock>, cached_objcg)`: `struct memcg_stock_pcp` up to 6.15,
+    /// `struct obj_stock_pcp` from 6.16.
+    pub obj_stock_objcg: u64,
+    /// `offsetof(<object stock>, nr_bytes)` (an `unsigned int`).
+    pub obj_stock_nr_bytes: u64,
     /// Offset of `pid` in the `oom:mark_victim` tracefs record.
     pub tp_victim_pid: u32,
     /// Offset of `comm` in that record; 0 where the record has none (6.1 has only `pid`).
@@ -265,6 +284,9 @@ impl ChargeConfig {
         oc_order: 0,
         oc_chosen: 0,
         pc_usage: 0,
+        objcg_memcg: 0,
+        obj_stock_objcg: 0,
+        obj_stock_nr_bytes: 0,
         tp_victim_pid: 0,
         tp_victim_comm: 0,
         victim_arg_is_task: 0,
@@ -275,7 +297,7 @@ impl ChargeConfig {
 const _: () = assert!(size_of::<ChargeKey>() == 16);
 const _: () = assert!(size_of::<ChargeValue>() == 16);
 const _: () = assert!(size_of::<OomEvent>() == 56);
-const _: () = assert!(size_of::<ChargeConfig>() == 144);
+const _: () = assert!(size_of::<ChargeConfig>() == 168);
 
 #[cfg(feature = "user")]
 mod user {

@@ -69,7 +69,8 @@ struct TcFrame {
     charged: u32,
     /// Number of those charges.
     charges: u32,
-    _pad: u32,
+    /// Failed page_counter attempts (memory, or v1 memsw) of `memcg` inside this call.
+    fails: u32,
 }
 
 /// A `page_counter_try_charge` call in progress.
@@ -99,7 +100,7 @@ const EMPTY: TaskFrames = TaskFrames {
         nr_pages: 0,
         charged: 0,
         charges: 0,
-        _pad: 0,
+        fails: 0,
     }; NEST],
     pc: [PcFrame {
         counter: 0,
@@ -327,7 +328,7 @@ fn on_tc_entry(memcg: u64, nr_pages: u32) {
                     nr_pages,
                     charged: 0,
                     charges: 0,
-                    _pad: 0,
+                    fails: 0,
                 };
                 (*f).tc_depth = d as u32 + 1;
             }
@@ -372,6 +373,15 @@ fn on_tc_exit(ret: i32) {
         }
     };
     let nr = u64::from(frame.nr_pages);
+    // Every failed attempt but a final one was followed by another attempt.
+    let retries = if ret == 0 {
+        frame.fails
+    } else {
+        frame.fails.saturating_sub(1)
+    };
+    if retries != 0 && !add(id, kind::TC_RETRY, counter::NONE, u64::from(retries), 1) {
+        cbump(ccounter::MAP_FULL);
+    }
     if ret != 0 {
         record(id, kind::TC_FAIL, counter::NONE, nr);
     } else if frame.charges == 0 {
@@ -399,6 +409,20 @@ fn note_charged(memcg: u64, nr_pages: u64) {
             if (*t).memcg == memcg {
                 (*t).charged += nr_pages as u32;
                 (*t).charges += 1;
+            }
+        }
+    }
+}
+
+/// Notes a failed memory (or v1 memsw) attempt of `memcg` inside its innermost try_charge.
+/// One attempt fails at most one of the two counters (memsw first, memory only after it).
+#[inline(always)]
+fn note_failed(memcg: u64) {
+    if let Some(t) = top_tc() {
+        // SAFETY: see top_tc.
+        unsafe {
+            if (*t).memcg == memcg {
+                (*t).fails += 1;
             }
         }
     }
@@ -455,6 +479,9 @@ fn on_pc_try_exit(ret: u64) {
     let ok = ret & 0xff != 0;
     if ok && ctr == counter::MEMORY {
         note_charged(memcg, frame.nr_pages);
+    }
+    if !ok && (ctr == counter::MEMORY || ctr == counter::SWAP) {
+        note_failed(memcg);
     }
     let id = match memcg_wanted(memcg) {
         Ok(Some(id)) => id,
@@ -534,6 +561,46 @@ fn on_drain(stock: u64) {
     };
     match memcg_wanted(memcg) {
         Ok(Some(id)) => record(id, kind::DRAIN, counter::NONE, u64::from(nr)),
+        Ok(None) => cbump(ccounter::FILTERED),
+        Err(()) => cbump(ccounter::READ_FAILED),
+    }
+}
+
+/// `refill_obj_stock(objcg, nr_bytes, allow_uncharge)`.
+fn on_obj_refill(objcg: u64, nr_bytes: u32) {
+    cbump(ccounter::SEEN);
+    let Ok(memcg) = read_u64(objcg, ccfg!(objcg_memcg)) else {
+        cbump(ccounter::READ_FAILED);
+        return;
+    };
+    match memcg_wanted(memcg) {
+        Ok(Some(id)) => record(id, kind::OBJ_REFILL, counter::NONE, u64::from(nr_bytes)),
+        Ok(None) => cbump(ccounter::FILTERED),
+        Err(()) => cbump(ccounter::READ_FAILED),
+    }
+}
+
+/// `drain_obj_stock(stock)`: what the stock holds for its cached objcg, read on entry.
+fn on_obj_drain(stock: u64) {
+    let Ok(objcg) = read_u64(stock, ccfg!(obj_stock_objcg)) else {
+        cbump(ccounter::SEEN);
+        cbump(ccounter::READ_FAILED);
+        return;
+    };
+    // Draining a stock that caches no objcg does nothing: not an event.
+    if objcg == 0 {
+        return;
+    }
+    cbump(ccounter::SEEN);
+    let (Ok(nr), Ok(memcg)) = (
+        read_u32(stock, ccfg!(obj_stock_nr_bytes)),
+        read_u64(objcg, ccfg!(objcg_memcg)),
+    ) else {
+        cbump(ccounter::READ_FAILED);
+        return;
+    };
+    match memcg_wanted(memcg) {
+        Ok(Some(id)) => record(id, kind::OBJ_DRAIN, counter::NONE, u64::from(nr)),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
     }
@@ -695,6 +762,38 @@ pub fn fentry_drain_stock(ctx: FEntryContext) -> u32 {
 pub fn kprobe_drain_stock(ctx: ProbeContext) -> u32 {
     if let Some(stock) = ctx.arg(0) {
         on_drain(stock);
+    }
+    0
+}
+
+// ---- refill_obj_stock(struct obj_cgroup *objcg, unsigned int nr_bytes, bool allow_uncharge) ----
+
+#[fentry(function = "refill_obj_stock")]
+pub fn fentry_refill_obj_stock(ctx: FEntryContext) -> u32 {
+    on_obj_refill(ctx.arg(0), ctx.arg::<u64>(1) as u32);
+    0
+}
+
+#[kprobe]
+pub fn kprobe_refill_obj_stock(ctx: ProbeContext) -> u32 {
+    if let (Some(objcg), Some(nr)) = (ctx.arg(0), ctx.arg::<u64>(1)) {
+        on_obj_refill(objcg, nr as u32);
+    }
+    0
+}
+
+// ---- drain_obj_stock(struct memcg_stock_pcp *stock) (6.16+: struct obj_stock_pcp *) ----
+
+#[fentry(function = "drain_obj_stock")]
+pub fn fentry_drain_obj_stock(ctx: FEntryContext) -> u32 {
+    on_obj_drain(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn kprobe_drain_obj_stock(ctx: ProbeContext) -> u32 {
+    if let Some(stock) = ctx.arg(0) {
+        on_obj_drain(stock);
     }
     0
 }

@@ -320,6 +320,11 @@ fn oom_at_32_mib_kills_the_workload_once() {
     assert_eq!(victims[0].pid, pid);
     if probed {
         assert!(t.failed.events >= 1, "a failed try_charge: {t:?}");
+        // The call that invokes the OOM killer has retried at least MAX_RECLAIM_RETRIES (16)
+        // times first: `if (nr_retries--) goto retry;` before `mem_cgroup_oom` (6.1
+        // mm/memcontrol.c try_charge_memcg; 6.12 :2169-2356), after a failed batch and a
+        // failed exact-size attempt.
+        assert!(t.retries.pages >= 16, "retries before the OOM: {t:?}");
         let mem = t.memory();
         assert!(
             mem.limit_hits.events >= 1,
@@ -764,5 +769,89 @@ fn inferred_and_probed_charges_agree() {
     assert_eq!(d.counters.infer_race + d2.counters.infer_race, 0);
     w.exit().unwrap();
     drop((tracer, stats));
+    run.remove().unwrap();
+}
+
+/// The object stock (byte-granular kernel memory): a workload on CPU k creates tmpfs files in
+/// a fresh cgroup A, so their inodes and dentries are charged through A's objcg and CPU k's
+/// object stock caches it (`refill_obj_stock` puts the rest of each page charged for an object
+/// there). Then a workload of a sibling B on the same CPU creates one file: the first object
+/// charged for B's objcg makes `refill_obj_stock` switch the cached objcg, so
+/// `drain_obj_stock` runs for A's objcg and must report exactly the bytes the stock held for
+/// A, as the residue reader saw them just before (6.12 mm/memcontrol.c:2794-2898; 6.1
+/// :3241-3340). CPU k runs nothing else of these cgroups in between.
+#[test]
+fn charge_obj_stock_refills_and_drains_exactly() {
+    let test = "charge_obj_stock_refills_and_drains_exactly";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run = RunGroup::create(&hier).unwrap();
+    let a = run.child("a").unwrap();
+    let b = run.child("b").unwrap();
+    let k = *online_cpus().last().unwrap();
+    let tracer = ChargeTracer::start(
+        Filter {
+            target: Some(run.cgroup().id()),
+            descendants: true,
+        },
+        None,
+    )
+    .unwrap();
+    if charge_path_missing(&tracer, test) {
+        return;
+    }
+    for id in ["charge.refill_obj_stock", "charge.drain_obj_stock"] {
+        assert!(
+            tracer
+                .outcomes
+                .iter()
+                .any(|o| o.id == id && o.used.is_some()),
+            "{id} not attached: {:#?}",
+            tracer.outcomes
+        );
+    }
+    let dir = run.scratch().unwrap().to_path_buf();
+    let mut wa = Workload::spawn(&workload_binary(), &a, k).unwrap();
+    let mut wb = Workload::spawn(&workload_binary(), &b, k).unwrap();
+    let s0 = tracer.snapshot().unwrap();
+    for i in 0..20 {
+        wa.write_file(&dir.join(format!("a{i}")), 64).unwrap();
+    }
+    let s1 = tracer.snapshot().unwrap();
+    let d = s1.since(&s0);
+    print_figures(test, &d, a.id());
+    let fa = d.figures(a.id());
+    let on_k = fa
+        .iter()
+        .find(|f| f.cpu == k)
+        .expect("A's figures on CPU k");
+    assert!(on_k.obj_refill.events >= 1, "{on_k:?}");
+    // What CPU k's object stock holds for A now.
+    let mut ex = memcg_drift::explain::Explainer::new(&hier, a.clone()).unwrap();
+    let r = ex.report().unwrap();
+    let held = r
+        .obj_stock
+        .as_ref()
+        .expect("object stock readable")
+        .per_cpu_bytes[k];
+    let s2 = tracer.snapshot().unwrap();
+    wb.write_file(&dir.join("b0"), 64).unwrap();
+    let s3 = tracer.snapshot().unwrap();
+    let d = s3.since(&s2);
+    print_figures(test, &d, a.id());
+    let drained: Vec<CpuCharge> = d.figures(a.id());
+    let on_k = drained
+        .iter()
+        .find(|f| f.cpu == k)
+        .unwrap_or_else(|| panic!("no drain of A's objcg on CPU {k}: {drained:?}"));
+    assert_eq!(on_k.obj_drain.events, 1, "{on_k:?}");
+    assert_eq!(on_k.obj_drain.pages as i64, held, "bytes drained vs held");
+    assert_eq!(d.counters.lost(), 0, "{:?}", d.counters);
+    drop(wa);
+    drop(wb);
+    drop(tracer);
     run.remove().unwrap();
 }

@@ -83,6 +83,28 @@ pub fn charge_config(
             }
         }
     };
+    // The object stock: inside `struct memcg_stock_pcp` up to 6.15, its own `struct
+    // obj_stock_pcp` from 6.16; both hooks read it through the same two offsets.
+    let obj_stock = ["obj_stock_pcp", "memcg_stock_pcp"].iter().find_map(|s| {
+        Some((
+            btf.member_offset(s, "cached_objcg")?,
+            btf.member_offset(s, "nr_bytes")?,
+        ))
+    });
+    let objcg_memcg = btf.member_offset("obj_cgroup", "memcg");
+    let (obj_stock_objcg, obj_stock_nr_bytes) = match (obj_stock, objcg_memcg) {
+        (Some(o), Some(_)) => o,
+        _ => {
+            for id in ["charge.refill_obj_stock", "charge.drain_obj_stock"] {
+                unusable.push((
+                    id,
+                    "kernel BTF has no object stock (cached_objcg/nr_bytes) or obj_cgroup.memcg"
+                        .to_string(),
+                ));
+            }
+            (0, 0)
+        }
+    };
     let (tp_victim_pid, tp_victim_comm) = match facts
         .tracefs
         .as_ref()
@@ -120,6 +142,9 @@ pub fn charge_config(
         oc_order: off("oom_control", "order")?,
         oc_chosen: off("oom_control", "chosen")?,
         pc_usage: off("page_counter", "usage")?,
+        objcg_memcg: objcg_memcg.unwrap_or(0),
+        obj_stock_objcg,
+        obj_stock_nr_bytes,
         tp_victim_pid,
         tp_victim_comm,
         victim_arg_is_task: u32::from(
@@ -466,6 +491,13 @@ pub struct CpuCharge {
     pub drains: Fig,
     /// `drain_all_stock` calls for this memcg's subtree.
     pub drain_all: Fig,
+    /// Calls that retried (count) and their retries (`pages`: the number of further attempts
+    /// after a failed one, after reclaim or with a smaller batch).
+    pub retries: Fig,
+    /// Object stock refills and the kernel-memory bytes they put in (`pages`: bytes).
+    pub obj_refill: Fig,
+    /// Object stock drains and the bytes the stock held (`pages`: bytes).
+    pub obj_drain: Fig,
     /// Memcg reclaim rounds begun by tasks charging this memcg.
     pub reclaim_rounds: Fig,
     /// Pages those rounds reclaimed (`pages`).
@@ -525,6 +557,9 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::OOM_KILL => "oom_kill",
         kind::INFER_UP => "inferred_up",
         kind::INFER_DOWN => "inferred_down",
+        kind::TC_RETRY => "retry",
+        kind::OBJ_REFILL => "obj_refill",
+        kind::OBJ_DRAIN => "obj_drain",
         _ => "unknown",
     }
 }
@@ -547,6 +582,9 @@ impl CpuCharge {
             kind::OOM_KILL => &mut self.oom_kills,
             kind::INFER_UP => &mut self.inferred_charged,
             kind::INFER_DOWN => &mut self.inferred_uncharged,
+            kind::TC_RETRY => &mut self.retries,
+            kind::OBJ_REFILL => &mut self.obj_refill,
+            kind::OBJ_DRAIN => &mut self.obj_drain,
             _ => {
                 // Page_counter kinds; names are resolved per version by the caller of
                 // `counter_ops`, stored here under the version-neutral name.
@@ -583,6 +621,9 @@ impl CpuCharge {
         self.oom_kills.merge(&o.oom_kills);
         self.inferred_charged.merge(&o.inferred_charged);
         self.inferred_uncharged.merge(&o.inferred_uncharged);
+        self.retries.merge(&o.retries);
+        self.obj_refill.merge(&o.obj_refill);
+        self.obj_drain.merge(&o.obj_drain);
         for (n, ops) in &o.counters {
             self.counters.entry(n).or_default().merge(ops);
         }
@@ -1237,10 +1278,22 @@ pub fn render_section(c: &ChargeSection) -> String {
                 parts.push(format!("{n} limit hit {}x", ops.limit_hits.events));
             }
         }
+        if f.retries.events > 0 {
+            parts.push(format!(
+                "{} charges retried {} times",
+                f.retries.events, f.retries.pages
+            ));
+        }
         if f.reclaim_rounds.events > 0 {
             parts.push(format!(
                 "reclaim {} rounds, {} pages",
                 f.reclaim_rounds.events, f.reclaimed.pages
+            ));
+        }
+        if f.obj_refill.events + f.obj_drain.events > 0 {
+            parts.push(format!(
+                "object stock: {} refills {} B, {} drains {} B",
+                f.obj_refill.events, f.obj_refill.pages, f.obj_drain.events, f.obj_drain.pages
             ));
         }
         if f.oom.events > 0 || f.oom_kills.events > 0 {

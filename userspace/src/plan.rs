@@ -353,10 +353,24 @@ pub fn hooks() -> Vec<HookSpec> {
             ),
         },
         HookSpec {
-            id: "charge.obj_stock",
+            id: "charge.refill_obj_stock",
             group: Charge,
-            loss: "byte-granular kernel-memory (object stock) refills and drains",
-            candidates: function_candidates(&["refill_obj_stock", "drain_obj_stock"], None, None),
+            loss: "kernel-memory bytes given to the object stock (freed objects, page rests)",
+            candidates: function_candidates(
+                &["refill_obj_stock"],
+                Some("fentry_refill_obj_stock"),
+                Some("kprobe_refill_obj_stock"),
+            ),
+        },
+        HookSpec {
+            id: "charge.drain_obj_stock",
+            group: Charge,
+            loss: "object-stock drains and the bytes they returned",
+            candidates: function_candidates(
+                &["drain_obj_stock"],
+                Some("fentry_drain_obj_stock"),
+                Some("kprobe_drain_obj_stock"),
+            ),
         },
         HookSpec {
             id: "oom.memcg_oom",
@@ -712,9 +726,9 @@ mod tests {
     fn hooks_without_programs_report_what_would_be_used() {
         let spec = hooks()
             .into_iter()
-            .find(|h| h.id == "charge.obj_stock")
+            .find(|h| h.id == "lifecycle.release")
             .unwrap();
-        let f = fake(&["sym:refill_obj_stock", "btf:refill_obj_stock"]);
+        let f = fake(&["sym:mem_cgroup_css_free", "btf:mem_cgroup_css_free"]);
         let p = plan_hook(&spec, &f, &support(&[Flavour::Fentry]), None);
         assert_eq!(p.usable().count(), 0);
         let w = p.would_use().unwrap();

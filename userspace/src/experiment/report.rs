@@ -61,6 +61,12 @@ pub struct ChargeRecord {
     pub drained: u64,
     /// Failed charge attempts (probed).
     pub failed: u64,
+    /// Retries inside charge attempts (probed).
+    pub retries: u64,
+    /// Kernel-memory bytes given to the object stock (probed).
+    pub obj_refill_bytes: u64,
+    /// Bytes object-stock drains returned (probed).
+    pub obj_drain_bytes: u64,
     /// Memcg reclaim rounds and the pages they reclaimed (vmscan tracepoints).
     pub reclaim_rounds: u64,
     /// Pages reclaimed.
@@ -89,6 +95,9 @@ impl ChargeRecord {
             uncharged: mem.uncharge.pages,
             drained: f.drains.pages,
             failed: f.failed.events,
+            retries: f.retries.pages,
+            obj_refill_bytes: f.obj_refill.pages,
+            obj_drain_bytes: f.obj_drain.pages,
             reclaim_rounds: f.reclaim_rounds.events,
             reclaimed: f.reclaimed.pages,
             oom: f.oom.events,
@@ -178,6 +187,9 @@ impl PhaseRecord {
             t.uncharged += c.uncharged;
             t.drained += c.drained;
             t.failed += c.failed;
+            t.retries += c.retries;
+            t.obj_refill_bytes += c.obj_refill_bytes;
+            t.obj_drain_bytes += c.obj_drain_bytes;
             t.reclaim_rounds += c.reclaim_rounds;
             t.reclaimed += c.reclaimed;
             t.oom += c.oom;
@@ -409,6 +421,9 @@ fn render_phases(out: &mut String, r: &Report) {
             add("uncharged", c.uncharged);
             add("drained", c.drained);
             add("failed", c.failed);
+            add("retries", c.retries);
+            add("obj-refill-B", c.obj_refill_bytes);
+            add("obj-drain-B", c.obj_drain_bytes);
             add("reclaim-rounds", c.reclaim_rounds);
             add("reclaimed", c.reclaimed);
             add("oom", c.oom);
