@@ -66,7 +66,7 @@ pub struct VmArgs {
     #[arg(long)]
     pub memory: Option<u32>,
     /// Kill the guest after this many seconds of host wall time.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1500)]
     pub timeout: u64,
     /// Pass this libtest name filter to every test executable.
     #[arg(long, value_name = "TESTNAME")]
@@ -94,7 +94,8 @@ impl VmArgs {
             kernel: kernel.to_string(),
             cpus: 2,
             memory: None,
-            timeout: 600,
+            // The whole suite takes about 10 minutes of emulated time at 2 vCPUs.
+            timeout: 1500,
             filter: None,
             cgroup: CgroupMode::V2,
             keep: false,
