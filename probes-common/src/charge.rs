@@ -178,7 +178,7 @@ pub struct ChargeValue {
     pub events: u64,
 }
 
-/// Kinds of [`OomEvent`].
+/// Kinds of [`OomEvent`] (the ring buffer also carries the rare cgroup lifecycle events).
 pub mod oom_kind {
     /// `mem_cgroup_out_of_memory(memcg, gfp, order)` entered: `cgroup_id` is the memcg, `pid`
     /// and `comm` the task that invoked it.
@@ -189,6 +189,14 @@ pub mod oom_kind {
     /// `oom:mark_victim`: `pid` the victim, `comm` its name when the kernel gives it (6.12+
     /// tracepoint or the task pointer), `cgroup_id` its memcg when the task is known, else 0.
     pub const VICTIM: u32 = 2;
+    /// `cgroup:cgroup_mkdir`: `cgroup_id` the new cgroup, `order` its level, `pid`/`comm` the
+    /// task that made it.
+    pub const MKDIR: u32 = 3;
+    /// `cgroup:cgroup_rmdir`: the cgroup removed (it is dying from now on until released).
+    pub const RMDIR: u32 = 4;
+    /// `cgroup:cgroup_release`: the cgroup released (its last reference gone; `pid`/`comm` the
+    /// task that ran the release work).
+    pub const RELEASE: u32 = 5;
 }
 
 /// One rare OOM-path event, as written to [`MAP_OOM_EVENTS`].
@@ -249,6 +257,17 @@ pub struct ChargeConfig {
     pub pc_usage: u64,
     /// `offsetof(struct obj_cgroup, memcg)`.
     pub objcg_memcg: u64,
+    /// `offsetof(struct cgroup, self)` (its own css).
+    pub cgroup_self: u64,
+    /// `offsetof(struct cgroup, root)`.
+    pub cgroup_root: u64,
+    /// `offsetof(struct cgroup, level)`.
+    pub cgroup_level: u64,
+    /// `offsetof(struct cgroup_root, hierarchy_id)`.
+    pub root_hierarchy_id: u64,
+    /// The memory hierarchy's id (v2: 0, the default hierarchy); [`ChargeConfig::ABSENT`]
+    /// when unknown (then lifecycle events are not checked for their hierarchy).
+    pub target_hierarchy: u64,
     /// `offsetof(<object stock>, cached_objcg)`: `struct memcg_stock_pcp` up to 6.15,
     /// `struct obj_stock_pcp` from 6.16.
     pub obj_stock_objcg: u64,
@@ -285,6 +304,11 @@ impl ChargeConfig {
         oc_chosen: 0,
         pc_usage: 0,
         objcg_memcg: 0,
+        cgroup_self: 0,
+        cgroup_root: 0,
+        cgroup_level: 0,
+        root_hierarchy_id: 0,
+        target_hierarchy: Self::ABSENT,
         obj_stock_objcg: 0,
         obj_stock_nr_bytes: 0,
         tp_victim_pid: 0,
@@ -297,7 +321,7 @@ impl ChargeConfig {
 const _: () = assert!(size_of::<ChargeKey>() == 16);
 const _: () = assert!(size_of::<ChargeValue>() == 16);
 const _: () = assert!(size_of::<OomEvent>() == 56);
-const _: () = assert!(size_of::<ChargeConfig>() == 168);
+const _: () = assert!(size_of::<ChargeConfig>() == 208);
 
 #[cfg(feature = "user")]
 mod user {

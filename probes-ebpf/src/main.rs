@@ -16,6 +16,7 @@
 
 mod charge;
 mod infer;
+mod lifecycle;
 mod maps;
 mod oom;
 mod residue;

@@ -22,7 +22,7 @@ pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(OOM_RING_BYTES, 0);
 
 /// Writes one event; a full ring buffer is counted.
 #[inline(always)]
-fn send(kind: u32, cgroup_id: u64, pid: u32, order: i32, comm: [u8; 16]) {
+pub(crate) fn send(kind: u32, cgroup_id: u64, pid: u32, order: i32, comm: [u8; 16]) {
     let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
         cbump(ccounter::RING_FULL);
         return;

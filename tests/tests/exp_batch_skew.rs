@@ -131,6 +131,25 @@ fn batch_skew_two_cpus_exact_per_cpu_records() {
     let r = batch_skew::run(&hier, p.clone(), &Common::default()).unwrap();
     eprintln!("{}", memcg_drift::experiment::render_text(&r));
     assert_exact(&r, &p);
+    // The lifecycle tracepoints saw each iteration's cgroup made and removed exactly once;
+    // a release (unpinned: asynchronous, RCU + workqueue) never comes before its rmdir.
+    for i in 0..p.iterations {
+        let cg = format!("iter-{i}");
+        let ev = |k: &str| -> Vec<f64> {
+            r.lifecycle
+                .iter()
+                .filter(|e| e.cgroup == cg && e.kind == k)
+                .map(|e| e.t_ms)
+                .collect()
+        };
+        let (mk, rm, rel) = (ev("mkdir"), ev("rmdir"), ev("release"));
+        assert_eq!((mk.len(), rm.len()), (1, 1), "{cg}: {:?}", r.lifecycle);
+        assert!(mk[0] < rm[0]);
+        assert!(
+            rel.len() <= 1 && rel.iter().all(|t| *t >= rm[0]),
+            "{cg}: {rel:?}"
+        );
+    }
     assert!(!run_dir_root().join(&r.run_id).exists(), "run left behind");
 }
 
@@ -152,6 +171,19 @@ fn batch_skew_pinned_cgroups_stay_dying() {
     // deleted at the end of the run: after iteration i, exactly i+1 are dying.
     let dying: Vec<usize> = res.iterations.iter().map(|i| i.dying_after).collect();
     assert_eq!(dying, vec![1, 2, 3]);
+    // Pinned: removed, never released during the run.
+    let count = |k: &str| {
+        r.lifecycle
+            .iter()
+            .filter(|e| e.kind == k && e.cgroup.starts_with("iter-"))
+            .count()
+    };
+    assert_eq!(
+        (count("rmdir"), count("release")),
+        (3, 0),
+        "{:?}",
+        r.lifecycle
+    );
     let led = &r.ledgers[0];
     assert_eq!(led.unexplained_pages, 0, "{}", led.text);
     let dying_json = led.json["dying"].as_array().unwrap();
@@ -249,7 +281,6 @@ fn batch_skew_bad_input_is_one_line_and_creates_nothing() {
         return;
     }
     let _s = serial();
-    let before = run_dirs();
     for (args, needle) in [
         (vec!["--cpus", "9999"], "CPU 9999 is not online"),
         (vec!["--cpus", "1-0"], "range ends before it starts"),
@@ -257,15 +288,36 @@ fn batch_skew_bad_input_is_one_line_and_creates_nothing() {
         (vec!["--keep-dying"], "--pin-page-cache"),
         (vec!["--alloc-cpu", "9999"], "CPU 9999 is not online"),
     ] {
-        let out = Command::new(bin())
+        let child = Command::new(bin())
             .args(["run", "batch-skew"])
             .args(&args)
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
+        // Run ids start with the pid of the run: nothing of this one may exist.
+        let ours = |d: &Path| {
+            std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{pid}-"))
+                })
+        };
+        assert!(!ours(&run_dir_root()), "{args:?} left a run cgroup");
+        assert!(
+            !ours(Path::new("/run/memcg-drift")),
+            "{args:?} left a marker"
+        );
     }
     let out = Command::new(bin())
         .args(["report", "/nonexistent/memcg-drift.json"])
@@ -276,7 +328,6 @@ fn batch_skew_bad_input_is_one_line_and_creates_nothing() {
         String::from_utf8_lossy(&out.stderr).trim().lines().count(),
         1
     );
-    assert_eq!(run_dirs(), before, "bad input created a run");
 }
 
 /// A run killed with SIGKILL midway leaves its cgroups, workload, owner marker and scratch
@@ -358,5 +409,4 @@ fn batch_skew_sigkill_midway_then_cleanup_leaves_nothing() {
         stat.is_empty() || stat.contains(") Z "),
         "workload {workload} survived: {stat}"
     );
-    assert_eq!(run_dirs(), before);
 }

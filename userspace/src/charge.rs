@@ -105,6 +105,8 @@ pub fn charge_config(
             (0, 0)
         }
     };
+    // Lifecycle events are kept to the memory hierarchy (v1 hierarchies have separate ids).
+    let target_hierarchy = memory_hierarchy_id().unwrap_or(ChargeConfig::ABSENT);
     let (tp_victim_pid, tp_victim_comm) = match facts
         .tracefs
         .as_ref()
@@ -143,6 +145,11 @@ pub fn charge_config(
         oc_chosen: off("oom_control", "chosen")?,
         pc_usage: off("page_counter", "usage")?,
         objcg_memcg: objcg_memcg.unwrap_or(0),
+        cgroup_self: off("cgroup", "self")?,
+        cgroup_root: off("cgroup", "root")?,
+        cgroup_level: off("cgroup", "level")?,
+        root_hierarchy_id: off("cgroup_root", "hierarchy_id")?,
+        target_hierarchy,
         obj_stock_objcg,
         obj_stock_nr_bytes,
         tp_victim_pid,
@@ -154,6 +161,28 @@ pub fn charge_config(
         wire_version: WIRE_VERSION,
     };
     Ok((cfg, unusable))
+}
+
+/// The memory controller's hierarchy id: 0 on cgroup v2 (the default hierarchy), the
+/// `hierarchy` column of `/proc/cgroups` on v1. `None` when it cannot be told.
+fn memory_hierarchy_id() -> Option<u64> {
+    let layout = crate::cgroup::detect_layout().ok()?;
+    match layout.memory?.version {
+        CgroupVersion::V2 => Some(0),
+        CgroupVersion::V1 => {
+            let text = std::fs::read_to_string("/proc/cgroups").ok()?;
+            parse_proc_cgroups_hierarchy(&text, "memory")
+        }
+    }
+}
+
+/// The hierarchy id of `controller` in the text of `/proc/cgroups`
+/// (`#subsys_name hierarchy num_cgroups enabled`).
+fn parse_proc_cgroups_hierarchy(text: &str, controller: &str) -> Option<u64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == controller).then(|| f.next()?.parse().ok())?
+    })
 }
 
 /// Loads the probes object with both configurations.
@@ -283,6 +312,9 @@ impl OomRecord {
             oom_kind::INVOKED => "invoked",
             oom_kind::KILL => "kill",
             oom_kind::VICTIM => "victim",
+            oom_kind::MKDIR => "mkdir",
+            oom_kind::RMDIR => "rmdir",
+            oom_kind::RELEASE => "release",
             _ => return None,
         };
         let end = e.comm.iter().position(|&c| c == 0).unwrap_or(e.comm.len());
@@ -309,6 +341,8 @@ pub struct ChargeSnapshot {
     pub counters: ChargeCounters,
     /// OOM events, oldest first.
     pub oom: Vec<OomRecord>,
+    /// Cgroup lifecycle events (`mkdir`, `rmdir`, `release`), oldest first.
+    pub lifecycle: Vec<OomRecord>,
 }
 
 impl ChargeSnapshot {
@@ -337,10 +371,16 @@ impl ChargeSnapshot {
             .get(earlier.oom.len().min(self.oom.len())..)
             .unwrap_or_default()
             .to_vec();
+        let lifecycle = self
+            .lifecycle
+            .get(earlier.lifecycle.len().min(self.lifecycle.len())..)
+            .unwrap_or_default()
+            .to_vec();
         Self {
             rows,
             counters: self.counters.minus(&earlier.counters),
             oom,
+            lifecycle,
         }
     }
 
@@ -674,7 +714,12 @@ impl ChargeTracer {
         let support = FlavourSupport::new();
         let mut plans: Vec<HookPlan> = plan::hooks()
             .iter()
-            .filter(|h| matches!(h.group, Group::Charge | Group::Oom | Group::Infer))
+            .filter(|h| {
+                matches!(
+                    h.group,
+                    Group::Charge | Group::Oom | Group::Infer | Group::Lifecycle
+                )
+            })
             .map(|h| plan::plan_hook(h, &facts, &support, only))
             .collect();
         // Hooks this kernel's layout rules out are rejected before attaching.
@@ -849,10 +894,14 @@ impl ChargeTracer {
             }
             None => Vec::new(),
         };
+        let (lifecycle, oom) = oom
+            .into_iter()
+            .partition(|r| matches!(r.kind, "mkdir" | "rmdir" | "release"));
         Ok(ChargeSnapshot {
             rows,
             counters,
             oom,
+            lifecycle,
         })
     }
 }
@@ -1385,6 +1434,14 @@ pub fn unavailable_line(outcomes: &[HookOutcome]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_cgroups_hierarchy_of_memory() {
+        let text =
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\nmemory\t7\t120\t1\n";
+        assert_eq!(parse_proc_cgroups_hierarchy(text, "memory"), Some(7));
+        assert_eq!(parse_proc_cgroups_hierarchy(text, "pids"), None);
+    }
 
     fn key(kind: u32, counter: u32) -> ChargeKey {
         ChargeKey {

@@ -473,20 +473,38 @@ pub fn hooks() -> Vec<HookSpec> {
             ),
         },
         HookSpec {
-            id: "lifecycle.mkdir_rmdir",
+            id: "lifecycle.mkdir",
             group: Lifecycle,
-            loss: "cgroup creation and removal times",
-            candidates: concat(
-                tracepoint_candidates("cgroup", "cgroup_mkdir", None, None),
-                tracepoint_candidates("cgroup", "cgroup_rmdir", None, None),
+            loss: "cgroup creation times",
+            candidates: tracepoint_candidates(
+                "cgroup",
+                "cgroup_mkdir",
+                Some("tp_btf_cgroup_mkdir"),
+                None,
+            ),
+        },
+        HookSpec {
+            id: "lifecycle.rmdir",
+            group: Lifecycle,
+            loss: "cgroup removal times (the start of a dying cgroup's life)",
+            candidates: tracepoint_candidates(
+                "cgroup",
+                "cgroup_rmdir",
+                Some("tp_btf_cgroup_rmdir"),
+                None,
             ),
         },
         HookSpec {
             id: "lifecycle.release",
             group: Lifecycle,
-            loss: "dying-cgroup lifetimes (offline to release)",
+            loss: "dying-cgroup lifetimes (rmdir to release)",
             candidates: concat(
-                tracepoint_candidates("cgroup", "cgroup_release", None, None),
+                tracepoint_candidates(
+                    "cgroup",
+                    "cgroup_release",
+                    Some("tp_btf_cgroup_release"),
+                    None,
+                ),
                 function_candidates(
                     &["mem_cgroup_css_offline", "mem_cgroup_css_free"],
                     None,

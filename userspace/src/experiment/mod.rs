@@ -127,6 +127,23 @@ pub struct Session {
     pub page_size: u64,
     experiment: &'static str,
     lost: u64,
+    /// CLOCK_MONOTONIC at `t0`, ns (the probes' clock).
+    t0_mono_ns: u64,
+    /// Every lifecycle event of the run's cgroups, inside phases or between them.
+    lifecycle: Vec<LifeRow>,
+    /// Lifecycle events already collected (a count into the tracer's list).
+    lifecycle_seen: usize,
+}
+
+/// CLOCK_MONOTONIC now, ns (what `bpf_ktime_get_ns` returns).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `t`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl Session {
@@ -181,6 +198,9 @@ impl Session {
             page_size,
             experiment,
             lost: 0,
+            t0_mono_ns: monotonic_ns(),
+            lifecycle: Vec::new(),
+            lifecycle_seen: 0,
         })
     }
 
@@ -212,10 +232,43 @@ impl Session {
         self.t0.elapsed().as_secs_f64() * 1000.0
     }
 
-    fn snapshots(&self) -> anyhow::Result<(StatSnapshot, Option<ChargeSnapshot>)> {
+    fn snapshots(&mut self) -> anyhow::Result<(StatSnapshot, Option<ChargeSnapshot>)> {
         let s = self.stat.snapshot()?;
         let c = self.charge.as_ref().map(|c| c.snapshot()).transpose()?;
+        if let Some(c) = &c {
+            self.collect_lifecycle(c);
+        }
         Ok((s, c))
+    }
+
+    fn collect_lifecycle(&mut self, c: &ChargeSnapshot) {
+        let new: Vec<LifeRow> = c
+            .lifecycle
+            .get(self.lifecycle_seen.min(c.lifecycle.len())..)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| self.life_row(e))
+            .collect();
+        self.lifecycle_seen = c.lifecycle.len();
+        self.lifecycle.extend(new);
+    }
+
+    fn life_row(&self, e: &crate::charge::OomRecord) -> LifeRow {
+        LifeRow {
+            kind: e.kind.to_string(),
+            cgroup: self.label(e.cgroup_id),
+            cgroup_id: e.cgroup_id,
+            t_ms: (e.ts_ns as f64 - self.t0_mono_ns as f64) / 1e6,
+        }
+    }
+
+    /// Reads the probes now (outside any phase), so that lifecycle events that happened
+    /// since the last reading are collected.
+    pub fn poll(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.charge.as_ref().map(|c| c.snapshot()).transpose()? {
+            self.collect_lifecycle(&c);
+        }
+        Ok(())
     }
 
     /// Runs one phase of the workload and records what the probes saw between its start and
@@ -247,6 +300,21 @@ impl Session {
             pb.inc(1);
         }
         r
+    }
+
+    /// Every lifecycle event of the run's cgroups collected so far (inside phases or between
+    /// them), oldest first. Call [`Session::poll`] first to collect the latest.
+    pub fn lifecycle(&self) -> &[LifeRow] {
+        &self.lifecycle
+    }
+
+    /// True when the cgroup lifecycle tracepoints are attached (rmdir and release).
+    pub fn lifecycle_attached(&self) -> bool {
+        self.charge.as_ref().is_some_and(|c| {
+            ["lifecycle.rmdir", "lifecycle.release"]
+                .iter()
+                .all(|id| c.outcomes.iter().any(|o| o.id == *id && o.used.is_some()))
+        })
     }
 
     /// The phases recorded so far.
@@ -307,6 +375,7 @@ impl Session {
         }
         let mut charges = Vec::new();
         let mut oom = Vec::new();
+        let mut lifecycle = Vec::new();
         let mut lost = sd.counters.lost();
         if let Some(cd) = cd {
             lost += cd.counters.lost();
@@ -317,6 +386,9 @@ impl Session {
                         charges.push(r);
                     }
                 }
+            }
+            for e in &cd.lifecycle {
+                lifecycle.push(self.life_row(e));
             }
             for o in &cd.oom {
                 oom.push(OomRow {
@@ -341,6 +413,7 @@ impl Session {
             stats: stats.into_values().collect(),
             charges,
             oom,
+            lifecycle,
             lost_events: lost,
         }
     }
@@ -400,7 +473,7 @@ impl Session {
 
     /// Ends the run: removes every cgroup and file it created and returns the report.
     pub fn finish(
-        self,
+        mut self,
         params: serde_json::Value,
         results: serde_json::Value,
         ledgers: Vec<LedgerAt>,
@@ -410,6 +483,7 @@ impl Session {
         if let Some(pb) = &self.progress {
             pb.finish_and_clear();
         }
+        let _ = self.poll();
         let hooks = self.hooks();
         let charge_source = self.charge_source();
         let value_unit = match self.stat.unit {
@@ -417,6 +491,8 @@ impl Session {
             ValueUnit::Native => "native units (function arguments)",
         };
         let duration_ms = self.now_ms();
+        let mut s = self;
+        let lifecycle = std::mem::take(&mut s.lifecycle);
         let Session {
             run,
             stat,
@@ -427,7 +503,7 @@ impl Session {
             lost,
             hier,
             ..
-        } = self;
+        } = s;
         drop(stat);
         drop(charge);
         let run_id = run.run_id().to_string();
@@ -451,6 +527,7 @@ impl Session {
             results,
             ledgers,
             oom_kills,
+            lifecycle,
             lost_events: lost,
             duration_ms,
             verdict,

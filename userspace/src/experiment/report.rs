@@ -135,6 +135,19 @@ pub struct OomRow {
     pub order: Option<i32>,
 }
 
+/// A cgroup lifecycle event inside a phase (`cgroup:cgroup_mkdir/rmdir/release`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifeRow {
+    /// `mkdir`, `rmdir` or `release`.
+    pub kind: String,
+    /// The cgroup (relative to the run).
+    pub cgroup: String,
+    /// Its id.
+    pub cgroup_id: u64,
+    /// When, ms since the run began (the kernel's CLOCK_MONOTONIC).
+    pub t_ms: f64,
+}
+
 /// One phase of the workload and what the probes saw during it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseRecord {
@@ -152,6 +165,9 @@ pub struct PhaseRecord {
     pub charges: Vec<ChargeRecord>,
     /// OOM events.
     pub oom: Vec<OomRow>,
+    /// Cgroup lifecycle events of the run's cgroups.
+    #[serde(default)]
+    pub lifecycle: Vec<LifeRow>,
     /// Events the probes lost in this window.
     pub lost_events: u64,
 }
@@ -331,6 +347,10 @@ pub struct Report {
     pub ledgers: Vec<LedgerAt>,
     /// OOM kills (limit runs).
     pub oom_kills: Vec<OomKill>,
+    /// Every lifecycle event of the run's cgroups (`cgroup:cgroup_mkdir/rmdir/release`),
+    /// inside phases or between them, oldest first; empty where the tracepoints cannot attach.
+    #[serde(default)]
+    pub lifecycle: Vec<LifeRow>,
     /// Events the probes lost during the run (0 unless a map filled or a read failed).
     pub lost_events: u64,
     /// Run time, ms.
@@ -436,6 +456,9 @@ fn render_phases(out: &mut String, r: &Report) {
                 c.cpu,
                 parts.join(", ")
             );
+        }
+        for e in &p.lifecycle {
+            let _ = writeln!(out, "      {:<12} {} at {:.1} ms", e.cgroup, e.kind, e.t_ms);
         }
         for o in &p.oom {
             let _ = writeln!(
