@@ -196,7 +196,7 @@ pub struct LimitArgs {
     /// Disk-backed directory for the --page-cache file (default /var/tmp).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// tmpfs (shmem) written by the workload before growing.
+    /// tmpfs (shmem, a file in /dev/shm) written by the workload before growing.
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::experiment::limit::parse_size)]
     pub tmpfs: u64,
     /// After growing, write this lower limit while usage is high and report what the kernel did.

@@ -45,7 +45,7 @@ use std::{
     fmt::Write as _,
     io::Read as _,
     os::unix::fs::OpenOptionsExt as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -115,7 +115,7 @@ pub struct Params {
     pub page_cache_bytes: u64,
     /// The directory of that file.
     pub cache_dir: Option<PathBuf>,
-    /// tmpfs (shmem) in `limited` before growing, bytes.
+    /// tmpfs (shmem) in `limited` before growing, bytes (a file in /dev/shm).
     pub tmpfs_bytes: u64,
     /// Lower limit written after growing, bytes.
     pub shrink_to_bytes: Option<u64>,
@@ -155,6 +155,8 @@ pub struct Options {
 }
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// Where `--tmpfs` writes its file (the usual tmpfs of every distribution).
+const TMPFS_DIR: &str = "/dev/shm";
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// Validates the options against the hierarchy (before anything is created) and fills in the
@@ -226,6 +228,16 @@ pub fn validate(hier: &MemoryHierarchy, o: &Options, page: u64) -> anyhow::Resul
     } else {
         None
     };
+    if o.tmpfs > 0 {
+        let d = Path::new(TMPFS_DIR);
+        let ty = nix::sys::statfs::statfs(d)
+            .map_err(|e| anyhow::anyhow!("--tmpfs: {TMPFS_DIR}: {e}"))?
+            .filesystem_type()
+            .0 as i64;
+        if ty != TMPFS_MAGIC {
+            anyhow::bail!("--tmpfs: {TMPFS_DIR} is not a tmpfs here");
+        }
+    }
     let online = super::online_cpus();
     let cpu = match o.cpu {
         Some(c) if !online.contains(&c) => {
@@ -303,9 +315,10 @@ pub struct Immigrate {
     pub move_anon_updates: (i64, i64),
     /// ... in the phase that frees the origin pages from `limited`.
     pub free_anon_updates: (i64, i64),
-    /// `origin` usage minus its charge stock before / after the move / after the free, pages.
+    /// `origin` usage minus its charge stock and kernel memory before / after the move / after
+    /// the free, pages.
     pub origin_charged_pages: (i64, i64, i64),
-    /// `limited` usage minus its charge stock before / after the move, pages.
+    /// `limited` usage minus its charge stock and kernel memory before / after the move, pages.
     pub dest_charged_pages: (i64, i64),
     /// `origin` NR_ANON_MAPPED (exact: flushed + pending) before / after the move, pages.
     pub origin_anon_pages: (i64, i64),
@@ -351,6 +364,8 @@ pub struct OomOutcome {
     pub under_oom_after_ms: Option<f64>,
     /// How a blocked workload was released.
     pub released_by: Option<String>,
+    /// Usage of `limited` while the workload was blocked (under_oom 1), bytes.
+    pub usage_when_blocked_bytes: Option<u64>,
 }
 
 /// The --shrink-to phase.
@@ -626,8 +641,10 @@ fn term_pages(r: &ExplainReport, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// User pages charged: usage minus the charge stock (pre-charged, no page behind it yet) and
+/// kernel memory (MEMCG_KMEM; object-stock drains move it by whole pages at any time).
 fn charged_pages(r: &ExplainReport) -> i64 {
-    r.usage_bytes / r.page_size as i64 - term_pages(r, "stock")
+    r.usage_bytes / r.page_size as i64 - term_pages(r, "stock") - term_pages(r, "kmem")
 }
 
 fn anon_exact_pages(r: &ExplainReport) -> i64 {
@@ -729,12 +746,15 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         rec?;
         timeline.push(step_row(&s, &limited, 0, true, &c0, t));
     }
-    if p.tmpfs_bytes > 0 {
-        let f = s.run.scratch()?.join("tmpfs.data");
+    let tmpfs_file = FileGuard(
+        (p.tmpfs_bytes > 0)
+            .then(|| Path::new(TMPFS_DIR).join(format!("memcg-drift-{}.tmpfs", s.run.run_id()))),
+    );
+    if let Some(f) = &tmpfs_file.0 {
         let t = Instant::now();
         let c0 = counters(&limited);
         s.phase(format!("tmpfs {}", mib(p.tmpfs_bytes)), |_| {
-            Ok(w.write_file(&f, p.tmpfs_bytes)?)
+            Ok(w.write_file(f, p.tmpfs_bytes)?)
         })?;
         timeline.push(step_row(&s, &limited, 0, true, &c0, t));
     }
@@ -743,6 +763,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let mut alive = true;
     let mut under_oom_after_ms = None;
     let mut released_by = None;
+    let mut usage_when_blocked_bytes = None;
     while grown < p.grow_to_bytes && alive {
         let n = p.step_bytes.min(p.grow_to_bytes - grown);
         grown += n;
@@ -753,8 +774,9 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             if !p.oom_disable {
                 return Ok(w.touch(n / page)?);
             }
-            let (blocked, rel) = touch_watching_under_oom(&mut w, &limited, n / page)?;
+            let (blocked, rel, u) = touch_watching_under_oom(&mut w, &limited, n / page)?;
             under_oom_after_ms = blocked.or(under_oom_after_ms);
+            usage_when_blocked_bytes = u.or(usage_when_blocked_bytes);
             released_by = rel.or(released_by.take());
             Ok(())
         });
@@ -845,6 +867,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             no_kill_reason,
             under_oom_after_ms,
             released_by,
+            usage_when_blocked_bytes,
         },
         shrink,
         usage_at_kill_floor_bytes: floor,
@@ -859,6 +882,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let params = serde_json::to_value(&p)?;
     let results = serde_json::to_value(&results)?;
     drop(cache_file);
+    drop(tmpfs_file);
     s.finish(params, results, ledgers, oom_kills, verdict)
 }
 
@@ -949,9 +973,10 @@ fn touch_watching_under_oom(
     w: &mut Workload,
     cg: &MemCgroup,
     pages: u64,
-) -> anyhow::Result<(Option<f64>, Option<String>)> {
+) -> anyhow::Result<(Option<f64>, Option<String>, Option<u64>)> {
     let t = Instant::now();
     let mut seen = None;
+    let mut usage = None;
     let mut released = None;
     let r = std::thread::scope(|sc| -> anyhow::Result<()> {
         let h = sc.spawn(|| w.touch(pages));
@@ -969,6 +994,7 @@ fn touch_watching_under_oom(
             // Keep it blocked a moment (it stays: nothing frees memory), then release.
             let held = since.is_some_and(|s| s.elapsed() > Duration::from_millis(500));
             if held || t.elapsed() > Duration::from_secs(60) {
+                usage = cg.usage_bytes()?;
                 cg.set_limit_bytes(None).context("removing the limit")?;
                 released = Some(if held {
                     "limit removed while the workload was blocked (memcg1_oom_recover woke it)"
@@ -983,7 +1009,7 @@ fn touch_watching_under_oom(
         Ok(())
     });
     r?;
-    Ok((seen, released))
+    Ok((seen, released, usage))
 }
 
 fn shrink_phase(s: &mut Session, cg: &MemCgroup, to: u64) -> anyhow::Result<(Shrink, bool)> {
@@ -1179,7 +1205,7 @@ fn checks(r: &Results, kills: &[OomKill], version: CgroupVersion) -> Vec<Check> 
             im.move_anon_updates,
         ));
         out.push(Check::eq(
-            "origin's charged pages (usage - stock) across the move: it keeps them",
+            "origin's charged pages (usage - stock - kmem) across the move: it keeps them",
             im.origin_charged_pages.0,
             im.origin_charged_pages.1,
         ));
@@ -1442,7 +1468,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
         );
         let _ = writeln!(
             out,
-            "    origin charged pages (usage - stock): {} before the move, {} after, {} after the free; limited {} -> {}",
+            "    origin charged pages (usage - stock - kmem): {} before the move, {} after, {} after the free; limited {} -> {}",
             im.origin_charged_pages.0,
             im.origin_charged_pages.1,
             im.origin_charged_pages.2,
