@@ -87,9 +87,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn mib(b: u64) -> String {
-    if b % (1 << 20) == 0 {
+    if b.is_multiple_of(1 << 20) {
         format!("{}M", b >> 20)
-    } else if b % 1024 == 0 {
+    } else if b.is_multiple_of(1024) {
         format!("{}K", b >> 10)
     } else {
         format!("{b}B")
@@ -1370,6 +1370,13 @@ fn verdict(r: &Results, kills: &[OomKill], checks: Vec<Check>) -> Verdict {
                 .map(|b| format!("{} KiB", b / 1024))
                 .unwrap_or_else(|| "unknown".into()),
         ));
+        if let (Some(rss), Some(u)) = (k.victim_rss_bytes, k.usage_at_kill_bytes) {
+            lines.push(format!(
+                "RSS ({} KiB) and memcg usage ({} KiB) count different things: RSS is what the process maps, wherever it is charged (pages touched before it joined the cgroup stay charged to the old one; mapped binary pages were charged to whoever read them first); usage is what is charged to the memcg (also page cache, tmpfs and kernel memory, mapped or not).",
+                rss / 1024,
+                u / 1024
+            ));
+        }
         "OOM kill"
     } else {
         lines.push(
