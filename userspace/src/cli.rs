@@ -136,6 +136,10 @@ pub enum Experiment {
     /// Allocate on one CPU, free a slice on every CPU, remove the cgroup, repeat (seed 000):
     /// where the per-CPU statistic residues go, and whether the parent drifts.
     BatchSkew(BatchSkewArgs),
+    /// Grow anonymous memory in steps toward and past a limit (seeds 001, 003): usage against
+    /// the limit, reclaim, failcnt, throttling, the OOM kill or why none happened; optionally
+    /// shrink the limit while usage is high; charges taken before a move stay behind.
+    Limit(LimitArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -161,6 +165,49 @@ pub struct BatchSkewArgs {
     /// ends (otherwise each is deleted right after its cgroup is removed).
     #[arg(long, requires = "pin_page_cache")]
     pub keep_dying: bool,
+}
+
+/// Options of `run limit`. Sizes are bytes or take a suffix: `512K`, `32M`, `1G`.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Hard limit of the workload's cgroup (v1 memory.limit_in_bytes, v2 memory.max).
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = crate::experiment::limit::parse_size)]
+    pub limit: u64,
+    /// Anonymous memory added per step.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = crate::experiment::limit::parse_size)]
+    pub step: u64,
+    /// Pause between steps (e.g. `50ms`, `1s`).
+    #[arg(long, value_name = "D", default_value = "50ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Grow to this much anonymous memory (default: twice the limit; with --shrink-to, three
+    /// quarters of it).
+    #[arg(long, value_name = "SIZE", value_parser = crate::experiment::limit::parse_size)]
+    pub grow_to: Option<u64>,
+    /// v2 only: memory.high (throttling) below the limit.
+    #[arg(long, value_name = "SIZE", value_parser = crate::experiment::limit::parse_size)]
+    pub high: Option<u64>,
+    /// v1 only: memory.oom_control oom_kill_disable 1; the run notices the workload blocked at
+    /// the limit (under_oom 1), then removes the limit to end cleanly.
+    #[arg(long)]
+    pub oom_disable: bool,
+    /// Clean page cache of a file in --cache-dir, read into the cgroup before growing.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::experiment::limit::parse_size)]
+    pub page_cache: u64,
+    /// Disk-backed directory for the --page-cache file (default /var/tmp).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// tmpfs (shmem, a file in /dev/shm) written by the workload before growing.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::experiment::limit::parse_size)]
+    pub tmpfs: u64,
+    /// After growing, write this lower limit while usage is high and report what the kernel did.
+    #[arg(long, value_name = "SIZE", value_parser = crate::experiment::limit::parse_size)]
+    pub shrink_to: Option<u64>,
+    /// Anonymous memory touched in a first cgroup before the workload moves (0: skip).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::experiment::limit::parse_size)]
+    pub immigrate: u64,
+    /// CPU the workload runs on (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
 }
 
 /// `--cpus`: a list or every online CPU.

@@ -118,6 +118,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         &common,
                     )?
                 }
+                Experiment::Limit(l) => {
+                    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?
+                        .unwrap_or(4096) as u64;
+                    let opts = experiment::limit::Options {
+                        limit: l.limit,
+                        step: l.step,
+                        interval: l.interval,
+                        grow_to: l.grow_to,
+                        high: l.high,
+                        oom_disable: l.oom_disable,
+                        page_cache: l.page_cache,
+                        cache_dir: l.cache_dir,
+                        tmpfs: l.tmpfs,
+                        shrink_to: l.shrink_to,
+                        immigrate: l.immigrate,
+                        cpu: l.cpu,
+                    };
+                    let p = experiment::limit::validate(&hier, &opts, page)?;
+                    experiment::limit::run(&hier, p, &common)?
+                }
             };
             experiment::emit(&report, &common).map(|c| c as u8)
         }
