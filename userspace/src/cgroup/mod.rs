@@ -35,7 +35,7 @@ pub use parse::{
 };
 pub use run::{
     CleanupReport, RUN_PARENT, RunGroup, cleanup_live_runs, cleanup_stale,
-    install_cleanup_on_panic, install_cleanup_on_signals, owner_dir,
+    install_cleanup_on_panic, install_cleanup_on_signals, owner_dir, run_files,
 };
 
 /// Errors of the cgroup module. Every variant's `Display` is one line naming the path.

@@ -67,6 +67,28 @@ fn scratch_dir(run_id: &str) -> PathBuf {
     owner_dir().join(format!("{run_id}.files"))
 }
 
+/// Files a run may keep outside its scratch directory, named after its run id: `run limit`'s
+/// tmpfs file (/dev/shm must be tmpfs) and its page-cache file in the default cache directory
+/// (a disk filesystem). A run given another `--cache-dir` removes its file itself; only a
+/// SIGKILL can leave that one behind.
+pub fn run_files(run_id: &str) -> [PathBuf; 2] {
+    [
+        PathBuf::from(format!("/dev/shm/memcg-drift-{run_id}.tmpfs")),
+        PathBuf::from(format!("/var/tmp/memcg-drift-{run_id}.cache")),
+    ]
+}
+
+/// Removes [`run_files`] of a stale run into the report.
+fn remove_run_files(run_id: &str, report: &mut CleanupReport) {
+    for f in run_files(run_id) {
+        match fs::remove_file(&f) {
+            Ok(()) => report.removed.push(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => report.failed.push((f, e.to_string())),
+        }
+    }
+}
+
 /// Removes a scratch directory; a missing one is fine.
 fn remove_scratch(dir: &Path) -> Result<(), CgroupError> {
     match fs::remove_dir_all(dir) {
@@ -261,6 +283,11 @@ impl LiveRun {
         remove_tree(&self.run_dir)?;
         // Files after the processes that wrote them are gone.
         remove_scratch(&self.scratch_dir)?;
+        if let Some(id) = self.run_dir.file_name().and_then(|n| n.to_str()) {
+            for f in run_files(id) {
+                let _ = fs::remove_file(f);
+            }
+        }
         // Only once the cgroups are gone: a marker left behind lets `cleanup_stale` finish.
         match fs::remove_file(&self.owner_file) {
             Ok(()) => {}
@@ -556,6 +583,7 @@ pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupErro
         match remove_tree(dir) {
             Ok(removed) => {
                 report.removed.extend(removed);
+                remove_run_files(run_id, &mut report);
                 let files = scratch_dir(run_id);
                 if files.exists() {
                     match remove_scratch(&files) {
@@ -594,6 +622,7 @@ pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupErro
             if parent.join(run_id).exists() || owner_stale_reason(&e.path()).is_none() {
                 continue;
             }
+            remove_run_files(run_id, &mut report);
             if fs::remove_file(e.path()).is_ok() {
                 report.owner_files_removed.push(e.path());
             }

@@ -746,10 +746,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         rec?;
         timeline.push(step_row(&s, &limited, 0, true, &c0, t));
     }
-    let tmpfs_file = FileGuard(
-        (p.tmpfs_bytes > 0)
-            .then(|| Path::new(TMPFS_DIR).join(format!("memcg-drift-{}.tmpfs", s.run.run_id()))),
-    );
+    let tmpfs_file =
+        FileGuard((p.tmpfs_bytes > 0).then(|| crate::cgroup::run_files(s.run.run_id())[0].clone()));
     if let Some(f) = &tmpfs_file.0 {
         let t = Instant::now();
         let c0 = counters(&limited);
