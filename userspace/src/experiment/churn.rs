@@ -91,7 +91,7 @@ pub struct Params {
 impl Params {
     /// Whether churned cgroup `i` (0-based) is pinned.
     pub fn pinned(&self, i: u32) -> bool {
-        self.pin_every > 0 && (i + 1) % self.pin_every == 0
+        self.pin_every > 0 && (i + 1).is_multiple_of(self.pin_every)
     }
 
     /// Checks the options (before anything is created).
