@@ -76,8 +76,8 @@ fn assert_peak_is_max(res: &Value) {
 }
 
 #[test]
-fn pinned_cgroups_stay_dying_until_their_files_go() {
-    if !require_kernel("pinned_cgroups_stay_dying_until_their_files_go") {
+fn churn_pinned_cgroups_stay_dying_until_their_files_go() {
+    if !require_kernel("churn_pinned_cgroups_stay_dying_until_their_files_go") {
         return;
     }
     let _g = serial();
@@ -177,8 +177,8 @@ fn pinned_cgroups_stay_dying_until_their_files_go() {
 }
 
 #[test]
-fn unpinned_cgroups_are_released() {
-    if !require_kernel("unpinned_cgroups_are_released") {
+fn churn_unpinned_cgroups_are_released() {
+    if !require_kernel("churn_unpinned_cgroups_are_released") {
         return;
     }
     let _g = serial();
@@ -218,8 +218,8 @@ fn unpinned_cgroups_are_released() {
 }
 
 #[test]
-fn bad_options_are_refused_before_anything_is_created() {
-    if !require_kernel("bad_options_are_refused_before_anything_is_created") {
+fn churn_bad_options_are_refused_before_anything_is_created() {
+    if !require_kernel("churn_bad_options_are_refused_before_anything_is_created") {
         return;
     }
     let _g = serial();
