@@ -205,7 +205,7 @@ pub struct Churned {
     /// What it held then (from the ledger's dying table).
     pub held_at_end_of_hold: Option<Holding>,
     /// Released (gone from the walk) after the pins were removed, at most this long after
-    /// the removal of the files, ms.
+    /// the removal of the files began, ms.
     pub released_after_unpin_ms: Option<f64>,
 }
 
@@ -307,7 +307,7 @@ pub struct Results {
     pub pinned: usize,
     /// ...
     pub pinned_released_after_unpin: usize,
-    /// When the pinning files were removed, ms.
+    /// When the removal of the pinning files began, ms.
     pub unpin_ms: Option<f64>,
     /// Lifetimes (offline to release, upper bounds) of the unpinned cgroups.
     pub unpinned_lifetime: Option<Spread>,
@@ -819,11 +819,14 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     // Unpin and wait for the releases.
     let mut unpin_ms = None;
     if !pin_files.is_empty() {
+        // The time just before the first file goes: a cgroup can be released while the
+        // later files are still being removed.
         let t = s.phase("remove the pinning files", |s| {
+            let t = s.now_ms();
             for f in &pin_files {
                 std::fs::remove_file(f).with_context(|| f.display().to_string())?;
             }
-            Ok(s.now_ms())
+            Ok(t)
         })?;
         unpin_ms = Some(t);
         let pinned_ids: Vec<u64> = churned
