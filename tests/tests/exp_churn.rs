@@ -106,6 +106,7 @@ fn churn_pinned_cgroups_stay_dying_until_their_files_go() {
     }
     let churned = res["churned"].as_array().unwrap();
     assert_eq!(churned.len(), n as usize);
+    let mut only_file = 0;
     for c in churned {
         let name = c["cgroup"].as_str().unwrap();
         assert_eq!(c["pinned"], true);
@@ -117,21 +118,35 @@ fn churn_pinned_cgroups_stay_dying_until_their_files_go() {
             h["pinned_by"][0].as_str().unwrap().contains("LRU page"),
             "{name}: {h}"
         );
-        // Seen dying by the polls, then released once its file was removed.
+        // Seen dying by the polls, then released once its file was removed, unless it held
+        // other page cache too (on a disk file system: metadata blocks read when its file was
+        // created), which stays charged to it after the unpin.
         assert!(c["first_dying_seen_ms"].as_f64().is_some(), "{name}");
-        assert!(
-            c["released_after_unpin_ms"].as_f64().is_some(),
+        assert_eq!(
+            c["extra_lru_pages"].as_i64().unwrap(),
+            lru - 1,
             "{name}: {text}"
         );
-        let life = c["lifetime_ms"].as_array().unwrap();
-        let hi = life[1].as_f64().unwrap();
-        assert!(
-            hi >= 500.0,
-            "{name} was pinned through the hold, lifetime {hi}"
-        );
+        if lru == 1 {
+            only_file += 1;
+            assert!(
+                c["released_after_unpin_ms"].as_f64().is_some(),
+                "{name}: {text}"
+            );
+            let life = c["lifetime_ms"].as_array().unwrap();
+            let hi = life[1].as_f64().unwrap();
+            assert!(
+                hi >= 500.0,
+                "{name} was pinned through the hold, lifetime {hi}"
+            );
+        }
+    }
+    if res["scratch_on_tmpfs"] == true {
+        // A tmpfs file is shmem and nothing else.
+        assert_eq!(only_file, n, "{text}");
     }
     assert_eq!(res["pinned"].as_u64(), Some(n as u64));
-    assert_eq!(res["pinned_released_after_unpin"].as_u64(), Some(n as u64));
+    assert!(res["pinned_released_after_unpin"].as_u64().unwrap() >= only_file as u64);
     assert_eq!(res["unpinned"].as_u64(), Some(0));
     // All N were dying together (none is released before its file goes).
     assert_eq!(res["peak_dying"].as_u64(), Some(n as u64), "{text}");
