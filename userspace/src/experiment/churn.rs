@@ -65,6 +65,15 @@ use crate::{
 /// the run, the warm-up and the siblings need slots too).
 pub const MAX_CYCLES: u32 = 400;
 
+/// Pause between two rounds of a sibling. Each round maps, touches and unmaps its pages; the
+/// page tables and maple-tree nodes of an unmapped range are freed after an RCU grace period
+/// (`tlb_remove_table`, `mt_free_rcu`), so a sibling looping flat out on a loaded machine can
+/// pile up kernel memory charged to the run faster than grace periods end (seen once on the
+/// host: 60 MiB of kmem against 5 MiB of anon, and a memcg OOM). The pause bounds the rate.
+const SIBLING_PAUSE: Duration = Duration::from_millis(1);
+/// Kernel memory allowed per sibling besides its pages (RCU-delayed frees, see above).
+const SIBLING_KMEM: u64 = 16 << 20;
+
 /// Options of `run churn`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Params {
@@ -607,6 +616,7 @@ impl Siblings {
                             w.touch(pages)?;
                             w.free()?;
                             rounds += 1;
+                            std::thread::sleep(SIBLING_PAUSE);
                         }
                         w.exit()?;
                         Ok(rounds)
@@ -694,6 +704,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     // warm-up's, plus kernel memory (page tables, stacks, slab) of the processes.
     let worst = (u64::from(p.siblings) * p.sibling_pages + p.job_pages + (pins + 1) * p.pin_pages)
         * page
+        + u64::from(p.siblings) * SIBLING_KMEM
         + (32 << 20);
     let mut s = Session::start(hier, "churn", worst, common)?;
     s.expect_phases(u64::from(p.cycles) * 2 + 6);
@@ -1034,7 +1045,7 @@ fn verdict(r: &Results, checks: &[Check]) -> Verdict {
     };
     let mut summary = format!(
         "{} cgroups created and removed while {} sibling workload(s) ran; {} pinned by a {}-page \
-         tmpfs file. Peak {} dying cgroup(s) under the run (at {:.0} ms). Lifecycle polled every \
+         scratch file. Peak {} dying cgroup(s) under the run (at {:.0} ms). Lifecycle polled every \
          {} ms (largest gap {:.1} ms): lifetimes are upper bounds within that resolution.\n",
         r.params.cycles,
         r.params.siblings,
