@@ -140,6 +140,9 @@ pub enum Experiment {
     /// the limit, reclaim, failcnt, throttling, the OOM kill or why none happened; optionally
     /// shrink the limit while usage is high; charges taken before a move stay behind.
     Limit(LimitArgs),
+    /// Create and remove cgroups in a loop while workloads run in siblings (seed 002 §9.5):
+    /// how long dying cgroups live, what pins them, how many are dying at the peak.
+    Churn(ChurnArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -208,6 +211,41 @@ pub struct LimitArgs {
     /// CPU the workload runs on (default: the last online CPU).
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
+}
+
+/// Options of `run churn`.
+#[derive(Debug, Args)]
+pub struct ChurnArgs {
+    /// Cgroups created and removed, one after the other (each runs a short job first).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=400))]
+    pub cycles: u32,
+    /// Sibling cgroups whose workloads touch and free memory while the churn runs.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub siblings: u32,
+    /// Every K-th churned cgroup writes a small file in the run's tmpfs scratch directory
+    /// before it is removed: its page cache keeps the cgroup dying (0: none).
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    pub pin_every: u32,
+    /// Pages of each pinning file.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pin_pages: u64,
+    /// How long to watch the dying cgroups after the last removal (ends early when none is
+    /// left).
+    #[arg(long, value_name = "D", default_value = "3s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// After the pins are removed, how long to wait for the pinned cgroups to be released
+    /// (ends early when all are).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
+    pub release_wait: Duration,
+    /// Interval of the css-tree walk that times offline and release.
+    #[arg(long, value_name = "D", default_value = "20ms", value_parser = parse_duration)]
+    pub poll: Duration,
+    /// Anonymous pages each churned cgroup's job touches before it exits.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=262_144))]
+    pub job_pages: u64,
+    /// Anonymous pages each sibling touches and frees per round.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=262_144))]
+    pub sibling_pages: u64,
 }
 
 /// `--cpus`: a list or every online CPU.

@@ -138,6 +138,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     let p = experiment::limit::validate(&hier, &opts, page)?;
                     experiment::limit::run(&hier, p, &common)?
                 }
+                Experiment::Churn(c) => experiment::churn::run(
+                    &hier,
+                    experiment::churn::Params {
+                        cycles: c.cycles,
+                        siblings: c.siblings,
+                        pin_every: c.pin_every,
+                        pin_pages: c.pin_pages,
+                        hold_ms: c.hold.as_millis() as u64,
+                        release_wait_ms: c.release_wait.as_millis() as u64,
+                        poll_ms: c.poll.as_millis() as u64,
+                        job_pages: c.job_pages,
+                        sibling_pages: c.sibling_pages,
+                    },
+                    &common,
+                )?,
             };
             experiment::emit(&report, &common).map(|c| c as u8)
         }

@@ -15,6 +15,7 @@
 //! `SIGKILL` through `memcg-drift cleanup`.
 
 pub mod batch_skew;
+pub mod churn;
 pub mod limit;
 pub mod report;
 

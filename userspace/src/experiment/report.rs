@@ -507,6 +507,7 @@ pub fn render_text(r: &Report) -> String {
     let section = match r.experiment.as_str() {
         "batch-skew" => super::batch_skew::render(r),
         "limit" => super::limit::render(r),
+        "churn" => super::churn::render(r),
         _ => Ok(format!("results: {}\n", r.results)),
     };
     match section {
