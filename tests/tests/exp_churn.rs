@@ -114,8 +114,12 @@ fn churn_pinned_cgroups_stay_dying_until_their_files_go() {
         let h = &c["held_at_end_of_hold"];
         let lru = h["lru_pages"].as_i64().unwrap() + h["lru_add_pages"].as_i64().unwrap();
         assert!(lru >= 1, "{name} holds {lru} LRU pages: {text}");
+        // Its pages sit on an LRU list or still in a CPU's lru_add batch (not drained yet).
         assert!(
-            h["pinned_by"][0].as_str().unwrap().contains("LRU page"),
+            h["pinned_by"].as_array().unwrap().iter().any(|p| {
+                let p = p.as_str().unwrap();
+                p.contains("LRU page") || p.contains("lru_add batches")
+            }),
             "{name}: {h}"
         );
         // Seen dying by the polls, then released once its file was removed, unless it held
@@ -198,29 +202,58 @@ fn churn_unpinned_cgroups_are_released() {
     }
     let _g = serial();
     let n = 4;
-    let (r, json, text) = run(params(n, 0));
+    // 5 s is ample for an RCU grace period and two work items; a cgroup still dying then is
+    // held by something the report must name.
+    let (r, json, text) = run(churn::Params {
+        hold_ms: 5_000,
+        ..params(n, 0)
+    });
     let res = &json["results"];
+    // Nothing pins an unpinned job's cgroup but what the kernel itself still holds for it: the
+    // release is asynchronous (RCU + workqueue) but prompt, unless freed folios of the job
+    // still sit in a CPU's lru_add batch (each charged folio holds a css reference; an idle
+    // CPU drains its batch only when it fills or someone drains it). So: released within
+    // the hold, or dying at its end with lru_add pages (or kernel memory) named as the pin.
+    let mut released_n = 0;
     for c in res["churned"].as_array().unwrap() {
         let name = c["cgroup"].as_str().unwrap();
         assert_eq!(c["pinned"], false);
-        assert_eq!(c["dying_at_end_of_hold"], false, "{name}: {text}");
         let removed = c["removed_ms"].as_f64().unwrap();
-        let released = c["released_by_ms"].as_f64().unwrap_or_else(|| {
-            panic!("{name} not released within 20 s: {text}");
-        });
-        assert!(released > removed, "{name}");
-        let life = c["lifetime_ms"].as_array().unwrap();
-        assert!(life[0].as_f64().unwrap() <= life[1].as_f64().unwrap());
+        match c["released_by_ms"].as_f64() {
+            Some(released) => {
+                released_n += 1;
+                assert!(released > removed, "{name}");
+                let life = c["lifetime_ms"].as_array().unwrap();
+                assert!(life[0].as_f64().unwrap() <= life[1].as_f64().unwrap());
+            }
+            None => {
+                assert_eq!(c["dying_at_end_of_hold"], true, "{name}: {text}");
+                let pins = c["held_at_end_of_hold"]["pinned_by"].to_string();
+                assert!(
+                    pins.contains("lru_add") || pins.contains("kernel-memory"),
+                    "{name} outlived the hold, pinned by {pins}: {text}"
+                );
+            }
+        }
     }
-    assert_eq!(res["unpinned_released_in_hold"].as_u64(), Some(n as u64));
-    assert_eq!(res["end_of_hold"]["dying_walk"].as_u64(), Some(0));
-    assert_eq!(res["end_of_hold"]["ended_early"], true, "{text}");
-    if hier().version == CgroupVersion::V2 {
-        assert_eq!(res["end_of_hold"]["nr_dying_descendants"].as_u64(), Some(0));
+    assert_eq!(
+        res["unpinned_released_in_hold"].as_u64(),
+        Some(released_n),
+        "{text}"
+    );
+    if released_n == n as u64 {
+        assert_eq!(res["end_of_hold"]["dying_walk"].as_u64(), Some(0));
+        if hier().version == CgroupVersion::V2 {
+            assert_eq!(res["end_of_hold"]["nr_dying_descendants"].as_u64(), Some(0));
+        }
+        assert_eq!(res["unpinned_lifetime"]["count"].as_u64(), Some(n as u64));
     }
-    assert_eq!(res["unpinned_lifetime"]["count"].as_u64(), Some(n as u64));
     assert!(res["unpin_ms"].is_null());
     assert_peak_is_max(res);
+    if released_n < n as u64 {
+        // The verdict's check fails then (a real finding, not the tool's fault).
+        return;
+    }
     assert!(r.verdict.checks.iter().all(|c| c.ok), "{text}");
     assert_eq!(r.verdict.status, "dying cgroups released promptly");
     for want in [
