@@ -214,6 +214,19 @@ fn churn_unpinned_cgroups_are_released() {
     // still sit in a CPU's lru_add batch (each charged folio holds a css reference; an idle
     // CPU drains its batch only when it fills or someone drains it). So: released within
     // the hold, or dying at its end with lru_add pages (or kernel memory) named as the pin.
+    // The lifecycle tracepoints attach on every kernel this tool targets (BTF tracepoints).
+    assert!(
+        json["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["hook"] == "lifecycle.release"
+                && h["used"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("cgroup_release"))),
+        "{}",
+        json["hooks"]
+    );
     let mut released_n = 0;
     for c in res["churned"].as_array().unwrap() {
         let name = c["cgroup"].as_str().unwrap();
@@ -223,6 +236,14 @@ fn churn_unpinned_cgroups_are_released() {
             Some(released) => {
                 released_n += 1;
                 assert!(released > removed, "{name}");
+                // The kernel's own times: the rmdir tracepoint fires before rmdir returns,
+                // the cgroup's release after its memcg left the css walk.
+                let rm = c["traced_rmdir_ms"].as_f64().expect("traced rmdir");
+                assert!(rm <= removed, "{name}: traced rmdir {rm} after {removed}");
+                if let Some(rel) = c["traced_release_ms"].as_f64() {
+                    assert!(rel >= c["last_seen_ms"].as_f64().unwrap(), "{name}");
+                    assert_eq!(c["traced_lifetime_ms"].as_f64(), Some(rel - rm));
+                }
                 let life = c["lifetime_ms"].as_array().unwrap();
                 assert!(life[0].as_f64().unwrap() <= life[1].as_f64().unwrap());
             }
