@@ -410,3 +410,96 @@ fn batch_skew_sigkill_midway_then_cleanup_leaves_nothing() {
         "workload {workload} survived: {stat}"
     );
 }
+
+/// Starts a long batch-skew run and waits until one of its iteration cgroups holds a workload;
+/// returns the child, its run directory and the workload's pid.
+fn start_long_run() -> (std::process::Child, PathBuf, i32) {
+    let child = Command::new(bin())
+        .args([
+            "run",
+            "batch-skew",
+            "--iterations",
+            "10000",
+            "--pin-page-cache",
+            "--keep-dying",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("{}-", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run never started a workload"
+        );
+        for d in run_dirs().into_iter().filter(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        }) {
+            for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+                let procs =
+                    std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+                if let Some(pid) = procs.lines().next() {
+                    return (child, d.clone(), pid.trim().parse().unwrap());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_run_gone(run_dir: &Path) {
+    let run_id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(!run_dir.exists(), "{} left behind", run_dir.display());
+    assert!(!Path::new(&format!("/run/memcg-drift/{run_id}.owner")).exists());
+    assert!(!Path::new(&format!("/run/memcg-drift/{run_id}.files")).exists());
+}
+
+/// SIGINT and SIGTERM midway: the run removes its cgroups, workload and files itself, and
+/// the exit status still says which signal ended it.
+#[test]
+fn batch_skew_sigint_and_sigterm_leave_nothing() {
+    let test = "batch_skew_sigint_and_sigterm_leave_nothing";
+    if !require_kernel(test) {
+        return;
+    }
+    let _s = serial();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (mut child, run_dir, workload) = start_long_run();
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(sig), "{status:?}");
+        assert_run_gone(&run_dir);
+        let stat = std::fs::read_to_string(format!("/proc/{workload}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "{workload}: {stat}"
+        );
+    }
+}
+
+/// A workload that dies midway (here: killed from outside) ends the run with a one-line error
+/// naming the workload and a non-zero exit, and nothing is left behind.
+#[test]
+fn batch_skew_workload_crash_is_one_line_and_leaves_nothing() {
+    let test = "batch_skew_workload_crash_is_one_line_and_leaves_nothing";
+    if !require_kernel(test) {
+        return;
+    }
+    let _s = serial();
+    let (child, run_dir, workload) = start_long_run();
+    // SAFETY: plain kill(2) of the run's workload process.
+    unsafe { libc::kill(workload, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("workload"), "{err}");
+    assert_run_gone(&run_dir);
+}
