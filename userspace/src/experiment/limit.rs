@@ -1013,7 +1013,11 @@ fn touch_watching_under_oom(
 fn shrink_phase(s: &mut Session, cg: &MemCgroup, to: u64) -> anyhow::Result<(Shrink, bool)> {
     let page = s.page_size as i64;
     let before = s.explain(cg)?;
-    let floor = term_pages(&before, "lru.inactive_anon") + term_pages(&before, "lru.active_anon");
+    // Anon pages on the LRU lists, and those still waiting in lru_add batches (up to
+    // PAGEVEC_SIZE per CPU; reclaim drains the batches first and cannot free them either).
+    let floor = term_pages(&before, "lru.inactive_anon")
+        + term_pages(&before, "lru.active_anon")
+        + term_pages(&before, "lru_add");
     let file = term_pages(&before, "lru.inactive_file") + term_pages(&before, "lru.active_file");
     let stock = term_pages(&before, "stock");
     let usage_pages = before.usage_bytes / page;
