@@ -136,6 +136,9 @@ pub enum Experiment {
     /// Allocate on one CPU, free a slice on every CPU, remove the cgroup, repeat (seed 000):
     /// where the per-CPU statistic residues go, and whether the parent drifts.
     BatchSkew(BatchSkewArgs),
+    /// Open loopback TCP sockets (and files) in a cgroup (seed 004): how kernel memory moves
+    /// usage while anon and file stand still, and what v1's kmem files and v2's memory.stat show.
+    Kmem(KmemArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -161,6 +164,23 @@ pub struct BatchSkewArgs {
     /// ends (otherwise each is deleted right after its cgroup is removed).
     #[arg(long, requires = "pin_page_cache")]
     pub keep_dying: bool,
+}
+
+/// Options of `run kmem`.
+#[derive(Debug, Args)]
+pub struct KmemArgs {
+    /// Connected loopback TCP pairs to open (client and server inside the cgroup).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    pub sockets: u64,
+    /// Bytes written into each pair and never read (socket buffers).
+    #[arg(long, value_name = "B", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(0..=32768))]
+    pub unread_bytes: u64,
+    /// Also create this many empty files (a dentry and an inode each) in the run's scratch dir.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub dentries: u64,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
 }
 
 /// `--cpus`: a list or every online CPU.

@@ -15,6 +15,7 @@
 //! `SIGKILL` through `memcg-drift cleanup`.
 
 pub mod batch_skew;
+pub mod kmem;
 pub mod report;
 
 use std::{

@@ -468,6 +468,7 @@ pub fn render_text(r: &Report) -> String {
     out.push('\n');
     let section = match r.experiment.as_str() {
         "batch-skew" => super::batch_skew::render(r),
+        "kmem" => super::kmem::render(r),
         _ => Ok(format!("results: {}\n", r.results)),
     };
     match section {
