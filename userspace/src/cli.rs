@@ -139,6 +139,9 @@ pub enum Experiment {
     /// Open loopback TCP sockets (and files) in a cgroup (seed 004): how kernel memory moves
     /// usage while anon and file stand still, and what v1's kmem files and v2's memory.stat show.
     Kmem(KmemArgs),
+    /// Write a tmpfs file from a cgroup, move the writer to a sibling (seeds 001, 002): who
+    /// stays charged, and how memory.stat files tmpfs pages (shmem/file) next to anon.
+    Shmem(ShmemArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -178,6 +181,20 @@ pub struct KmemArgs {
     /// Also create this many empty files (a dentry and an inode each) in the run's scratch dir.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     pub dentries: u64,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
+}
+
+/// Options of `run shmem`.
+#[derive(Debug, Args)]
+pub struct ShmemArgs {
+    /// tmpfs pages written in each cgroup.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=262_144))]
+    pub pages: u64,
+    /// Anonymous pages touched in each cgroup.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=262_144))]
+    pub anon_pages: u64,
     /// CPU of the workload (default: the last online CPU).
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,

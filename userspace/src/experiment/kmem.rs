@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::{Check, Common, LedgerAt, Report, Session, Verdict};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
-    explain::ExplainReport,
+    explain::{ExplainReport, Explainer},
     workload::{MAX_SOCKET_PAIRS, MAX_UNREAD_BYTES, Workload, workload_binary},
 };
 
@@ -117,12 +117,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// Takes the ledger of `cg` and reads its files.
     pub fn take(
-        s: &Session,
+        ex: &mut Explainer,
         cg: &MemCgroup,
         label: &str,
     ) -> anyhow::Result<(Snapshot, ExplainReport)> {
         let k0 = cg.kmem_usage_bytes()?;
-        let r = s.explain(cg)?;
+        let r = ex.report()?;
         let k1 = cg.kmem_usage_bytes()?;
         let mut files = BTreeMap::new();
         match cg.version() {
@@ -343,7 +343,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let mut snaps = Vec::new();
     let mut steps = Vec::new();
     let mut ledgers = Vec::new();
-    let (mut prev, _) = Snapshot::take(&s, &cg, "before the sockets")?;
+    let mut ex = Explainer::new(hier, cg.clone())?;
+    let (mut prev, _) = Snapshot::take(&mut ex, &cg, "before the sockets")?;
     snaps.push(prev.clone());
     let mut step = |s: &mut Session,
                     name: &str,
@@ -352,7 +353,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
                     ledger: bool|
      -> anyhow::Result<()> {
         s.phase(name, |_| f(w))?;
-        let (now, r) = Snapshot::take(s, &cg, &format!("after {name}"))?;
+        let (now, r) = Snapshot::take(&mut ex, &cg, &format!("after {name}"))?;
         steps.push(Step::between(s, name, CG, &prev, &now));
         if ledger {
             ledgers.push(LedgerAt::new(&format!("after {name}"), CG, &r));

@@ -17,6 +17,7 @@
 pub mod batch_skew;
 pub mod kmem;
 pub mod report;
+pub mod shmem;
 
 use std::{
     collections::BTreeMap,

@@ -469,6 +469,7 @@ pub fn render_text(r: &Report) -> String {
     let section = match r.experiment.as_str() {
         "batch-skew" => super::batch_skew::render(r),
         "kmem" => super::kmem::render(r),
+        "shmem" => super::shmem::render(r),
         _ => Ok(format!("results: {}\n", r.results)),
     };
     match section {
