@@ -3,8 +3,9 @@
 //!
 //! Exactness: everything this process needs while serving commands is faulted in before it
 //! prints `ready`: a 256 KiB stretch of stack below the command loop, the line and reply
-//! buffers (on that stack), a 1 MiB I/O buffer and the region table (own anonymous mappings),
-//! and one warm-up pass over every system call a command uses. The command loop then never
+//! buffers (on that stack), a 1 MiB I/O buffer, the region table and the socket-pair
+//! descriptor table (own anonymous mappings), and one warm-up pass over every system call a
+//! command uses (a loopback pair included). The command loop then never
 //! allocates, never uses buffered stdio, and formats replies into a fixed buffer, so the only
 //! anonymous pages it faults during a phase are the ones a `touch` asked for.
 
