@@ -143,6 +143,12 @@ pub enum Experiment {
     /// Create and remove cgroups in a loop while workloads run in siblings (seed 002 §9.5):
     /// how long dying cgroups live, what pins them, how many are dying at the peak.
     Churn(ChurnArgs),
+    /// Open loopback TCP sockets (and files) in a cgroup (seed 004): how kernel memory moves
+    /// usage while anon and file stand still, and what v1's kmem files and v2's memory.stat show.
+    Kmem(KmemArgs),
+    /// Write a tmpfs file from a cgroup, move the writer to a sibling (seeds 001, 002): who
+    /// stays charged, and how memory.stat files tmpfs pages (shmem/file) next to anon.
+    Shmem(ShmemArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -213,6 +219,23 @@ pub struct LimitArgs {
     pub cpu: Option<usize>,
 }
 
+/// Options of `run kmem`.
+#[derive(Debug, Args)]
+pub struct KmemArgs {
+    /// Connected loopback TCP pairs to open (client and server inside the cgroup).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    pub sockets: u64,
+    /// Bytes written into each pair and never read (socket buffers).
+    #[arg(long, value_name = "B", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(0..=32768))]
+    pub unread_bytes: u64,
+    /// Also create this many empty files (a dentry and an inode each) in the run's scratch dir.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub dentries: u64,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
+}
+
 /// Options of `run churn`.
 #[derive(Debug, Args)]
 pub struct ChurnArgs {
@@ -246,6 +269,20 @@ pub struct ChurnArgs {
     /// Anonymous pages each sibling touches and frees per round.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=262_144))]
     pub sibling_pages: u64,
+}
+
+/// Options of `run shmem`.
+#[derive(Debug, Args)]
+pub struct ShmemArgs {
+    /// tmpfs pages written in each cgroup.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=262_144))]
+    pub pages: u64,
+    /// Anonymous pages touched in each cgroup.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=262_144))]
+    pub anon_pages: u64,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
 }
 
 /// `--cpus`: a list or every online CPU.

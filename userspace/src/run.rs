@@ -153,6 +153,37 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     },
                     &common,
                 )?,
+                Experiment::Kmem(k) => {
+                    let cpu = k
+                        .cpu
+                        .or_else(|| experiment::online_cpus().last().copied())
+                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    experiment::kmem::run(
+                        &hier,
+                        experiment::kmem::Params {
+                            sockets: k.sockets,
+                            unread_bytes: k.unread_bytes,
+                            dentries: k.dentries,
+                            cpu,
+                        },
+                        &common,
+                    )?
+                }
+                Experiment::Shmem(m) => {
+                    let cpu = m
+                        .cpu
+                        .or_else(|| experiment::online_cpus().last().copied())
+                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    experiment::shmem::run(
+                        &hier,
+                        experiment::shmem::Params {
+                            pages: m.pages,
+                            anon_pages: m.anon_pages,
+                            cpu,
+                        },
+                        &common,
+                    )?
+                }
             };
             experiment::emit(&report, &common).map(|c| c as u8)
         }

@@ -16,8 +16,10 @@
 
 pub mod batch_skew;
 pub mod churn;
+pub mod kmem;
 pub mod limit;
 pub mod report;
+pub mod shmem;
 
 use std::{
     collections::BTreeMap,

@@ -508,6 +508,8 @@ pub fn render_text(r: &Report) -> String {
         "batch-skew" => super::batch_skew::render(r),
         "limit" => super::limit::render(r),
         "churn" => super::churn::render(r),
+        "kmem" => super::kmem::render(r),
+        "shmem" => super::shmem::render(r),
         _ => Ok(format!("results: {}\n", r.results)),
     };
     match section {

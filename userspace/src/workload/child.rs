@@ -3,8 +3,9 @@
 //!
 //! Exactness: everything this process needs while serving commands is faulted in before it
 //! prints `ready`: a 256 KiB stretch of stack below the command loop, the line and reply
-//! buffers (on that stack), a 1 MiB I/O buffer and the region table (own anonymous mappings),
-//! and one warm-up pass over every system call a command uses. The command loop then never
+//! buffers (on that stack), a 1 MiB I/O buffer, the region table and the socket-pair
+//! descriptor table (own anonymous mappings), and one warm-up pass over every system call a
+//! command uses (a loopback pair included). The command loop then never
 //! allocates, never uses buffered stdio, and formats replies into a fixed buffer, so the only
 //! anonymous pages it faults during a phase are the ones a `touch` asked for.
 
@@ -23,6 +24,14 @@ const MAX_REGIONS: usize = 4096;
 /// The longest command line.
 const LINE_MAX: usize = 8192;
 const PATH_MAX: usize = 4096;
+/// At most this many connected loopback TCP pairs are open at once (`sockets`).
+pub(super) const MAX_PAIRS: usize = 16384;
+/// At most this many bytes are left unread in each pair (`sockets N B`): far below the
+/// receiver's initial buffer (`tcp_rmem[1]`, 128 KiB by default), so the blocking send
+/// returns as soon as loopback has delivered the data.
+pub(super) const MAX_UNREAD: usize = 32 << 10;
+/// At most this many files `dentries` keeps.
+pub(super) const MAX_DENTRIES: usize = 1 << 20;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -136,6 +145,11 @@ struct Child {
     nregions: usize,
     /// Pages released by `free N` so far, counted from the start of the first region.
     released: usize,
+    /// Descriptors of the open socket pairs: `[client, server]` per pair.
+    fds: NonNull<i32>,
+    npairs: usize,
+    /// Files `dentries` created (`md-0` .. `md-<n-1>` in the directory it was given).
+    ndentries: usize,
     path: [u8; PATH_MAX + 1],
     reply: Reply,
 }
@@ -326,6 +340,208 @@ impl Child {
         result.map(|()| done)
     }
 
+    fn fds(&mut self) -> &mut [i32] {
+        // SAFETY: `fds` points to 2 * MAX_PAIRS initialised entries owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.fds.as_ptr(), 2 * MAX_PAIRS) }
+    }
+
+    /// Raises RLIMIT_NOFILE (soft, and hard if needed: root) to at least `need` descriptors.
+    fn ensure_nofile(need: u64) -> Result<(), (&'static str, i32)> {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `rl` is a valid rlimit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut rl) } != 0 {
+            return Err(("getrlimit", errno()));
+        }
+        if rl.rlim_cur >= need {
+            return Ok(());
+        }
+        rl.rlim_cur = need;
+        rl.rlim_max = rl.rlim_max.max(need);
+        // SAFETY: `rl` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const rl) } != 0 {
+            return Err(("setrlimit RLIMIT_NOFILE", errno()));
+        }
+        Ok(())
+    }
+
+    /// Opens `n` connected loopback TCP pairs (client `connect`, server `accept4`, both in
+    /// this process) and writes `unread` bytes from the client into each, which the server
+    /// never reads. A fresh listener on 127.0.0.1 (port chosen by the kernel) is closed at
+    /// the end; the pairs stay open until `closesockets`. On an error the pairs opened so far
+    /// stay open (and counted).
+    fn open_pairs(&mut self, n: u64, unread: u64) -> Result<u64, (&'static str, i32)> {
+        let n = usize::try_from(n).map_err(|_| ("too many pairs", libc::EINVAL))?;
+        let unread = usize::try_from(unread).map_err(|_| ("too many bytes", libc::EINVAL))?;
+        if n == 0 || n > MAX_PAIRS - self.npairs {
+            return Err(("sockets N needs 1..=16384 pairs in all", libc::EINVAL));
+        }
+        if unread > MAX_UNREAD {
+            return Err(("sockets N B needs B <= 32768", libc::EINVAL));
+        }
+        // 2 per pair, the listener, stdio and a margin.
+        Self::ensure_nofile(2 * (self.npairs + n) as u64 + 64)?;
+        let inet = |fd: i32| -> Result<i32, (&'static str, i32)> {
+            if fd < 0 {
+                Err(("socket", errno()))
+            } else {
+                Ok(fd)
+            }
+        };
+        // SAFETY: plain system calls on descriptors and a sockaddr on this stack frame.
+        unsafe {
+            let l = inet(libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+            ))?;
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::to_be(0x7f00_0001);
+            let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let sa = (&raw mut addr).cast::<libc::sockaddr>();
+            if libc::bind(l, sa, len) != 0 {
+                let e = errno();
+                libc::close(l);
+                return Err(("bind 127.0.0.1", e));
+            }
+            if libc::listen(l, 128) != 0 || libc::getsockname(l, sa, &raw mut len) != 0 {
+                let e = errno();
+                libc::close(l);
+                return Err(("listen", e));
+            }
+            let mut result = Ok(n as u64);
+            for _ in 0..n {
+                let c = match inet(libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                )) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                if libc::connect(c, sa, len) != 0 {
+                    result = Err(("connect", errno()));
+                    libc::close(c);
+                    break;
+                }
+                let s = libc::accept4(l, ptr::null_mut(), ptr::null_mut(), libc::SOCK_CLOEXEC);
+                if s < 0 {
+                    result = Err(("accept4", errno()));
+                    libc::close(c);
+                    break;
+                }
+                let i = self.npairs;
+                self.fds()[2 * i] = c;
+                self.fds()[2 * i + 1] = s;
+                self.npairs += 1;
+                let mut left = unread;
+                while left > 0 {
+                    let k = libc::send(c, self.io.as_ptr().cast(), left, libc::MSG_NOSIGNAL);
+                    if k < 0 {
+                        if errno() == libc::EINTR {
+                            continue;
+                        }
+                        break;
+                    }
+                    left -= k as usize;
+                }
+                if left > 0 {
+                    result = Err(("send", errno()));
+                    break;
+                }
+            }
+            libc::close(l);
+            result
+        }
+    }
+
+    /// Closes every open pair; returns how many.
+    fn close_pairs(&mut self) -> u64 {
+        let n = self.npairs;
+        for fd in &mut self.fds()[..2 * n] {
+            // SAFETY: closing a descriptor `open_pairs` opened.
+            unsafe { libc::close(*fd) };
+            *fd = -1;
+        }
+        self.npairs = 0;
+        n as u64
+    }
+
+    /// Puts `dir/md-<k>` into the path buffer.
+    fn dentry_path(&mut self, dir: &[u8], k: usize) -> bool {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = k;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let name = &digits[i..];
+        let len = dir.len() + 4 + name.len();
+        if len > PATH_MAX || dir.contains(&0) {
+            return false;
+        }
+        self.path[..dir.len()].copy_from_slice(dir);
+        self.path[dir.len()..dir.len() + 4].copy_from_slice(b"/md-");
+        self.path[dir.len() + 4..len].copy_from_slice(name);
+        self.path[len] = 0;
+        true
+    }
+
+    /// Creates `n` more empty files `dir/md-<k>` (one dentry and one inode each).
+    fn create_dentries(&mut self, n: u64, dir: &[u8]) -> Result<u64, (&'static str, i32)> {
+        let n = usize::try_from(n).map_err(|_| ("too many files", libc::EINVAL))?;
+        if n == 0 || n > MAX_DENTRIES - self.ndentries {
+            return Err(("dentries N needs 1..=1048576 files in all", libc::EINVAL));
+        }
+        for _ in 0..n {
+            if !self.dentry_path(dir, self.ndentries) {
+                return Err(("bad path", libc::EINVAL));
+            }
+            // SAFETY: `path` is NUL-terminated by `dentry_path`.
+            let fd = unsafe {
+                libc::open(
+                    self.path.as_ptr().cast(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                    0o600,
+                )
+            };
+            if fd < 0 {
+                return Err(("open", errno()));
+            }
+            // SAFETY: closing the descriptor we opened.
+            unsafe { libc::close(fd) };
+            self.ndentries += 1;
+        }
+        Ok(n as u64)
+    }
+
+    /// Unlinks every file `dentries` created (in `dir`); returns how many.
+    fn remove_dentries(&mut self, dir: &[u8]) -> Result<u64, (&'static str, i32)> {
+        let n = self.ndentries;
+        while self.ndentries > 0 {
+            if !self.dentry_path(dir, self.ndentries - 1) {
+                return Err(("bad path", libc::EINVAL));
+            }
+            // SAFETY: `path` is NUL-terminated by `dentry_path`.
+            if unsafe { libc::unlink(self.path.as_ptr().cast()) } != 0 {
+                return Err(("unlink", errno()));
+            }
+            self.ndentries -= 1;
+        }
+        Ok(n as u64)
+    }
+
     /// Runs one command line and leaves the reply (without newline) in `self.reply`.
     fn handle(&mut self, line: &[u8]) -> Flow {
         self.reply.len = 0;
@@ -401,9 +617,52 @@ impl Child {
                     }
                 }
             },
+            b"sockets" => {
+                let mut it = args.split(|&c| c == b' ').filter(|a| !a.is_empty());
+                let n = it.next().and_then(parse_u64);
+                let b = it.next().map(parse_u64);
+                match (n, b, it.next()) {
+                    (Some(n), None | Some(Some(_)), None) => {
+                        match self.open_pairs(n, b.flatten().unwrap_or(0)) {
+                            Ok(n) => {
+                                let _ = write!(self.reply, "ok sockets {n}");
+                            }
+                            Err((what, e)) => err(&mut self.reply, what, e),
+                        }
+                    }
+                    _ => err(r, "usage: sockets N [B]", 0),
+                }
+            }
+            b"closesockets" => {
+                let n = self.close_pairs();
+                let _ = write!(self.reply, "ok closed {n}");
+            }
+            b"dentries" => {
+                let cut = args.iter().position(|&c| c == b' ');
+                let parsed = cut.and_then(|i| {
+                    let n = parse_u64(&args[..i])?;
+                    let dir = trim(&args[i + 1..]);
+                    (!dir.is_empty()).then_some((n, dir))
+                });
+                match parsed {
+                    None => err(r, "usage: dentries N DIR", 0),
+                    Some((n, dir)) => match self.create_dentries(n, dir) {
+                        Ok(n) => {
+                            let _ = write!(self.reply, "ok created {n}");
+                        }
+                        Err((what, e)) => err(&mut self.reply, what, e),
+                    },
+                }
+            }
+            b"rmdentries" if !args.is_empty() => match self.remove_dentries(args) {
+                Ok(n) => {
+                    let _ = write!(self.reply, "ok removed {n}");
+                }
+                Err((what, e)) => err(&mut self.reply, what, e),
+            },
             _ => err(
                 r,
-                "unknown command (ping, cpu K, touch N, free, file PATH BYTES, write PATH BYTES, exit)",
+                "unknown command (ping, cpu K, touch N, free, file PATH BYTES, write PATH BYTES, sockets N [B], closesockets, dentries N DIR, rmdentries DIR, exit)",
                 0,
             ),
         }
@@ -504,14 +763,18 @@ fn parse_hex(s: &[u8]) -> Option<u64> {
 pub(super) fn serve() -> i32 {
     // SAFETY: sysconf has no preconditions.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    let (io, regions) = match (
+    let (io, regions, fds) = match (
         map_touched(IO_BUF, page),
         map_touched(
             (MAX_REGIONS * size_of::<Region>()).next_multiple_of(page),
             page,
         ),
+        map_touched(
+            (2 * MAX_PAIRS * size_of::<i32>()).next_multiple_of(page),
+            page,
+        ),
     ) {
-        (Ok(io), Ok(r)) => (io, r.cast::<Region>()),
+        (Ok(io), Ok(r), Ok(f)) => (io, r.cast::<Region>(), f.cast::<i32>()),
         _ => {
             let _ = write_all(b"err cannot map the workload's buffers\n");
             return 1;
@@ -523,6 +786,9 @@ pub(super) fn serve() -> i32 {
         regions,
         nregions: 0,
         released: 0,
+        fds,
+        npairs: 0,
+        ndentries: 0,
         path: [0; PATH_MAX + 1],
         reply: Reply {
             buf: [0; 512],
@@ -531,6 +797,9 @@ pub(super) fn serve() -> i32 {
     };
     for r in child.regions() {
         *r = Region { addr: 0, pages: 0 };
+    }
+    for fd in child.fds() {
+        *fd = -1;
     }
     let mut line = [0u8; LINE_MAX];
     let mut used = 0usize;
@@ -551,7 +820,17 @@ pub(super) fn serve() -> i32 {
         }
     }
     // Error paths included: a first-time code page is a (file-backed) fault too.
-    let warm_up: [&[u8]; 18] = [
+    let warm_up: [&[u8]; 28] = [
+        b"sockets 1 1",
+        b"closesockets",
+        b"sockets 0",
+        b"sockets x",
+        b"sockets 1 100000",
+        b"sockets 1 1 1",
+        b"dentries 1 /nonexistent/memcg-drift",
+        b"dentries x /tmp",
+        b"dentries 1",
+        b"rmdentries /nonexistent/memcg-drift",
         b"touch 2",
         b"free 1",
         b"free 5",
@@ -574,6 +853,9 @@ pub(super) fn serve() -> i32 {
     for cmd in warm_up {
         child.handle(cmd);
     }
+    // The success path of `rmdentries` without a file to remove: bind unlink(2) once.
+    // SAFETY: unlink(2) on a NUL-terminated literal path that does not exist.
+    unsafe { libc::unlink(c"/nonexistent/memcg-drift".as_ptr()) };
     child.reply.len = 0;
     populate_code(child.io);
     // SAFETY: getpid has no preconditions.

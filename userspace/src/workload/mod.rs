@@ -18,6 +18,10 @@
 //! | `free N`           | `ok freed N`          | `MADV_DONTNEED` of the next N touched pages (touch order), mappings kept |
 //! | `file PATH BYTES`  | `ok read N`           | file read through a pre-touched 1 MiB buffer  |
 //! | `write PATH BYTES` | `ok wrote N`          | file created/truncated and written            |
+//! | `sockets N [B]`    | `ok sockets N`        | N connected loopback TCP pairs (client and server both in this process; RLIMIT_NOFILE raised to fit), B bytes (<= 32 KiB) written into each and never read |
+//! | `closesockets`     | `ok closed N`         | closes every open pair                        |
+//! | `dentries N DIR`   | `ok created N`        | N more empty files `DIR/md-<k>` (a dentry and an inode each) |
+//! | `rmdentries DIR`   | `ok removed N`        | unlinks every file `dentries` created (give the same DIR) |
 //! | `ping`             | `ok pong`             | nothing                                       |
 //! | `exit`             | `ok bye`              | exits 0                                       |
 //!
@@ -38,6 +42,11 @@ use std::{
 };
 
 use crate::cgroup::{CgroupError, MemCgroup};
+
+/// Most socket pairs a workload holds at once.
+pub const MAX_SOCKET_PAIRS: usize = child::MAX_PAIRS;
+/// Most unread bytes per socket pair.
+pub const MAX_UNREAD_BYTES: usize = child::MAX_UNREAD;
 
 /// How long a reply may take before [`WorkloadError::Timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -527,6 +536,52 @@ impl Workload {
         Ok(())
     }
 
+    /// Opens `pairs` connected loopback TCP pairs inside the workload (both ends in its
+    /// cgroup) and leaves `unread_bytes` (at most [`MAX_UNREAD_BYTES`]) unread in each.
+    pub fn open_sockets(&mut self, pairs: u64, unread_bytes: u64) -> Result<(), WorkloadError> {
+        if pairs == 0 || pairs > MAX_SOCKET_PAIRS as u64 || unread_bytes > MAX_UNREAD_BYTES as u64 {
+            return Err(WorkloadError::BadArgument(format!(
+                "sockets {pairs} {unread_bytes}: 1..={MAX_SOCKET_PAIRS} pairs, at most {MAX_UNREAD_BYTES} bytes"
+            )));
+        }
+        let cmd = format!("sockets {pairs} {unread_bytes}");
+        let got = self.numbered(&cmd, "sockets")?;
+        if got != pairs {
+            return Err(WorkloadError::Protocol {
+                pid: self.pid,
+                command: cmd,
+                reply: format!("sockets {got}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes every socket pair; returns how many were open.
+    pub fn close_sockets(&mut self) -> Result<u64, WorkloadError> {
+        self.numbered("closesockets", "closed")
+    }
+
+    /// Creates `n` more empty files in `dir` (one dentry and one inode each).
+    pub fn create_dentries(&mut self, n: u64, dir: &Path) -> Result<(), WorkloadError> {
+        let d = Self::path_arg(dir)?;
+        let cmd = format!("dentries {n} {d}");
+        let got = self.numbered(&cmd, "created")?;
+        if got != n {
+            return Err(WorkloadError::Protocol {
+                pid: self.pid,
+                command: cmd,
+                reply: format!("created {got}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes every file [`Workload::create_dentries`] created (in `dir`); returns how many.
+    pub fn remove_dentries(&mut self, dir: &Path) -> Result<u64, WorkloadError> {
+        let d = Self::path_arg(dir)?;
+        self.numbered(&format!("rmdentries {d}"), "removed")
+    }
+
     fn path_arg(path: &Path) -> Result<&str, WorkloadError> {
         let s = path
             .to_str()
@@ -731,12 +786,24 @@ mod tests {
             step("file", &mut w, &|w| {
                 assert_eq!(w.read_file(&f, 2 << 20).unwrap(), 2 << 20)
             });
+            step("sockets", &mut w, &|w| w.open_sockets(40, 1000).unwrap());
+            step("closesockets", &mut w, &|w| {
+                assert_eq!(w.close_sockets().unwrap(), 40)
+            });
+            step("dentries", &mut w, &|w| {
+                w.create_dentries(30, d.path()).unwrap()
+            });
+            step("rmdentries", &mut w, &|w| {
+                assert_eq!(w.remove_dentries(d.path()).unwrap(), 30)
+            });
             step("errors", &mut w, &|w| {
                 assert!(w.touch(0).is_err());
                 assert!(w.read_file(Path::new("/nonexistent/x"), 1).is_err());
                 assert!(w.write_file(Path::new("/nonexistent/x"), 1).is_err());
                 assert!(w.set_cpu(100_000).is_err());
                 assert!(w.command("bogus").is_err());
+                assert!(w.command("sockets 0").is_err());
+                assert!(w.command("dentries 1 /nonexistent/x").is_err());
             });
         }
         eprintln!("faults per phase: {phases:?}");
