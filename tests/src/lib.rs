@@ -72,3 +72,40 @@ fn aya_online_cpus() -> Vec<usize> {
     }
     v
 }
+
+/// Runs `memcg-drift ARGS`, which must refuse them: a non-zero exit, exactly one line on
+/// stderr that contains `needle`, and nothing of that very process left behind (run ids, and
+/// so run cgroups, owner markers and scratch files, start with the run's pid). Returns the line.
+pub fn assert_refused(args: &[&str], needle: &str) -> String {
+    let child = std::process::Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} was accepted");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: `{needle}` not in {err}");
+    let prefix = format!("{pid}-");
+    let hier = memcg_drift::cgroup::detect_layout()
+        .unwrap()
+        .memory
+        .unwrap();
+    for dir in [
+        hier.root.join(memcg_drift::cgroup::RUN_PARENT),
+        memcg_drift::cgroup::owner_dir(),
+    ] {
+        let ours: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        assert!(ours.is_empty(), "{args:?} left {ours:?}");
+    }
+    err.trim().to_string()
+}

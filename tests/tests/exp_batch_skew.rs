@@ -288,36 +288,9 @@ fn batch_skew_bad_input_is_one_line_and_creates_nothing() {
         (vec!["--keep-dying"], "--pin-page-cache"),
         (vec!["--alloc-cpu", "9999"], "CPU 9999 is not online"),
     ] {
-        let child = Command::new(bin())
-            .args(["run", "batch-skew"])
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        // Run ids start with the pid of the run: nothing of this one may exist.
-        let ours = |d: &Path| {
-            std::fs::read_dir(d)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(&format!("{pid}-"))
-                })
-        };
-        assert!(!ours(&run_dir_root()), "{args:?} left a run cgroup");
-        assert!(
-            !ours(Path::new("/run/memcg-drift")),
-            "{args:?} left a marker"
-        );
+        let mut full = vec!["run", "batch-skew"];
+        full.extend(&args);
+        integration_tests::assert_refused(&full, needle);
     }
     let out = Command::new(bin())
         .args(["report", "/nonexistent/memcg-drift.json"])

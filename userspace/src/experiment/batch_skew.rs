@@ -370,13 +370,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     )];
     let params = serde_json::to_value(&p)?;
     let results = serde_json::to_value(&results)?;
-    s.finish(
-        params,
-        results,
-        ledgers,
-        Vec::new(),
-        Verdict { checks, ..verdict },
-    )
+    s.finish(params, results, ledgers, Vec::new(), verdict)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -583,16 +577,7 @@ fn verdict(r: &Results, checks: &[Check], page: u64) -> Verdict {
         r.old_rule_stranded_per_iteration * page as i64 / 1024 * i64::from(p.iterations),
         answer
     );
-    let status = if checks.iter().all(|c| c.ok) {
-        status.to_string()
-    } else {
-        format!("{status} (some records disagree with the kernel's rules)")
-    };
-    Verdict {
-        status,
-        summary,
-        checks: Vec::new(),
-    }
+    Verdict::judged(status, summary, checks.to_vec())
 }
 
 /// The text section of a batch-skew report.

@@ -1417,16 +1417,7 @@ fn verdict(r: &Results, kills: &[OomKill], checks: Vec<Check>) -> Verdict {
                 .unwrap_or_else(|| "unlimited".into()),
         ));
     }
-    let status = if checks.iter().all(|c| c.ok) {
-        status.to_string()
-    } else {
-        format!("{status} (some records disagree with the kernel's rules)")
-    };
-    Verdict {
-        status,
-        summary: lines.join("\n"),
-        checks,
-    }
+    Verdict::judged(status, lines.join("\n"), checks)
 }
 
 fn opt_kib(v: Option<u64>) -> String {

@@ -314,6 +314,23 @@ pub struct Verdict {
     pub checks: Vec<Check>,
 }
 
+impl Verdict {
+    /// The verdict on `checks`: `answer` when every check holds, and the answer marked as
+    /// contradicted by the records when one does not.
+    pub fn judged(answer: &str, summary: String, checks: Vec<Check>) -> Verdict {
+        let status = if checks.iter().all(|c| c.ok) {
+            answer.to_string()
+        } else {
+            format!("{answer} (some records disagree with the kernel's rules)")
+        };
+        Verdict {
+            status,
+            summary,
+            checks,
+        }
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
