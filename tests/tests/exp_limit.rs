@@ -422,3 +422,53 @@ fn limit_rejects_bad_options() {
     assert_eq!(p["step_bytes"], 512u64 << 10);
     assert_eq!(list_runs(&h), before);
 }
+
+/// v2 `memory.high` below the limit: growing a little past it (no swap, nothing reclaimable)
+/// completes without an OOM kill, the usage stays above `high` and below `max`, and the
+/// kernel counts the breach as `high` events (`try_charge_memcg` marks the task over high
+/// after a charge above `memory.high`, `mem_cgroup_handle_over_high` -> `reclaim_high` counts
+/// MEMCG_HIGH, 6.1 and 6.12 mm/memcontrol.c). The overage is kept small (about 1 MiB over
+/// 15 MiB) so the throttling penalty (quadratic in the overage, at most 2 s per return to
+/// user space) stays short. On v1 the option is refused in one line.
+#[test]
+fn limit_high_throttles_without_a_kill() {
+    let test = "limit_high_throttles_without_a_kill";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let h = hier();
+    let args = [
+        "--limit",
+        "64M",
+        "--high",
+        "15M",
+        "--grow-to",
+        "16M",
+        "--step",
+        "4M",
+        "--immigrate",
+        "0",
+    ];
+    if h.version == CgroupVersion::V1 {
+        let mut full = vec!["run", "limit"];
+        full.extend(args);
+        integration_tests::assert_refused(&full, "--high needs cgroup v2");
+        return;
+    }
+    let (code, doc, err) = run_limit(&args);
+    let doc = doc.unwrap_or_else(|| panic!("no JSON; stderr: {err}"));
+    assert_eq!(code, 0, "failed checks: {:?}", failed_checks(&doc));
+    assert_cleaned_up(&h, &doc);
+    assert!(doc["oom_kills"].as_array().unwrap().is_empty(), "{doc:#}");
+    let tl = doc["results"]["timeline"].as_array().unwrap();
+    let last = tl.last().unwrap();
+    assert_eq!(last["completed"], true, "{last:#}");
+    let usage = last["usage_bytes"].as_u64().unwrap();
+    assert!(usage > 15 << 20 && usage <= 64 << 20, "usage {usage}");
+    let high: u64 = tl
+        .iter()
+        .filter_map(|s| s["high_events_delta"].as_u64())
+        .sum();
+    assert!(high >= 1, "no high events: {tl:#?}");
+}
