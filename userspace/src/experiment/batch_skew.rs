@@ -112,6 +112,14 @@ pub struct Iteration {
     pub root_usage: (Option<u64>, Option<u64>),
     /// Dying cgroups under the run after this iteration's removal.
     pub dying_after: usize,
+    /// The child's largest per-CPU `stats_updates` after the free phases (6.8+): the update
+    /// units a CPU carries before it adds them to the memcg's count at MEMCG_CHARGE_BATCH.
+    #[serde(default)]
+    pub percpu_updates_max: Option<i64>,
+    /// The child's `vmstats->stats_updates` then (6.8+): a memory.stat read flushes first
+    /// when it exceeds MEMCG_CHARGE_BATCH x online CPUs.
+    #[serde(default)]
+    pub flush_updates: Option<i64>,
 }
 
 /// The end of the run: did the parent's statistics converge?
@@ -459,6 +467,12 @@ fn iteration(
         parent_usage,
         root_usage,
         dying_after,
+        percpu_updates_max: post
+            .report
+            .gap
+            .flush_updates
+            .and(post.report.gap.percpu_updates.iter().copied().max()),
+        flush_updates: post.report.gap.flush_updates,
     }
 }
 
@@ -518,6 +532,21 @@ fn checks(r: &Results, touch_pages: i64) -> Vec<Check> {
                 s1 == stock_after(s0, it.charged_in_touch),
             ));
         }
+    }
+    // memcg_rstat_updated (6.8+, 6.18 memcontrol.c:564-593): a CPU's carry is handed to the
+    // memcg's count as soon as it reaches MEMCG_CHARGE_BATCH, so it is always below it.
+    if let Some(m) = r
+        .iterations
+        .iter()
+        .filter_map(|i| i.percpu_updates_max)
+        .max()
+    {
+        out.push(Check::rule(
+            "per-CPU stats_updates carries (flush threshold)",
+            format!("< {} (MEMCG_CHARGE_BATCH)", r.kernel_charge_batch),
+            format!("max {m}"),
+            m < r.kernel_charge_batch as i64,
+        ));
     }
     if let Some(ob) = r.observed_batch {
         out.push(Check::rule(
@@ -606,6 +635,33 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             .unwrap_or_else(|| "no batch seen".into()),
         res.observed_batch_source
     );
+    match res
+        .iterations
+        .iter()
+        .filter_map(|i| i.percpu_updates_max)
+        .max()
+    {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "  flush threshold: per-CPU update carries at most {m} (handed on at {}); the child's count {} (memory.stat flushes first above {} x {} online CPUs; CPUs stop carrying once it is due)",
+                res.kernel_charge_batch,
+                res.iterations
+                    .iter()
+                    .filter_map(|i| i.flush_updates)
+                    .max()
+                    .unwrap_or(0),
+                res.kernel_charge_batch,
+                r.online_cpus.len()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  flush threshold: this kernel keeps no per-CPU update count (before 6.8)"
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "  {:<8} {:>5} {:>9} {:>9} {:>9} {:>7}   parent usage KiB      root usage KiB      dying",
