@@ -106,7 +106,13 @@ fn assert_exact(r: &Report, p: &Params) {
             .any(|i| i.no_flush_between == Some(true)),
         "every iteration saw a flush"
     );
-    assert_eq!(res.observed_batch, Some(64.0));
+    // A touch phase whose charges the stock covered (up to 63 pages can be stocked before it)
+    // charges no batch; every batch charged is exactly 64 pages (checked per iteration above).
+    if res.iterations.iter().any(|i| i.batches > 0) {
+        assert_eq!(res.observed_batch, Some(64.0));
+    } else {
+        assert_eq!(res.observed_batch, None);
+    }
     // 2 CPUs x 30 pages, alloc on the second: cpu0 keeps -30, the alloc CPU 60-33-30 = -3.
     if p.cpus.len() == 2 && p.cpus[1] == p.alloc_cpu {
         assert_eq!(res.old_rule_stranded_per_iteration, 33);
