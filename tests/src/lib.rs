@@ -109,3 +109,20 @@ pub fn assert_refused(args: &[&str], needle: &str) -> String {
     }
     err.trim().to_string()
 }
+
+/// Asserts that no run directory is left under `memcg-drift/` (for tests that run alone).
+pub fn no_runs_left() {
+    let hier = memcg_drift::cgroup::detect_layout()
+        .unwrap()
+        .memory
+        .unwrap();
+    let dir = hier.root.join(memcg_drift::cgroup::RUN_PARENT);
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        let left: Vec<_> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "runs left behind: {left:?}");
+    }
+}

@@ -19,7 +19,7 @@
 
 use std::process::Command;
 
-use integration_tests::{bin, online_cpus, require_kernel, serial};
+use integration_tests::{bin, no_runs_left, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::{CgroupVersion, detect_layout},
     experiment::{
@@ -27,19 +27,6 @@ use memcg_drift::{
         kmem::{self, Params, Results},
     },
 };
-
-fn no_runs_left() {
-    let hier = detect_layout().unwrap().memory.unwrap();
-    let dir = hier.root.join("memcg-drift");
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let left: Vec<_> = rd
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.path())
-            .collect();
-        assert!(left.is_empty(), "runs left behind: {left:?}");
-    }
-}
 
 fn run(p: Params) -> (Report, Results) {
     let hier = detect_layout().unwrap().memory.unwrap();

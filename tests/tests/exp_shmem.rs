@@ -15,7 +15,7 @@
 
 use std::process::Command;
 
-use integration_tests::{bin, online_cpus, require_kernel, serial};
+use integration_tests::{bin, no_runs_left, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::detect_layout,
     experiment::{
@@ -23,19 +23,6 @@ use memcg_drift::{
         shmem::{self, Params, Results},
     },
 };
-
-fn no_runs_left() {
-    let hier = detect_layout().unwrap().memory.unwrap();
-    let dir = hier.root.join("memcg-drift");
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let left: Vec<_> = rd
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.path())
-            .collect();
-        assert!(left.is_empty(), "runs left behind: {left:?}");
-    }
-}
 
 #[test]
 fn shmem_pages_stay_with_the_writing_cgroup_after_a_move() {
