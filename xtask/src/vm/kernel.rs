@@ -1,6 +1,12 @@
-//! Guest kernels: resolve Debian's current `-unsigned` image package for a kernel series,
-//! download it once with `apt-get download`, unpack only its `/boot`, and pull the ELF `vmlinux`
-//! out of the bzImage so QEMU can boot it through the PVH entry (see `shared/docs/qemu.md`).
+//! Guest kernels: resolve Debian's current image package for a kernel series, download it once
+//! with `apt-get download`, unpack only its `/boot`, and pull the ELF `vmlinux` out of the
+//! bzImage so QEMU can boot it through the PVH entry (see `shared/docs/qemu.md`).
+//!
+//! 6.1 and 6.12 come from the host's own apt sources (bookworm and bookworm-security: their
+//! `-unsigned` images). 6.18 comes from trixie-backports, which the host's sources do not list:
+//! a private apt configuration in the cache (its own `sources.list` and package lists, checked
+//! against Debian's archive keyring like any apt source) finds and fetches it, and the host's apt
+//! state is never touched.
 //!
 //! Nothing is installed on the host: the `.deb` is only unpacked with `dpkg-deb | tar`. Everything
 //! lands in the cache directory, so a second run resolves the name with `apt-cache` (local) and
@@ -28,13 +34,79 @@ pub struct Kernel {
     pub pvh: bool,
 }
 
-/// The meta package whose `Depends:` names the current image of a kernel series.
-fn meta_package(series: &str) -> Result<&'static str> {
+/// Where apt finds a series, and how its image package is named there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// The host's own apt sources; the meta package whose `Depends:` names the current image
+    /// (its `-unsigned` twin is what gets downloaded).
+    Host { meta: &'static str },
+    /// A Debian suite the host does not list, through a private apt configuration in the
+    /// cache; the image is the newest `linux-image-<series>.<n>+<abi>-amd64` of the suite
+    /// (backports carry no per-series meta package and no `-unsigned` twins).
+    Suite { suite: &'static str },
+}
+
+/// The Debian archive a series comes from.
+fn source(series: &str) -> Result<Source> {
     match series {
-        "6.1" => Ok("linux-image-amd64"),
-        "6.12" => Ok("linux-image-6.12-amd64"),
-        other => bail!("unknown kernel series {other:?} (expected 6.1 or 6.12)"),
+        "6.1" => Ok(Source::Host {
+            meta: "linux-image-amd64",
+        }),
+        "6.12" => Ok(Source::Host {
+            meta: "linux-image-6.12-amd64",
+        }),
+        "6.18" => Ok(Source::Suite {
+            suite: "trixie-backports",
+        }),
+        other => bail!("unknown kernel series {other:?} (expected 6.1, 6.12 or 6.18)"),
     }
+}
+
+/// Debian's mirror and the keyring its Release files are checked against (the bookworm
+/// keyring package also carries the trixie keys).
+const MIRROR: &str = "http://deb.debian.org/debian";
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The apt options a series needs: none for the host's sources; for another suite, a private
+/// configuration under `cache/apt/<suite>` (created on first use) that replaces the host's
+/// source list, package lists, package cache and pinning, so the host's apt is untouched.
+fn apt_options(cache: &Path, src: &Source) -> Result<Vec<String>> {
+    let Source::Suite { suite } = src else {
+        return Ok(Vec::new());
+    };
+    let root = cache.join("apt").join(suite);
+    let lists = root.join("lists");
+    let empty = root.join("empty");
+    let pkgcache = root.join("cache");
+    for dir in [
+        lists.join("partial"),
+        empty.clone(),
+        pkgcache.join("archives/partial"),
+    ] {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let list = root.join("sources.list");
+    let line = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
+    if fs::read_to_string(&list).ok().as_deref() != Some(line.as_str()) {
+        fs::write(&list, &line).with_context(|| format!("writing {}", list.display()))?;
+    }
+    let p = |x: &Path| x.display().to_string();
+    Ok(vec![
+        format!("Dir::Etc::SourceList={}", p(&list)),
+        format!("Dir::Etc::SourceParts={}", p(&empty)),
+        format!("Dir::Etc::Preferences={}", p(&empty.join("none"))),
+        format!("Dir::Etc::PreferencesParts={}", p(&empty)),
+        format!("Dir::State::Lists={}", p(&lists)),
+        format!("Dir::Cache={}", p(&pkgcache)),
+        "Acquire::Languages=none".to_string(),
+        "APT::Architectures=amd64".to_string(),
+        // As root, apt would hand downloads to its `_apt` sandbox user, which cannot write
+        // into the cache; files are verified against the signed index either way.
+        "APT::Sandbox::User=root".to_string(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_string(), o])
+    .collect())
 }
 
 /// Returns the kernel of `series`, downloading and extracting it into `cache` if needed.
@@ -45,11 +117,13 @@ fn meta_package(series: &str) -> Result<&'static str> {
 pub fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
     let kernels = cache.join("kernels");
     let start = std::time::Instant::now();
-    let (package, version, dir) = match fetch(cache, series) {
+    let src = source(series)?;
+    let apt = apt_options(cache, &src)?;
+    let (package, version, dir) = match fetch(cache, series, &src, &apt) {
         Ok(found) => found,
         Err(first) => {
             eprintln!("vm-test: {first:#}; refreshing apt's package lists");
-            match apt_update().and_then(|()| fetch(cache, series)) {
+            match apt_update(&apt).and_then(|()| fetch(cache, series, &src, &apt)) {
                 Ok(found) => found,
                 Err(e) => {
                     let (package, version) = newest_cached(&kernels, series)
@@ -99,19 +173,25 @@ pub fn prepare(cache: &Path, series: &str) -> Result<Kernel> {
 
 /// Resolves the current image of `series` and makes sure its `/boot` is unpacked in the
 /// cache; returns the package, its version and its cache directory.
-fn fetch(cache: &Path, series: &str) -> Result<(String, String, PathBuf)> {
-    let (package, version) = resolve(series)?;
+fn fetch(
+    cache: &Path,
+    series: &str,
+    src: &Source,
+    apt: &[String],
+) -> Result<(String, String, PathBuf)> {
+    let (package, version) = resolve(series, src, apt)?;
     let dir = cache.join("kernels").join(format!("{package}_{version}"));
     if !dir.join("boot").is_dir() {
-        let deb = download(cache, &package, &version)?;
+        let deb = download(cache, &package, &version, apt)?;
         unpack_boot(&deb, &dir)?;
     }
     Ok((package, version, dir))
 }
 
 /// `apt-get update`, once the package lists turned out missing or stale.
-fn apt_update() -> Result<()> {
+fn apt_update(apt: &[String]) -> Result<()> {
     let status = Command::new("apt-get")
+        .args(apt)
         .args(["update", "-q"])
         .status()
         .context("starting apt-get update")?;
@@ -121,13 +201,20 @@ fn apt_update() -> Result<()> {
     Ok(())
 }
 
-/// Asks apt for the `-unsigned` image package of `series` and its candidate version.
-fn resolve(series: &str) -> Result<(String, String)> {
-    let meta = meta_package(series)?;
-    let image = depends_image(meta, series)?
-        .with_context(|| format!("apt knows no linux-image-{series}.* dependency of {meta}"))?;
-    let package = format!("{image}-unsigned");
+/// Asks apt for the image package of `series` and its candidate version.
+fn resolve(series: &str, src: &Source, apt: &[String]) -> Result<(String, String)> {
+    let package = match src {
+        Source::Host { meta } => {
+            let image = depends_image(meta, series)?.with_context(|| {
+                format!("apt knows no linux-image-{series}.* dependency of {meta}")
+            })?;
+            format!("{image}-unsigned")
+        }
+        Source::Suite { suite } => newest_image(series, apt)?
+            .with_context(|| format!("apt knows no linux-image-{series}.*-amd64 in {suite}"))?,
+    };
     let out = Command::new("apt-cache")
+        .args(apt)
         .args(["policy", &package])
         .output()
         .context("starting apt-cache policy")?;
@@ -159,6 +246,42 @@ fn depends_image(meta: &str, series: &str) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// The newest plain `linux-image-<series>.<n>+<abi>-amd64` package apt knows (not the
+/// `-cloud`/`-rt` flavours, not `-dbg`).
+fn newest_image(series: &str, apt: &[String]) -> Result<Option<String>> {
+    let prefix = format!("linux-image-{series}.");
+    let out = Command::new("apt-cache")
+        .args(apt)
+        .args(["pkgnames", &prefix])
+        .output()
+        .context("starting apt-cache pkgnames")?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(pick_image(&String::from_utf8_lossy(&out.stdout), series))
+}
+
+/// Of the package names in `text` (one per line), the plain amd64 image of `series` with the
+/// highest point release.
+fn pick_image(text: &str, series: &str) -> Option<String> {
+    let prefix = format!("linux-image-{series}.");
+    text.lines()
+        .map(str::trim)
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix("-amd64"))
+                // `<point>+<abi>`: `15+deb13`; rejects `15+deb13-cloud`, `15+deb13-rt`.
+                .and_then(|rest| rest.split_once('+'))
+                .is_some_and(|(point, abi)| {
+                    point.chars().all(|c| c.is_ascii_digit())
+                        && !point.is_empty()
+                        && abi.chars().all(|c| c.is_ascii_alphanumeric())
+                })
+        })
+        .max_by_key(|n| numeric_key(n))
+        .map(str::to_string)
+}
+
 /// The newest kernel of `series` already unpacked in the cache, for offline runs.
 fn newest_cached(kernels: &Path, series: &str) -> Option<(String, String)> {
     let prefix = format!("linux-image-{series}.");
@@ -186,7 +309,7 @@ fn numeric_key(s: &str) -> Vec<u64> {
 }
 
 /// Downloads `package` `version` into `cache/debs/` unless it is already there.
-fn download(cache: &Path, package: &str, version: &str) -> Result<PathBuf> {
+fn download(cache: &Path, package: &str, version: &str, apt: &[String]) -> Result<PathBuf> {
     let debs = cache.join("debs");
     let deb = debs.join(format!("{package}_{version}.deb"));
     if deb.is_file() {
@@ -200,6 +323,7 @@ fn download(cache: &Path, package: &str, version: &str) -> Result<PathBuf> {
     eprintln!("vm-test: downloading {package} {version}");
     let status = Command::new("apt-get")
         .current_dir(&partial)
+        .args(apt)
         // As root, apt would hand the download to its `_apt` sandbox user, which cannot write
         // into the cache and says so; the file is verified against the signed index either way.
         .args(["-o", "APT::Sandbox::User=root", "download", "-q"])
@@ -363,6 +487,18 @@ mod tests {
             numeric_key("linux-image-6.1.0-56-amd64-unsigned")
                 > numeric_key("linux-image-6.1.0-9-amd64-unsigned")
         );
+    }
+
+    #[test]
+    fn pick_image_takes_the_newest_plain_image() {
+        let names = "linux-image-6.18.9+deb13-amd64\nlinux-image-6.18.15+deb13-cloud-amd64\n\
+                     linux-image-6.18.15+deb13-rt-amd64\nlinux-image-6.18.12+deb13-amd64\n\
+                     linux-image-6.18.15+deb13-amd64-dbg\nlinux-image-6.18.5+deb13-amd64\n";
+        assert_eq!(
+            pick_image(names, "6.18").as_deref(),
+            Some("linux-image-6.18.12+deb13-amd64")
+        );
+        assert_eq!(pick_image(names, "6.19"), None);
     }
 
     #[test]
