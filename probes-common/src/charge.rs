@@ -154,6 +154,10 @@ pub mod runtime {
     pub const TC_EXIT: u32 = 1;
     /// `page_counter_try_charge` has an exit hook.
     pub const PC_EXIT: u32 = 2;
+    /// `drain_local_memcg_stock` has both its entry and its exit hook (6.16+).
+    pub const DL_EXIT: u32 = 4;
+    /// Most stock slots the local-drain hook reads (6.16+ has `NR_MEMCG_STOCK` = 7).
+    pub const MAX_STOCK_SLOTS: u32 = 16;
 }
 
 /// Key of [`MAP_CHARGE_AGG`]; the map is per-CPU, so each key has one value per CPU.
@@ -235,10 +239,21 @@ pub struct ChargeConfig {
     pub cgroup_subsys: u64,
     /// `memory_cgrp_id` (`enum cgroup_subsys_id`), the memory controller's index in `subsys[]`.
     pub memory_cgrp_id: u64,
-    /// `offsetof(struct memcg_stock_pcp, cached)` (single-slot stock, up to 6.15).
+    /// `offsetof(struct memcg_stock_pcp, cached)`: the cached memcg (up to 6.15), or the
+    /// array `cached[stock_slots]` of them (6.16+).
     pub stock_cached: u64,
-    /// `offsetof(struct memcg_stock_pcp, nr_pages)` (an `unsigned int`, up to 6.15).
+    /// `offsetof(struct memcg_stock_pcp, nr_pages)`: an `unsigned int` (up to 6.15), or the
+    /// array `uint8_t nr_pages[stock_slots]` (6.16+).
     pub stock_nr_pages: u64,
+    /// Slots of the multi-slot stock (6.16+: `NR_MEMCG_STOCK`; `drain_stock(stock, i)` drains
+    /// slot `i`); 0 for the single-slot stock (`drain_stock(stock)`).
+    pub stock_slots: u32,
+    /// Bytes of one `nr_pages` element: 4 (up to 6.15) or 1 (6.16+); 0 when unknown (the
+    /// drain hook is then not used).
+    pub stock_nr_size: u32,
+    /// `offsetof(struct memcg_stock_pcp, work)`: `drain_local_memcg_stock(&stock->work)`
+    /// (6.16+) finds its stock from it.
+    pub stock_work: u64,
     /// `offsetof(struct task_struct, cgroups)`.
     pub task_cgroups: u64,
     /// `offsetof(struct css_set, subsys)`.
@@ -295,6 +310,9 @@ impl ChargeConfig {
         memory_cgrp_id: 0,
         stock_cached: 0,
         stock_nr_pages: 0,
+        stock_slots: 0,
+        stock_nr_size: 0,
+        stock_work: 0,
         task_cgroups: 0,
         css_set_subsys: 0,
         task_pid: 0,
@@ -321,7 +339,7 @@ impl ChargeConfig {
 const _: () = assert!(size_of::<ChargeKey>() == 16);
 const _: () = assert!(size_of::<ChargeValue>() == 16);
 const _: () = assert!(size_of::<OomEvent>() == 56);
-const _: () = assert!(size_of::<ChargeConfig>() == 208);
+const _: () = assert!(size_of::<ChargeConfig>() == 224);
 
 #[cfg(feature = "user")]
 mod user {

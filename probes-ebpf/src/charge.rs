@@ -52,6 +52,11 @@ pub static CHARGE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cco
 #[map(name = "CHARGE_RUNTIME")]
 pub static CHARGE_RUNTIME: Array<u32> = Array::with_max_entries(1, 0);
 
+/// 1 on a CPU while its `drain_local_memcg_stock` runs (6.16+): the entry hook has recorded
+/// every slot it will drain, so `drain_stock` calls inside it (where not inlined) are skipped.
+#[map(name = "CHARGE_DRAIN_LOCAL")]
+static DRAIN_LOCAL: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-task frames of calls in progress.
 #[map(name = "CHARGE_TASKS")]
 static CHARGE_TASKS: LruHashMap<u64, TaskFrames> =
@@ -144,6 +149,12 @@ pub(crate) fn cbump(slot: u32) {
 pub(crate) fn read_u32(base: u64, off: u64) -> Result<u32, ()> {
     // SAFETY: as above.
     unsafe { bpf_probe_read_kernel((base + off) as *const u32) }.map_err(|_| ())
+}
+
+/// Reads a `u8` at `base + off`.
+fn read_u8(base: u64, off: u64) -> Result<u8, ()> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel((base + off) as *const u8) }.map_err(|_| ())
 }
 
 /// The cgroup id of a memcg if it is wanted: `Ok(Some(id))`, `Ok(None)` if filtered out.
@@ -544,9 +555,36 @@ fn on_refill(memcg: u64, nr_pages: u32) {
     }
 }
 
-fn on_drain(stock: u64) {
+/// `drain_stock(stock)` (single-slot stock) or `drain_stock(stock, slot)` (6.16+): what the
+/// drained slot holds, read on entry.
+fn on_drain(stock: u64, slot: u32) {
+    // SAFETY: this CPU's value of a per-CPU array.
+    if DRAIN_LOCAL.get(0).is_some_and(|v| *v == 1) {
+        return;
+    }
+    let slots = ccfg!(stock_slots);
+    if slots != 0 && slot >= slots {
+        // Not a slot of this layout: the hook's arguments are not what the plan assumed.
+        cbump(ccounter::SEEN);
+        cbump(ccounter::READ_FAILED);
+        return;
+    }
+    drain_slot(stock, slot);
+}
+
+/// Records the drain of one stock slot (slot 0 of a single-slot stock) as it is now.
+#[inline(always)]
+fn drain_slot(stock: u64, slot: u32) {
+    let (cached_off, nr_off) = if ccfg!(stock_slots) == 0 {
+        (ccfg!(stock_cached), ccfg!(stock_nr_pages))
+    } else {
+        (
+            ccfg!(stock_cached) + 8 * u64::from(slot),
+            ccfg!(stock_nr_pages) + u64::from(ccfg!(stock_nr_size)) * u64::from(slot),
+        )
+    };
     // A drain of an empty stock slot (nothing cached) is not an event.
-    let Ok(memcg) = read_u64(stock, ccfg!(stock_cached)) else {
+    let Ok(memcg) = read_u64(stock, cached_off) else {
         cbump(ccounter::SEEN);
         cbump(ccounter::READ_FAILED);
         return;
@@ -555,7 +593,12 @@ fn on_drain(stock: u64) {
         return;
     }
     cbump(ccounter::SEEN);
-    let Ok(nr) = read_u32(stock, ccfg!(stock_nr_pages)) else {
+    let nr = match ccfg!(stock_nr_size) {
+        1 => read_u8(stock, nr_off).map(u32::from),
+        4 => read_u32(stock, nr_off),
+        _ => Err(()),
+    };
+    let Ok(nr) = nr else {
         cbump(ccounter::READ_FAILED);
         return;
     };
@@ -563,6 +606,36 @@ fn on_drain(stock: u64) {
         Ok(Some(id)) => record(id, kind::DRAIN, counter::NONE, u64::from(nr)),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
+    }
+}
+
+/// `drain_local_memcg_stock(&stock->work)` (6.16+) drains every slot of this CPU's stock
+/// (`drain_stock_fully`, into which `drain_stock` may be inlined): record each slot as it is
+/// on entry, and mark the CPU so that out-of-line `drain_stock` calls inside are not counted
+/// twice. Only with the exit hook attached, which clears the mark.
+fn on_drain_local(work: u64) {
+    if !runtime_has(runtime::DL_EXIT) {
+        return;
+    }
+    let Some(mark) = DRAIN_LOCAL.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's value of a per-CPU array; the drain work runs bound to this CPU.
+    unsafe { *mark = 1 };
+    let stock = work.wrapping_sub(ccfg!(stock_work));
+    let slots = ccfg!(stock_slots);
+    for i in 0..runtime::MAX_STOCK_SLOTS {
+        if i >= slots {
+            break;
+        }
+        drain_slot(stock, i);
+    }
+}
+
+fn on_drain_local_ret() {
+    if let Some(mark) = DRAIN_LOCAL.get_ptr_mut(0) {
+        // SAFETY: as above.
+        unsafe { *mark = 0 };
     }
 }
 
@@ -750,18 +823,27 @@ pub fn kprobe_refill_stock(ctx: ProbeContext) -> u32 {
     0
 }
 
-// ---- drain_stock(struct memcg_stock_pcp *stock) (single-slot stock, up to 6.15) ----
+// ---- drain_stock(struct memcg_stock_pcp *stock) (up to 6.15) ----
+// ---- drain_stock(struct memcg_stock_pcp *stock, int i) (6.16+, slot i) ----
+// The kprobe reads the slot index in both cases (it is ignored for the single-slot layout); an
+// `int` is the low 32 bits of its register.
 
 #[fentry(function = "drain_stock")]
 pub fn fentry_drain_stock(ctx: FEntryContext) -> u32 {
-    on_drain(ctx.arg(0));
+    on_drain(ctx.arg(0), 0);
+    0
+}
+
+#[fentry(function = "drain_stock")]
+pub fn fentry_drain_stock_slot(ctx: FEntryContext) -> u32 {
+    on_drain(ctx.arg(0), ctx.arg::<u64>(1) as u32);
     0
 }
 
 #[kprobe]
 pub fn kprobe_drain_stock(ctx: ProbeContext) -> u32 {
-    if let Some(stock) = ctx.arg(0) {
-        on_drain(stock);
+    if let (Some(stock), Some(slot)) = (ctx.arg(0), ctx.arg::<u64>(1)) {
+        on_drain(stock, slot as u32);
     }
     0
 }
@@ -795,6 +877,34 @@ pub fn kprobe_drain_obj_stock(ctx: ProbeContext) -> u32 {
     if let Some(stock) = ctx.arg(0) {
         on_obj_drain(stock);
     }
+    0
+}
+
+// ---- drain_local_memcg_stock(struct work_struct *dummy) (6.16+) ----
+
+#[fentry(function = "drain_local_memcg_stock")]
+pub fn fentry_drain_local(ctx: FEntryContext) -> u32 {
+    on_drain_local(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn kprobe_drain_local(ctx: ProbeContext) -> u32 {
+    if let Some(work) = ctx.arg(0) {
+        on_drain_local(work);
+    }
+    0
+}
+
+#[fexit(function = "drain_local_memcg_stock")]
+pub fn fexit_drain_local(_ctx: FExitContext) -> u32 {
+    on_drain_local_ret();
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_drain_local(_ctx: RetProbeContext) -> u32 {
+    on_drain_local_ret();
     0
 }
 

@@ -59,28 +59,76 @@ pub fn charge_config(
     let memory_cgrp_id = btf
         .enum_value("cgroup_subsys_id", "memory_cgrp_id")
         .ok_or_else(|| anyhow::anyhow!("kernel BTF has no enumerator memory_cgrp_id"))?;
-    // The single-slot stock (up to 6.15) is what the drain probe reads; 6.16+ keeps arrays
-    // `cached[]`/`nr_pages[]` and passes the slot index (not supported by the probe yet).
-    let (stock_cached, stock_nr_pages) = if btf.array_len("memcg_stock_pcp", "cached").is_some() {
-        unusable.push((
-            "charge.drain_stock",
-            "multi-slot charge stock (6.16+): the drain probe reads the single-slot layout only"
-                .to_string(),
-        ));
-        (0, 0)
-    } else {
-        match (
-            btf.member_offset("memcg_stock_pcp", "cached"),
-            btf.member_offset("memcg_stock_pcp", "nr_pages"),
-        ) {
-            (Some(c), Some(n)) => (c, n),
-            _ => {
+    // The charge stock: one cached memcg with an `unsigned int nr_pages` up to 6.15
+    // (`drain_stock(stock)`); from 6.16 arrays `cached[NR_MEMCG_STOCK]` and `uint8_t
+    // nr_pages[NR_MEMCG_STOCK]`, and `drain_stock(stock, i)` drains slot i. The fentry program
+    // that does not fit the layout is ruled out by name.
+    let (stock_cached, stock_nr_pages, stock_slots, stock_nr_size) = match (
+        btf.member_offset("memcg_stock_pcp", "cached"),
+        btf.member_offset("memcg_stock_pcp", "nr_pages"),
+        btf.member_size("memcg_stock_pcp", "nr_pages"),
+    ) {
+        (Some(c), Some(n), Some(size)) => {
+            let slots = btf.array_len("memcg_stock_pcp", "cached").unwrap_or(0);
+            let elem = if slots == 0 {
+                size
+            } else {
+                size / u64::from(slots)
+            };
+            if slots == 0 {
+                for id in ["charge.drain_local", "charge.drain_local_ret"] {
+                    unusable.push((
+                        id,
+                        "single-slot charge stock (up to 6.15): drain_stock sees every drain"
+                            .to_string(),
+                    ));
+                }
+                unusable.push((
+                    "fentry_drain_stock_slot",
+                    "single-slot charge stock (up to 6.15): drain_stock has no slot argument"
+                        .to_string(),
+                ));
+            } else {
+                unusable.push((
+                    "fentry_drain_stock",
+                    format!(
+                        "multi-slot charge stock ({slots} slots, 6.16+): drain_stock(stock, i) \
+                         needs the slot-reading program"
+                    ),
+                ));
+            }
+            if slots > 0 && !btf.has_member("memcg_stock_pcp", "work") {
+                for id in ["charge.drain_local", "charge.drain_local_ret"] {
+                    unusable.push((id, "kernel BTF has no memcg_stock_pcp.work".to_string()));
+                }
+            }
+            if slots > runtime::MAX_STOCK_SLOTS {
+                for id in ["charge.drain_local", "charge.drain_local_ret"] {
+                    unusable.push((
+                        id,
+                        format!(
+                            "{slots} stock slots; the local-drain hook reads at most {}",
+                            runtime::MAX_STOCK_SLOTS
+                        ),
+                    ));
+                }
+            }
+            if matches!(elem, 1 | 4) {
+                (c, n, slots, elem as u32)
+            } else {
                 unusable.push((
                     "charge.drain_stock",
-                    "kernel BTF has no struct memcg_stock_pcp with cached/nr_pages".to_string(),
+                    format!("memcg_stock_pcp.nr_pages elements of {elem} bytes (expected 1 or 4)"),
                 ));
-                (0, 0)
+                (0, 0, 0, 0)
             }
+        }
+        _ => {
+            unusable.push((
+                "charge.drain_stock",
+                "kernel BTF has no struct memcg_stock_pcp with cached/nr_pages".to_string(),
+            ));
+            (0, 0, 0, 0)
         }
     };
     // The object stock: inside `struct memcg_stock_pcp` up to 6.15, its own `struct
@@ -136,6 +184,9 @@ pub fn charge_config(
         memory_cgrp_id: memory_cgrp_id as u64,
         stock_cached,
         stock_nr_pages,
+        stock_slots,
+        stock_nr_size,
+        stock_work: opt("memcg_stock_pcp", "work"),
         task_cgroups: off("task_struct", "cgroups")?,
         css_set_subsys: off("css_set", "subsys")?,
         task_pid: off("task_struct", "pid")?,
@@ -201,12 +252,16 @@ pub fn load(cfg: &ProbeConfig, ccfg: &ChargeConfig) -> anyhow::Result<Ebpf> {
         .map_err(|e| anyhow::anyhow!("loading the probes object failed: {e}"))
 }
 
-/// Rejects the candidates of hooks this kernel's layout rules out (see [`charge_config`]).
+/// Rejects what this kernel's layout rules out (see [`charge_config`]): each entry names a
+/// hook id (every candidate of it) or a program (the candidates that would load it).
 pub fn reject_unusable(plans: &mut [HookPlan], unusable: &[(&'static str, String)]) {
     for (id, why) in unusable {
-        if let Some(p) = plans.iter_mut().find(|p| p.id == *id) {
+        for p in plans.iter_mut() {
+            let whole = p.id == *id;
             for v in &mut p.candidates {
-                v.rejected.get_or_insert_with(|| why.clone());
+                if whole || v.candidate.program == Some(*id) {
+                    v.rejected.get_or_insert_with(|| why.clone());
+                }
             }
         }
     }
@@ -725,17 +780,23 @@ impl ChargeTracer {
         // Hooks this kernel's layout rules out are rejected before attaching.
         reject_unusable(&mut plans, &unusable);
         let mut outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
-        // An exit hook is useless without its entry (every return would lack a frame).
-        for (entry, exit) in [
+        // An exit hook is useless without its entry (every return would lack a frame); the
+        // local-drain entry is useless without its exit (nothing would clear its mark), and
+        // both are ruled out together by the layout.
+        for (needed, dependent) in [
             ("charge.try_charge", "charge.try_charge_ret"),
             ("charge.pc_try", "charge.pc_try_ret"),
+            ("charge.drain_local_ret", "charge.drain_local"),
         ] {
-            if !attached(&outcomes, entry)
-                && let Some(o) = outcomes.iter_mut().find(|o| o.id == exit)
+            if !attached(&outcomes, needed)
+                && let Some(o) = outcomes.iter_mut().find(|o| o.id == dependent)
                 && let Some(u) = o.used.take()
             {
                 // Unloading a program detaches its links.
                 match ebpf.program_mut(u.program) {
+                    Some(Program::FEntry(p)) => {
+                        let _ = p.unload();
+                    }
                     Some(Program::FExit(p)) => {
                         let _ = p.unload();
                     }
@@ -747,7 +808,7 @@ impl ChargeTracer {
                 o.failed.push((
                     u.flavour,
                     u.target,
-                    format!("detached: its entry hook {entry} is not attached"),
+                    format!("detached: {needed} is not attached"),
                 ));
             }
         }
@@ -776,6 +837,11 @@ impl ChargeTracer {
         }
         if attached(&outcomes, "charge.pc_try_ret") {
             bits |= runtime::PC_EXIT;
+        }
+        if attached(&outcomes, "charge.drain_local")
+            && attached(&outcomes, "charge.drain_local_ret")
+        {
+            bits |= runtime::DL_EXIT;
         }
         {
             let mut rt: Array<_, u32> = Array::try_from(

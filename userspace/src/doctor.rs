@@ -263,10 +263,25 @@ pub fn render_text(r: &DoctorReport) -> String {
             );
         }
         for c in &h.plan.candidates {
+            // Two programs for one flavour and target (e.g. drain_stock's two layouts): name
+            // the program so the rows can be told apart.
+            let twins = h
+                .plan
+                .candidates
+                .iter()
+                .filter(|o| {
+                    o.candidate.flavour == c.candidate.flavour
+                        && o.candidate.target == c.candidate.target
+                })
+                .count();
+            let target = match c.candidate.program {
+                Some(p) if twins > 1 => format!("{} ({p})", c.candidate.target),
+                _ => c.candidate.target.to_string(),
+            };
             let line = format!(
                 "      {:<14} {:<36} {}",
                 c.candidate.flavour.name(),
-                c.candidate.target.to_string(),
+                target,
                 c.rejected.as_deref().unwrap_or("ok")
             );
             let _ = writeln!(s, "{}", clip(&line, 100));

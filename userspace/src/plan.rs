@@ -336,10 +336,49 @@ pub fn hooks() -> Vec<HookSpec> {
             id: "charge.drain_stock",
             group: Charge,
             loss: "stock drains and the pages they returned",
+            // Two fentry programs: the verifier refuses a second-argument read where the
+            // function has one argument, so the layout (see `charge::charge_config`) rules
+            // out the one that does not fit; the kprobe reads both forms.
+            candidates: vec![
+                c(
+                    Flavour::Fentry,
+                    Target::BtfFunction("drain_stock"),
+                    Some("fentry_drain_stock_slot"),
+                ),
+                c(
+                    Flavour::Fentry,
+                    Target::BtfFunction("drain_stock"),
+                    Some("fentry_drain_stock"),
+                ),
+                c(
+                    Flavour::Kprobe,
+                    Target::Function("drain_stock"),
+                    Some("kprobe_drain_stock"),
+                ),
+            ],
+        },
+        HookSpec {
+            id: "charge.drain_local",
+            group: Charge,
+            // 6.16+: `drain_local_memcg_stock` drains every slot through `drain_stock_fully`,
+            // which may inline `drain_stock` (Debian 6.18.15 does: the offline drain of a
+            // cgroup's stock never reached the drain_stock hook there).
+            loss: "whole-stock drains by the per-CPU drain work (6.16+: offlining, limit \
+                   writes, drain_all_stock)",
             candidates: function_candidates(
-                &["drain_stock"],
-                Some("fentry_drain_stock"),
-                Some("kprobe_drain_stock"),
+                &["drain_local_memcg_stock"],
+                Some("fentry_drain_local"),
+                Some("kprobe_drain_local"),
+            ),
+        },
+        HookSpec {
+            id: "charge.drain_local_ret",
+            group: Charge,
+            loss: "whole-stock drains by the per-CPU drain work (needed by charge.drain_local)",
+            candidates: return_candidates(
+                &["drain_local_memcg_stock"],
+                Some("fexit_drain_local"),
+                Some("kretprobe_drain_local"),
             ),
         },
         HookSpec {

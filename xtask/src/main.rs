@@ -35,7 +35,7 @@ enum Cmd {
     },
     /// Set up and run every test: unit tests, kernel integration tests, and the guest suites.
     Test {
-        /// Skip the QEMU guest suites (6.1 and 6.12).
+        /// Skip the QEMU guest suites (6.1, 6.12 and 6.18).
         #[arg(long)]
         no_vm: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
