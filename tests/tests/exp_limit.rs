@@ -193,7 +193,14 @@ fn limit_charges_stay_with_the_old_cgroup() {
     );
     assert_eq!(o0, o1, "origin keeps its charges across the move");
     assert!(o0 >= n, "origin holds at least the {n} pages: {o0}");
-    assert_eq!(o2, o1 - n, "the uncharge went to origin");
+    // Freed folios still in a CPU's lru_add batch keep their charge until it drains (6.18
+    // unmaps without draining it); the report counts them from the residue reader.
+    let in_batches = im["origin_freed_in_lru_add"].as_i64().unwrap();
+    assert!(
+        (0..=31 * online_cpus().len() as i64).contains(&in_batches),
+        "{in_batches}"
+    );
+    assert_eq!(o2, o1 - n + in_batches, "the uncharge went to origin");
     let d = pair(&im["dest_charged_pages"]);
     assert_eq!(d.1 - d.0, 0, "limited gained nothing by the move");
     let a = pair(&im["origin_anon_pages"]);
