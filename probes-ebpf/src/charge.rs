@@ -916,9 +916,15 @@ pub fn fentry_drain_all_stock(ctx: FEntryContext) -> u32 {
     0
 }
 
+/// Also attached to the `.part.N` clone, whose first argument is checked to be a memcg.
 #[kprobe]
 pub fn kprobe_drain_all_stock(ctx: ProbeContext) -> u32 {
     if let Some(memcg) = ctx.arg(0) {
+        if !is_memcg(memcg) {
+            cbump(ccounter::SEEN);
+            cbump(ccounter::NOT_MEMCG);
+            return 0;
+        }
         on_memcg_event(memcg, kind::DRAIN_ALL, 0);
     }
     0

@@ -233,6 +233,14 @@ pub fn attach_candidate(
             load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p
                 .attach(f, 0))
         }
+        (Flavour::Kprobe, Target::PartClone(f)) => {
+            if !facts.kprobe_pmu {
+                return Err("kernel has no kprobe PMU (CONFIG_KPROBES off)".into());
+            }
+            let full = facts.kallsyms.part_clone(f)?;
+            load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p
+                .attach(full.as_str(), 0))
+        }
         (f, t) => Err(format!("flavour {f} cannot attach to {t:?}")),
     };
     res.map(|()| name)

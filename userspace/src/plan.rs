@@ -82,6 +82,10 @@ pub enum Target {
     BtfTracepoint(&'static str),
     /// A tracefs event `category:name`.
     Tracepoint(&'static str, &'static str),
+    /// The one `.part.N` clone of a function (kprobe). GCC's partial inlining puts the
+    /// function's head into its callers and the body into the clone; only used where the
+    /// clone keeps the first argument (checked by the program and by the guest tests).
+    PartClone(&'static str),
 }
 
 impl std::fmt::Display for Target {
@@ -91,6 +95,7 @@ impl std::fmt::Display for Target {
                 f.write_str(n)
             }
             Target::Tracepoint(c, n) => write!(f, "{c}:{n}"),
+            Target::PartClone(n) => write!(f, "{n}.part.N"),
         }
     }
 }
@@ -385,11 +390,23 @@ pub fn hooks() -> Vec<HookSpec> {
             id: "charge.drain_all_stock",
             group: Charge,
             loss: "subtree-wide stock drains (limit pressure, limit writes, offlining)",
-            candidates: function_candidates(
-                &["drain_all_stock"],
-                Some("fentry_drain_all_stock"),
-                Some("kprobe_drain_all_stock"),
-            ),
+            // The clone first: where one exists, callers inline the head (the
+            // percpu_charge_mutex trylock) and call the clone, bypassing the symbol itself
+            // (Debian 6.18.15: the offline drain never reached `drain_all_stock`); the clone
+            // is entered once per drain that ran. 6.1 has the clone only.
+            candidates: {
+                let mut v = vec![c(
+                    Flavour::Kprobe,
+                    Target::PartClone("drain_all_stock"),
+                    Some("kprobe_drain_all_stock"),
+                )];
+                v.extend(function_candidates(
+                    &["drain_all_stock"],
+                    Some("fentry_drain_all_stock"),
+                    Some("kprobe_drain_all_stock"),
+                ));
+                v
+            },
         },
         HookSpec {
             id: "charge.refill_obj_stock",
@@ -658,6 +675,7 @@ mod tests {
                 Target::BtfFunction(n) => format!("btf:{n}"),
                 Target::BtfTracepoint(n) => format!("tpbtf:{n}"),
                 Target::Tracepoint(c, n) => format!("tp:{c}:{n}"),
+                Target::PartClone(n) => format!("part:{n}"),
             };
             if self.0.contains(&key) {
                 Ok(())

@@ -82,6 +82,11 @@ impl TargetFacts for KernelFacts {
                 Ok(_) => Err(format!("no tracepoint {cat}:{name}")),
                 Err(e) => Err(e.clone()),
             },
+            Target::PartClone(name) => match self.kallsyms.part_clone(name) {
+                Ok(_) => Ok(()),
+                Err(e) if self.kallsyms.is_empty() => Err(format!("kallsyms unavailable ({e})")),
+                Err(e) => Err(e),
+            },
         }
     }
 }

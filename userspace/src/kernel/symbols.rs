@@ -68,6 +68,24 @@ impl Kallsyms {
         }
     }
 
+    /// The full name of the one `.part.N` clone of `name`, or why there is none.
+    pub fn part_clone(&self, name: &str) -> Result<String, String> {
+        let prefix = format!("{name}.part.");
+        let parts: Vec<&String> = self
+            .clones
+            .get(name)
+            .map(|c| c.iter().filter(|n| n.starts_with(&prefix)).collect())
+            .unwrap_or_default();
+        match parts.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(format!("no {name}.part.N clone")),
+            many => Err(format!(
+                "{} .part clones of {name}; which one a caller uses is unknown",
+                many.len()
+            )),
+        }
+    }
+
     /// Number of text symbols read (0 means kallsyms was unavailable or empty).
     pub fn len(&self) -> usize {
         self.exact.len()
@@ -99,6 +117,11 @@ mod tests {
             k.state("drain_all_stock"),
             SymbolState::ClonesOnly(vec!["drain_all_stock.part.0".into()])
         );
+        assert_eq!(
+            k.part_clone("drain_all_stock").as_deref(),
+            Ok("drain_all_stock.part.0")
+        );
+        assert!(k.part_clone("drain_stock").is_err());
         assert_eq!(
             k.state("mod_memcg_state"),
             SymbolState::ClonesOnly(vec!["mod_memcg_state.constprop.0".into()])
