@@ -18,6 +18,19 @@ pub const MAP_CHARGE_RUNTIME: &str = "CHARGE_RUNTIME";
 pub const MAP_OOM_EVENTS: &str = "OOM_EVENTS";
 /// LRU hash: cgroup id -> memory page_counter usage at the memcg's last stat event (inference).
 pub const MAP_INFER_LAST: &str = "INFER_LAST";
+/// LRU hash: cgroup id -> the `memory_events_local[]` values last seen by the memory-event
+/// hook ([`MemEvents`]); userspace seeds pre-existing cgroups from `memory.events.local`.
+pub const MAP_MEMCG_EVENTS: &str = "MEMCG_EVENTS";
+/// Entries of [`MAP_MEMCG_EVENTS`].
+pub const MEMCG_EVENTS_ENTRIES: u32 = 4096;
+
+/// Value of [`MAP_MEMCG_EVENTS`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MemEvents {
+    /// `memory_events_local[i]` as last seen.
+    pub v: [u64; runtime::MAX_MEMORY_EVENTS as usize],
+}
 /// Capacity of [`MAP_INFER_LAST`].
 pub const INFER_ENTRIES: u32 = 8192;
 /// Name of the read-only global holding the [`ChargeConfig`].
@@ -95,8 +108,13 @@ pub mod kind {
     /// go back to the charge stock, the rest to `objcg->nr_charged_bytes`), keyed by the
     /// cached objcg's memcg; pages: bytes.
     pub const OBJ_DRAIN: u32 = 23;
+    /// A `memory.events` event of the memcg, seen as `cgroup_file_notify` on its
+    /// `events_local_file` or `swap_events_file` (the inlined `__memcg_memory_event`'s first
+    /// step after raising `memory_events_local[event]`): `counter` is the event
+    /// (`enum memcg_memory_event`), pages and events the increments since the last one seen.
+    pub const MEMORY_EVENT: u32 = 24;
     /// Number of kinds.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 25;
 }
 
 /// Which page_counter of a `struct mem_cgroup` a counter pointer is, decided in the kernel
@@ -158,6 +176,8 @@ pub mod runtime {
     pub const DL_EXIT: u32 = 4;
     /// Most stock slots the local-drain hook reads (6.16+ has `NR_MEMCG_STOCK` = 7).
     pub const MAX_STOCK_SLOTS: u32 = 16;
+    /// Most `memory.events` entries the memory-event hook reads (6.1-6.18 have 9).
+    pub const MAX_MEMORY_EVENTS: u32 = 16;
 }
 
 /// Key of [`MAP_CHARGE_AGG`]; the map is per-CPU, so each key has one value per CPU.
@@ -254,6 +274,16 @@ pub struct ChargeConfig {
     /// `offsetof(struct memcg_stock_pcp, work)`: `drain_local_memcg_stock(&stock->work)`
     /// (6.16+) finds its stock from it.
     pub stock_work: u64,
+    /// `offsetof(struct mem_cgroup, memory_events_local)` (`atomic_long_t[]`).
+    pub memcg_events_local: u64,
+    /// `offsetof(struct mem_cgroup, events_local_file)` (`struct cgroup_file`).
+    pub memcg_events_local_file: u64,
+    /// `offsetof(struct mem_cgroup, swap_events_file)`; [`ChargeConfig::ABSENT`] if none.
+    pub memcg_swap_events_file: u64,
+    /// `MEMCG_NR_MEMORY_EVENTS` (at most [`runtime::MAX_MEMORY_EVENTS`]); 0 disables the hook.
+    pub nr_memory_events: u32,
+    /// Explicit padding.
+    pub _pad2: u32,
     /// `offsetof(struct task_struct, cgroups)`.
     pub task_cgroups: u64,
     /// `offsetof(struct css_set, subsys)`.
@@ -313,6 +343,11 @@ impl ChargeConfig {
         stock_slots: 0,
         stock_nr_size: 0,
         stock_work: 0,
+        memcg_events_local: 0,
+        memcg_events_local_file: 0,
+        memcg_swap_events_file: Self::ABSENT,
+        nr_memory_events: 0,
+        _pad2: 0,
         task_cgroups: 0,
         css_set_subsys: 0,
         task_pid: 0,
@@ -339,7 +374,7 @@ impl ChargeConfig {
 const _: () = assert!(size_of::<ChargeKey>() == 16);
 const _: () = assert!(size_of::<ChargeValue>() == 16);
 const _: () = assert!(size_of::<OomEvent>() == 56);
-const _: () = assert!(size_of::<ChargeConfig>() == 224);
+const _: () = assert!(size_of::<ChargeConfig>() == 256);
 
 #[cfg(feature = "user")]
 mod user {
@@ -352,4 +387,6 @@ mod user {
     unsafe impl aya::Pod for super::OomEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ChargeConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MemEvents {}
 }

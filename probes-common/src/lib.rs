@@ -11,7 +11,7 @@ pub mod charge;
 use core::mem::size_of;
 
 /// Bumped on any change of a record or key layout below.
-pub const WIRE_VERSION: u32 = 5;
+pub const WIRE_VERSION: u32 = 6;
 
 /// Per-CPU hash map of stat-path aggregates: `StatKey` -> `StatValue`.
 pub const MAP_STAT_AGG: &str = "STAT_AGG";

@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use probes_common::charge::{
     CHARGE_AGG_ENTRIES, CHARGE_TASK_ENTRIES, ChargeConfig, ChargeKey, ChargeValue,
-    MAX_CHARGE_NESTING, ccounter, counter, kind, runtime,
+    MAX_CHARGE_NESTING, MEMCG_EVENTS_ENTRIES, MemEvents, ccounter, counter, kind, runtime,
 };
 
 pub(crate) use crate::stat::read_u64;
@@ -51,6 +51,12 @@ pub static CHARGE_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cco
 /// One word of `runtime` bits, written by userspace after attaching.
 #[map(name = "CHARGE_RUNTIME")]
 pub static CHARGE_RUNTIME: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The `memory_events_local[]` values of each cgroup as last seen (zeros for a cgroup the map
+/// does not know: it was created after the tracer started, or userspace seeds it).
+#[map(name = "MEMCG_EVENTS")]
+static MEMCG_EVENTS: LruHashMap<u64, MemEvents> =
+    LruHashMap::with_max_entries(MEMCG_EVENTS_ENTRIES, 0);
 
 /// 1 on a CPU while its `drain_local_memcg_stock` runs (6.16+): the entry hook has recorded
 /// every slot it will drain, so `drain_stock` calls inside it (where not inlined) are skipped.
@@ -906,6 +912,93 @@ pub fn fexit_drain_local(_ctx: FExitContext) -> u32 {
 pub fn kretprobe_drain_local(_ctx: RetProbeContext) -> u32 {
     on_drain_local_ret();
     0
+}
+
+// ---- cgroup_file_notify(struct cgroup_file *cfile) ----
+// `__memcg_memory_event` is inlined on every kernel here; its first step after raising
+// `memory_events_local[event]` is `cgroup_file_notify(&memcg->events_local_file)` (swap events:
+// `&memcg->swap_events_file`). Most notifications are other controllers' files: a pointer that
+// does not lead back to a memcg is not an event.
+
+#[fentry(function = "cgroup_file_notify")]
+pub fn fentry_file_notify(ctx: FEntryContext) -> u32 {
+    on_file_notify(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn kprobe_file_notify(ctx: ProbeContext) -> u32 {
+    if let Some(cfile) = ctx.arg(0) {
+        on_file_notify(cfile);
+    }
+    0
+}
+
+fn on_file_notify(cfile: u64) {
+    let n = ccfg!(nr_memory_events);
+    if n == 0 {
+        return;
+    }
+    let local = ccfg!(memcg_events_local_file);
+    let swap = ccfg!(memcg_swap_events_file);
+    let memcg = if cfile > local && is_memcg(cfile - local) {
+        cfile - local
+    } else if swap != ChargeConfig::ABSENT && cfile > swap && is_memcg(cfile - swap) {
+        cfile - swap
+    } else {
+        return;
+    };
+    cbump(ccounter::SEEN);
+    let id = match memcg_wanted(memcg) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            cbump(ccounter::FILTERED);
+            return;
+        }
+        Err(()) => {
+            cbump(ccounter::READ_FAILED);
+            return;
+        }
+    };
+    let last = match MEMCG_EVENTS.get_ptr_mut(&id) {
+        Some(p) => p,
+        None => {
+            if MEMCG_EVENTS.insert(&id, &MemEvents::default(), 0).is_err() {
+                cbump(ccounter::MAP_FULL);
+                return;
+            }
+            let Some(p) = MEMCG_EVENTS.get_ptr_mut(&id) else {
+                cbump(ccounter::MAP_FULL);
+                return;
+            };
+            p
+        }
+    };
+    let base = memcg + ccfg!(memcg_events_local);
+    for i in 0..runtime::MAX_MEMORY_EVENTS {
+        if i >= n {
+            break;
+        }
+        let Ok(now) = read_u64(base, 8 * u64::from(i)) else {
+            cbump(ccounter::READ_FAILED);
+            return;
+        };
+        // SAFETY: a value of an LRU hash map. Two CPUs notifying for one cgroup at once can
+        // both read the old value before either writes, and then both record the increment
+        // (rare; memory events of one cgroup are seldom simultaneous).
+        unsafe {
+            if let Some(slot) = (*last).v.get_mut(i as usize)
+                && now > *slot
+            {
+                let inc = now - *slot;
+                *slot = now;
+                if !add(id, kind::MEMORY_EVENT, i, inc, inc) {
+                    cbump(ccounter::MAP_FULL);
+                }
+            }
+        }
+    }
+    cbump(ccounter::RECORDED);
 }
 
 // ---- drain_all_stock(struct mem_cgroup *root_memcg) ----

@@ -413,6 +413,23 @@ fn oom_at_32_mib_kills_the_workload_once() {
         assert_eq!(t.oom.events, invoked.len() as u64);
         if hier.version == CgroupVersion::V2 {
             assert_eq!(t.oom.events, delta("oom"), "{events:?}");
+            // oom.memory_event: every memory.events increment of the cgroup as it happened
+            // (a leaf: its local and hierarchical events are the same) equals the file's
+            // delta; the cgroup is fresh, so the hook's zero baseline is its true one.
+            let names = memcg_drift::kernel::btf::KernelBtf::from_sys_fs()
+                .unwrap()
+                .enum_values("memcg_memory_event")
+                .unwrap();
+            eprintln!("{test}: memory events seen {:?}", t.memory_events);
+            for key in ["max", "oom", "oom_kill"] {
+                let name = format!("MEMCG_{}", key.to_uppercase());
+                let idx = names.iter().find(|(n, _)| *n == name).unwrap().1 as u32;
+                assert_eq!(
+                    t.memory_events.get(&idx).copied().unwrap_or(0),
+                    delta(key),
+                    "memory event {key} ({events:?})"
+                );
+            }
         }
     }
     assert_eq!(d.counters.lost(), 0, "{:?}", d.counters);
@@ -580,6 +597,7 @@ fn doctor_reports_charge_and_oom_hooks() {
         "charge.drain_stock",
         "charge.drain_all_stock",
         "oom.memcg_oom",
+        "oom.memory_event",
         "oom.kill_process",
     ];
     for id in always {

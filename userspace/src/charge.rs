@@ -24,8 +24,8 @@ use probes_common::{
     GLOBAL_CONFIG, ProbeConfig, WIRE_VERSION,
     charge::{
         ChargeConfig, ChargeKey, ChargeValue, GLOBAL_CHARGE_CONFIG, MAP_CHARGE_AGG,
-        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_INFER_LAST, MAP_OOM_EVENTS, OomEvent,
-        ccounter, counter, kind, oom_kind, runtime,
+        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_INFER_LAST, MAP_MEMCG_EVENTS, MAP_OOM_EVENTS,
+        MemEvents, OomEvent, ccounter, counter, kind, oom_kind, runtime,
     },
 };
 use serde::Serialize;
@@ -153,6 +153,31 @@ pub fn charge_config(
             (0, 0)
         }
     };
+    // memory.events as they happen: `cgroup_file_notify` on the memcg's events files, read
+    // back through `memory_events_local[]` (see probes-ebpf's on_file_notify).
+    let nr_events = btf
+        .enum_value("memcg_memory_event", "MEMCG_NR_MEMORY_EVENTS")
+        .unwrap_or(0);
+    let (memcg_events_local, memcg_events_local_file, nr_memory_events) = match (
+        btf.member_offset("mem_cgroup", "memory_events_local"),
+        btf.member_offset("mem_cgroup", "events_local_file"),
+    ) {
+        (Some(a), Some(f))
+            if nr_events > 0 && nr_events <= i64::from(runtime::MAX_MEMORY_EVENTS) =>
+        {
+            (a, f, nr_events as u32)
+        }
+        _ => {
+            let why = format!(
+                "kernel BTF has no mem_cgroup.memory_events_local/events_local_file or \
+                 MEMCG_NR_MEMORY_EVENTS ({nr_events}) outside 1..={}",
+                runtime::MAX_MEMORY_EVENTS
+            );
+            unusable.push(("fentry_file_notify", why.clone()));
+            unusable.push(("kprobe_file_notify", why));
+            (0, 0, 0)
+        }
+    };
     // Lifecycle events are kept to the memory hierarchy (v1 hierarchies have separate ids).
     let target_hierarchy = memory_hierarchy_id().unwrap_or(ChargeConfig::ABSENT);
     let (tp_victim_pid, tp_victim_comm) = match facts
@@ -187,6 +212,11 @@ pub fn charge_config(
         stock_slots,
         stock_nr_size,
         stock_work: opt("memcg_stock_pcp", "work"),
+        memcg_events_local,
+        memcg_events_local_file,
+        memcg_swap_events_file: opt("mem_cgroup", "swap_events_file"),
+        nr_memory_events,
+        _pad2: 0,
         task_cgroups: off("task_struct", "cgroups")?,
         css_set_subsys: off("css_set", "subsys")?,
         task_pid: off("task_struct", "pid")?,
@@ -610,6 +640,9 @@ pub struct CpuCharge {
     /// Page_counter operations by counter: `memory`, `swap` (v2) / `memsw` (v1), `kmem`,
     /// `tcpmem`.
     pub counters: BTreeMap<&'static str, CounterOps>,
+    /// `memory.events` events of this memcg as they happened (hook `oom.memory_event`), by
+    /// `enum memcg_memory_event` value.
+    pub memory_events: BTreeMap<u32, u64>,
 }
 
 /// Name of a page_counter of `struct mem_cgroup`; the memsw/swap union is named after the
@@ -655,6 +688,7 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::TC_RETRY => "retry",
         kind::OBJ_REFILL => "obj_refill",
         kind::OBJ_DRAIN => "obj_drain",
+        kind::MEMORY_EVENT => "memory_event",
         _ => "unknown",
     }
 }
@@ -680,6 +714,10 @@ impl CpuCharge {
             kind::TC_RETRY => &mut self.retries,
             kind::OBJ_REFILL => &mut self.obj_refill,
             kind::OBJ_DRAIN => &mut self.obj_drain,
+            kind::MEMORY_EVENT => {
+                *self.memory_events.entry(ctr).or_default() += v.events;
+                return;
+            }
             _ => {
                 // Page_counter kinds; names are resolved per version by the caller of
                 // `counter_ops`, stored here under the version-neutral name.
@@ -721,6 +759,9 @@ impl CpuCharge {
         self.obj_drain.merge(&o.obj_drain);
         for (n, ops) in &o.counters {
             self.counters.entry(n).or_default().merge(ops);
+        }
+        for (e, c) in &o.memory_events {
+            *self.memory_events.entry(*e).or_default() += c;
         }
     }
 
@@ -900,6 +941,52 @@ impl ChargeTracer {
         )?;
         m.insert(cgroup_id, pages, 0)?;
         Ok(())
+    }
+
+    /// Seeds the memory-event hook's baseline of `cg` and every cgroup below it from their
+    /// `memory.events.local` (v2), so that events from before the tracer started are not
+    /// counted at a cgroup's first notification. Cgroups made later start from zero, which is
+    /// their true baseline; on v1 (no such file) a pre-existing cgroup's earlier events are
+    /// counted with its first new one. Returns the number of cgroups seeded.
+    pub fn seed_memory_events(&mut self, cg: &crate::cgroup::MemCgroup) -> anyhow::Result<usize> {
+        let Ok(btf) = self.facts.btf() else {
+            return Ok(0);
+        };
+        let Some(names) = btf.enum_values("memcg_memory_event") else {
+            return Ok(0);
+        };
+        let mut m: aya::maps::HashMap<&mut MapData, u64, MemEvents> = aya::maps::HashMap::try_from(
+            self.ebpf
+                .map_mut(MAP_MEMCG_EVENTS)
+                .ok_or_else(|| anyhow::anyhow!("map {MAP_MEMCG_EVENTS} missing"))?,
+        )?;
+        let mut stack = vec![cg.path().to_path_buf()];
+        let mut seeded = 0;
+        while let Some(dir) = stack.pop() {
+            let Ok(c) = crate::cgroup::MemCgroup::open(cg.hierarchy(), &dir) else {
+                continue;
+            };
+            let Ok(Some(ev)) = c.events_local() else {
+                continue;
+            };
+            let mut v = MemEvents::default();
+            for (name, val) in &names {
+                let key = name.trim_start_matches("MEMCG_").to_lowercase();
+                if let (Some(slot), Some(n)) = (v.v.get_mut(*val as usize), ev.get(&key)) {
+                    *slot = n;
+                }
+            }
+            m.insert(c.id(), v, 0)?;
+            seeded += 1;
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                stack.extend(
+                    rd.filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        Ok(seeded)
     }
 
     /// The memory page_counter (pages) at the cgroup's last stat event, if any was seen.
@@ -1113,6 +1200,12 @@ impl ChargeRecorder {
                 && let Some(pages) = usage_pages_at(&hier, &cg.rel_path().display().to_string())
             {
                 t.seed_usage(id, pages)?;
+            }
+            if let Some(id) = self.filter.target
+                && let Ok(hier) = crate::cgroup::MemoryHierarchy::detect()
+                && let Ok(Some(cg)) = crate::cgroup::MemCgroup::find_by_id(&hier, id)
+            {
+                t.seed_memory_events(&cg)?;
             }
             self.start = Some((t.snapshot()?, monotonic_ns()));
         }

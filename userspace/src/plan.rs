@@ -452,11 +452,22 @@ pub fn hooks() -> Vec<HookSpec> {
             id: "oom.memory_event",
             group: Oom,
             loss: "memory.events increments as they happen (read from cgroupfs instead)",
-            candidates: function_candidates(
-                &["__memcg_memory_event", "memcg_memory_event"],
-                None,
-                None,
-            ),
+            // The function is inlined everywhere here (6.1 and 6.12 keep an out-of-line copy
+            // of `memcg_memory_event` for some call sites only); the notification of the
+            // memcg's events file that it makes is hooked instead.
+            candidates: {
+                let mut v = function_candidates(
+                    &["__memcg_memory_event", "memcg_memory_event"],
+                    None,
+                    None,
+                );
+                v.extend(function_candidates(
+                    &["cgroup_file_notify"],
+                    Some("fentry_file_notify"),
+                    Some("kprobe_file_notify"),
+                ));
+                v
+            },
         },
         HookSpec {
             id: "oom.mark_victim",

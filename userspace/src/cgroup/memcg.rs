@@ -267,6 +267,15 @@ impl MemCgroup {
         })
     }
 
+    /// v2 `memory.events.local`: this cgroup's own events (`None` on v1, which has no such
+    /// file).
+    pub fn events_local(&self) -> Result<Option<MemoryEvents>, CgroupError> {
+        match self.hier.version {
+            CgroupVersion::V1 => Ok(None),
+            CgroupVersion::V2 => self.read_keyed("memory.events.local"),
+        }
+    }
+
     /// v1 `memory.kmem.usage_in_bytes` (`None` on v2).
     pub fn kmem_usage_bytes(&self) -> Result<Option<u64>, CgroupError> {
         self.v1_only("memory.kmem.usage_in_bytes")
