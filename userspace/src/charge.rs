@@ -947,7 +947,8 @@ impl ChargeTracer {
     /// `memory.events.local` (v2), so that events from before the tracer started are not
     /// counted at a cgroup's first notification. Cgroups made later start from zero, which is
     /// their true baseline; on v1 (no such file) a pre-existing cgroup's earlier events are
-    /// counted with its first new one. Returns the number of cgroups seeded.
+    /// counted with its first new one, and so are its earlier swap events on v2 (only the
+    /// hierarchical `memory.swap.events` exists). Returns the number of cgroups seeded.
     pub fn seed_memory_events(&mut self, cg: &crate::cgroup::MemCgroup) -> anyhow::Result<usize> {
         let Ok(btf) = self.facts.btf() else {
             return Ok(0);
