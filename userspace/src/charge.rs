@@ -950,12 +950,10 @@ impl ChargeTracer {
     /// counted with its first new one, and so are its earlier swap events on v2 (only the
     /// hierarchical `memory.swap.events` exists). Returns the number of cgroups seeded.
     pub fn seed_memory_events(&mut self, cg: &crate::cgroup::MemCgroup) -> anyhow::Result<usize> {
-        let Ok(btf) = self.facts.btf() else {
+        let names = memory_event_names(&self.facts);
+        if names.is_empty() {
             return Ok(0);
-        };
-        let Some(names) = btf.enum_values("memcg_memory_event") else {
-            return Ok(0);
-        };
+        }
         let mut m: aya::maps::HashMap<&mut MapData, u64, MemEvents> = aya::maps::HashMap::try_from(
             self.ebpf
                 .map_mut(MAP_MEMCG_EVENTS)
@@ -971,9 +969,8 @@ impl ChargeTracer {
                 continue;
             };
             let mut v = MemEvents::default();
-            for (name, val) in &names {
-                let key = name.trim_start_matches("MEMCG_").to_lowercase();
-                if let (Some(slot), Some(n)) = (v.v.get_mut(*val as usize), ev.get(&key)) {
+            for (val, key) in &names {
+                if let (Some(slot), Some(n)) = (v.v.get_mut(*val as usize), ev.get(key)) {
                     *slot = n;
                 }
             }
@@ -1137,6 +1134,9 @@ pub struct ChargeSection {
     pub lost: u64,
     /// All counters.
     pub counters: ChargeCounters,
+    /// Names of the `memory_events` keys of `cpus[]` (`enum memcg_memory_event` values, from
+    /// BTF, lowercase without `MEMCG_`: `max`, `oom`, `oom_kill`, ...).
+    pub memory_event_names: BTreeMap<u32, String>,
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the clock of `bpf_ktime_get_ns`).
@@ -1316,7 +1316,22 @@ fn section(
         inferred_closing: Vec::new(),
         lost: window.counters.lost(),
         counters: window.counters,
+        memory_event_names: memory_event_names(&t.facts),
     }
+}
+
+/// `enum memcg_memory_event` values and their `memory.events` names (`MEMCG_OOM_KILL` ->
+/// `oom_kill`), from BTF; empty without it.
+fn memory_event_names(facts: &KernelFacts) -> BTreeMap<u32, String> {
+    facts
+        .btf()
+        .ok()
+        .and_then(|b| b.enum_values("memcg_memory_event"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(n, _)| n != "MEMCG_NR_MEMORY_EVENTS")
+        .map(|(n, v)| (v as u32, n.trim_start_matches("MEMCG_").to_lowercase()))
+        .collect()
 }
 
 /// Cuts `s` to `width` characters, marking the cut.
@@ -1510,6 +1525,17 @@ pub fn render_section(c: &ChargeSection) -> String {
                 "OOM invoked {}, kills {}",
                 f.oom.events, f.oom_kills.events
             ));
+        }
+        if !f.memory_events.is_empty() {
+            let ev: Vec<String> = f
+                .memory_events
+                .iter()
+                .map(|(e, n)| match c.memory_event_names.get(e) {
+                    Some(name) => format!("{name} {n}"),
+                    None => format!("#{e} {n}"),
+                })
+                .collect();
+            parts.push(format!("memory.events {}", ev.join(", ")));
         }
         if !parts.is_empty() {
             let _ = writeln!(s, "{}", clip(&format!("  {cg}: {}", parts.join("; ")), 100));
