@@ -1526,6 +1526,10 @@ pub fn render_section(c: &ChargeSection) -> String {
                 f.oom.events, f.oom_kills.events
             ));
         }
+        if !parts.is_empty() {
+            let _ = writeln!(s, "{}", clip(&format!("  {cg}: {}", parts.join("; ")), 100));
+        }
+        // On a line of its own, the path cut from the left, so that the events survive.
         if !f.memory_events.is_empty() {
             let ev: Vec<String> = f
                 .memory_events
@@ -1535,10 +1539,14 @@ pub fn render_section(c: &ChargeSection) -> String {
                     None => format!("#{e} {n}"),
                 })
                 .collect();
-            parts.push(format!("memory.events {}", ev.join(", ")));
-        }
-        if !parts.is_empty() {
-            let _ = writeln!(s, "{}", clip(&format!("  {cg}: {}", parts.join("; ")), 100));
+            let _ = writeln!(
+                s,
+                "{}",
+                clip(
+                    &format!("  {}: memory.events {}", tail(cg, 40), ev.join(", ")),
+                    100
+                )
+            );
         }
     }
     for e in &c.oom {
@@ -1860,12 +1868,17 @@ mod tests {
             }],
             lost: 0,
             counters: ChargeCounters::default(),
+            memory_event_names: [(2, "max"), (3, "oom"), (4, "oom_kill")]
+                .into_iter()
+                .map(|(i, n)| (i, n.to_string()))
+                .collect(),
         };
         let mut sec = sec;
         sec.cpus[0].figures.inferred_charged = Fig {
             events: 2,
             pages: 128,
         };
+        sec.cpus[0].figures.memory_events = BTreeMap::from([(2, 5), (3, 1), (4, 1), (9, 2)]);
         let text = render_section(&sec);
         assert!(
             text.contains("charge path: 1 of 2 hooks attached (fentry)"),
@@ -1876,6 +1889,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("memory limit hit 3x"), "{text}");
+        assert!(
+            text.contains("memory.events max 5, oom 1, oom_kill 1, #9 2"),
+            "{text}"
+        );
         assert!(text.contains("+4.000s cpu 127: OOM kill"), "{text}");
         for line in text.lines() {
             assert!(line.chars().count() <= 100, "too wide: {line}");
