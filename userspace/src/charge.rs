@@ -959,12 +959,8 @@ impl ChargeTracer {
                 .map_mut(MAP_MEMCG_EVENTS)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_MEMCG_EVENTS} missing"))?,
         )?;
-        let mut stack = vec![cg.path().to_path_buf()];
         let mut seeded = 0;
-        while let Some(dir) = stack.pop() {
-            let Ok(c) = crate::cgroup::MemCgroup::open(cg.hierarchy(), &dir) else {
-                continue;
-            };
+        for c in std::iter::once(cg.clone()).chain(cg.descendants().unwrap_or_default()) {
             let Ok(Some(ev)) = c.events_local() else {
                 continue;
             };
@@ -976,13 +972,6 @@ impl ChargeTracer {
             }
             m.insert(c.id(), v, 0)?;
             seeded += 1;
-            if let Ok(rd) = std::fs::read_dir(&dir) {
-                stack.extend(
-                    rd.filter_map(Result::ok)
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
         }
         Ok(seeded)
     }
@@ -1194,18 +1183,15 @@ impl ChargeRecorder {
     /// Marks the start of the window; seeds the target's page_counter reading for inference.
     pub fn begin(&mut self) -> anyhow::Result<()> {
         if let Ok(t) = &mut self.tracer {
-            if t.inference_attached()
-                && let Some(id) = self.filter.target
-                && let Ok(hier) = crate::cgroup::MemoryHierarchy::detect()
-                && let Ok(Some(cg)) = crate::cgroup::MemCgroup::find_by_id(&hier, id)
-                && let Some(pages) = usage_pages_at(&hier, &cg.rel_path().display().to_string())
-            {
-                t.seed_usage(id, pages)?;
-            }
             if let Some(id) = self.filter.target
                 && let Ok(hier) = crate::cgroup::MemoryHierarchy::detect()
                 && let Ok(Some(cg)) = crate::cgroup::MemCgroup::find_by_id(&hier, id)
             {
+                if t.inference_attached()
+                    && let Some(pages) = usage_pages_at(&hier, &cg.rel_path().display().to_string())
+                {
+                    t.seed_usage(id, pages)?;
+                }
                 t.seed_memory_events(&cg)?;
             }
             self.start = Some((t.snapshot()?, monotonic_ns()));
