@@ -20,6 +20,7 @@ pub mod plan;
 pub mod probes;
 pub mod residue;
 pub mod run;
+pub mod safefs;
 pub mod test_hooks;
 pub mod trace;
 pub mod tracer;
