@@ -126,3 +126,28 @@ pub fn no_runs_left() {
         assert!(left.is_empty(), "runs left behind: {left:?}");
     }
 }
+
+/// What a run `run_id` left in the shared directories it may write to (`/dev/shm`, `/var/tmp`
+/// and `extra`): its private `memcg-drift-<run-id>-*` directories, and its manifest
+/// `/run/memcg-drift/<run-id>.created`. Empty when the run cleaned up.
+pub fn private_dirs_left(run_id: &str, extra: &[&std::path::Path]) -> Vec<std::path::PathBuf> {
+    let prefix = format!("memcg-drift-{run_id}-");
+    let mut dirs = vec![
+        std::path::PathBuf::from("/dev/shm"),
+        std::path::PathBuf::from("/var/tmp"),
+    ];
+    dirs.extend(extra.iter().map(|p| p.to_path_buf()));
+    let mut left: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    let manifest = memcg_drift::cgroup::owner_dir().join(format!("{run_id}.created"));
+    if manifest.exists() {
+        left.push(manifest);
+    }
+    left
+}

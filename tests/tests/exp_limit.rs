@@ -34,10 +34,8 @@ fn assert_cleaned_up(h: &MemoryHierarchy, doc: &Value) {
     let id = doc["run_id"].as_str().unwrap();
     let dir = h.root.join("memcg-drift").join(id);
     assert!(!dir.exists(), "{} left behind", dir.display());
-    assert!(
-        !Path::new(&format!("/dev/shm/memcg-drift-{id}.tmpfs")).exists()
-            && !Path::new(&format!("/var/tmp/memcg-drift-{id}.cache")).exists()
-    );
+    let left = integration_tests::private_dirs_left(id, &[]);
+    assert!(left.is_empty(), "run {id} left {left:?}");
 }
 
 fn failed_checks(doc: &Value) -> Vec<String> {
@@ -280,7 +278,7 @@ fn limit_shrink_reclaims_page_cache() {
     }
     let dir = Path::new("/var/tmp");
     let disk = nix::sys::statfs::statfs(dir).is_ok_and(|s| {
-        let t = s.filesystem_type().0 as i64;
+        let t = s.filesystem_type().0;
         t != 0x0102_1994 && t != 0x8584_58f6
     });
     if !disk {

@@ -8,20 +8,7 @@ use crate::{
 
 /// Fails early (before anything is created) when `--record FILE` cannot be written.
 fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "--record {}: {} is not a directory",
-            path.display(),
-            dir.display()
-        );
-    }
-    if path.is_dir() {
-        anyhow::bail!("--record {}: is a directory", path.display());
-    }
+    crate::safefs::check_user_output(path, "--record")?;
     Ok(())
 }
 

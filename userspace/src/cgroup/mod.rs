@@ -35,12 +35,15 @@ pub use parse::{
 };
 pub use run::{
     CleanupReport, RUN_PARENT, RunGroup, cleanup_live_runs, cleanup_stale,
-    install_cleanup_on_panic, install_cleanup_on_signals, owner_dir, run_files,
+    install_cleanup_on_panic, install_cleanup_on_signals, owner_dir,
 };
 
 /// Errors of the cgroup module. Every variant's `Display` is one line naming the path.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// A path the tool writes that another user could have planted, refused or left alone.
+    #[error(transparent)]
+    Unsafe(#[from] crate::safefs::SafeFsError),
     /// An I/O error on a path.
     #[error("{}: {source}", path.display())]
     Io {

@@ -27,7 +27,10 @@
 use std::{
     fmt, fs,
     io::{self, Write},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::fs::OpenOptionsExt as _,
+    },
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, OnceLock,
@@ -38,6 +41,10 @@ use std::{
 };
 
 use serde::Serialize;
+
+use crate::safefs::{
+    FileId, PrivateDir, Removed, create_private_subdir, ensure_private_root, remove_verified,
+};
 
 use super::{
     CgroupError, CgroupVersion, MemCgroup, MemoryHierarchy, is_gone, memcg::write_control,
@@ -67,25 +74,47 @@ fn scratch_dir(run_id: &str) -> PathBuf {
     owner_dir().join(format!("{run_id}.files"))
 }
 
-/// Files a run may keep outside its scratch directory, named after its run id: `run limit`'s
-/// tmpfs file (/dev/shm must be tmpfs) and its page-cache file in the default cache directory
-/// (a disk filesystem). A run given another `--cache-dir` removes its file itself; only a
-/// SIGKILL can leave that one behind.
-pub fn run_files(run_id: &str) -> [PathBuf; 2] {
-    [
-        PathBuf::from(format!("/dev/shm/memcg-drift-{run_id}.tmpfs")),
-        PathBuf::from(format!("/var/tmp/memcg-drift-{run_id}.cache")),
-    ]
+/// The run's record of the private directories it made outside `/run/memcg-drift` (in
+/// `/dev/shm`, `/var/tmp` or a user's `--cache-dir`): `/run/memcg-drift/<run-id>.created`, one
+/// line `<dev> <ino> <path>` each, written before the directory is used, so that
+/// [`cleanup_stale`] can remove exactly those inodes after a SIGKILL and nothing else.
+fn manifest_file(run_id: &str) -> PathBuf {
+    owner_dir().join(format!("{run_id}.created"))
 }
 
-/// Removes [`run_files`] of a stale run into the report.
-fn remove_run_files(run_id: &str, report: &mut CleanupReport) {
-    for f in run_files(run_id) {
-        match fs::remove_file(&f) {
-            Ok(()) => report.removed.push(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => report.failed.push((f, e.to_string())),
+/// Parses a manifest's text into (path, id) entries; malformed lines are skipped.
+fn parse_manifest(text: &str) -> Vec<(PathBuf, FileId)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            let dev = f.next()?.parse().ok()?;
+            let ino = f.next()?.parse().ok()?;
+            let path = PathBuf::from(f.next()?);
+            path.is_absolute().then_some((path, FileId { dev, ino }))
+        })
+        .collect()
+}
+
+/// Removes the private directories a stale run recorded, each only if its inode is still the
+/// one recorded, then the manifest.
+fn remove_manifest_dirs(run_id: &str, report: &mut CleanupReport) {
+    let manifest = manifest_file(run_id);
+    let Ok(text) = fs::read_to_string(&manifest) else {
+        return;
+    };
+    let mut all_gone = true;
+    for (path, id) in parse_manifest(&text) {
+        match remove_verified(&path, id) {
+            Ok(Removed::Removed) => report.removed.push(path),
+            Ok(Removed::Absent) => {}
+            Err(e) => {
+                all_gone = false;
+                report.failed.push((path, e.to_string()));
+            }
         }
+    }
+    if all_gone {
+        let _ = fs::remove_file(&manifest);
     }
 }
 
@@ -268,6 +297,10 @@ struct LiveRun {
     parent_dir: PathBuf,
     owner_file: PathBuf,
     scratch_dir: PathBuf,
+    /// `<run-id>.created`: the private directories made outside the scratch directory.
+    manifest: PathBuf,
+    /// Those directories, removed with the run (only while their inode is the one made).
+    private_dirs: Mutex<Vec<PrivateDir>>,
     /// Set once removal was attempted; held during removal so a signal-time drain waits for
     /// a removal in progress instead of racing it.
     attempted: Mutex<bool>,
@@ -283,10 +316,21 @@ impl LiveRun {
         remove_tree(&self.run_dir)?;
         // Files after the processes that wrote them are gone.
         remove_scratch(&self.scratch_dir)?;
-        if let Some(id) = self.run_dir.file_name().and_then(|n| n.to_str()) {
-            for f in run_files(id) {
-                let _ = fs::remove_file(f);
+        let dirs =
+            std::mem::take(&mut *self.private_dirs.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut first_err = None;
+        for d in &dirs {
+            if let Err(e) = d.remove() {
+                first_err.get_or_insert(CgroupError::Unsafe(e));
             }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        match fs::remove_file(&self.manifest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CgroupError::io(&self.manifest, e)),
         }
         // Only once the cgroups are gone: a marker left behind lets `cleanup_stale` finish.
         match fs::remove_file(&self.owner_file) {
@@ -341,8 +385,8 @@ impl RunGroup {
     pub fn create(hier: &MemoryHierarchy) -> Result<RunGroup, CgroupError> {
         let root = fs::canonicalize(&hier.root).map_err(|e| CgroupError::io(&hier.root, e))?;
         let parent = root.join(RUN_PARENT);
-        let odir = owner_dir();
-        fs::create_dir_all(&odir).map_err(|e| CgroupError::io(&odir, e))?;
+        // 0700: other users must not learn run ids or reach the scratch files.
+        ensure_private_root(&owner_dir()).map_err(CgroupError::Unsafe)?;
         let pid = std::process::id() as i32;
         let start = start_time(pid).ok_or_else(|| {
             CgroupError::io(
@@ -395,6 +439,8 @@ impl RunGroup {
             parent_dir: parent,
             owner_file: owner,
             scratch_dir: scratch_dir(&run_id),
+            manifest: manifest_file(&run_id),
+            private_dirs: Mutex::new(Vec::new()),
             attempted: Mutex::new(false),
         });
         registry().push(live.clone());
@@ -452,12 +498,50 @@ impl RunGroup {
         &self.live.owner_file
     }
 
-    /// The run's scratch directory (`/run/memcg-drift/<run-id>.files`, on tmpfs), created on
-    /// first use; removed with the run, and by [`cleanup_stale`] after a killed run.
+    /// The run's scratch directory (`/run/memcg-drift/<run-id>.files`, mode 0700 inside the
+    /// tool's 0700 directory), created on first use; removed with the run, and by
+    /// [`cleanup_stale`] after a killed run.
     pub fn scratch(&self) -> Result<&Path, CgroupError> {
         let d = &self.live.scratch_dir;
-        fs::create_dir_all(d).map_err(|e| CgroupError::io(d, e))?;
+        create_private_subdir(d).map_err(CgroupError::Unsafe)?;
         Ok(d)
+    }
+
+    /// A private directory of the run inside `parent`, a directory other users may write
+    /// (`/dev/shm`, `/var/tmp`, a `--cache-dir`): `<parent>/memcg-drift-<run-id>-<purpose>.<random>`,
+    /// mode 0700 (see [`PrivateDir`]). Recorded in the run's manifest before it is returned and
+    /// removed with the run (by [`cleanup_stale`] after a SIGKILL), only while the inode at its
+    /// path is the one created. Files go inside it, created exclusively.
+    pub fn private_dir(&self, parent: &Path, purpose: &str) -> Result<PathBuf, CgroupError> {
+        if parent.as_os_str().as_encoded_bytes().contains(&b'\n') {
+            return Err(CgroupError::BadName {
+                name: parent.display().to_string(),
+                reason: "a directory name with a newline",
+            });
+        }
+        let parent = std::path::absolute(parent).map_err(|e| CgroupError::io(parent, e))?;
+        let d = PrivateDir::create(&parent, &format!("memcg-drift-{}-{purpose}", self.run_id))
+            .map_err(CgroupError::Unsafe)?;
+        let id = d.id();
+        let line = format!("{} {} {}\n", id.dev, id.ino, d.path().display());
+        let recorded = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&self.live.manifest)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = recorded {
+            let _ = d.remove();
+            return Err(CgroupError::io(&self.live.manifest, e));
+        }
+        let path = d.path().to_path_buf();
+        self.live
+            .private_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d);
+        Ok(path)
     }
 
     /// Creates the child cgroup `name` (one or more `/`-separated components; the parent
@@ -583,7 +667,7 @@ pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupErro
         match remove_tree(dir) {
             Ok(removed) => {
                 report.removed.extend(removed);
-                remove_run_files(run_id, &mut report);
+                remove_manifest_dirs(run_id, &mut report);
                 let files = scratch_dir(run_id);
                 if files.exists() {
                     match remove_scratch(&files) {
@@ -616,13 +700,22 @@ pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupErro
                 }
                 continue;
             }
+            if let Some(run_id) = name.strip_suffix(".created") {
+                // Private directories of a run whose marker is gone or whose owner is dead.
+                if !parent.join(run_id).exists()
+                    && owner_stale_reason(&owner_file(run_id)).is_some()
+                {
+                    remove_manifest_dirs(run_id, &mut report);
+                }
+                continue;
+            }
             let Some(run_id) = name.strip_suffix(".owner") else {
                 continue;
             };
             if parent.join(run_id).exists() || owner_stale_reason(&e.path()).is_none() {
                 continue;
             }
-            remove_run_files(run_id, &mut report);
+            remove_manifest_dirs(run_id, &mut report);
             if fs::remove_file(e.path()).is_ok() {
                 report.owner_files_removed.push(e.path());
             }
@@ -731,6 +824,8 @@ pub fn install_cleanup_on_panic() {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]
@@ -839,6 +934,55 @@ mod tests {
             "{} left behind",
             dir.display()
         );
+    }
+
+    #[test]
+    fn manifest_lines() {
+        let m = parse_manifest(
+            "64768 1234 /dev/shm/memcg-drift-1-2-tmpfs.ab\nbad line\n1 2 relative\n5 6 /var/tmp/a b\n",
+        );
+        assert_eq!(
+            m,
+            [
+                (
+                    PathBuf::from("/dev/shm/memcg-drift-1-2-tmpfs.ab"),
+                    FileId {
+                        dev: 64768,
+                        ino: 1234
+                    }
+                ),
+                (PathBuf::from("/var/tmp/a b"), FileId { dev: 5, ino: 6 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn private_dirs_are_recorded_and_removed_with_the_run() {
+        let Some(hier) = root_hierarchy("private_dirs_are_recorded_and_removed_with_the_run")
+        else {
+            return;
+        };
+        let run = RunGroup::create(&hier).unwrap();
+        let base = std::env::temp_dir();
+        let d = run.private_dir(&base, "test").unwrap();
+        assert_eq!(
+            fs::symlink_metadata(&d).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        let name = d.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&format!("memcg-drift-{}-test.", run.run_id())),
+            "{name}"
+        );
+        fs::write(d.join("f"), b"x").unwrap();
+        let manifest = fs::read_to_string(manifest_file(run.run_id())).unwrap();
+        assert!(manifest.contains(&*d.to_string_lossy()), "{manifest}");
+        let odir = fs::symlink_metadata(owner_dir()).unwrap();
+        assert_eq!(odir.permissions().mode() & 0o7777, 0o700);
+        let id = run.run_id().to_string();
+        run.remove().unwrap();
+        assert!(!d.exists());
+        assert!(!manifest_file(&id).exists());
     }
 
     /// The process side of `signal_removes_live_runs`: creates a run, installs the signal

@@ -743,10 +743,13 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     };
     let mut timeline = Vec::new();
     // 2. Page cache and tmpfs in the mix.
+    // Both files go in private directories of the run (mode 0700, unguessable names): the
+    // default places are shared, sticky directories (docs/security.md).
     let cache_file = FileGuard(
         p.cache_dir
             .as_ref()
-            .map(|d| d.join(format!("memcg-drift-{}.cache", s.run.run_id()))),
+            .map(|d| s.run.private_dir(d, "cache").map(|d| d.join("cache")))
+            .transpose()?,
     );
     if let Some(f) = &cache_file.0 {
         let t = Instant::now();
@@ -760,8 +763,15 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         rec?;
         timeline.push(step_row(&s, &limited, 0, true, &c0, t));
     }
-    let tmpfs_file =
-        FileGuard((p.tmpfs_bytes > 0).then(|| crate::cgroup::run_files(s.run.run_id())[0].clone()));
+    let tmpfs_file = FileGuard(
+        (p.tmpfs_bytes > 0)
+            .then(|| {
+                s.run
+                    .private_dir(Path::new(TMPFS_DIR), "tmpfs")
+                    .map(|d| d.join("tmpfs"))
+            })
+            .transpose()?,
+    );
     if let Some(f) = &tmpfs_file.0 {
         let t = Instant::now();
         let c0 = counters(&limited);

@@ -383,12 +383,11 @@ impl Report {
     }
 }
 
-/// Writes a report to `path` (atomically: a temporary file renamed over it).
+/// Writes a report to `path` (atomically, refusing paths another user could have planted: see
+/// [`crate::safefs::write_user_output`]).
 pub fn save(r: &Report, path: &Path) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp-memcg-drift");
     let text = serde_json::to_string_pretty(r)?;
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    crate::safefs::write_user_output(path, text.as_bytes(), "--record")?;
     Ok(())
 }
 

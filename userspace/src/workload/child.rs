@@ -307,13 +307,15 @@ impl Child {
         result.map(|()| done)
     }
 
-    /// Writes `bytes` from the I/O buffer to the file at `self.path` (created or truncated).
+    /// Writes `bytes` from the I/O buffer to a new file at `self.path`. Created exclusively and
+    /// never through a symlink (`O_EXCL | O_NOFOLLOW`): the workload runs as root, so a name
+    /// someone planted is refused (`EEXIST`), not followed or truncated.
     fn write_file(&mut self, bytes: u64) -> Result<u64, (&'static str, i32)> {
         // SAFETY: `path` is NUL-terminated by `set_path`.
         let fd = unsafe {
             libc::open(
                 self.path.as_ptr().cast(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o600,
             )
         };

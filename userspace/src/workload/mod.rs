@@ -601,8 +601,10 @@ impl Workload {
         self.numbered(&format!("file {p} {bytes}"), "read")
     }
 
-    /// Creates or truncates the file at `path` and writes `bytes` to it (on tmpfs, shmem
-    /// charged to the workload's cgroup); returns the bytes written.
+    /// Creates the file at `path` and writes `bytes` to it (on tmpfs, shmem charged to the
+    /// workload's cgroup); returns the bytes written. The file must not exist yet: it is created
+    /// `O_EXCL | O_NOFOLLOW`, so an existing file or a symlink at `path` is an error (`EEXIST`),
+    /// never followed or overwritten.
     pub fn write_file(&mut self, path: &Path, bytes: u64) -> Result<u64, WorkloadError> {
         let p = Self::path_arg(path)?;
         self.numbered(&format!("write {p} {bytes}"), "wrote")
@@ -761,9 +763,10 @@ mod tests {
         let mut w = self_workload(&cg, 0);
         let pid = w.pid();
         let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("data");
         let mut phases = Vec::new();
         for round in 0..3 {
+            // A new file each round: write_file never reuses an existing one.
+            let f = d.path().join(format!("data{round}"));
             let mut step = |name: &str, w: &mut Workload, op: &dyn Fn(&mut Workload)| {
                 let before = faults(pid);
                 op(w);
@@ -783,6 +786,14 @@ mod tests {
             step("write", &mut w, &|w| {
                 assert_eq!(w.write_file(&f, 2 << 20).unwrap(), 2 << 20)
             });
+            if round == 0 {
+                // A name that exists (a planted symlink included) is refused, not overwritten.
+                let link = d.path().join("planted");
+                std::os::unix::fs::symlink(&f, &link).unwrap();
+                assert!(w.write_file(&link, 1).is_err());
+                assert!(w.write_file(&f, 1).is_err());
+                assert_eq!(std::fs::metadata(&f).unwrap().len(), 2 << 20);
+            }
             step("file", &mut w, &|w| {
                 assert_eq!(w.read_file(&f, 2 << 20).unwrap(), 2 << 20)
             });
