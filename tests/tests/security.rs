@@ -14,6 +14,7 @@ use std::{
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use integration_tests::{bin, private_dirs_left, require_kernel, serial};
@@ -374,4 +375,119 @@ fn record_refuses_another_users_symlink_in_a_sticky_directory() {
     fs::remove_file(&rec).unwrap();
     fs::remove_file(&old_tmp).unwrap();
     fs::remove_file(&victim).unwrap();
+}
+
+/// Starts a long `run limit --tmpfs` and waits until its private tmpfs directory exists;
+/// returns the process, the run id and that directory.
+fn start_limit_with_tmpfs() -> (Child, String, PathBuf) {
+    let child = Command::new(bin())
+        .args([
+            "run",
+            "limit",
+            "--tmpfs",
+            "1M",
+            "--limit",
+            "64M",
+            "--grow-to",
+            "200M",
+            "--step",
+            "1M",
+            "--interval",
+            "500ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!("memcg-drift-{}-", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the run made no tmpfs directory");
+        let found = fs::read_dir("/dev/shm")
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                    && p.join("tmpfs").exists()
+            });
+        if let Some(dir) = found {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            // memcg-drift-<pid>-<nanos>-tmpfs.<random>
+            let run_id = name
+                .strip_prefix("memcg-drift-")
+                .and_then(|r| r.strip_suffix(&name[name.rfind("-tmpfs.").unwrap()..]))
+                .unwrap()
+                .to_string();
+            return (child, run_id, dir);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cleanup() -> String {
+    let out = Command::new(bin()).arg("cleanup").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// After a SIGKILL, `cleanup` removes the private directory the run recorded, and only while the
+/// inode at that path is still the one the run made: a directory put there since is left alone.
+#[test]
+fn cleanup_removes_only_the_recorded_private_directory() {
+    let test = "cleanup_removes_only_the_recorded_private_directory";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let manifest = |id: &str| memcg_drift::cgroup::owner_dir().join(format!("{id}.created"));
+
+    // 1. Killed, then cleaned up: the recorded directory goes, with the manifest.
+    let (mut child, run_id, dir) = start_limit_with_tmpfs();
+    assert!(manifest(&run_id).exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(dir.exists(), "a SIGKILL cannot remove anything");
+    let text = cleanup();
+    assert!(
+        text.contains(&format!("removed {}", dir.display())),
+        "{text}"
+    );
+    assert!(!dir.exists());
+    assert!(private_dirs_left(&run_id, &[]).is_empty());
+
+    // 2. Killed, and the directory replaced by another one (another inode): left alone.
+    let (mut child, run_id, dir) = start_limit_with_tmpfs();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let moved = dir.with_extension("moved-by-test");
+    fs::rename(&dir, &moved).unwrap();
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("someone-elses"), b"keep").unwrap();
+    let text = cleanup();
+    assert!(
+        text.contains(&format!("could not remove {}", dir.display()))
+            && text.contains("left alone"),
+        "{text}"
+    );
+    assert_eq!(fs::read(dir.join("someone-elses")).unwrap(), b"keep");
+    assert!(
+        moved.join("tmpfs").exists(),
+        "the moved original was touched"
+    );
+    // A symlink at the recorded path is not followed either.
+    fs::remove_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&moved, &dir).unwrap();
+    let text = cleanup();
+    assert!(text.contains("left alone"), "{text}");
+    assert!(moved.join("tmpfs").exists(), "cleanup followed the symlink");
+    fs::remove_file(&dir).unwrap();
+    fs::remove_dir_all(&moved).unwrap();
+    fs::remove_file(manifest(&run_id)).unwrap();
+    assert!(private_dirs_left(&run_id, &[]).is_empty());
 }
