@@ -320,8 +320,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .map_err(|e| e.to_string())
     } else {
-        humantime::parse_duration(s)
-            .map_err(|e| format!("`{s}` is not a duration like 500ms, 5s or 2min ({e})"))
+        humantime::parse_duration(s).map_err(|e| {
+            format!(
+                "`{}` is not a duration like 500ms, 5s or 2min ({e})",
+                s.escape_debug()
+            )
+        })
     }?;
     if d.is_zero() {
         return Err("duration must be more than zero".into());

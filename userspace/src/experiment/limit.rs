@@ -69,7 +69,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(digits);
-    let bad = || format!("`{s}` is not a size like 32M, 512K, 1G or a number of bytes");
+    let bad = || {
+        format!(
+            "`{}` is not a size like 32M, 512K, 1G or a number of bytes",
+            s.escape_debug()
+        )
+    };
     if num.is_empty() {
         return Err(bad());
     }
@@ -83,7 +88,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("`{s}` is too large"))
+        .ok_or_else(|| format!("`{}` is too large", s.escape_debug()))
 }
 
 fn mib(b: u64) -> String {

@@ -86,23 +86,27 @@ pub fn online_cpus() -> Vec<usize> {
     parse_cpu_list(text.trim()).unwrap_or_default()
 }
 
-/// Parses a CPU list (`0-3,8,10-11`); sorted, without duplicates.
+/// Parses a CPU list (`0-3,8,10-11`); sorted, without duplicates. Errors are one line (the
+/// input is quoted with control characters escaped).
 pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     let mut v = Vec::new();
     for part in s.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(format!("`{s}`: empty element in CPU list"));
+            return Err(format!("`{}`: empty element in CPU list", s.escape_debug()));
         }
         let num = |x: &str| {
             x.trim()
                 .parse::<usize>()
-                .map_err(|_| format!("`{x}` is not a CPU number"))
+                .map_err(|_| format!("`{}` is not a CPU number", x.escape_debug()))
         };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (num(a)?, num(b)?);
                 if b < a {
-                    return Err(format!("`{part}`: range ends before it starts"));
+                    return Err(format!(
+                        "`{}`: range ends before it starts",
+                        part.escape_debug()
+                    ));
                 }
                 v.extend(a..=b);
             }
