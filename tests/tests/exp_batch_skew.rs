@@ -336,10 +336,11 @@ fn batch_skew_sigkill_midway_then_cleanup_leaves_nothing() {
     // Wait until the run has a workload inside an iteration cgroup.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (run_dir, workload) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the run never started a workload"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run never started a workload");
+        }
         let mut found = None;
         for d in run_dirs().into_iter().filter(|d| !before.contains(d)) {
             for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
@@ -392,8 +393,9 @@ fn batch_skew_sigkill_midway_then_cleanup_leaves_nothing() {
 
 /// Starts a long batch-skew run and waits until one of its iteration cgroups holds a workload;
 /// returns the child, its run directory and the workload's pid.
+#[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
 fn start_long_run() -> (std::process::Child, PathBuf, i32) {
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .args([
             "run",
             "batch-skew",
@@ -409,10 +411,11 @@ fn start_long_run() -> (std::process::Child, PathBuf, i32) {
     let prefix = format!("{}-", child.id());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "the run never started a workload"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run never started a workload");
+        }
         for d in run_dirs().into_iter().filter(|d| {
             d.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
