@@ -56,7 +56,7 @@ while [ $i -lt 24000 ]; do
       mv "$pd" "$pd.moved" 2>/dev/null && echo "MOVED $pd"
     done
   done
-  sleep 0.005
+  sleep 0.02
 done
 "#;
 
