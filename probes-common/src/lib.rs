@@ -19,6 +19,8 @@ pub const MAP_STAT_AGG: &str = "STAT_AGG";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// LRU hash of cgroup id -> filter verdict (1 = inside the target subtree, 0 = outside).
 pub const MAP_VERDICT: &str = "VERDICT";
+/// Per-CPU array of one `u64`: events seen by the benchmark's floor programs.
+pub const MAP_FLOOR: &str = "FLOOR";
 /// Name of the read-only global holding the [`ProbeConfig`].
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 

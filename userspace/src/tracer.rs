@@ -47,13 +47,7 @@ impl StatTracer {
         let btf =
             Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
         let mut ebpf = attach::load(&cfg)?;
-        // Flavour support is learned by attaching for real here (no trial programs needed).
-        let support = FlavourSupport::new();
-        let plans: Vec<_> = plan::hooks()
-            .iter()
-            .filter(|h| h.group == Group::Stat)
-            .map(|h| plan::plan_hook(h, &facts, &support, only))
-            .collect();
+        let plans = stat_plans(&facts, only);
         let outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
         crate::test_hooks::attach_delay();
         if outcomes.iter().all(|o| o.used.is_none()) {
@@ -99,4 +93,72 @@ impl StatTracer {
     pub fn snapshot(&self) -> anyhow::Result<StatSnapshot> {
         StatSnapshot::read(&self.ebpf)
     }
+}
+
+/// The plans of the stat hooks. Flavour support is learned by attaching for real (no trial
+/// programs needed).
+fn stat_plans(facts: &KernelFacts, only: Option<Flavour>) -> Vec<plan::HookPlan> {
+    let support = FlavourSupport::new();
+    plan::hooks()
+        .iter()
+        .filter(|h| h.group == Group::Stat)
+        .map(|h| plan::plan_hook(h, facts, &support, only))
+        .collect()
+}
+
+/// The benchmark's floor (`cargo xtask bench`): programs that only add one to a per-CPU slot,
+/// attached on exactly the stat hooks a [`StatTracer`] would use (same plan, same order of
+/// candidates), so that what the real probes' bodies cost can be told from what running any
+/// program on those hooks costs.
+pub struct FloorProbes {
+    ebpf: Ebpf,
+    /// Per stat hook: what was used and what failed.
+    pub outcomes: Vec<HookOutcome>,
+}
+
+impl FloorProbes {
+    /// Attaches the floor programs; `only` forces one flavour.
+    pub fn start(only: Option<Flavour>) -> anyhow::Result<Self> {
+        let facts = KernelFacts::gather();
+        let btf =
+            Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let mut ebpf = attach::load(&probes_common::ProbeConfig::ZERO)?;
+        let mut plans = stat_plans(&facts, only);
+        for p in &mut plans {
+            for v in &mut p.candidates {
+                v.candidate.program = v.candidate.program.and_then(floor_program);
+            }
+        }
+        let outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
+        if outcomes.iter().any(|o| o.used.is_none()) {
+            anyhow::bail!("a floor program could not be attached: {outcomes:?}");
+        }
+        Ok(Self { ebpf, outcomes })
+    }
+
+    /// Events the floor programs have seen, summed over CPUs.
+    pub fn events(&self) -> anyhow::Result<u64> {
+        let name = probes_common::MAP_FLOOR;
+        let arr: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(
+            self.ebpf
+                .map(name)
+                .ok_or_else(|| anyhow::anyhow!("map {name} missing"))?,
+        )?;
+        Ok(arr.get(&0, 0)?.iter().sum())
+    }
+}
+
+/// The floor twin of a stat program (`probes-ebpf/src/floor.rs`).
+fn floor_program(stat: &str) -> Option<&'static str> {
+    Some(match stat {
+        "tp_btf_memcg_state" => "floor_tp_btf_memcg_state",
+        "tp_btf_lruvec_state" => "floor_tp_btf_lruvec_state",
+        "tp_memcg_state" => "floor_tp_memcg_state",
+        "tp_lruvec_state" => "floor_tp_lruvec_state",
+        "fentry_memcg_state" => "floor_fentry_memcg_state",
+        "fentry_lruvec_state" => "floor_fentry_lruvec_state",
+        "kprobe_memcg_state" => "floor_kprobe_memcg_state",
+        "kprobe_lruvec_state" => "floor_kprobe_lruvec_state",
+        _ => return None,
+    })
 }
