@@ -15,7 +15,7 @@ use crate::{
     cli::TraceArgs,
     collect::{Counters, StatSnapshot},
     items::ItemNames,
-    tracer::{StatTracer, ValueUnit},
+    tracer::ValueUnit,
 };
 
 /// One row: a (cgroup, item, CPU) with a non-zero event count.
@@ -239,8 +239,9 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
         descendants: args.descendants,
     };
     catch_stop_signals()?;
-    let tracer = StatTracer::start(filter, args.attach.flavour())?;
-    let mut charge = crate::charge::ChargeRecorder::start(filter, args.attach.flavour());
+    // One probes object for every hook: each kernel hook runs one program doing all its jobs.
+    let (tracer, charge_tracer) = crate::tracer::start_all(filter, args.attach.flavour())?;
+    let mut charge = crate::charge::ChargeRecorder::new(charge_tracer, filter);
     let attach_ms = crate::run::ms_since_process_start();
     if STOP.load(Ordering::SeqCst) {
         anyhow::bail!("interrupted while attaching; nothing recorded, probes detached");
