@@ -11,7 +11,7 @@ pub mod charge;
 use core::mem::size_of;
 
 /// Bumped on any change of a record or key layout below.
-pub const WIRE_VERSION: u32 = 6;
+pub const WIRE_VERSION: u32 = 7;
 
 /// Per-CPU hash map of stat-path aggregates: `StatKey` -> `StatValue`.
 pub const MAP_STAT_AGG: &str = "STAT_AGG";
@@ -19,6 +19,14 @@ pub const MAP_STAT_AGG: &str = "STAT_AGG";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// LRU hash of cgroup id -> filter verdict (1 = inside the target subtree, 0 = outside).
 pub const MAP_VERDICT: &str = "VERDICT";
+/// Per-CPU array of [`StatValue`]: the target cgroup's aggregates, dense, at index
+/// `hook * STAT_DENSE_ITEMS + item` (items at or past [`STAT_DENSE_ITEMS`] go to
+/// [`MAP_STAT_AGG`]).
+pub const MAP_STAT_DENSE: &str = "STAT_DENSE";
+/// Items per hook in [`MAP_STAT_DENSE`].
+pub const STAT_DENSE_ITEMS: u32 = 128;
+/// Per-CPU array of one `u64`: events seen by the benchmark's floor programs.
+pub const MAP_FLOOR: &str = "FLOOR";
 /// Name of the read-only global holding the [`ProbeConfig`].
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 
@@ -38,11 +46,14 @@ pub mod hook {
 }
 
 /// Slots of the per-CPU [`MAP_COUNTERS`] array. Nothing is dropped silently: every event the
-/// probes see ends in exactly one of `RECORDED`, `FILTERED`, `MAP_FULL` or `READ_FAILED`.
+/// probes see ends in exactly one of recorded, `FILTERED`, `MAP_FULL` or `READ_FAILED`. The
+/// recorded events are the `events` of the aggregates themselves ([`MAP_STAT_DENSE`] and
+/// [`MAP_STAT_AGG`]), so a recorded event costs one map update, and the events seen are the
+/// sum of the four (since wire version 7; slots 0 and 1 are no longer written).
 pub mod counter {
-    /// Stat-path events seen by any stat hook.
+    /// Unused since wire version 7 (seen = recorded + filtered + map full + read failed).
     pub const STAT_SEEN: u32 = 0;
-    /// Events added to an aggregate.
+    /// Unused since wire version 7 (the aggregates' event counts).
     pub const STAT_RECORDED: u32 = 1;
     /// Events of cgroups outside the target subtree (not an error).
     pub const STAT_FILTERED: u32 = 2;
@@ -82,6 +93,9 @@ pub mod flags {
     pub const FILTER: u32 = 1;
     /// Include the target's descendants.
     pub const DESCENDANTS: u32 = 2;
+    /// Also infer charge movements at every recorded stat event (the charge configuration's
+    /// memory page_counter is read; see `probes-ebpf/src/stat.rs`).
+    pub const INFER: u32 = 4;
 }
 
 /// Read-only configuration and kernel layout, written by userspace before load from the running

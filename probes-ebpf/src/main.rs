@@ -15,6 +15,7 @@
 #![no_main]
 
 mod charge;
+mod floor;
 mod infer;
 mod lifecycle;
 mod maps;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use probes_common::{
     CpuFrame, FolioInfo, MemcgCpuStat, MemcgFrame, MemcgReq, PeekBuf, ProbeConfig, ResidueConfig,
-    STAT_AGG_ENTRIES, StatKey, StatValue, VERDICT_ENTRIES, counter,
+    STAT_AGG_ENTRIES, STAT_DENSE_ITEMS, StatKey, StatValue, VERDICT_ENTRIES, counter,
 };
 
 /// Kernel layout and filter, overridden by userspace before load (frozen `.rodata`).
@@ -18,6 +18,11 @@ pub static CONFIG: ProbeConfig = ProbeConfig::ZERO;
 #[map(name = "STAT_AGG")]
 pub static STAT_AGG: PerCpuHashMap<StatKey, StatValue> =
     PerCpuHashMap::with_max_entries(STAT_AGG_ENTRIES, 0);
+
+/// Per-CPU aggregates of the target cgroup, dense by (hook, item).
+#[map(name = "STAT_DENSE")]
+pub static STAT_DENSE: PerCpuArray<StatValue> =
+    PerCpuArray::with_max_entries(2 * STAT_DENSE_ITEMS, 0);
 
 /// Per-CPU activity and loss counters (see `probes_common::counter`).
 #[map(name = "COUNTERS")]

@@ -2,17 +2,27 @@
 //! 6.13) and the functions behind them (`__mod_memcg_state`, `__mod_memcg_lruvec_state`,
 //! `mod_memcg_state`, `mod_memcg_lruvec_state`) for fentry and kprobe.
 //!
-//! One body, `on_memcg_state`, takes a cgroup id source, the item and the value; the entry
-//! points below only adapt their arguments to it.
+//! One body, `on_memcg_state`, takes the memcg, the item and the value; the entry points below
+//! only adapt their arguments to it. It does every job on the hook: the statistic's aggregate
+//! and, where the charge path cannot be probed, the page_counter reading of `infer` (one
+//! program per hook: a second program on the same tracepoint would cost its own dispatch and
+//! resolve the cgroup again).
+//!
+//! The hot path is kept short (issue 11, measured with `cargo xtask bench`): tp_btf arguments
+//! are read with plain BTF-checked loads, the target cgroup's aggregates live in a dense
+//! per-CPU array indexed by item (no hashing), and recorded events are counted by the
+//! aggregates themselves rather than by separate counters.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, fentry, kprobe, tracepoint},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
-use probes_common::{MAX_CGROUP_DEPTH, StatKey, StatValue, counter, flags, hook};
+use probes_common::{
+    MAX_CGROUP_DEPTH, STAT_DENSE_ITEMS, StatKey, StatValue, counter, flags, hook,
+};
 
-use crate::maps::{STAT_AGG, VERDICT, bump};
+use crate::maps::{STAT_AGG, STAT_DENSE, VERDICT, bump};
 
 /// Reads a kernel pointer-sized value at `base + off`.
 #[inline(always)]
@@ -83,7 +93,50 @@ pub(crate) fn wanted(id: u64, css: Option<u64>) -> bool {
     verdict != 0
 }
 
-/// Adds `val` to this CPU's aggregate of (cgroup, item, hook).
+/// How a hook's kernel pointers are read.
+pub(crate) trait Reader {
+    /// The `u64` at `base + off`; `Err` when the read faulted.
+    fn u64_at(base: u64, off: u64) -> Result<u64, ()>;
+}
+
+/// For BTF-typed pointers (tp_btf arguments): plain loads, which the verifier checks against
+/// the kernel's BTF (the offsets are constants of the frozen configuration, so it knows which
+/// member is read) and turns into fault-safe loads (`BPF_PROBE_MEM`): a few nanoseconds,
+/// where a `bpf_probe_read_kernel` call costs tens. A faulting load reads 0.
+pub(crate) struct Direct;
+
+impl Reader for Direct {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u64) -> Result<u64, ()> {
+        // SAFETY: `base` is a BTF-typed kernel pointer and `base + off` a member of its type of
+        // this size (offsets from the running kernel's BTF); the verifier rejects the program
+        // otherwise, and the kernel turns a faulting load into a 0 read.
+        Ok(unsafe { core::ptr::read_volatile((base as *const u8).add(off as usize) as *const u64) })
+    }
+}
+
+/// For pointers of unknown provenance (kprobe and fentry arguments, `container_of` results):
+/// `bpf_probe_read_kernel`.
+pub(crate) struct Probe;
+
+impl Reader for Probe {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u64) -> Result<u64, ()> {
+        read_u64(base, off)
+    }
+}
+
+/// `memcg->css.cgroup->kn->id`; `None` when a read failed (or read a null pointer or id).
+#[inline(always)]
+fn memcg_id<R: Reader>(memcg: u64) -> Option<u64> {
+    let nonzero = |v: Result<u64, ()>| v.ok().filter(|v| *v != 0);
+    let cgroup = nonzero(R::u64_at(memcg, cfg!(memcg_css) + cfg!(css_cgroup)))?;
+    let kn = nonzero(R::u64_at(cgroup, cfg!(cgroup_kn)))?;
+    nonzero(R::u64_at(kn, cfg!(kn_id)))
+}
+
+/// Adds `val` to this CPU's aggregate of (cgroup, item, hook) in the hash map. The event count
+/// in the value is the record of the event (there is no separate "recorded" counter).
 #[inline(always)]
 fn record(cgroup_id: u64, item: u32, which: u32, val: i64) {
     let key = StatKey {
@@ -99,47 +152,74 @@ fn record(cgroup_id: u64, item: u32, which: u32, val: i64) {
                 (*ptr).delta += val;
                 (*ptr).events += 1;
             }
-            bump(counter::STAT_RECORDED);
         }
         None => {
             let first = StatValue {
                 delta: val,
                 events: 1,
             };
-            if STAT_AGG.insert(&key, &first, 0).is_ok() {
-                bump(counter::STAT_RECORDED);
-            } else {
+            if STAT_AGG.insert(&key, &first, 0).is_err() {
                 bump(counter::STAT_MAP_FULL);
             }
         }
     }
 }
 
-/// The hook body for a memcg pointer (tp_btf, fentry, kprobe).
+/// Adds `val` to this CPU's aggregate of (target, item, hook): the dense array (one inlined
+/// per-CPU array access), or the hash map for an item past its end.
 #[inline(always)]
-fn on_memcg_state(memcg: u64, item: i32, val: i32, which: u32) {
-    bump(counter::STAT_SEEN);
-    let css = memcg + cfg!(memcg_css);
-    let Ok(id) = css_cgroup_id(css) else {
+fn record_target(item: u32, which: u32, val: i64) {
+    if item < STAT_DENSE_ITEMS
+        && let Some(ptr) = STAT_DENSE.get_ptr_mut(which * STAT_DENSE_ITEMS + item)
+    {
+        // SAFETY: as in `record`.
+        unsafe {
+            (*ptr).delta += val;
+            (*ptr).events += 1;
+        }
+        return;
+    }
+    record(cfg!(target_cgroup_id), item, which, val);
+}
+
+/// The stat hooks' body for a memcg pointer (tp_btf, fentry, kprobe): records the event and,
+/// when inference is on, takes the page_counter reading of the same event (one program per
+/// hook does every job on it; the cgroup is resolved and filtered once).
+#[inline(always)]
+fn on_memcg_state<R: Reader>(memcg: u64, item: i32, val: i32, which: u32) {
+    let Some(id) = memcg_id::<R>(memcg) else {
         bump(counter::STAT_READ_FAILED);
         return;
     };
-    if !wanted(id, Some(css)) {
+    let flags = cfg!(flags);
+    if id == cfg!(target_cgroup_id) {
+        record_target(item as u32, which, i64::from(val));
+        if flags & flags::INFER != 0 {
+            crate::infer::on_stat_event::<R>(memcg, id, true);
+        }
+        return;
+    }
+    if !wanted(id, Some(memcg + cfg!(memcg_css))) {
         bump(counter::STAT_FILTERED);
         return;
     }
     record(id, item as u32, which, i64::from(val));
+    if flags & flags::INFER != 0 {
+        crate::infer::on_stat_event::<R>(memcg, id, false);
+    }
 }
 
-/// The hook body when the kernel hands us the id (classic tracepoint).
+/// The hook body when the kernel hands us the id (classic tracepoint; no memcg pointer, so
+/// no inference).
 #[inline(always)]
 fn on_cgroup_id_state(id: u64, item: i32, val: i32, which: u32) {
-    bump(counter::STAT_SEEN);
-    if !wanted(id, None) {
+    if id == cfg!(target_cgroup_id) {
+        record_target(item as u32, which, i64::from(val));
+    } else if wanted(id, None) {
+        record(id, item as u32, which, i64::from(val));
+    } else {
         bump(counter::STAT_FILTERED);
-        return;
     }
-    record(id, item as u32, which, i64::from(val));
 }
 
 /// `lruvec` -> `container_of(lruvec, struct mem_cgroup_per_node, lruvec)->memcg`.
@@ -150,11 +230,10 @@ fn lruvec_memcg(lruvec: u64) -> Result<u64, ()> {
 
 fn on_lruvec_state(lruvec: u64, item: i32, val: i32) {
     match lruvec_memcg(lruvec) {
-        Ok(memcg) if memcg != 0 => on_memcg_state(memcg, item, val, hook::LRUVEC_STATE),
-        _ => {
-            bump(counter::STAT_SEEN);
-            bump(counter::STAT_READ_FAILED);
+        Ok(memcg) if memcg != 0 => {
+            on_memcg_state::<Probe>(memcg, item, val, hook::LRUVEC_STATE);
         }
+        _ => bump(counter::STAT_READ_FAILED),
     }
 }
 
@@ -162,13 +241,13 @@ fn on_lruvec_state(lruvec: u64, item: i32, val: i32) {
 
 #[btf_tracepoint(function = "mod_memcg_state")]
 pub fn tp_btf_memcg_state(ctx: BtfTracePointContext) -> i32 {
-    on_memcg_state(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::MEMCG_STATE);
+    on_memcg_state::<Direct>(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::MEMCG_STATE);
     0
 }
 
 #[btf_tracepoint(function = "mod_memcg_lruvec_state")]
 pub fn tp_btf_lruvec_state(ctx: BtfTracePointContext) -> i32 {
-    on_memcg_state(
+    on_memcg_state::<Direct>(
         ctx.arg::<u64>(0),
         ctx.arg(1),
         ctx.arg(2),
@@ -216,7 +295,7 @@ pub fn tp_lruvec_state(ctx: TracePointContext) -> u32 {
 
 #[fentry(function = "__mod_memcg_state")]
 pub fn fentry_memcg_state(ctx: FEntryContext) -> u32 {
-    on_memcg_state(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::MEMCG_STATE);
+    on_memcg_state::<Probe>(ctx.arg::<u64>(0), ctx.arg(1), ctx.arg(2), hook::MEMCG_STATE);
     0
 }
 
@@ -233,7 +312,7 @@ pub fn kprobe_memcg_state(ctx: ProbeContext) -> u32 {
     if let (Some(memcg), Some(item), Some(val)) =
         (ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2))
     {
-        on_memcg_state(memcg, item, val, hook::MEMCG_STATE);
+        on_memcg_state::<Probe>(memcg, item, val, hook::MEMCG_STATE);
     }
     0
 }

@@ -46,7 +46,15 @@ pub fn probe_config(btf: &KernelBtf, filter: Filter) -> anyhow::Result<ProbeConf
             .ok_or_else(|| anyhow::anyhow!("kernel BTF has no member `{m}` in struct {s}"))
     };
     let mut f = 0;
-    if filter.target.is_some() {
+    // The memory hierarchy's root with its descendants is every memcg: nothing to filter (the
+    // probes then skip the ancestor check and its verdict lookup on every event).
+    let everything = filter.descendants
+        && filter.target.is_some()
+        && crate::cgroup::MemoryHierarchy::detect()
+            .ok()
+            .and_then(|h| crate::cgroup::MemCgroup::open(&h, &h.root).ok())
+            .is_some_and(|root| Some(root.id()) == filter.target);
+    if filter.target.is_some() && !everything {
         f |= flags::FILTER;
     }
     if filter.descendants {
@@ -68,7 +76,7 @@ pub fn probe_config(btf: &KernelBtf, filter: Filter) -> anyhow::Result<ProbeConf
 
 /// Raises RLIMIT_MEMLOCK for kernels that still charge BPF maps to it (< 5.11); failure is
 /// harmless on newer kernels, which account BPF memory to the memcg instead.
-fn bump_memlock() {
+pub fn bump_memlock() {
     let _ = nix::sys::resource::setrlimit(
         nix::sys::resource::Resource::RLIMIT_MEMLOCK,
         nix::sys::resource::RLIM_INFINITY,
@@ -78,10 +86,23 @@ fn bump_memlock() {
 
 /// Loads the probes object with its configuration (programs are loaded when attached).
 pub fn load(cfg: &ProbeConfig) -> anyhow::Result<Ebpf> {
+    load_with(cfg, |_| {})
+}
+
+/// Loads the probes object with its configuration and whatever `more` sets on the loader.
+pub fn load_with<'a>(
+    cfg: &'a ProbeConfig,
+    more: impl FnOnce(&mut EbpfLoader<'a>),
+) -> anyhow::Result<Ebpf> {
     let obj = object()?;
     bump_memlock();
-    EbpfLoader::new()
-        .override_global(GLOBAL_CONFIG, cfg, true)
+    let mut loader = EbpfLoader::new();
+    // Rust eBPF objects carry no CO-RE relocations (kernel offsets come through the
+    // configuration), so the loader need not parse the kernel's BTF a second time (about 40
+    // ms); tp_btf and fentry programs are given the BTF they need when they load.
+    loader.btf(None).override_global(GLOBAL_CONFIG, cfg, true);
+    more(&mut loader);
+    loader
         .load(obj)
         .map_err(|e| anyhow::anyhow!("loading the probes object failed: {e}"))
 }
@@ -253,32 +274,58 @@ pub fn attach_plans(
     btf: &Btf,
     facts: &KernelFacts,
 ) -> Vec<HookOutcome> {
-    plans
-        .iter()
-        .map(|plan| {
-            let mut failed = Vec::new();
-            let mut used = None;
-            for cand in plan.usable() {
-                match attach_candidate(ebpf, cand, Some(btf), facts) {
-                    Ok(program) => {
-                        used = Some(UsedCandidate {
-                            flavour: cand.flavour,
-                            target: cand.target.to_string(),
-                            program,
-                        });
-                        break;
-                    }
-                    Err(e) => failed.push((cand.flavour, cand.target.to_string(), e)),
+    attach_plans_after(ebpf, plans, btf, facts, &[])
+}
+
+/// As [`attach_plans`], on an object where the hooks of `prior` are attached already. A
+/// candidate whose program is attached already to the same target (by `prior` or by an earlier
+/// hook of `plans`) is used as it is: one program does several hooks' jobs on one kernel hook
+/// (the stat programs take the inference readings too), so it is loaded and attached once.
+pub fn attach_plans_after(
+    ebpf: &mut Ebpf,
+    plans: &[HookPlan],
+    btf: &Btf,
+    facts: &KernelFacts,
+    prior: &[HookOutcome],
+) -> Vec<HookOutcome> {
+    let mut out: Vec<HookOutcome> = Vec::new();
+    for plan in plans {
+        let mut failed = Vec::new();
+        let mut used = None;
+        for cand in plan.usable() {
+            let target = cand.target.to_string();
+            let shared = prior.iter().chain(out.iter()).any(|o| {
+                o.used.as_ref().is_some_and(|u| {
+                    Some(u.program) == cand.program
+                        && u.flavour == cand.flavour
+                        && u.target == target
+                })
+            });
+            let res = if shared {
+                cand.program.ok_or_else(|| "no program".to_string())
+            } else {
+                attach_candidate(ebpf, cand, Some(btf), facts)
+            };
+            match res {
+                Ok(program) => {
+                    used = Some(UsedCandidate {
+                        flavour: cand.flavour,
+                        target,
+                        program,
+                    });
+                    break;
                 }
+                Err(e) => failed.push((cand.flavour, target, e)),
             }
-            HookOutcome {
-                id: plan.id,
-                used,
-                failed,
-                loss: plan.loss,
-            }
-        })
-        .collect()
+        }
+        out.push(HookOutcome {
+            id: plan.id,
+            used,
+            failed,
+            loss: plan.loss,
+        });
+    }
+    out
 }
 
 /// Trial-loads a do-nothing program of every flavour and attaches it to a target that exists

@@ -13,18 +13,22 @@
 //! charge hook attaches at all (fentry refused, no kprobes), [`ChargeTracer::unavailable`]
 //! says so in one line and the OOM-path tracepoints still work.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::Program,
 };
 use probes_common::{
-    GLOBAL_CONFIG, ProbeConfig, WIRE_VERSION,
+    ProbeConfig, WIRE_VERSION,
     charge::{
         ChargeConfig, ChargeKey, ChargeValue, GLOBAL_CHARGE_CONFIG, MAP_CHARGE_AGG,
-        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_INFER_LAST, MAP_MEMCG_EVENTS, MAP_OOM_EVENTS,
+        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_INFER_LAST, MAP_INFER_TARGET, MAP_MEMCG_EVENTS,
+        MAP_OOM_EVENTS,
         MemEvents, OomEvent, ccounter, counter, kind, oom_kind, runtime,
     },
 };
@@ -35,6 +39,7 @@ use crate::{
     cgroup::CgroupVersion,
     kernel::{KernelFacts, btf::KernelBtf, tracefs},
     plan::{self, Flavour, FlavourSupport, Group, HookPlan},
+    tracer::{SharedEbpf, lock},
 };
 
 /// Resolves the charge probes' kernel layout from BTF (and the `oom:mark_victim` record format
@@ -268,18 +273,9 @@ fn parse_proc_cgroups_hierarchy(text: &str, controller: &str) -> Option<u64> {
 
 /// Loads the probes object with both configurations.
 pub fn load(cfg: &ProbeConfig, ccfg: &ChargeConfig) -> anyhow::Result<Ebpf> {
-    let obj = attach::object()?;
-    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; harmless elsewhere.
-    let _ = nix::sys::resource::setrlimit(
-        nix::sys::resource::Resource::RLIMIT_MEMLOCK,
-        nix::sys::resource::RLIM_INFINITY,
-        nix::sys::resource::RLIM_INFINITY,
-    );
-    EbpfLoader::new()
-        .override_global(GLOBAL_CONFIG, cfg, true)
-        .override_global(GLOBAL_CHARGE_CONFIG, ccfg, true)
-        .load(obj)
-        .map_err(|e| anyhow::anyhow!("loading the probes object failed: {e}"))
+    attach::load_with(cfg, |l| {
+        l.override_global(GLOBAL_CHARGE_CONFIG, ccfg, true);
+    })
 }
 
 /// Rejects what this kernel's layout rules out (see [`charge_config`]): each entry names a
@@ -781,12 +777,14 @@ impl CpuCharge {
 
 /// The attached charge and OOM probes.
 pub struct ChargeTracer {
-    ebpf: Ebpf,
+    ebpf: SharedEbpf,
     ring: Option<Mutex<(RingBuf<MapData>, Vec<OomRecord>)>>,
+    /// The filter's target (its inference readings live in their own slot).
+    target: Option<u64>,
     /// Per hook: what was used and what failed or was rejected.
     pub outcomes: Vec<HookOutcome>,
     /// Kernel facts (keeps a tracefs mounted by us alive until drop).
-    pub facts: KernelFacts,
+    pub facts: Arc<KernelFacts>,
 }
 
 /// Whether a hook of the charge group is attached in `outcomes`.
@@ -800,13 +798,32 @@ impl ChargeTracer {
     /// the error cases are a missing BTF, a kernel layout without a required member, and a
     /// probes object that does not load.
     pub fn start(filter: Filter, only: Option<Flavour>) -> anyhow::Result<Self> {
-        let facts = KernelFacts::gather();
+        let facts = Arc::new(KernelFacts::gather());
         let kbtf = facts.btf()?;
-        let scfg = attach::probe_config(kbtf, filter)?;
+        let mut scfg = attach::probe_config(kbtf, filter)?;
+        scfg.flags |= probes_common::flags::INFER;
         let (ccfg, unusable) = charge_config(kbtf, &facts)?;
         let btf = aya::Btf::from_sys_fs()
             .map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
-        let mut ebpf = load(&scfg, &ccfg)?;
+        let ebpf = Arc::new(Mutex::new(load(&scfg, &ccfg)?));
+        Self::attach_on(ebpf, facts, &btf, filter, only, &unusable, &[])
+    }
+
+    /// Attaches the charge-, OOM-, inference- and lifecycle-path hooks on `ebpf`, a probes
+    /// object loaded with the charge configuration (and the stat configuration's
+    /// `flags::INFER`), where the hooks of `prior` (the stat hooks) may be attached already:
+    /// their programs take the inference readings too and are shared, not loaded twice.
+    pub fn attach_on(
+        ebpf: SharedEbpf,
+        facts: Arc<KernelFacts>,
+        btf: &aya::Btf,
+        filter: Filter,
+        only: Option<Flavour>,
+        unusable: &[(&'static str, String)],
+        prior: &[HookOutcome],
+    ) -> anyhow::Result<Self> {
+        let mut guard = lock(&ebpf);
+        let ebpf_mut: &mut Ebpf = &mut guard;
         let support = FlavourSupport::new();
         let mut plans: Vec<HookPlan> = plan::hooks()
             .iter()
@@ -816,11 +833,11 @@ impl ChargeTracer {
                     Group::Charge | Group::Oom | Group::Infer | Group::Lifecycle
                 )
             })
-            .map(|h| plan::plan_hook(h, &facts, &support, only))
+            .map(|h| plan::plan_hook(h, &*facts, &support, only))
             .collect();
         // Hooks this kernel's layout rules out are rejected before attaching.
-        reject_unusable(&mut plans, &unusable);
-        let mut outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
+        reject_unusable(&mut plans, unusable);
+        let mut outcomes = attach::attach_plans_after(ebpf_mut, &plans, btf, &facts, prior);
         // An exit hook is useless without its entry (every return would lack a frame); the
         // local-drain entry is useless without its exit (nothing would clear its mark), and
         // both are ruled out together by the layout.
@@ -834,7 +851,7 @@ impl ChargeTracer {
                 && let Some(u) = o.used.take()
             {
                 // Unloading a program detaches its links.
-                match ebpf.program_mut(u.program) {
+                match ebpf_mut.program_mut(u.program) {
                     Some(Program::FEntry(p)) => {
                         let _ = p.unload();
                     }
@@ -886,19 +903,22 @@ impl ChargeTracer {
         }
         {
             let mut rt: Array<_, u32> = Array::try_from(
-                ebpf.map_mut(MAP_CHARGE_RUNTIME)
+                ebpf_mut
+                    .map_mut(MAP_CHARGE_RUNTIME)
                     .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_RUNTIME} missing"))?,
             )?;
             rt.set(0, bits, 0)?;
         }
-        let ring = match ebpf.take_map(MAP_OOM_EVENTS) {
+        let ring = match ebpf_mut.take_map(MAP_OOM_EVENTS) {
             Some(m) => Some(Mutex::new((RingBuf::try_from(m)?, Vec::new()))),
             None => None,
         };
+        drop(guard);
         crate::test_hooks::attach_delay();
         Ok(Self {
             ebpf,
             ring,
+            target: filter.target,
             outcomes,
             facts,
         })
@@ -934,9 +954,18 @@ impl ChargeTracer {
     /// that the first movement after it is counted too (otherwise the first stat event of the
     /// cgroup only sets the baseline).
     pub fn seed_usage(&mut self, cgroup_id: u64, pages: u64) -> anyhow::Result<()> {
+        let mut e = lock(&self.ebpf);
+        if self.target == Some(cgroup_id) {
+            let mut m: Array<&mut MapData, u64> = Array::try_from(
+                e.map_mut(MAP_INFER_TARGET)
+                    .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_TARGET} missing"))?,
+            )?;
+            // The slot holds reading + 1 (0: no reading yet).
+            m.set(0, pages + 1, 0)?;
+            return Ok(());
+        }
         let mut m: aya::maps::HashMap<&mut MapData, u64, u64> = aya::maps::HashMap::try_from(
-            self.ebpf
-                .map_mut(MAP_INFER_LAST)
+            e.map_mut(MAP_INFER_LAST)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_LAST} missing"))?,
         )?;
         m.insert(cgroup_id, pages, 0)?;
@@ -954,9 +983,9 @@ impl ChargeTracer {
         if names.is_empty() {
             return Ok(0);
         }
+        let mut e = lock(&self.ebpf);
         let mut m: aya::maps::HashMap<&mut MapData, u64, MemEvents> = aya::maps::HashMap::try_from(
-            self.ebpf
-                .map_mut(MAP_MEMCG_EVENTS)
+            e.map_mut(MAP_MEMCG_EVENTS)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_MEMCG_EVENTS} missing"))?,
         )?;
         let mut seeded = 0;
@@ -978,9 +1007,16 @@ impl ChargeTracer {
 
     /// The memory page_counter (pages) at the cgroup's last stat event, if any was seen.
     pub fn last_reading(&self, cgroup_id: u64) -> anyhow::Result<Option<u64>> {
+        let e = lock(&self.ebpf);
+        if self.target == Some(cgroup_id) {
+            let m: Array<&MapData, u64> = Array::try_from(
+                e.map(MAP_INFER_TARGET)
+                    .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_TARGET} missing"))?,
+            )?;
+            return Ok(m.get(&0, 0)?.checked_sub(1));
+        }
         let m: aya::maps::HashMap<&MapData, u64, u64> = aya::maps::HashMap::try_from(
-            self.ebpf
-                .map(MAP_INFER_LAST)
+            e.map(MAP_INFER_LAST)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_LAST} missing"))?,
         )?;
         match m.get(&cgroup_id, 0) {
@@ -992,9 +1028,9 @@ impl ChargeTracer {
 
     /// Reads the aggregates and counters now, and drains the OOM ring buffer.
     pub fn snapshot(&self) -> anyhow::Result<ChargeSnapshot> {
+        let e = lock(&self.ebpf);
         let agg: PerCpuHashMap<_, ChargeKey, ChargeValue> = PerCpuHashMap::try_from(
-            self.ebpf
-                .map(MAP_CHARGE_AGG)
+            e.map(MAP_CHARGE_AGG)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_AGG} missing"))?,
         )?;
         let mut rows = BTreeMap::new();
@@ -1003,8 +1039,7 @@ impl ChargeTracer {
             rows.insert(k, values.iter().copied().collect());
         }
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map(MAP_CHARGE_COUNTERS)
+            e.map(MAP_CHARGE_COUNTERS)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_COUNTERS} missing"))?,
         )?;
         let sum = |slot: u32| -> anyhow::Result<u64> { Ok(arr.get(&slot, 0)?.iter().sum()) };
@@ -1168,8 +1203,16 @@ fn usage_pages_at(hier: &crate::cgroup::MemoryHierarchy, rel: &str) -> Option<u6
 impl ChargeRecorder {
     /// Starts the charge tracer (see [`ChargeTracer::start`]).
     pub fn start(filter: Filter, only: Option<Flavour>) -> Self {
+        Self::new(
+            ChargeTracer::start(filter, only).map_err(|e| format!("{e:#}")),
+            filter,
+        )
+    }
+
+    /// Wraps a tracer started elsewhere (see [`crate::tracer::start_all`]).
+    pub fn new(tracer: Result<ChargeTracer, String>, filter: Filter) -> Self {
         Self {
-            tracer: ChargeTracer::start(filter, only).map_err(|e| format!("{e:#}")),
+            tracer,
             filter,
             start: None,
         }

@@ -7,7 +7,9 @@ use aya::{
     Ebpf,
     maps::{PerCpuArray, PerCpuHashMap},
 };
-use probes_common::{MAP_COUNTERS, MAP_STAT_AGG, StatKey, StatValue, counter};
+use probes_common::{
+    MAP_COUNTERS, MAP_STAT_AGG, MAP_STAT_DENSE, STAT_DENSE_ITEMS, StatKey, StatValue, counter, hook,
+};
 use serde::Serialize;
 
 /// Loss and activity counters summed over CPUs.
@@ -52,28 +54,57 @@ pub struct StatSnapshot {
 }
 
 impl StatSnapshot {
-    /// Reads the maps of a loaded probe set.
-    pub fn read(ebpf: &Ebpf) -> anyhow::Result<Self> {
+    /// Reads the maps of a loaded probe set whose filter targets `target` (the cgroup whose
+    /// aggregates are kept in the dense array).
+    pub fn read(ebpf: &Ebpf, target: Option<u64>) -> anyhow::Result<Self> {
         let agg: PerCpuHashMap<_, StatKey, StatValue> = PerCpuHashMap::try_from(
             ebpf.map(MAP_STAT_AGG)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_STAT_AGG} missing"))?,
         )?;
-        let mut rows = BTreeMap::new();
+        let mut rows: BTreeMap<StatKey, Vec<StatValue>> = BTreeMap::new();
         for item in agg.iter() {
             let (k, values) = item?;
             rows.insert(k, values.iter().copied().collect());
+        }
+        if let Some(cgroup_id) = target {
+            let dense: PerCpuArray<_, StatValue> = PerCpuArray::try_from(
+                ebpf.map(MAP_STAT_DENSE)
+                    .ok_or_else(|| anyhow::anyhow!("map {MAP_STAT_DENSE} missing"))?,
+            )?;
+            for hook in [hook::MEMCG_STATE, hook::LRUVEC_STATE] {
+                for item in 0..STAT_DENSE_ITEMS {
+                    let values = dense.get(&(hook * STAT_DENSE_ITEMS + item), 0)?;
+                    if values.iter().all(|v| v.events == 0) {
+                        continue;
+                    }
+                    let key = StatKey {
+                        cgroup_id,
+                        item,
+                        hook,
+                    };
+                    add_values(rows.entry(key).or_default(), &values);
+                }
+            }
         }
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
             ebpf.map(MAP_COUNTERS)
                 .ok_or_else(|| anyhow::anyhow!("map {MAP_COUNTERS} missing"))?,
         )?;
         let sum = |slot: u32| -> anyhow::Result<u64> { Ok(arr.get(&slot, 0)?.iter().sum()) };
+        // Recorded events are counted by the aggregates themselves; every event seen ends in
+        // exactly one of recorded, filtered, map full or read failed.
+        let recorded = rows.values().flatten().map(|v| v.events).sum();
+        let (filtered, map_full, read_failed) = (
+            sum(counter::STAT_FILTERED)?,
+            sum(counter::STAT_MAP_FULL)?,
+            sum(counter::STAT_READ_FAILED)?,
+        );
         let counters = Counters {
-            seen: sum(counter::STAT_SEEN)?,
-            recorded: sum(counter::STAT_RECORDED)?,
-            filtered: sum(counter::STAT_FILTERED)?,
-            map_full: sum(counter::STAT_MAP_FULL)?,
-            read_failed: sum(counter::STAT_READ_FAILED)?,
+            seen: recorded + filtered + map_full + read_failed,
+            recorded,
+            filtered,
+            map_full,
+            read_failed,
         };
         Ok(Self { rows, counters })
     }
@@ -118,6 +149,17 @@ impl StatSnapshot {
             }
         }
         out
+    }
+}
+
+/// Adds per-CPU values into `acc` (grown to fit).
+fn add_values(acc: &mut Vec<StatValue>, values: &aya::maps::PerCpuValues<StatValue>) {
+    if acc.len() < values.len() {
+        acc.resize(values.len(), StatValue::default());
+    }
+    for (a, v) in acc.iter_mut().zip(values.iter()) {
+        a.delta += v.delta;
+        a.events += v.events;
     }
 }
 

@@ -60,6 +60,9 @@ pub struct DoctorReport {
     pub flavours: Vec<FlavourReport>,
     /// Hooks.
     pub hooks: Vec<HookReport>,
+    /// Milliseconds the confirmation run took to load the probes and attach every hook of the
+    /// plan (what `trace` does before it records); `null` when it could not run.
+    pub attach_ms: Option<f64>,
     /// The tool can run here.
     pub can_run: bool,
     /// What prevents it, if anything.
@@ -94,13 +97,16 @@ pub fn gather() -> DoctorReport {
 
     // Confirm the hooks that have programs by attaching them once.
     let mut confirmations = std::collections::BTreeMap::new();
+    let mut attach_ms = None;
     if root && let (Ok(kbtf), Some(btf)) = (facts.btf(), aya_btf.as_ref()) {
+        let t0 = std::time::Instant::now();
         // With the charge layout too, so the charge programs are verified as trace runs them.
         let loaded = crate::charge::load_for_doctor(kbtf, &facts, &mut plans);
         if let Ok(mut ebpf) = loaded {
             for o in attach::attach_plans(&mut ebpf, &plans, btf, &facts) {
                 confirmations.insert(o.id, o);
             }
+            attach_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
     let hooks: Vec<HookReport> = plans
@@ -183,6 +189,7 @@ pub fn gather() -> DoctorReport {
         cgroup,
         flavours,
         hooks,
+        attach_ms,
         can_run: problems.is_empty(),
         problems,
     }
@@ -289,6 +296,12 @@ pub fn render_text(r: &DoctorReport) -> String {
         for e in &h.attach_errors {
             let _ = writeln!(s, "{}", clip(&format!("      attach failed: {e}"), 100));
         }
+    }
+    if let Some(ms) = r.attach_ms {
+        let _ = writeln!(
+            s,
+            "\nattach: every hook of the plan loaded and attached in {ms:.0} ms"
+        );
     }
     let _ = writeln!(s);
     if r.can_run {

@@ -8,6 +8,8 @@ use memcg_drift::{
 };
 
 fn main() -> ExitCode {
+    // The attach time `trace` and `doctor` report counts from here.
+    run::mark_process_start();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

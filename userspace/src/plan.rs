@@ -506,18 +506,20 @@ pub fn hooks() -> Vec<HookSpec> {
             id: "infer.memcg_state",
             group: Infer,
             loss: "inferred charge movements (page_counter readings at non-LRU stat events)",
-            // The classic tracepoint carries no memcg pointer to read the page_counter from.
+            // The stat hook's programs take the readings (one program per kernel hook does every
+            // job on it); where the stat hook attached them already, they are shared. The
+            // classic tracepoint carries no memcg pointer to read the page_counter from.
             candidates: concat(
                 tracepoint_candidates(
                     "memcg",
                     "mod_memcg_state",
-                    Some("tp_btf_infer_memcg_state"),
+                    Some("tp_btf_memcg_state"),
                     None,
                 ),
                 function_candidates(
                     &["__mod_memcg_state", "mod_memcg_state"],
-                    Some("fentry_infer_memcg_state"),
-                    Some("kprobe_infer_memcg_state"),
+                    Some("fentry_memcg_state"),
+                    Some("kprobe_memcg_state"),
                 ),
             ),
         },
@@ -529,13 +531,13 @@ pub fn hooks() -> Vec<HookSpec> {
                 tracepoint_candidates(
                     "memcg",
                     "mod_memcg_lruvec_state",
-                    Some("tp_btf_infer_lruvec_state"),
+                    Some("tp_btf_lruvec_state"),
                     None,
                 ),
                 function_candidates(
                     &["__mod_memcg_lruvec_state", "mod_memcg_lruvec_state"],
-                    Some("fentry_infer_lruvec_state"),
-                    Some("kprobe_infer_lruvec_state"),
+                    Some("fentry_lruvec_state"),
+                    Some("kprobe_lruvec_state"),
                 ),
             ),
         },

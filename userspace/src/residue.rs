@@ -39,6 +39,17 @@ const PROGRAMS: [&str; 4] = [
     "residue_peek",
 ];
 
+/// The tracers' big maps, which share the object: sized at one entry when the residue reader
+/// loads it (preallocating them would cost milliseconds of `explain`'s start).
+const TRACER_MAPS: [&str; 6] = [
+    probes_common::MAP_STAT_AGG,
+    probes_common::MAP_VERDICT,
+    probes_common::charge::MAP_CHARGE_AGG,
+    probes_common::charge::MAP_CHARGE_TASKS,
+    probes_common::charge::MAP_INFER_LAST,
+    probes_common::charge::MAP_MEMCG_EVENTS,
+];
+
 /// Longest `children` list walked (a guard against a list changing under the walk).
 const MAX_LIST: usize = 100_000;
 /// Deepest css ancestry followed.
@@ -398,13 +409,15 @@ impl ResidueReader {
         let capacity = capacity.clamp(1, RES_MAX_MEMCGS as usize);
         let cfg = layout.config(nr_cpus as u32, capacity as u32);
         let (cap, cpus) = (capacity as u32, nr_cpus as u32);
-        // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
-        let _ = nix::sys::resource::setrlimit(
-            nix::sys::resource::Resource::RLIMIT_MEMLOCK,
-            nix::sys::resource::RLIM_INFINITY,
-            nix::sys::resource::RLIM_INFINITY,
-        );
-        let mut ebpf = EbpfLoader::new()
+        crate::attach::bump_memlock();
+        let mut loader = EbpfLoader::new();
+        // No CO-RE relocations to apply (see `attach::load_with`); and the tracers' maps,
+        // unused here, are created at their smallest.
+        loader.btf(None);
+        for name in TRACER_MAPS {
+            loader.map_max_entries(name, 1);
+        }
+        let mut ebpf = loader
             .override_global(GLOBAL_RESIDUE_CONFIG, &cfg, true)
             .map_max_entries(MAP_RES_REQ, cap)
             .map_max_entries(MAP_RES_MEMCG, 2 * cap)

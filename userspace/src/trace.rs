@@ -15,7 +15,7 @@ use crate::{
     cli::TraceArgs,
     collect::{Counters, StatSnapshot},
     items::ItemNames,
-    tracer::{StatTracer, ValueUnit},
+    tracer::ValueUnit,
 };
 
 /// One row: a (cgroup, item, CPU) with a non-zero event count.
@@ -48,6 +48,8 @@ pub struct TraceReport {
     pub descendants: bool,
     /// Seconds recorded.
     pub duration_s: f64,
+    /// Milliseconds from the start of the process until every probe of the plan was attached.
+    pub attach_ms: f64,
     /// Unit of the hooks' values.
     pub unit: ValueUnit,
     /// How each stat hook was attached.
@@ -138,6 +140,11 @@ pub fn render_text(r: &TraceReport) -> String {
             }
         }
     }
+    let _ = writeln!(
+        s,
+        "  attached {:.0} ms after the process started",
+        r.attach_ms
+    );
     let _ = writeln!(
         s,
         "  values: {}",
@@ -232,8 +239,10 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
         descendants: args.descendants,
     };
     catch_stop_signals()?;
-    let tracer = StatTracer::start(filter, args.attach.flavour())?;
-    let mut charge = crate::charge::ChargeRecorder::start(filter, args.attach.flavour());
+    // One probes object for every hook: each kernel hook runs one program doing all its jobs.
+    let (tracer, charge_tracer) = crate::tracer::start_all(filter, args.attach.flavour())?;
+    let mut charge = crate::charge::ChargeRecorder::new(charge_tracer, filter);
+    let attach_ms = crate::run::ms_since_process_start();
     if STOP.load(Ordering::SeqCst) {
         anyhow::bail!("interrupted while attaching; nothing recorded, probes detached");
     }
@@ -273,6 +282,7 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
         cgroup_id: target.id(),
         descendants: args.descendants,
         duration_s: elapsed.as_secs_f64(),
+        attach_ms,
         unit: tracer.unit,
         hooks: tracer.outcomes.clone(),
         rows: rows(&window, &tracer.items, tracer.unit, page_size, &paths),
@@ -381,6 +391,7 @@ mod tests {
             cgroup_id: 1,
             descendants: true,
             duration_s: 1.0,
+            attach_ms: 120.0,
             unit: ValueUnit::Pages,
             hooks: vec![],
             rows: vec![Row {

@@ -1,6 +1,8 @@
 //! A running set of stat-path probes: facts -> plan -> load -> attach, then snapshots.
 //! Used by `trace`, by the experiments and by the integration tests.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use aya::{Btf, Ebpf};
 
 use crate::{
@@ -23,9 +25,19 @@ pub enum ValueUnit {
     Native,
 }
 
+/// One loaded probes object shared by the tracers attached on it.
+pub type SharedEbpf = Arc<Mutex<Ebpf>>;
+
+/// Locks a shared probes object (a panic elsewhere does not make its maps unreadable).
+pub fn lock(ebpf: &SharedEbpf) -> MutexGuard<'_, Ebpf> {
+    ebpf.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Attached stat probes.
 pub struct StatTracer {
-    ebpf: Ebpf,
+    ebpf: SharedEbpf,
+    /// The filter's target (its aggregates are in the dense array).
+    target: Option<u64>,
     /// Per stat hook: what was used and what failed.
     pub outcomes: Vec<HookOutcome>,
     /// Item names of this kernel.
@@ -33,28 +45,70 @@ pub struct StatTracer {
     /// The unit of recorded values.
     pub unit: ValueUnit,
     /// Kernel facts (keeps a tracefs mounted by us alive until drop).
-    pub facts: KernelFacts,
+    pub facts: Arc<KernelFacts>,
+}
+
+/// The stat tracer and the charge tracer of `trace` and the experiments, on ONE probes object
+/// loaded once: the stat hooks' programs take the inference readings too, so each kernel hook
+/// runs one program (issue 11). The charge side is an error string where the charge layout
+/// or the charge hooks cannot be set up; the stat side then still works.
+pub fn start_all(
+    filter: Filter,
+    only: Option<Flavour>,
+) -> anyhow::Result<(StatTracer, Result<crate::charge::ChargeTracer, String>)> {
+    let facts = Arc::new(KernelFacts::gather());
+    let kbtf = facts.btf()?;
+    let mut cfg = attach::probe_config(kbtf, filter)?;
+    let btf = Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+    let charge_cfg = crate::charge::charge_config(kbtf, &facts);
+    let ebpf = match &charge_cfg {
+        Ok((ccfg, _)) => {
+            cfg.flags |= probes_common::flags::INFER;
+            crate::charge::load(&cfg, ccfg)?
+        }
+        Err(_) => attach::load(&cfg)?,
+    };
+    let stat = StatTracer::attach_on(ebpf, facts.clone(), &btf, filter, only)?;
+    let charge = match charge_cfg {
+        Ok((_, unusable)) => crate::charge::ChargeTracer::attach_on(
+            stat.ebpf.clone(),
+            facts,
+            &btf,
+            filter,
+            only,
+            &unusable,
+            &stat.outcomes,
+        )
+        .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    Ok((stat, charge))
 }
 
 impl StatTracer {
     /// Attaches the stat hooks with `filter`. `only` forces one flavour. Fails when no stat hook
     /// could be attached, naming every candidate's error.
     pub fn start(filter: Filter, only: Option<Flavour>) -> anyhow::Result<Self> {
-        let facts = KernelFacts::gather();
+        let facts = Arc::new(KernelFacts::gather());
         let kbtf = facts.btf()?;
-        let items = ItemNames::from_btf(kbtf)?;
         let cfg = attach::probe_config(kbtf, filter)?;
         let btf =
             Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
-        let mut ebpf = attach::load(&cfg)?;
-        // Flavour support is learned by attaching for real here (no trial programs needed).
-        let support = FlavourSupport::new();
-        let plans: Vec<_> = plan::hooks()
-            .iter()
-            .filter(|h| h.group == Group::Stat)
-            .map(|h| plan::plan_hook(h, &facts, &support, only))
-            .collect();
-        let outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
+        let ebpf = attach::load(&cfg)?;
+        Self::attach_on(ebpf, facts, &btf, filter, only)
+    }
+
+    /// Attaches the stat hooks on `ebpf`, loaded with the stat configuration of `filter`.
+    fn attach_on(
+        mut ebpf: Ebpf,
+        facts: Arc<KernelFacts>,
+        btf: &Btf,
+        filter: Filter,
+        only: Option<Flavour>,
+    ) -> anyhow::Result<Self> {
+        let items = ItemNames::from_btf(facts.btf()?)?;
+        let plans = stat_plans(&facts, only);
+        let outcomes = attach::attach_plans(&mut ebpf, &plans, btf, &facts);
         crate::test_hooks::attach_delay();
         if outcomes.iter().all(|o| o.used.is_none()) {
             let why: Vec<String> = outcomes
@@ -87,7 +141,8 @@ impl StatTracer {
             ValueUnit::Native
         };
         Ok(Self {
-            ebpf,
+            ebpf: Arc::new(Mutex::new(ebpf)),
+            target: filter.target,
             outcomes,
             items,
             unit,
@@ -97,6 +152,74 @@ impl StatTracer {
 
     /// Reads the aggregates now.
     pub fn snapshot(&self) -> anyhow::Result<StatSnapshot> {
-        StatSnapshot::read(&self.ebpf)
+        StatSnapshot::read(&lock(&self.ebpf), self.target)
     }
+}
+
+/// The plans of the stat hooks. Flavour support is learned by attaching for real (no trial
+/// programs needed).
+fn stat_plans(facts: &KernelFacts, only: Option<Flavour>) -> Vec<plan::HookPlan> {
+    let support = FlavourSupport::new();
+    plan::hooks()
+        .iter()
+        .filter(|h| h.group == Group::Stat)
+        .map(|h| plan::plan_hook(h, facts, &support, only))
+        .collect()
+}
+
+/// The benchmark's floor (`cargo xtask bench`): programs that only add one to a per-CPU slot,
+/// attached on exactly the stat hooks a [`StatTracer`] would use (same plan, same order of
+/// candidates), so that what the real probes' bodies cost can be told from what running any
+/// program on those hooks costs.
+pub struct FloorProbes {
+    ebpf: Ebpf,
+    /// Per stat hook: what was used and what failed.
+    pub outcomes: Vec<HookOutcome>,
+}
+
+impl FloorProbes {
+    /// Attaches the floor programs; `only` forces one flavour.
+    pub fn start(only: Option<Flavour>) -> anyhow::Result<Self> {
+        let facts = KernelFacts::gather();
+        let btf =
+            Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let mut ebpf = attach::load(&probes_common::ProbeConfig::ZERO)?;
+        let mut plans = stat_plans(&facts, only);
+        for p in &mut plans {
+            for v in &mut p.candidates {
+                v.candidate.program = v.candidate.program.and_then(floor_program);
+            }
+        }
+        let outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
+        if outcomes.iter().any(|o| o.used.is_none()) {
+            anyhow::bail!("a floor program could not be attached: {outcomes:?}");
+        }
+        Ok(Self { ebpf, outcomes })
+    }
+
+    /// Events the floor programs have seen, summed over CPUs.
+    pub fn events(&self) -> anyhow::Result<u64> {
+        let name = probes_common::MAP_FLOOR;
+        let arr: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(
+            self.ebpf
+                .map(name)
+                .ok_or_else(|| anyhow::anyhow!("map {name} missing"))?,
+        )?;
+        Ok(arr.get(&0, 0)?.iter().sum())
+    }
+}
+
+/// The floor twin of a stat program (`probes-ebpf/src/floor.rs`).
+fn floor_program(stat: &str) -> Option<&'static str> {
+    Some(match stat {
+        "tp_btf_memcg_state" => "floor_tp_btf_memcg_state",
+        "tp_btf_lruvec_state" => "floor_tp_btf_lruvec_state",
+        "tp_memcg_state" => "floor_tp_memcg_state",
+        "tp_lruvec_state" => "floor_tp_lruvec_state",
+        "fentry_memcg_state" => "floor_fentry_memcg_state",
+        "fentry_lruvec_state" => "floor_fentry_lruvec_state",
+        "kprobe_memcg_state" => "floor_kprobe_memcg_state",
+        "kprobe_lruvec_state" => "floor_kprobe_lruvec_state",
+        _ => return None,
+    })
 }

@@ -44,10 +44,13 @@ enum Cmd {
     },
     /// Boot a Debian kernel under QEMU and run the integration scenarios inside it.
     VmTest(vm::VmArgs),
-    /// Measure what the probes cost a page-fault-heavy workload (baseline and probed side by
-    /// side in one run; root).
+    /// Measure what the probes cost a page-fault-heavy workload: baseline, the floor (an empty
+    /// program on the same hooks), `memcg-drift trace` recording, filtering and on the root
+    /// with descendants, and bpftrace, interleaved round by round in one run; also `trace`'s
+    /// attach time and `explain`'s latency (root).
     Bench {
-        /// Arguments for the benchmark (`--pages N --rounds R`).
+        /// Arguments for the benchmark: `--pages N --reps R --rounds N --cpu C
+        /// --explain-runs N --settle-ms MS --no-bpftrace --json`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

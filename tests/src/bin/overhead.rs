@@ -1,98 +1,627 @@
-//! Overhead benchmark: what the stat-path probes cost a page-fault-heavy workload.
+//! The overhead benchmark behind `cargo xtask bench`: what the probes cost a page-fault-heavy
+//! workload, the tool beside an empty program and beside bpftrace, in one run.
 //!
-//! One run, three configurations interleaved round by round so that drift of the machine
-//! (frequency, other load, page cache) hits all of them alike:
-//! - `baseline`: no probes attached;
-//! - `recording`: probes attached and recording the workload's cgroup (every fault is
-//!   aggregated in the per-CPU map);
-//! - `filtered`: probes attached but tracing another cgroup (every fault is looked up and
-//!   filtered in the kernel), the usual case when one cgroup is traced on a busy host.
+//! The workload (`memcg-drift __workload`, pinned to one CPU, in a cgroup of its own under
+//! `memcg-drift/<run-id>`) maps, touches and unmaps `--pages` anonymous pages `--reps` times
+//! per measurement; the parent times that from outside. Configurations, interleaved round by
+//! round (the order rotates every round) so that drift of the machine hits them alike:
+//! - `baseline`: nothing attached;
+//! - `floor`: the project's floor programs (one per-CPU add per event,
+//!   `probes-ebpf/src/floor.rs`) on exactly the stat hooks `trace` uses;
+//! - `trace-record`: `memcg-drift trace --cgroup <workload's cgroup> --json`, the process a
+//!   user starts, recording every event of the loop;
+//! - `trace-other`: the same tracing another (idle) cgroup: the loop's events are filtered in
+//!   the kernel;
+//! - `trace-root`: `memcg-drift trace --cgroup / --descendants --json`: everything recorded;
+//! - `bpftrace`: `@[cpu, args->item] = sum(args->val)` on `memcg:mod_memcg_state` and
+//!   `memcg:mod_memcg_lruvec_state`.
 //!
-//! Each round the workload (pinned to one CPU, in a cgroup of its own) touches `--pages`
-//! anonymous pages and frees them; the time of touch + free is measured from the parent.
-//! Reported: per-configuration median nanoseconds per page and the ratio to the baseline.
-//! Run with `cargo xtask bench` (root, BPF).
+//! Every attached configuration is started afresh for each round (a process kept attached
+//! across rounds would be attached during the other configurations' measurements too; that is
+//! what interleaving forbids), and timing starts only once it has attached: `trace` prints its
+//! `tracing ...` line on stderr after attaching, bpftrace runs `BEGIN` after attaching its
+//! probes. Then it is stopped with SIGINT and its report read (events, losses, attach time).
+//!
+//! Printed: per configuration the median ns/page, the median of the per-round ratios to the
+//! baseline with their min-max, the overhead as a share of bpftrace's ((r - 1) / (r_bpftrace -
+//! 1)), events per page and the cost per event ((r - 1) x baseline ns/page / events per page),
+//! events lost; then `trace`'s attach time (measured inside the process, and from spawn to its
+//! ready line) and the latency of `memcg-drift explain <cgroup> --json`. `--json` prints one
+//! document instead. Root only.
 
-use std::time::Instant;
+use std::{
+    io::{BufRead as _, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
+use anyhow::{Context as _, bail};
 use memcg_drift::{
-    attach::Filter,
-    cgroup::{RunGroup, detect_layout},
-    tracer::StatTracer,
+    cgroup::{MemCgroup, RunGroup, detect_layout},
+    tracer::FloorProbes,
     workload::{Workload, workload_binary},
 };
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+const USAGE: &str = "usage: overhead [--pages N] [--reps R] [--rounds N] [--cpu C] \
+                     [--explain-runs N] [--settle-ms MS] [--no-bpftrace] [--json]";
+
+/// Command-line options.
+struct Opts {
+    pages: u64,
+    reps: u64,
+    rounds: usize,
+    cpu: Option<usize>,
+    explain_runs: usize,
+    settle_ms: u64,
+    bpftrace: bool,
+    json: bool,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+fn parse_opts() -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        pages: 16384,
+        reps: 4,
+        rounds: 15,
+        cpu: None,
+        explain_runs: 9,
+        settle_ms: 200,
+        bpftrace: true,
+        json: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> anyhow::Result<u64> {
+            let v = args
+                .next()
+                .with_context(|| format!("{name} needs a value; {USAGE}"))?;
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("{name} {v}: not a positive number"))
+        };
+        match a.as_str() {
+            "--pages" => o.pages = num("--pages")?,
+            "--reps" => o.reps = num("--reps")?,
+            "--rounds" => o.rounds = num("--rounds")? as usize,
+            "--cpu" => {
+                let v = args.next().with_context(|| format!("--cpu needs a value; {USAGE}"))?;
+                o.cpu = Some(v.parse().with_context(|| format!("--cpu {v}: not a CPU number"))?);
+            }
+            "--explain-runs" => o.explain_runs = num("--explain-runs")? as usize,
+            "--settle-ms" => o.settle_ms = num("--settle-ms")?,
+            "--no-bpftrace" => o.bpftrace = false,
+            "--json" => o.json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}; {USAGE}"),
+        }
+    }
+    Ok(o)
 }
 
-fn main() -> anyhow::Result<()> {
-    let pages = arg("--pages", 25_000);
-    let rounds = arg("--rounds", 9) as usize;
-    let hier = detect_layout()?
-        .memory
-        .ok_or_else(|| anyhow::anyhow!("no memory controller mounted"))?;
-    let run = RunGroup::create(&hier)?;
-    let work = run.child("bench-work")?;
-    let other = run.child("bench-other")?;
-    let cpu = integration_tests::online_cpus()[0];
-    let mut w = Workload::spawn(&workload_binary(), &work, cpu)?;
-    // Warm up: first touches fault in page tables and the allocator's free lists.
-    w.touch(pages)?;
-    w.free()?;
+/// The configurations, in the order of the report.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Config {
+    Baseline,
+    Floor,
+    TraceRecord,
+    TraceOther,
+    TraceRoot,
+    Bpftrace,
+}
 
-    let configs = ["baseline", "recording", "filtered"];
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    let mut lost = 0;
-    for _ in 0..rounds {
-        for (i, name) in configs.iter().enumerate() {
-            let tracer = match *name {
-                "baseline" => None,
-                "recording" => Some(StatTracer::start(
-                    Filter {
-                        target: Some(work.id()),
-                        descendants: false,
-                    },
-                    None,
-                )?),
-                _ => Some(StatTracer::start(
-                    Filter {
-                        target: Some(other.id()),
-                        descendants: false,
-                    },
-                    None,
-                )?),
-            };
-            let t0 = Instant::now();
-            w.touch(pages)?;
-            w.free()?;
-            times[i].push(t0.elapsed().as_nanos() as f64 / pages as f64);
-            if let Some(t) = &tracer {
-                lost += t.snapshot()?.counters.lost();
+impl Config {
+    const ALL: [Config; 6] = [
+        Config::Baseline,
+        Config::Floor,
+        Config::TraceRecord,
+        Config::TraceOther,
+        Config::TraceRoot,
+        Config::Bpftrace,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Config::Baseline => "baseline",
+            Config::Floor => "floor",
+            Config::TraceRecord => "trace-record",
+            Config::TraceOther => "trace-other",
+            Config::TraceRoot => "trace-root",
+            Config::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// What one configuration measured over the rounds.
+#[derive(Default)]
+struct Series {
+    /// ns/page per round.
+    ns: Vec<f64>,
+    /// Ratio to the same round's baseline.
+    ratio: Vec<f64>,
+    /// Events per page per round (where the configuration reports events).
+    events_per_page: Vec<f64>,
+    /// Events lost (summed over rounds).
+    lost: u64,
+    /// `attach_ms` from trace's JSON, per round.
+    attach_ms: Vec<f64>,
+    /// Spawn to ready line, per round (ms).
+    ready_ms: Vec<f64>,
+}
+
+/// A process started by the bench, with its output collected by reader threads.
+struct Attached {
+    child: Child,
+    lines: mpsc::Receiver<(bool, String)>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    out: Vec<String>,
+    err: Vec<String>,
+}
+
+impl Attached {
+    /// Spawns `cmd` and waits until a line satisfies `ready` (`true`: stdout, `false`: stderr).
+    fn spawn(
+        mut cmd: Command,
+        ready: impl Fn(bool, &str) -> bool,
+    ) -> anyhow::Result<(Self, Duration)> {
+        let t0 = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let (tx, rx) = mpsc::channel();
+        let mut readers = Vec::new();
+        let streams: [(bool, Box<dyn Read + Send>); 2] = [
+            (true, Box::new(child.stdout.take().context("stdout")?)),
+            (false, Box::new(child.stderr.take().context("stderr")?)),
+        ];
+        for (is_out, r) in streams {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    if tx.send((is_out, line)).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        // Only the readers hold senders now: their end (the process exited) ends the wait.
+        drop(tx);
+        let mut a = Attached {
+            child,
+            lines: rx,
+            readers,
+            out: Vec::new(),
+            err: Vec::new(),
+        };
+        let deadline = t0 + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match a.lines.recv_timeout(left) {
+                Ok((is_out, line)) => {
+                    let hit = ready(is_out, &line);
+                    a.keep(is_out, line);
+                    if hit {
+                        return Ok((a, t0.elapsed()));
+                    }
+                }
+                Err(_) => {
+                    let _ = a.child.kill();
+                    let _ = a.child.wait();
+                    bail!(
+                        "{cmd:?} never became ready: {}",
+                        a.err.join(" | ")
+                    );
+                }
             }
         }
     }
-    let base = median(&mut times[0].clone());
-    println!(
-        "overhead of the stat-path probes: {pages} pages touched and freed per round, {rounds} rounds, CPU {cpu}"
-    );
-    println!("{:<10} {:>12} {:>10}", "config", "ns/page", "ratio");
-    for (i, name) in configs.iter().enumerate() {
-        let m = median(&mut times[i]);
-        println!("{name:<10} {m:>12.1} {:>10.3}", m / base);
+
+    fn keep(&mut self, is_out: bool, line: String) {
+        if is_out {
+            self.out.push(line);
+        } else {
+            self.err.push(line);
+        }
     }
-    println!("events lost while recording: {lost}");
-    w.exit()?;
-    run.remove()?;
+
+    /// Stops the process with SIGINT, waits for it, returns its stdout.
+    fn stop(mut self) -> anyhow::Result<String> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+        let status = self.child.wait()?;
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        while let Ok((is_out, line)) = self.lines.try_recv() {
+            self.keep(is_out, line);
+        }
+        if !status.success() {
+            bail!(
+                "process ended with {status}: {}",
+                self.err.last().map_or("", String::as_str)
+            );
+        }
+        Ok(self.out.join("\n"))
+    }
+}
+
+/// The bench's cgroups and workload.
+struct Rig {
+    run: Option<RunGroup>,
+    work: MemCgroup,
+    other: MemCgroup,
+    w: Option<Workload>,
+    bin: PathBuf,
+    pages: u64,
+    reps: u64,
+    settle: Duration,
+}
+
+impl Rig {
+    /// Times the loop: `reps` x (touch `pages`, unmap them); ns per page.
+    fn time_loop(&mut self) -> anyhow::Result<f64> {
+        // Let whatever attaching set off (the attaching process's own exit from its start-up,
+        // deferred kernel work) settle first, in every configuration alike.
+        std::thread::sleep(self.settle);
+        let w = self.w.as_mut().context("workload gone")?;
+        let t0 = Instant::now();
+        for _ in 0..self.reps {
+            w.touch(self.pages)?;
+            w.free()?;
+        }
+        Ok(t0.elapsed().as_nanos() as f64 / (self.pages * self.reps) as f64)
+    }
+
+    fn trace_cmd(&self, c: Config) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("trace").arg("--json").arg("--cgroup");
+        match c {
+            Config::TraceRecord => cmd.arg(self.work.path()),
+            Config::TraceOther => cmd.arg(self.other.path()),
+            _ => cmd.arg("/").arg("--descendants"),
+        };
+        cmd
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(w) = self.w.take() {
+            let _ = w.exit();
+        }
+        if let Some(run) = self.run.take() {
+            let _ = run.remove();
+        }
+    }
+}
+
+/// Events and losses from a `trace --json` document.
+fn trace_figures(doc: &serde_json::Value, c: Config, work_id: u64) -> (u64, u64, Option<f64>) {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let counters = &doc["counters"];
+    let events = match c {
+        // The loop's events only, from its cgroup's rows.
+        Config::TraceRecord => doc["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| n(&r["cgroup_id"]) == work_id)
+            .map(|r| n(&r["events"]))
+            .sum(),
+        Config::TraceOther => n(&counters["filtered"]),
+        _ => n(&counters["recorded"]),
+    };
+    let lost = n(&doc["lost"]) + n(&doc["charge"]["lost"]);
+    (events, lost, doc["attach_ms"].as_f64())
+}
+
+const BPFTRACE_SCRIPT: &str = "BEGIN { printf(\"ready\\n\"); } \
+    tracepoint:memcg:mod_memcg_state, tracepoint:memcg:mod_memcg_lruvec_state \
+    { @[cpu, args->item] = sum(args->val); }";
+
+/// One measurement of `c`.
+fn measure(rig: &mut Rig, c: Config, s: &mut Series) -> anyhow::Result<f64> {
+    let looped = (rig.pages * rig.reps) as f64;
+    let per_page = |events: u64| events as f64 / looped;
+    match c {
+        Config::Baseline => rig.time_loop(),
+        Config::Floor => {
+            let floor = FloorProbes::start(None)?;
+            let e0 = floor.events()?;
+            let ns = rig.time_loop()?;
+            s.events_per_page.push(per_page(floor.events()? - e0));
+            Ok(ns)
+        }
+        Config::Bpftrace => {
+            let mut cmd = Command::new("bpftrace");
+            cmd.args(["-B", "line", "-e", BPFTRACE_SCRIPT]);
+            let (p, ready) = Attached::spawn(cmd, |out, l| out && l.trim() == "ready")?;
+            s.ready_ms.push(ready.as_secs_f64() * 1e3);
+            let ns = rig.time_loop()?;
+            p.stop()?;
+            Ok(ns)
+        }
+        Config::TraceRecord | Config::TraceOther | Config::TraceRoot => {
+            let (p, ready) =
+                Attached::spawn(rig.trace_cmd(c), |out, l| !out && l.starts_with("tracing "))?;
+            s.ready_ms.push(ready.as_secs_f64() * 1e3);
+            let ns = rig.time_loop()?;
+            let out = p.stop()?;
+            let doc: serde_json::Value =
+                serde_json::from_str(&out).context("trace --json output")?;
+            let (events, lost, attach) = trace_figures(&doc, c, rig.work.id());
+            s.events_per_page.push(per_page(events));
+            s.lost += lost;
+            s.attach_ms.extend(attach);
+            Ok(ns)
+        }
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(*x), hi.max(*x))
+    })
+}
+
+/// Wall-clock milliseconds of `memcg-drift explain <cgroup> --json`, one per run.
+fn explain_latency(bin: &Path, cg: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let out = Command::new(bin)
+            .arg("explain")
+            .arg(cg)
+            .arg("--json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        v.push(t0.elapsed().as_secs_f64() * 1e3);
+        if !out.status.success() {
+            bail!(
+                "explain failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(v)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!(
+            "overhead: {}",
+            format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let o = parse_opts()?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("needs root (it loads eBPF programs and creates memory cgroups)");
+    }
+    let have_bpftrace = o.bpftrace
+        && Command::new("bpftrace")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let configs: Vec<Config> = Config::ALL
+        .into_iter()
+        .filter(|c| *c != Config::Bpftrace || have_bpftrace)
+        .collect();
+    let hier = detect_layout()?
+        .memory
+        .context("no memory controller mounted")?;
+    let cpus = integration_tests::online_cpus();
+    let cpu = o.cpu.unwrap_or(*cpus.last().context("no online CPU")?);
+    if !cpus.contains(&cpu) {
+        bail!("--cpu {cpu}: not an online CPU");
+    }
+    let run = RunGroup::create(&hier)?;
+    let work = run.child("bench-work")?;
+    let other = run.child("bench-other")?;
+    let bin = workload_binary();
+    let w = Workload::spawn(&bin, &work, cpu)?;
+    let mut rig = Rig {
+        run: Some(run),
+        work,
+        other,
+        w: Some(w),
+        bin,
+        pages: o.pages,
+        reps: o.reps,
+        settle: Duration::from_millis(o.settle_ms),
+    };
+    let load_start = loadavg();
+    // Warm up: the first touches fault in page tables and the allocator's free lists.
+    rig.time_loop()?;
+    let mut series: Vec<Series> = configs.iter().map(|_| Series::default()).collect();
+    let t_start = Instant::now();
+    for round in 0..o.rounds {
+        let mut base = None;
+        let mut ns_round = vec![0.0; configs.len()];
+        for k in 0..configs.len() {
+            let i = (k + round) % configs.len();
+            let ns = measure(&mut rig, configs[i], &mut series[i])
+                .with_context(|| format!("round {round}, {}", configs[i].name()))?;
+            ns_round[i] = ns;
+            if configs[i] == Config::Baseline {
+                base = Some(ns);
+            }
+        }
+        let base = base.context("no baseline")?;
+        for (i, ns) in ns_round.into_iter().enumerate() {
+            series[i].ns.push(ns);
+            series[i].ratio.push(ns / base);
+        }
+        if !o.json {
+            eprintln!(
+                "round {}/{}: {}",
+                round + 1,
+                o.rounds,
+                configs
+                    .iter()
+                    .zip(&series)
+                    .map(|(c, s)| format!("{} {:.0}", c.name(), s.ns.last().unwrap_or(&0.0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let bench_s = t_start.elapsed().as_secs_f64();
+    let explain = explain_latency(&rig.bin, rig.work.path(), o.explain_runs)?;
+    let load_end = loadavg();
+
+    let base_ns = median(&series[0].ns).unwrap_or(0.0);
+    let r_bpf = configs
+        .iter()
+        .position(|c| *c == Config::Bpftrace)
+        .and_then(|i| median(&series[i].ratio));
+    let rows: Vec<serde_json::Value> = configs
+        .iter()
+        .zip(&series)
+        .map(|(c, s)| {
+            let r = median(&s.ratio).unwrap_or(0.0);
+            let (lo, hi) = min_max(&s.ratio);
+            let epp = median(&s.events_per_page);
+            let share = match (r_bpf, *c) {
+                (_, Config::Baseline) => None,
+                (Some(rb), _) if rb > 1.0 => Some((r - 1.0) / (rb - 1.0)),
+                _ => None,
+            };
+            serde_json::json!({
+                "config": c.name(),
+                "ns_per_page": median(&s.ns),
+                "ratio": r,
+                "ratio_min": lo,
+                "ratio_max": hi,
+                "share_of_bpftrace": share,
+                "events_per_page": epp,
+                "ns_per_event": epp.filter(|e| *e > 0.0).map(|e| (r - 1.0) * base_ns / e),
+                "lost": s.lost,
+                "attach_ms": median(&s.attach_ms),
+                "ready_ms": median(&s.ready_ms),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "pages": o.pages,
+        "reps": o.reps,
+        "rounds": o.rounds,
+        "cpu": cpu,
+        "cpus_online": cpus.len(),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "load_start": load_start,
+        "load_end": load_end,
+        "seconds": bench_s,
+        "configs": rows,
+        "explain_ms": median(&explain),
+        "explain_ms_min_max": min_max(&explain),
+        "explain_runs": explain.len(),
+    });
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", render(&doc));
+    }
     Ok(())
+}
+
+/// The text report.
+fn render(d: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let f = |v: &serde_json::Value, digits: usize| {
+        v.as_f64()
+            .map_or("-".to_string(), |x| format!("{x:.digits$}"))
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "memcg-drift bench: {} pages x {} per measurement, {} rounds interleaved, CPU {} of {}, \
+         kernel {}",
+        d["pages"], d["reps"], d["rounds"], d["cpu"], d["cpus_online"], d["kernel"]
+            .as_str()
+            .unwrap_or("")
+    );
+    let _ = writeln!(
+        s,
+        "load average {} at start, {} at end; {:.0} s",
+        d["load_start"].as_str().unwrap_or(""),
+        d["load_end"].as_str().unwrap_or(""),
+        d["seconds"].as_f64().unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        s,
+        "{:<13} {:>8} {:>6} {:>13} {:>9} {:>8} {:>8} {:>5}",
+        "CONFIG", "NS/PAGE", "RATIO", "MIN-MAX", "BPFTRACE%", "EV/PAGE", "NS/EVENT", "LOST"
+    );
+    for r in d["configs"].as_array().into_iter().flatten() {
+        let share = r["share_of_bpftrace"]
+            .as_f64()
+            .map_or("-".to_string(), |x| format!("{:.0}%", x * 100.0));
+        let _ = writeln!(
+            s,
+            "{:<13} {:>8} {:>6} {:>13} {:>9} {:>8} {:>8} {:>5}",
+            r["config"].as_str().unwrap_or(""),
+            f(&r["ns_per_page"], 0),
+            f(&r["ratio"], 3),
+            format!("{}-{}", f(&r["ratio_min"], 2), f(&r["ratio_max"], 2)),
+            share,
+            f(&r["events_per_page"], 2),
+            f(&r["ns_per_event"], 1),
+            r["lost"]
+        );
+    }
+    let _ = writeln!(s);
+    for r in d["configs"].as_array().into_iter().flatten() {
+        if r["ready_ms"].is_null() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "{:<13} attached {} ms after start (inside the process), ready line {} ms after spawn",
+            r["config"].as_str().unwrap_or(""),
+            f(&r["attach_ms"], 0),
+            f(&r["ready_ms"], 0),
+        );
+    }
+    let (lo, hi) = (&d["explain_ms_min_max"][0], &d["explain_ms_min_max"][1]);
+    let _ = writeln!(
+        s,
+        "explain <workload cgroup> --json: median {} ms ({}-{}) over {} runs",
+        f(&d["explain_ms"], 1),
+        f(lo, 1),
+        f(hi, 1),
+        d["explain_runs"]
+    );
+    s
 }

@@ -172,10 +172,11 @@ impl Session {
             target: Some(run.cgroup().id()),
             descendants: true,
         };
-        let stat = StatTracer::start(filter, None)?;
-        let (charge, charge_error) = match ChargeTracer::start(filter, None) {
+        // One probes object for every hook (each kernel hook runs one program).
+        let (stat, charge) = crate::tracer::start_all(filter, None)?;
+        let (charge, charge_error) = match charge {
             Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
+            Err(e) => (None, Some(e)),
         };
         let page_size =
             nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
