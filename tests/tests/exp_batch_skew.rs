@@ -393,7 +393,10 @@ fn batch_skew_sigkill_midway_then_cleanup_leaves_nothing() {
 
 /// Starts a long batch-skew run and waits until one of its iteration cgroups holds a workload;
 /// returns the child, its run directory and the workload's pid.
-#[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned; the caller waits for it"
+)]
 fn start_long_run() -> (std::process::Child, PathBuf, i32) {
     let mut child = Command::new(bin())
         .args([

@@ -178,6 +178,28 @@ fn run_under_attack(args: &[&str]) -> Vec<String> {
     lines
 }
 
+/// A short `run shmem` with `extra` arguments.
+fn small_run(extra: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(bin())
+        .args(["run", "shmem", "--pages", "8", "--anon-pages", "8"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// nobody plants a symlink to `target` at `at`.
+fn plant_link(target: &Path, at: &Path) {
+    let st = Command::new("ln")
+        .arg("-s")
+        .arg(target)
+        .arg(at)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .status()
+        .unwrap();
+    assert!(st.success(), "nobody could not plant {}", at.display());
+}
+
 #[test]
 fn the_run_directory_is_private() {
     let test = "the_run_directory_is_private";
@@ -191,18 +213,7 @@ fn the_run_directory_is_private() {
     if odir.is_dir() {
         fs::set_permissions(&odir, fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let out = Command::new(bin())
-        .args([
-            "run",
-            "shmem",
-            "--pages",
-            "8",
-            "--anon-pages",
-            "8",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = small_run(&["--json".as_ref()]);
     assert!(
         out.status.success(),
         "{}",
@@ -306,28 +317,8 @@ fn record_refuses_another_users_symlink_in_a_sticky_directory() {
     );
     // nobody's symlink at the record path.
     let rec = tmp.join(format!("memcg-drift-rec-{}.json", random_suffix()));
-    let st = Command::new("ln")
-        .arg("-s")
-        .arg(&victim)
-        .arg(&rec)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new(bin())
-        .args([
-            "run",
-            "shmem",
-            "--pages",
-            "8",
-            "--anon-pages",
-            "8",
-            "--record",
-        ])
-        .arg(&rec)
-        .output()
-        .unwrap();
+    plant_link(&victim, &rec);
+    let out = small_run(&["--record".as_ref(), rec.as_os_str()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted: {err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -340,28 +331,8 @@ fn record_refuses_another_users_symlink_in_a_sticky_directory() {
     // (`<file>.tmp-memcg-drift`), planted as nobody's symlink, is not followed.
     let rec = tmp.join(format!("memcg-drift-rec-{}.json", random_suffix()));
     let old_tmp = rec.with_extension("tmp-memcg-drift");
-    let st = Command::new("ln")
-        .arg("-s")
-        .arg(&victim)
-        .arg(&old_tmp)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new(bin())
-        .args([
-            "run",
-            "shmem",
-            "--pages",
-            "8",
-            "--anon-pages",
-            "8",
-            "--record",
-        ])
-        .arg(&rec)
-        .output()
-        .unwrap();
+    plant_link(&victim, &old_tmp);
+    let out = small_run(&["--record".as_ref(), rec.as_os_str()]);
     assert!(
         out.status.success(),
         "{}",
@@ -379,7 +350,10 @@ fn record_refuses_another_users_symlink_in_a_sticky_directory() {
 
 /// Starts a long `run limit --tmpfs` and waits until its private tmpfs directory exists;
 /// returns the process, the run id and that directory.
-#[expect(clippy::zombie_processes, reason = "the child is returned; the caller waits for it")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned; the caller waits for it"
+)]
 fn start_limit_with_tmpfs() -> (Child, String, PathBuf) {
     let mut child = Command::new(bin())
         .args([
