@@ -33,6 +33,10 @@ pub enum Command {
     Run(RunArgs),
     /// Render a run saved with `run ... --record FILE` again (no kernel needed).
     Report(ReportArgs),
+    /// Serve a memory cgroup's books (and its subtree's) as OpenMetrics for Prometheus: usage,
+    /// limit, every ledger term, per-CPU stock and unflushed deltas, dying descendants, memory
+    /// events; the kernel is read once per --interval whatever the scrapes.
+    Export(ExportArgs),
     /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs).
     Cleanup,
     /// Internal: the controlled workload process (spoken to over stdin/stdout).
@@ -114,6 +118,26 @@ pub struct ExplainArgs {
     /// Show every term's per-CPU breakdown (JSON always has it).
     #[arg(long)]
     pub cpus: bool,
+}
+
+/// Options of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Address to serve `/metrics` on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9857")]
+    pub listen: std::net::SocketAddr,
+    /// The memory cgroup to export (as for `explain`); default: the hierarchy's root.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub cgroup: PathBuf,
+    /// Also export every descendant (parents first, up to --max-cgroups).
+    #[arg(long)]
+    pub descendants: bool,
+    /// At most this many cgroups; the rest are counted in memcg_drift_cgroups_left_out.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_cgroups: u64,
+    /// How often the kernel is read (scrapes in between are served from the last read).
+    #[arg(long, short = 'i', value_name = "D", default_value = "15s", value_parser = parse_duration)]
+    pub interval: Duration,
 }
 
 /// Options of `run`.

@@ -317,6 +317,15 @@ impl Explainer {
         self.reader.layout().clone()
     }
 
+    /// Points the session at another cgroup of the same hierarchy, keeping the loaded reader
+    /// (the exporter reads many cgroups with one).
+    pub fn retarget(&mut self, target: MemCgroup) -> anyhow::Result<()> {
+        self.ids = path_ids(&target.hierarchy().root, &target)?;
+        self.ctx.is_root = target.is_root();
+        self.target = target;
+        Ok(())
+    }
+
     /// Stops reading `memory.stat` after each snapshot (the report's cgroupfs column stays
     /// empty): reading it flushes the statistics when enough updates are pending, which
     /// would move the per-CPU residues an experiment is watching.

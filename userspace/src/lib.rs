@@ -13,6 +13,7 @@ pub mod collect;
 pub mod doctor;
 pub mod experiment;
 pub mod explain;
+pub mod export;
 pub mod items;
 pub mod kernel;
 pub mod ledger;

@@ -201,6 +201,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Export(a) => {
+            require_root("export")?;
+            let hier = memory_hierarchy()?;
+            crate::export::run(&a, &hier).map(|c| c as u8)
+        }
         Command::Cleanup => {
             require_root("cleanup")?;
             let hier = memory_hierarchy()?;

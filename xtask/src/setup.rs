@@ -9,7 +9,9 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-/// bpftool and bpftrace are independent cross-checks used by the integration tests.
+/// bpftool and bpftrace are independent cross-checks used by the integration tests; the
+/// exporter's test scrapes it with Debian's Prometheus server (started by the test on a port of
+/// its own, never as a service) and lints it with its `promtool`.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -17,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "bpftool",
     "bpftrace",
+    "prometheus",
 ];
 const VM_PACKAGES: &[&str] = &[
     "qemu-system-x86",
