@@ -305,6 +305,60 @@ fn trace_text_fits_100_columns() {
     run_group.remove().unwrap();
 }
 
+/// `trace -p PID -i D --json`: the cgroup of the process, one JSON line per interval and the
+/// final document on one line; the intervals' NR_ANON_MAPPED rows add up to the touched pages
+/// exactly, as the whole run's row does.
+#[test]
+fn trace_pid_with_intervals_adds_up_exactly() {
+    if !require_kernel("trace_pid_with_intervals_adds_up_exactly") {
+        return;
+    }
+    let _serial = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run_group = RunGroup::create(&hier).unwrap();
+    let cg = run_group.child("trace-pid").unwrap();
+    let cpu = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &cg, cpu).unwrap();
+    let pid = w.pid().to_string();
+    let o = trace_while_touching(
+        &["-p", &pid, "-d", "2s", "-i", "300ms", "--json"],
+        &mut w,
+        100,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    let (last, intervals) = lines.split_last().unwrap();
+    assert_eq!(last["cgroup"].as_str(), Some(cg.path().to_str().unwrap()));
+    assert!(
+        intervals.len() >= 4,
+        "{} intervals in 2 s of 300 ms",
+        intervals.len()
+    );
+    let anon = |rows: &serde_json::Value| -> i64 {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["item"] == "NR_ANON_MAPPED")
+            .map(|r| r["delta_pages"].as_i64().unwrap())
+            .sum()
+    };
+    let by_interval: i64 = intervals.iter().map(|i| anon(&i["rows"])).sum();
+    for (n, i) in intervals.iter().enumerate() {
+        assert_eq!(i["interval"], n as u64 + 1);
+        assert_eq!(i["lost"], 0);
+    }
+    assert_eq!(by_interval, 100);
+    assert_eq!(anon(&last["rows"]), 100);
+    w.exit().unwrap();
+    run_group.remove().unwrap();
+    // A process that is gone: one line.
+    let o = run(&["trace", "-p", "999999999", "-d", "1s"]);
+    assert_one_line_error(&o, "no such process");
+}
+
 #[test]
 fn doctor_json_matches_what_this_kernel_allows() {
     if !require_kernel("doctor_json_matches_what_this_kernel_allows") {

@@ -86,11 +86,17 @@ pub struct TraceArgs {
     /// The memory cgroup: a path in the memory hierarchy (`/sys/fs/cgroup/memory/a`), a cgroup
     /// path as /proc/PID/cgroup prints it (`/a`, `/` for the root), or a path relative to the
     /// hierarchy's root (`a`).
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "pid", conflicts_with = "pid")]
+    pub cgroup: Option<PathBuf>,
+    /// Trace the memory cgroup process PID is in (instead of --cgroup).
+    #[arg(long, short = 'p', value_name = "PID")]
+    pub pid: Option<i32>,
     /// Stop after this long (e.g. `500ms`, `5s`, `2min`); default: until Ctrl-C.
     #[arg(long, short = 'd', value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Also print the deltas of every interval D as it ends (with --json: one JSON line each).
+    #[arg(long, short = 'i', value_name = "D", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
     /// Also record the cgroup's descendants (including ones created while tracing).
     #[arg(long)]
     pub descendants: bool,

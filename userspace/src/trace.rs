@@ -155,7 +155,21 @@ pub fn render_text(r: &TraceReport) -> String {
         }
     );
     let _ = writeln!(s);
-    if r.rows.is_empty() {
+    render_rows(&r.rows, &mut s);
+    let c = &r.counters;
+    let _ = writeln!(
+        s,
+        "\nlost {} events (map full {}, read failed {}); {} events of other cgroups filtered",
+        r.lost, c.map_full, c.read_failed, c.filtered
+    );
+    s.push_str(&crate::charge::render_section(&r.charge));
+    s
+}
+
+/// The rows as a table (or a line saying there are none).
+fn render_rows(rows: &[Row], s: &mut String) {
+    use std::fmt::Write as _;
+    if rows.is_empty() {
         let _ = writeln!(s, "no statistic updates recorded");
     } else {
         let _ = writeln!(
@@ -163,7 +177,7 @@ pub fn render_text(r: &TraceReport) -> String {
             "{:<28} {:<26} {:>4} {:>12} {:>14} {:>9}",
             "CGROUP", "ITEM", "CPU", "PAGES", "BYTES", "EVENTS"
         );
-        for row in &r.rows {
+        for row in rows {
             let cg = if row.cgroup.chars().count() > 28 {
                 format!(
                     "...{}",
@@ -186,14 +200,52 @@ pub fn render_text(r: &TraceReport) -> String {
             );
         }
     }
-    let c = &r.counters;
+}
+
+/// The deltas of one `--interval` (docs/json.md: `trace` intervals).
+#[derive(Debug, Clone, Serialize)]
+pub struct IntervalReport {
+    /// 1, 2, ...
+    pub interval: u64,
+    /// Seconds from the start of recording to the end of this interval.
+    pub t_s: f64,
+    /// This interval's length, seconds.
+    pub duration_s: f64,
+    /// Rows of this interval.
+    pub rows: Vec<Row>,
+    /// Events lost in this interval.
+    pub lost: u64,
+    /// This interval's counters.
+    pub counters: Counters,
+}
+
+/// Renders one interval (text).
+pub fn render_interval(r: &IntervalReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "\nlost {} events (map full {}, read failed {}); {} events of other cgroups filtered",
-        r.lost, c.map_full, c.read_failed, c.filtered
+        "--- interval {} ({:.2} s, ending {:.2} s after the start): lost {}, {} filtered",
+        r.interval, r.duration_s, r.t_s, r.lost, r.counters.filtered
     );
-    s.push_str(&crate::charge::render_section(&r.charge));
+    render_rows(&r.rows, &mut s);
     s
+}
+
+/// The memory cgroup of process `pid` (`trace -p`).
+fn cgroup_of_pid(hier: &MemoryHierarchy, pid: i32) -> anyhow::Result<MemCgroup> {
+    let file = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("--pid {pid}: no such process"),
+        _ => anyhow::anyhow!("--pid {pid}: {file}: {e}"),
+    })?;
+    let rel = crate::cgroup::parse_proc_cgroup(&text, hier.version).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--pid {pid}: {file} names no {} memory cgroup",
+            hier.version
+        )
+    })?;
+    crate::run::open_cgroup(hier, &rel)
 }
 
 /// Paths (relative to the hierarchy root) of the target and its live descendants, by id.
@@ -233,7 +285,11 @@ fn catch_stop_signals() -> anyhow::Result<()> {
 
 /// Runs `trace`.
 pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
-    let target = crate::run::open_cgroup(hier, &args.cgroup)?;
+    let target = match (&args.cgroup, args.pid) {
+        (Some(path), _) => crate::run::open_cgroup(hier, path)?,
+        (None, Some(pid)) => cgroup_of_pid(hier, pid)?,
+        (None, None) => anyhow::bail!("give --cgroup PATH or --pid PID"),
+    };
     let filter = Filter {
         target: Some(target.id()),
         descendants: args.descendants,
@@ -266,17 +322,51 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
             None => "Ctrl-C to stop".to_string(),
         }
     );
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096);
+    let mut tick = (start.clone(), t0, 0u64);
+    // Prints the interval from `tick` to `now` (-i).
+    let emit = |now: &crate::collect::StatSnapshot,
+                tick: &(crate::collect::StatSnapshot, Instant, u64),
+                paths: &mut BTreeMap<u64, String>|
+     -> anyhow::Result<()> {
+        let window = now.since(&tick.0);
+        paths.extend(subtree_paths(&target, args.descendants));
+        let r = IntervalReport {
+            interval: tick.2 + 1,
+            t_s: t0.elapsed().as_secs_f64(),
+            duration_s: tick.1.elapsed().as_secs_f64(),
+            rows: rows(&window, &tracer.items, tracer.unit, page_size, &paths),
+            lost: window.counters.lost(),
+            counters: window.counters,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            print!("{}", render_interval(&r));
+        }
+        Ok(())
+    };
     while !STOP.load(Ordering::SeqCst) && args.duration.is_none_or(|d| t0.elapsed() < d) {
         let left = args.duration.map_or(Duration::from_millis(50), |d| {
             d.saturating_sub(t0.elapsed())
         });
         std::thread::sleep(left.min(Duration::from_millis(50)));
+        if let Some(every) = args.interval
+            && tick.1.elapsed() >= every
+        {
+            let now = tracer.snapshot()?;
+            emit(&now, &tick, &mut paths)?;
+            tick = (now, Instant::now(), tick.2 + 1);
+        }
     }
     let end = tracer.snapshot()?;
+    if args.interval.is_some() && tick.1.elapsed() >= Duration::from_millis(1) {
+        // The last, partial interval: the intervals add up to the whole run.
+        emit(&end, &tick, &mut paths)?;
+    }
     let elapsed = t0.elapsed();
     paths.extend(subtree_paths(&target, args.descendants));
     let window = end.since(&start);
-    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096);
     let report = TraceReport {
         cgroup: target.path().display().to_string(),
         cgroup_id: target.id(),
@@ -290,7 +380,10 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
         counters: window.counters,
         charge: charge.finish(&paths, Some(hier.version))?,
     };
-    if args.json {
+    if args.json && args.interval.is_some() {
+        // One JSON document per line throughout.
+        println!("{}", serde_json::to_string(&report)?);
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_text(&report));

@@ -491,6 +491,59 @@ fn render_phases(out: &mut String, r: &Report) {
     }
 }
 
+/// One line for the hooks that did not attach (the JSON keeps each with its error), e.g. `16
+/// charge/oom hooks not attached here: fentry EPERM, no kprobes (see doctor)`.
+pub fn unattached_summary(hooks: &[HookUse]) -> Option<String> {
+    let missing: Vec<(&str, &str)> = hooks
+        .iter()
+        .filter(|h| h.used.is_none())
+        .map(|h| {
+            (
+                h.hook.as_str(),
+                h.missing.as_deref().unwrap_or("not attached"),
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut families: Vec<&str> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    for (hook, why) in &missing {
+        let family = hook.split('.').next().unwrap_or(hook);
+        if !families.contains(&family) {
+            families.push(family);
+        }
+        let flavour = why.split_whitespace().next().unwrap_or("");
+        let reason = if why.contains("Operation not permitted") {
+            format!(
+                "{} EPERM",
+                if flavour == "fexit" {
+                    "fentry"
+                } else {
+                    flavour
+                }
+            )
+        } else if why.contains("no kprobe PMU") || why.contains("CONFIG_KPROBES") {
+            "no kprobes".to_string()
+        } else if why.contains("not found") || why.contains("no such") {
+            "symbols missing".to_string()
+        } else {
+            why.chars().take(40).collect()
+        };
+        if !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
+    }
+    Some(format!(
+        "{} {} hook{} not attached here: {} (see doctor; --json lists each)",
+        missing.len(),
+        families.join("/"),
+        if missing.len() == 1 { "" } else { "s" },
+        reasons.join(", ")
+    ))
+}
+
 /// The report as text.
 pub fn render_text(r: &Report) -> String {
     let mut out = String::new();
@@ -507,15 +560,12 @@ pub fn render_text(r: &Report) -> String {
     let _ = writeln!(out, "  options: {}", r.params);
     let _ = writeln!(out, "  charge path: {}", r.charge_source);
     for h in &r.hooks {
-        match (&h.used, &h.missing) {
-            (Some(u), _) => {
-                let _ = writeln!(out, "  hook {:<24} {u}", h.hook);
-            }
-            (None, Some(m)) => {
-                let _ = writeln!(out, "  hook {:<24} not attached ({m})", h.hook);
-            }
-            _ => {}
+        if let Some(u) = &h.used {
+            let _ = writeln!(out, "  hook {:<24} {u}", h.hook);
         }
+    }
+    if let Some(line) = unattached_summary(&r.hooks) {
+        let _ = writeln!(out, "  {line}");
     }
     out.push('\n');
     render_phases(&mut out, r);
@@ -581,4 +631,50 @@ pub fn render_text(r: &Report) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unattached_hooks_are_one_line() {
+        let h = |hook: &str, used: Option<&str>, missing: Option<&str>| HookUse {
+            hook: hook.into(),
+            used: used.map(Into::into),
+            missing: missing.map(Into::into),
+        };
+        let eperm = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)";
+        let hooks = [
+            h("stat.memcg_state", Some("tp_btf mod_memcg_state"), None),
+            h(
+                "charge.try_charge",
+                None,
+                Some(&format!("fentry try_charge_memcg: {eperm}")),
+            ),
+            h(
+                "charge.pc_try_ret",
+                None,
+                Some(&format!("fexit page_counter_try_charge: {eperm}")),
+            ),
+            h(
+                "charge.drain_all_stock",
+                None,
+                Some(
+                    "kprobe drain_all_stock.part.N: kernel has no kprobe PMU (CONFIG_KPROBES off)",
+                ),
+            ),
+            h(
+                "oom.memcg_oom",
+                None,
+                Some(&format!("fentry mem_cgroup_out_of_memory: {eperm}")),
+            ),
+        ];
+        assert_eq!(
+            unattached_summary(&hooks).unwrap(),
+            "4 charge/oom hooks not attached here: fentry EPERM, no kprobes \
+             (see doctor; --json lists each)"
+        );
+        assert_eq!(unattached_summary(&hooks[..1]), None);
+    }
 }
