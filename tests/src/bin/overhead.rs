@@ -16,7 +16,8 @@
 //! - `bpftrace`: `@[cpu, args->item] = sum(args->val)` on `memcg:mod_memcg_state` and
 //!   `memcg:mod_memcg_lruvec_state`.
 //!
-//! `--alt-bin PATH` adds `alt-record`: `trace-record` run with another build of memcg-drift,
+//! `--alt-bin PATH` adds `alt-record` and `alt-root`: `trace-record` and `trace-root` run with
+//! another build of memcg-drift,
 //! so that two versions of the probes are compared in one run (how each optimisation in
 //! docs/perf.md was measured).
 //!
@@ -126,10 +127,12 @@ enum Config {
     Bpftrace,
     /// `trace-record` with the `--alt-bin` binary (A/B of two builds in one run).
     AltRecord,
+    /// `trace-root` with the `--alt-bin` binary.
+    AltRoot,
 }
 
 impl Config {
-    const ALL: [Config; 7] = [
+    const ALL: [Config; 8] = [
         Config::Baseline,
         Config::Floor,
         Config::TraceRecord,
@@ -137,6 +140,7 @@ impl Config {
         Config::TraceRoot,
         Config::Bpftrace,
         Config::AltRecord,
+        Config::AltRoot,
     ];
 
     fn name(self) -> &'static str {
@@ -148,6 +152,7 @@ impl Config {
             Config::TraceRoot => "trace-root",
             Config::Bpftrace => "bpftrace",
             Config::AltRecord => "alt-record",
+            Config::AltRoot => "alt-root",
         }
     }
 }
@@ -298,7 +303,7 @@ impl Rig {
 
     fn trace_cmd(&self, c: Config) -> Command {
         let bin = match (c, &self.alt_bin) {
-            (Config::AltRecord, Some(alt)) => alt,
+            (Config::AltRecord | Config::AltRoot, Some(alt)) => alt,
             _ => &self.bin,
         };
         let mut cmd = Command::new(bin);
@@ -369,7 +374,11 @@ fn measure(rig: &mut Rig, c: Config, s: &mut Series) -> anyhow::Result<f64> {
             p.stop()?;
             Ok(ns)
         }
-        Config::TraceRecord | Config::TraceOther | Config::TraceRoot | Config::AltRecord => {
+        Config::TraceRecord
+        | Config::TraceOther
+        | Config::TraceRoot
+        | Config::AltRecord
+        | Config::AltRoot => {
             let (p, ready) =
                 Attached::spawn(rig.trace_cmd(c), |out, l| !out && l.starts_with("tracing "))?;
             s.ready_ms.push(ready.as_secs_f64() * 1e3);
@@ -458,7 +467,7 @@ fn run() -> anyhow::Result<()> {
     let configs: Vec<Config> = Config::ALL
         .into_iter()
         .filter(|c| *c != Config::Bpftrace || have_bpftrace)
-        .filter(|c| *c != Config::AltRecord || o.alt_bin.is_some())
+        .filter(|c| !matches!(c, Config::AltRecord | Config::AltRoot) || o.alt_bin.is_some())
         .collect();
     let hier = detect_layout()?
         .memory
