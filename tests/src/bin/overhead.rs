@@ -16,6 +16,11 @@
 //! - `bpftrace`: `@[cpu, args->item] = sum(args->val)` on `memcg:mod_memcg_state` and
 //!   `memcg:mod_memcg_lruvec_state`.
 //!
+//! `--alt-bin PATH` adds `alt-record` and `alt-root`: `trace-record` and `trace-root` run with
+//! another build of memcg-drift,
+//! so that two versions of the probes are compared in one run (how each optimisation in
+//! docs/perf.md was measured).
+//!
 //! Every attached configuration is started afresh for each round (a process kept attached
 //! across rounds would be attached during the other configurations' measurements too; that is
 //! what interleaving forbids), and timing starts only once it has attached: `trace` prints its
@@ -24,8 +29,9 @@
 //!
 //! Printed: per configuration the median ns/page, the median of the per-round ratios to the
 //! baseline with their min-max, the overhead as a share of bpftrace's ((r - 1) / (r_bpftrace -
-//! 1)), events per page and the cost per event ((r - 1) x baseline ns/page / events per page),
-//! events lost; then `trace`'s attach time (measured inside the process, and from spawn to its
+//! 1)), the ratio above the floor's (r - r_floor) and that as a share of bpftrace's above the
+//! floor ((r - r_floor) / (r_bpftrace - r_floor)), events per page, the cost per event
+//! ((r - 1) x baseline ns/page / events per page), events lost; then `trace`'s attach time (measured inside the process, and from spawn to its
 //! ready line) and the latency of `memcg-drift explain <cgroup> --json`. `--json` prints one
 //! document instead. Root only.
 
@@ -45,7 +51,7 @@ use memcg_drift::{
 };
 
 const USAGE: &str = "usage: overhead [--pages N] [--reps R] [--rounds N] [--cpu C] \
-                     [--explain-runs N] [--settle-ms MS] [--no-bpftrace] [--json]";
+                     [--explain-runs N] [--settle-ms MS] [--no-bpftrace] [--alt-bin PATH] [--json]";
 
 /// Command-line options.
 struct Opts {
@@ -57,18 +63,21 @@ struct Opts {
     settle_ms: u64,
     bpftrace: bool,
     json: bool,
+    /// Another memcg-drift binary whose `trace` recording is measured beside the main one.
+    alt_bin: Option<PathBuf>,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
     let mut o = Opts {
         pages: 16384,
-        reps: 4,
+        reps: 8,
         rounds: 15,
         cpu: None,
         explain_runs: 9,
         settle_ms: 200,
         bpftrace: true,
         json: false,
+        alt_bin: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -92,6 +101,10 @@ fn parse_opts() -> anyhow::Result<Opts> {
             "--explain-runs" => o.explain_runs = num("--explain-runs")? as usize,
             "--settle-ms" => o.settle_ms = num("--settle-ms")?,
             "--no-bpftrace" => o.bpftrace = false,
+            "--alt-bin" => {
+                let v = args.next().with_context(|| format!("--alt-bin needs a path; {USAGE}"))?;
+                o.alt_bin = Some(PathBuf::from(v));
+            }
             "--json" => o.json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -112,16 +125,22 @@ enum Config {
     TraceOther,
     TraceRoot,
     Bpftrace,
+    /// `trace-record` with the `--alt-bin` binary (A/B of two builds in one run).
+    AltRecord,
+    /// `trace-root` with the `--alt-bin` binary.
+    AltRoot,
 }
 
 impl Config {
-    const ALL: [Config; 6] = [
+    const ALL: [Config; 8] = [
         Config::Baseline,
         Config::Floor,
         Config::TraceRecord,
         Config::TraceOther,
         Config::TraceRoot,
         Config::Bpftrace,
+        Config::AltRecord,
+        Config::AltRoot,
     ];
 
     fn name(self) -> &'static str {
@@ -132,6 +151,8 @@ impl Config {
             Config::TraceOther => "trace-other",
             Config::TraceRoot => "trace-root",
             Config::Bpftrace => "bpftrace",
+            Config::AltRecord => "alt-record",
+            Config::AltRoot => "alt-root",
         }
     }
 }
@@ -262,6 +283,7 @@ struct Rig {
     pages: u64,
     reps: u64,
     settle: Duration,
+    alt_bin: Option<PathBuf>,
 }
 
 impl Rig {
@@ -280,10 +302,14 @@ impl Rig {
     }
 
     fn trace_cmd(&self, c: Config) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let bin = match (c, &self.alt_bin) {
+            (Config::AltRecord | Config::AltRoot, Some(alt)) => alt,
+            _ => &self.bin,
+        };
+        let mut cmd = Command::new(bin);
         cmd.arg("trace").arg("--json").arg("--cgroup");
         match c {
-            Config::TraceRecord => cmd.arg(self.work.path()),
+            Config::TraceRecord | Config::AltRecord => cmd.arg(self.work.path()),
             Config::TraceOther => cmd.arg(self.other.path()),
             _ => cmd.arg("/").arg("--descendants"),
         };
@@ -308,7 +334,7 @@ fn trace_figures(doc: &serde_json::Value, c: Config, work_id: u64) -> (u64, u64,
     let counters = &doc["counters"];
     let events = match c {
         // The loop's events only, from its cgroup's rows.
-        Config::TraceRecord => doc["rows"]
+        Config::TraceRecord | Config::AltRecord => doc["rows"]
             .as_array()
             .into_iter()
             .flatten()
@@ -348,7 +374,11 @@ fn measure(rig: &mut Rig, c: Config, s: &mut Series) -> anyhow::Result<f64> {
             p.stop()?;
             Ok(ns)
         }
-        Config::TraceRecord | Config::TraceOther | Config::TraceRoot => {
+        Config::TraceRecord
+        | Config::TraceOther
+        | Config::TraceRoot
+        | Config::AltRecord
+        | Config::AltRoot => {
             let (p, ready) =
                 Attached::spawn(rig.trace_cmd(c), |out, l| !out && l.starts_with("tracing "))?;
             s.ready_ms.push(ready.as_secs_f64() * 1e3);
@@ -437,6 +467,7 @@ fn run() -> anyhow::Result<()> {
     let configs: Vec<Config> = Config::ALL
         .into_iter()
         .filter(|c| *c != Config::Bpftrace || have_bpftrace)
+        .filter(|c| !matches!(c, Config::AltRecord | Config::AltRoot) || o.alt_bin.is_some())
         .collect();
     let hier = detect_layout()?
         .memory
@@ -460,6 +491,7 @@ fn run() -> anyhow::Result<()> {
         pages: o.pages,
         reps: o.reps,
         settle: Duration::from_millis(o.settle_ms),
+        alt_bin: o.alt_bin.clone(),
     };
     let load_start = loadavg();
     // Warm up: the first touches fault in page tables and the allocator's free lists.
@@ -502,10 +534,13 @@ fn run() -> anyhow::Result<()> {
     let load_end = loadavg();
 
     let base_ns = median(&series[0].ns).unwrap_or(0.0);
-    let r_bpf = configs
-        .iter()
-        .position(|c| *c == Config::Bpftrace)
-        .and_then(|i| median(&series[i].ratio));
+    let median_of = |which: Config| {
+        configs
+            .iter()
+            .position(|c| *c == which)
+            .and_then(|i| median(&series[i].ratio))
+    };
+    let (r_bpf, r_floor) = (median_of(Config::Bpftrace), median_of(Config::Floor));
     let rows: Vec<serde_json::Value> = configs
         .iter()
         .zip(&series)
@@ -518,6 +553,15 @@ fn run() -> anyhow::Result<()> {
                 (Some(rb), _) if rb > 1.0 => Some((r - 1.0) / (rb - 1.0)),
                 _ => None,
             };
+            // What the configuration costs beyond running any program on the hooks at all.
+            let (over_floor, share_over_floor) = match (r_floor, r_bpf, *c) {
+                (_, _, Config::Baseline | Config::Floor) => (None, None),
+                (Some(rf), Some(rb), _) if rb > rf => {
+                    (Some(r - rf), Some((r - rf) / (rb - rf)))
+                }
+                (Some(rf), _, _) => (Some(r - rf), None),
+                _ => (None, None),
+            };
             serde_json::json!({
                 "config": c.name(),
                 "ns_per_page": median(&s.ns),
@@ -525,6 +569,8 @@ fn run() -> anyhow::Result<()> {
                 "ratio_min": lo,
                 "ratio_max": hi,
                 "share_of_bpftrace": share,
+                "over_floor": over_floor,
+                "share_of_bpftrace_over_floor": share_over_floor,
                 "events_per_page": epp,
                 "ns_per_event": epp.filter(|e| *e > 0.0).map(|e| (r - 1.0) * base_ns / e),
                 "lost": s.lost,
@@ -581,26 +627,45 @@ fn render(d: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<13} {:>8} {:>6} {:>13} {:>9} {:>8} {:>8} {:>5}",
-        "CONFIG", "NS/PAGE", "RATIO", "MIN-MAX", "BPFTRACE%", "EV/PAGE", "NS/EVENT", "LOST"
+        "{:<13} {:>8} {:>6} {:>11} {:>9} {:>6} {:>9} {:>7} {:>8} {:>5}",
+        "CONFIG",
+        "NS/PAGE",
+        "RATIO",
+        "MIN-MAX",
+        "BPFTRACE%",
+        "+FLOOR",
+        "BPF>FLOOR",
+        "EV/PAGE",
+        "NS/EVENT",
+        "LOST"
     );
     for r in d["configs"].as_array().into_iter().flatten() {
-        let share = r["share_of_bpftrace"]
-            .as_f64()
-            .map_or("-".to_string(), |x| format!("{:.0}%", x * 100.0));
+        let pct = |v: &serde_json::Value| {
+            v.as_f64()
+                .map_or("-".to_string(), |x| format!("{:.0}%", x * 100.0))
+        };
         let _ = writeln!(
             s,
-            "{:<13} {:>8} {:>6} {:>13} {:>9} {:>8} {:>8} {:>5}",
+            "{:<13} {:>8} {:>6} {:>11} {:>9} {:>6} {:>9} {:>7} {:>8} {:>5}",
             r["config"].as_str().unwrap_or(""),
             f(&r["ns_per_page"], 0),
             f(&r["ratio"], 3),
             format!("{}-{}", f(&r["ratio_min"], 2), f(&r["ratio_max"], 2)),
-            share,
+            pct(&r["share_of_bpftrace"]),
+            r["over_floor"]
+                .as_f64()
+                .map_or("-".to_string(), |x| format!("{:+.3}", x)),
+            pct(&r["share_of_bpftrace_over_floor"]),
             f(&r["events_per_page"], 2),
             f(&r["ns_per_event"], 1),
             r["lost"]
         );
     }
+    let _ = writeln!(
+        s,
+        "(RATIO: median of per-round ratios to the baseline; BPFTRACE%: (r - 1) / (r_bpftrace - 1); \
+         +FLOOR: r - r_floor; BPF>FLOOR: (r - r_floor) / (r_bpftrace - r_floor))"
+    );
     let _ = writeln!(s);
     for r in d["configs"].as_array().into_iter().flatten() {
         if r["ready_ms"].is_null() {
