@@ -151,3 +151,50 @@ pub fn private_dirs_left(run_id: &str, extra: &[&std::path::Path]) -> Vec<std::p
     }
     left
 }
+
+/// What an SVG plot the tool wrote holds, read with an XML parser.
+#[derive(Debug)]
+pub struct SvgPlot {
+    /// Every `<text>`'s content (title, axis descriptions, tick labels, legend).
+    pub texts: Vec<String>,
+    /// `<polyline>` elements (line series).
+    pub polylines: usize,
+    /// `<rect>` elements (background, bars, legend boxes).
+    pub rects: usize,
+}
+
+/// Parses the SVG at `path` (fails the test on malformed XML or a root that is not an 800+
+/// pixel wide `<svg>`), and checks that each of `texts` appears in some text element.
+pub fn check_svg(path: &std::path::Path, texts: &[&str]) -> SvgPlot {
+    let src = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc = roxmltree::Document::parse(&src)
+        .unwrap_or_else(|e| panic!("{}: not XML: {e}", path.display()));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg", "{}", path.display());
+    let width: f64 = root.attribute("width").unwrap().parse().unwrap();
+    assert!(width >= 800.0, "{}: {width} px wide", path.display());
+    let plot = SvgPlot {
+        texts: root
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .map(|n| n.text().unwrap_or("").trim().to_string())
+            .collect(),
+        polylines: root
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count(),
+        rects: root
+            .descendants()
+            .filter(|n| n.has_tag_name("rect"))
+            .count(),
+    };
+    for t in texts {
+        assert!(
+            plot.texts.iter().any(|x| x.contains(t)),
+            "{}: no text `{t}` in {:?}",
+            path.display(),
+            plot.texts
+        );
+    }
+    plot
+}

@@ -266,6 +266,27 @@ fn batch_skew_cli_text_json_and_record() {
     assert!(text.status.success());
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("verdict: flushes into the parent"), "{text}");
+    // The plots of the record: per-CPU residues and stocks with the observed batch drawn; the
+    // same files from `run --svg` and from `report --svg` of its record.
+    let plots = dir.path().join("plots");
+    let o = Command::new(bin())
+        .arg("report")
+        .arg(&rec)
+        .arg("--svg")
+        .arg(&plots)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run_id = j["run_id"].as_str().unwrap();
+    let cpu_names: Vec<String> = list.split(',').map(|c| format!("cpu{c} residue")).collect();
+    let mut want: Vec<&str> = cpu_names.iter().map(String::as_str).collect();
+    want.extend([run_id, "iteration", "pages (per-CPU residue)"]);
+    let p = integration_tests::check_svg(&plots.join("batch-skew-residues.svg"), &want);
+    assert!(p.polylines >= cpu_names.len(), "{p:?}");
+    integration_tests::check_svg(
+        &plots.join("batch-skew-stock.svg"),
+        &[run_id, "pages in the stock", "observed charge batch"],
+    );
     assert!(
         text.contains("charge batch: kernel MEMCG_CHARGE_BATCH 64"),
         "{text}"

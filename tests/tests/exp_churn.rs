@@ -310,3 +310,41 @@ fn churn_bad_options_are_refused_before_anything_is_created() {
         assert!(out.stdout.is_empty(), "{args:?}: printed a report");
     }
 }
+
+/// `run churn --svg DIR`: dying cgroups over time and each churned cgroup's lifetime.
+#[test]
+fn churn_plots() {
+    let test = "churn_plots";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(integration_tests::bin())
+        .args([
+            "run", "churn", "--cycles", "4", "--hold", "300ms", "--json", "--svg",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run_id = doc["run_id"].as_str().unwrap();
+    let p = integration_tests::check_svg(
+        &dir.path().join("churn-dying.svg"),
+        &[run_id, "dying (css walk)", "dying cgroups", "ms"],
+    );
+    assert!(p.polylines >= 1, "{p:?}");
+    integration_tests::check_svg(
+        &dir.path().join("churn-lifetimes.svg"),
+        &[
+            "unpinned",
+            "pinned by page cache",
+            "lifetime after rmdir (ms)",
+        ],
+    );
+}

@@ -78,6 +78,25 @@ fn limit_oom_at_32_mib_kills_the_workload_once() {
     eprintln!("{test}: oom_kills {:#}", doc["oom_kills"]);
     assert_eq!(code, 0, "failed checks: {:?}", failed_checks(&doc));
     assert_cleaned_up(&h, &doc);
+    // The record's plots: the timeline with the kill marked, the events per step.
+    let plots = tempfile::tempdir().unwrap();
+    let o = Command::new(bin())
+        .arg("report")
+        .arg(&rec)
+        .arg("--svg")
+        .arg(plots.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = integration_tests::check_svg(
+        &plots.path().join("limit.svg"),
+        &["usage (page_counter)", "limit", "OOM kill", "MiB", "ms"],
+    );
+    assert!(p.polylines >= 6, "{p:?}");
+    integration_tests::check_svg(
+        &plots.path().join("limit-events.svg"),
+        &["limit hits", "memcg reclaim rounds", "OOM kill"],
+    );
     let res = &doc["results"];
     let pid = res["workload_pid"].as_u64().unwrap();
     let limited = res["limited_path"].as_str().unwrap();

@@ -588,9 +588,19 @@ fn cli_text_json_and_errors() {
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     w.touch(100).unwrap();
     let path = cg.path().to_str().unwrap().to_string();
-    let o = cli(&["explain", &path, "--cpus"]);
+    let plots = tempfile::tempdir().unwrap();
+    let svg = plots.path().join("ledger.svg");
+    let o = cli(&["explain", &path, "--cpus", "--svg", svg.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The ledger plot: one bar per term, split by CPU (a segment per online CPU).
+    let mut want = vec!["lru.inactive_anon", "kmem", "stock", "flushed", "MiB"];
+    let cpu_names: Vec<String> = (0..online_cpus().len())
+        .map(|c| format!("cpu{c}"))
+        .collect();
+    want.extend(cpu_names.iter().map(String::as_str));
+    let p = integration_tests::check_svg(&svg, &want);
+    assert!(p.rects > cpu_names.len() + 1, "{p:?}");
     for line in text.lines() {
         assert!(line.chars().count() <= 100, "too wide: {line}");
     }

@@ -124,6 +124,10 @@ pub struct ExplainArgs {
     /// Show every term's per-CPU breakdown (JSON always has it).
     #[arg(long)]
     pub cpus: bool,
+    /// Also write the ledger as an SVG plot (one stacked bar per term, split by CPU) to FILE
+    /// (with --watch: rewritten at every report).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }
 
 /// Options of `export`.
@@ -158,6 +162,9 @@ pub struct RunArgs {
     /// Also save the report to FILE (re-render with `memcg-drift report FILE`).
     #[arg(long, global = true, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Also write SVG plots of the run into DIR (created if missing).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
 }
 
 /// The experiments.
@@ -340,6 +347,9 @@ pub struct ReportArgs {
     /// Print the JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write SVG plots of the run into DIR (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
 }
 
 /// Parses a human duration (`500ms`, `5s`, `1min`); a bare number means seconds.

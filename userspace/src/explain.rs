@@ -492,6 +492,9 @@ pub fn run(args: &ExplainArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
     loop {
         let t0 = Instant::now();
         let report = ex.report()?;
+        if let Some(f) = &args.svg {
+            crate::safefs::write_user_output(f, crate::plot::explain_plot(&report)?.as_bytes(), "--svg")?;
+        }
         match (args.json, args.watch.is_some()) {
             (true, false) => println!("{}", serde_json::to_string_pretty(&report)?),
             (true, true) => println!("{}", serde_json::to_string(&report)?),

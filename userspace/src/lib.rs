@@ -18,6 +18,7 @@ pub mod items;
 pub mod kernel;
 pub mod ledger;
 pub mod plan;
+pub mod plot;
 pub mod probes;
 pub mod residue;
 pub mod run;

@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let common = experiment::Common {
                 json: a.json,
                 record: a.record.clone(),
+                svg: a.svg.clone(),
             };
             if let Some(r) = &common.record {
                 check_writable(r)?;
@@ -194,6 +195,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Report(a) => {
             let r = experiment::load(&a.file)?;
+            if let Some(dir) = &a.svg {
+                crate::plot::write_all(dir, &crate::plot::run_plots(&r)?)?;
+            }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

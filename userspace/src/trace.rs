@@ -335,7 +335,7 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
             interval: tick.2 + 1,
             t_s: t0.elapsed().as_secs_f64(),
             duration_s: tick.1.elapsed().as_secs_f64(),
-            rows: rows(&window, &tracer.items, tracer.unit, page_size, &paths),
+            rows: rows(&window, &tracer.items, tracer.unit, page_size, paths),
             lost: window.counters.lost(),
             counters: window.counters,
         };

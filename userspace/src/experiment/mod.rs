@@ -48,6 +48,8 @@ pub struct Common {
     pub json: bool,
     /// Save the report to this file (re-rendered by `memcg-drift report FILE`).
     pub record: Option<std::path::PathBuf>,
+    /// Write SVG plots of the report into this directory.
+    pub svg: Option<std::path::PathBuf>,
 }
 
 /// Free memory the machine must keep besides an experiment's worst case.
@@ -555,6 +557,9 @@ pub fn kernel_release() -> String {
 pub fn emit(report: &Report, common: &Common) -> anyhow::Result<i32> {
     if let Some(path) = &common.record {
         report::save(report, path)?;
+    }
+    if let Some(dir) = &common.svg {
+        crate::plot::write_all(dir, &crate::plot::run_plots(report)?)?;
     }
     if common.json {
         println!("{}", serde_json::to_string_pretty(report)?);

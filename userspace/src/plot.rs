@@ -1,0 +1,591 @@
+//! SVG plots of run records and ledgers (plotters' SVG backend): `run … --svg DIR`,
+//! `report FILE --svg DIR`, `explain --svg FILE`. Pure rendering of finished reports: nothing
+//! here reads the kernel.
+//!
+//! - limit: usage, limit, peak and the anon/file/shmem split over the run's time, the OOM kill
+//!   marked; a second plot with limit hits (failcnt / `max` events), reclaim rounds and OOM
+//!   events per step;
+//! - batch-skew: each CPU's never-flushed NR_ANON_MAPPED residue and charge stock per iteration,
+//!   with the stock's bound (the observed charge batch) drawn;
+//! - churn: dying cgroups over time; each churned cgroup's rmdir-to-release lifetime;
+//! - kmem and shmem (and any run with ledgers): the ledger's terms per phase, stacked;
+//! - explain: one stacked bar per ledger term, split by CPU (the per-CPU part) and the flushed
+//!   aggregate.
+//!
+//! Every plot has a title naming the run, axes labelled with units, a legend, on white.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::{experiment::report::Report, explain::ExplainReport};
+
+const SIZE: (u32, u32) = (960, 540);
+const MIB: f64 = 1048576.0;
+
+/// One line of a line chart.
+struct Series {
+    name: String,
+    points: Vec<(f64, f64)>,
+}
+
+fn color(i: usize) -> RGBColor {
+    // Distinguishable on white (Tableau 10).
+    const C: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    let (r, g, b) = C[i % C.len()];
+    RGBColor(r, g, b)
+}
+
+fn range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in vals.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    lo = lo.min(0.0);
+    if hi <= lo {
+        hi = lo + 1.0;
+    }
+    let pad = (hi - lo) * 0.05;
+    (lo - if lo < 0.0 { pad } else { 0.0 }, hi + pad)
+}
+
+/// A line chart; `marks` are vertical lines at x with a label (e.g. the OOM kill); `hlines`
+/// horizontal ones.
+fn line_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    marks: &[(f64, String)],
+    hlines: &[(f64, String)],
+) -> anyhow::Result<String> {
+    // Counted x axes (iterations, indices) label whole numbers only.
+    let integer_x = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .all(|p| (p.0 - p.0.round()).abs() < 1e-9);
+    let (x0, x1) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+    let (y0, y1) = range(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .chain(hlines.iter().map(|h| h.0)),
+    );
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(title, ("sans-serif", 18))?;
+        let mut c = ChartBuilder::on(&root)
+            .margin(16)
+            .margin_right(LEGEND_WIDTH)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        let whole = |x: &f64| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        };
+        let plain = |x: &f64| format!("{x}");
+        c.configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .light_line_style(WHITE.mix(0.0))
+            .x_label_formatter(if integer_x { &whole } else { &plain })
+            .draw()?;
+        let mut entries = Vec::new();
+        for (i, s) in series.iter().enumerate() {
+            let col = color(i);
+            c.draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                col.stroke_width(2),
+            ))?;
+            c.draw_series(s.points.iter().map(|&p| Circle::new(p, 2, col.filled())))?;
+            entries.push((s.name.clone(), Swatch::Line(col)));
+        }
+        for (i, (y, name)) in hlines.iter().enumerate() {
+            let col = color(series.len() + i);
+            c.draw_series(DashedLineSeries::new(
+                [(x0, *y), (x1, *y)],
+                6,
+                4,
+                col.stroke_width(2),
+            ))?;
+            entries.push((name.clone(), Swatch::Line(col)));
+        }
+        for (x, name) in marks {
+            c.draw_series(LineSeries::new([(*x, y0), (*x, y1)], RED.stroke_width(2)))?;
+            entries.push((name.clone(), Swatch::Mark(RED)));
+        }
+        legend(&root, &entries)?;
+        root.present()?;
+    }
+    Ok(out)
+}
+
+/// Room on the right for the legend, outside the plotted data.
+const LEGEND_WIDTH: u32 = 270;
+
+/// How a legend entry is drawn.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Line(RGBColor),
+    Mark(RGBColor),
+    Box(RGBColor),
+}
+
+/// Draws the legend in the room right of the plot, where it hides no data.
+fn legend(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    entries: &[(String, Swatch)],
+) -> anyhow::Result<()> {
+    let x = (root.dim_in_pixel().0 - LEGEND_WIDTH + 24) as i32;
+    for (i, (name, sw)) in entries.iter().enumerate() {
+        let y = 60 + 20 * i as i32;
+        match *sw {
+            Swatch::Line(c) => root.draw(&PathElement::new(
+                vec![(x, y), (x + 22, y)],
+                c.stroke_width(3),
+            ))?,
+            Swatch::Mark(c) => root.draw(&PathElement::new(
+                vec![(x + 11, y - 7), (x + 11, y + 7)],
+                c.stroke_width(3),
+            ))?,
+            Swatch::Box(c) => root.draw(&Rectangle::new(
+                [(x + 4, y - 6), (x + 18, y + 6)],
+                c.filled(),
+            ))?,
+        }
+        let short: String = name.chars().take(30).collect();
+        root.draw(&Text::new(
+            short,
+            (x + 30, y - 7),
+            ("sans-serif", 13).into_font(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// A stacked bar chart: one bar per category, one segment per entry of `segments`
+/// (name, value per category); positive values stack up from 0, negative ones down.
+fn stacked_bars(
+    title: &str,
+    y_desc: &str,
+    categories: &[String],
+    segments: &[(String, Vec<f64>)],
+) -> anyhow::Result<String> {
+    let n = categories.len().max(1);
+    let mut tops = vec![(0.0f64, 0.0f64); n];
+    for (_, vals) in segments {
+        for (i, v) in vals.iter().enumerate().take(n) {
+            if *v >= 0.0 {
+                tops[i].0 += v;
+            } else {
+                tops[i].1 += v;
+            }
+        }
+    }
+    let (y0, y1) = range(tops.iter().flat_map(|t| [t.0, t.1]));
+    let mut out = String::new();
+    {
+        // Wide enough that every category's name fits under its bar.
+        let width = SIZE.0.max(150 * n as u32 + LEGEND_WIDTH + 120);
+        let root = SVGBackend::with_string(&mut out, (width, SIZE.1)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(title, ("sans-serif", 18))?;
+        let mut c = ChartBuilder::on(&root)
+            .margin(16)
+            .margin_right(LEGEND_WIDTH)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y0..y1)?;
+        // Category names under their bars, shortened to the bar's width.
+        let room = ((width - LEGEND_WIDTH - 120) as usize / n / 7).max(4);
+        let label = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() > 1e-6 || i < 0.0 {
+                return String::new();
+            }
+            let name = categories.get(i as usize).cloned().unwrap_or_default();
+            if name.chars().count() > room {
+                let keep: String = name.chars().take(room.saturating_sub(1)).collect();
+                format!("{keep}…")
+            } else {
+                name
+            }
+        };
+        c.configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .x_labels(n)
+            .x_label_formatter(&label)
+            .y_desc(y_desc)
+            .draw()?;
+        let mut entries = Vec::new();
+        let mut up = vec![0.0f64; n];
+        let mut down = vec![0.0f64; n];
+        for (k, (name, vals)) in segments.iter().enumerate() {
+            let col = color(k);
+            let mut rects = Vec::new();
+            for (i, v) in vals.iter().enumerate().take(n) {
+                if *v == 0.0 {
+                    continue;
+                }
+                let (a, b) = if *v > 0.0 {
+                    let a = up[i];
+                    up[i] += v;
+                    (a, up[i])
+                } else {
+                    let a = down[i];
+                    down[i] += v;
+                    (down[i], a)
+                };
+                let x = i as f64;
+                rects.push(Rectangle::new([(x - 0.35, a), (x + 0.35, b)], col.filled()));
+            }
+            c.draw_series(rects)?;
+            entries.push((name.clone(), Swatch::Box(col)));
+        }
+        legend(&root, &entries)?;
+        root.present()?;
+    }
+    Ok(out)
+}
+
+fn title(r: &Report, what: &str) -> String {
+    format!("{} run {}: {what}", r.experiment, r.run_id)
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// limit: the timeline (usage, limit, peak, anon/file/shmem; the OOM kill) and the events.
+fn limit(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+    let steps = r.results["timeline"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut t = 0.0;
+    let mut at = Vec::new();
+    for s in &steps {
+        t += num(&s["duration_ms"]).unwrap_or(0.0);
+        at.push(t);
+    }
+    let series = |key: &str, name: &str| Series {
+        name: name.into(),
+        points: steps
+            .iter()
+            .zip(&at)
+            .filter_map(|(s, t)| Some((*t, num(&s[key])? / MIB)))
+            .collect(),
+    };
+    let marks: Vec<(f64, String)> = steps
+        .iter()
+        .zip(&at)
+        .filter(|(s, _)| num(&s["oom_kill_delta"]).is_some_and(|k| k > 0.0))
+        .map(|(s, t)| {
+            (
+                *t,
+                format!("OOM kill ({})", s["phase"].as_str().unwrap_or("")),
+            )
+        })
+        .take(1)
+        .collect();
+    let usage = line_chart(
+        &title(r, "usage against the limit"),
+        "time since the first step (ms)",
+        "MiB",
+        &[
+            series("usage_bytes", "usage (page_counter)"),
+            series("limit_bytes", "limit"),
+            series("peak_bytes", "peak"),
+            series("anon_bytes", "anon (memory.stat)"),
+            series("file_bytes", "file (memory.stat)"),
+            series("shmem_bytes", "shmem (memory.stat)"),
+        ],
+        &marks,
+        &[],
+    )?;
+    let count = |key: &str, name: &str| Series {
+        name: name.into(),
+        points: steps
+            .iter()
+            .zip(&at)
+            .map(|(s, t)| (*t, num(&s[key]).unwrap_or(0.0)))
+            .collect(),
+    };
+    let events = line_chart(
+        &title(r, "limit hits, reclaim and OOM per step"),
+        "time since the first step (ms)",
+        "events per step",
+        &[
+            count("failcnt_delta", "limit hits (failcnt / max events)"),
+            count("reclaim_rounds", "memcg reclaim rounds"),
+            count("high_events_delta", "high events"),
+            count("oom_events_delta", "oom events"),
+        ],
+        &marks,
+        &[],
+    )?;
+    Ok(vec![
+        ("limit.svg".into(), usage),
+        ("limit-events.svg".into(), events),
+    ])
+}
+
+/// batch-skew: per-CPU residues and stock per iteration.
+fn batch_skew(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+    let iters = r.results["iterations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut cpus: Vec<u64> = iters
+        .iter()
+        .flat_map(|i| i["cpus"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["cpu"].as_u64())
+        .collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    let per_cpu = |key: &str, what: &str| -> Vec<Series> {
+        cpus.iter()
+            .map(|cpu| Series {
+                name: format!("cpu{cpu} {what}"),
+                points: iters
+                    .iter()
+                    .filter_map(|i| {
+                        let x = num(&i["index"])?;
+                        let row = i["cpus"]
+                            .as_array()?
+                            .iter()
+                            .find(|c| c["cpu"].as_u64() == Some(*cpu))?;
+                        Some((x, num(&row[key])?))
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    let residues = line_chart(
+        &title(r, "never-flushed NR_ANON_MAPPED per CPU"),
+        "iteration",
+        "pages (per-CPU residue)",
+        &per_cpu("residue", "residue"),
+        &[],
+        &[],
+    )?;
+    let batch = r.results["observed_batch"].as_f64();
+    let hl: Vec<(f64, String)> = batch
+        .map(|b| (b, format!("observed charge batch ({b} pages)")))
+        .into_iter()
+        .collect();
+    let stock = line_chart(
+        &title(r, "charge stock per CPU after each touch"),
+        "iteration",
+        "pages in the stock",
+        &per_cpu("stock_after_touch", "stock"),
+        &[],
+        &hl,
+    )?;
+    Ok(vec![
+        ("batch-skew-residues.svg".into(), residues),
+        ("batch-skew-stock.svg".into(), stock),
+    ])
+}
+
+/// churn: dying over time and lifetimes.
+fn churn(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+    let pts = r.results["dying_over_time"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut series = vec![Series {
+        name: "dying (css walk)".into(),
+        points: pts
+            .iter()
+            .filter_map(|p| Some((num(&p["ms"])?, num(&p["walk"])?)))
+            .collect(),
+    }];
+    let kernel: Vec<(f64, f64)> = pts
+        .iter()
+        .filter_map(|p| Some((num(&p["ms"])?, num(&p["nr_dying_descendants"])?)))
+        .collect();
+    if !kernel.is_empty() {
+        series.push(Series {
+            name: "nr_dying_descendants (v2 cgroup.stat)".into(),
+            points: kernel,
+        });
+    }
+    let dying = line_chart(
+        &title(r, "dying cgroups under the run"),
+        "time since the start (ms)",
+        "dying cgroups",
+        &series,
+        &[],
+        &[],
+    )?;
+    let churned = r.results["churned"].as_array().cloned().unwrap_or_default();
+    let life = |pinned: bool, name: &str| Series {
+        name: name.into(),
+        points: churned
+            .iter()
+            .filter(|c| c["pinned"].as_bool() == Some(pinned))
+            .filter_map(|c| {
+                let ms = num(&c["traced_lifetime_ms"])
+                    .or_else(|| c["lifetime_ms"].as_array().and_then(|a| num(a.get(1)?)))?;
+                Some((num(&c["index"])?, ms))
+            })
+            .collect(),
+    };
+    let lifetimes = line_chart(
+        &title(r, "rmdir to release, per churned cgroup"),
+        "churned cgroup (index)",
+        "lifetime after rmdir (ms)",
+        &[life(false, "unpinned"), life(true, "pinned by page cache")],
+        &[],
+        &[],
+    )?;
+    Ok(vec![
+        ("churn-dying.svg".into(), dying),
+        ("churn-lifetimes.svg".into(), lifetimes),
+    ])
+}
+
+/// Any run with ledgers (kmem, shmem, ...): the terms per ledger, stacked.
+fn ledgers(r: &Report) -> anyhow::Result<Option<(String, String)>> {
+    if r.ledgers.is_empty() {
+        return Ok(None);
+    }
+    let cats: Vec<String> = r
+        .ledgers
+        .iter()
+        .map(|l| format!("{} ({})", l.label, l.cgroup))
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for l in &r.ledgers {
+        for t in l.json["terms"].as_array().into_iter().flatten() {
+            if let Some(n) = t["term"].as_str()
+                && !names.iter().any(|x| x == n)
+            {
+                names.push(n.to_string());
+            }
+        }
+    }
+    let mut segs: Vec<(String, Vec<f64>)> = names
+        .iter()
+        .map(|n| {
+            let vals = r
+                .ledgers
+                .iter()
+                .map(|l| {
+                    l.json["terms"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|t| t["term"].as_str() == Some(n))
+                        .and_then(|t| num(&t["bytes"]))
+                        .unwrap_or(0.0)
+                        / MIB
+                })
+                .collect();
+            (n.clone(), vals)
+        })
+        .collect();
+    segs.push((
+        "unexplained".into(),
+        r.ledgers
+            .iter()
+            .map(|l| l.unexplained_pages as f64 * r.page_size as f64 / MIB)
+            .collect(),
+    ));
+    Ok(Some((
+        format!("{}-ledgers.svg", r.experiment),
+        stacked_bars(&title(r, "ledger terms per phase"), "MiB", &cats, &segs)?,
+    )))
+}
+
+/// The plots of a run record: (file name, SVG text).
+pub fn run_plots(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = match r.experiment.as_str() {
+        "limit" => limit(r)?,
+        "batch-skew" => batch_skew(r)?,
+        "churn" => churn(r)?,
+        _ => Vec::new(),
+    };
+    out.extend(ledgers(r)?);
+    Ok(out)
+}
+
+/// The ledger of an `explain` report: one stacked bar per term, split by CPU.
+pub fn explain_plot(r: &ExplainReport) -> anyhow::Result<String> {
+    let cats: Vec<String> = r.terms.iter().map(|t| t.term.clone()).collect();
+    let ps = r.page_size as f64;
+    let cpus = r.terms.iter().map(|t| t.per_cpu.len()).max().unwrap_or(0);
+    let mut segs: Vec<(String, Vec<f64>)> = vec![(
+        "flushed + pending (tree)".into(),
+        r.terms
+            .iter()
+            .map(|t| (t.bytes as f64 - t.per_cpu.iter().sum::<i64>() as f64 * ps) / MIB)
+            .collect(),
+    )];
+    for cpu in 0..cpus {
+        segs.push((
+            format!("cpu{cpu}"),
+            r.terms
+                .iter()
+                .map(|t| t.per_cpu.get(cpu).copied().unwrap_or(0) as f64 * ps / MIB)
+                .collect(),
+        ));
+    }
+    stacked_bars(
+        &format!(
+            "explain {}: usage {:.1} MiB, unexplained {} pages",
+            r.cgroup,
+            r.usage_bytes as f64 / MIB,
+            r.unexplained_pages
+        ),
+        "MiB",
+        &cats,
+        &segs,
+    )
+}
+
+/// Writes `plots` into `dir` (created if missing); returns the paths written. Each file is a
+/// user output: see [`crate::safefs::write_user_output`].
+pub fn write_all(
+    dir: &Path,
+    plots: &[(String, String)],
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("--svg {}: {e}", dir.display()))?;
+    }
+    if !dir.is_dir() {
+        anyhow::bail!("--svg {}: not a directory", dir.display());
+    }
+    let mut out = Vec::new();
+    for (name, text) in plots {
+        let p = dir.join(name);
+        crate::safefs::write_user_output(&p, text.as_bytes(), "--svg")?;
+        out.push(p);
+    }
+    Ok(out)
+}
