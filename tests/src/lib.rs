@@ -198,3 +198,21 @@ pub fn check_svg(path: &std::path::Path, texts: &[&str]) -> SvgPlot {
     }
     plot
 }
+
+/// Runs `memcg-drift ARGS`, asserts it succeeded (showing its stderr otherwise) and returns the
+/// JSON document it printed.
+pub fn run_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        args.iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}

@@ -320,19 +320,10 @@ fn churn_plots() {
     }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(integration_tests::bin())
-        .args([
-            "run", "churn", "--cycles", "4", "--hold", "300ms", "--json", "--svg",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let svg = dir.path().to_str().unwrap();
+    let doc = integration_tests::run_json(&[
+        "run", "churn", "--cycles", "4", "--hold", "300ms", "--json", "--svg", svg,
+    ]);
     let run_id = doc["run_id"].as_str().unwrap();
     let p = integration_tests::check_svg(
         &dir.path().join("churn-dying.svg"),

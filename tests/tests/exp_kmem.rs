@@ -17,9 +17,8 @@
 //! - v1: the kmem page_counter equals MEMCG_KMEM at every snapshot (memcg1_account_kmem runs
 //!   beside every MEMCG_KMEM update).
 
-use std::process::Command;
 
-use integration_tests::{bin, no_runs_left, online_cpus, require_kernel, serial};
+use integration_tests::{no_runs_left, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::{CgroupVersion, detect_layout},
     experiment::{
@@ -135,16 +134,7 @@ fn kmem_cli_json_and_bad_input() {
         return;
     }
     let _serial = serial();
-    let out = Command::new(bin())
-        .args(["run", "kmem", "--sockets", "20", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = integration_tests::run_json(&["run", "kmem", "--sockets", "20", "--json"]);
     assert_eq!(j["experiment"], "kmem");
     assert!(j["verdict"]["status"].is_string());
     assert_eq!(j["results"]["params"]["sockets"], 20);

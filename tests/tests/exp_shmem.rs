@@ -13,9 +13,8 @@
 //!   every anon page it faulted in `a` from `a`;
 //! - the ledgers of both cgroups close (unexplained 0) after every phase.
 
-use std::process::Command;
 
-use integration_tests::{bin, no_runs_left, online_cpus, require_kernel, serial};
+use integration_tests::{no_runs_left, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::detect_layout,
     experiment::{
@@ -123,24 +122,15 @@ fn shmem_cli_json_and_bad_input() {
         return;
     }
     let _serial = serial();
-    let out = Command::new(bin())
-        .args([
-            "run",
-            "shmem",
-            "--pages",
-            "32",
-            "--anon-pages",
-            "8",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = integration_tests::run_json(&[
+        "run",
+        "shmem",
+        "--pages",
+        "32",
+        "--anon-pages",
+        "8",
+        "--json",
+    ]);
     assert_eq!(j["experiment"], "shmem");
     assert_eq!(j["results"]["params"]["pages"], 32);
     assert!(j["results"]["tmpfs"].is_string());

@@ -242,17 +242,11 @@ fn prometheus_scrapes_the_exporter() {
         &format!("memcg_drift_usage_bytes{{{usage_label}}}"),
         |v| v > 0.0,
     );
-    let out = Command::new(bin())
-        .args(["explain", "--json"])
-        .arg(idle.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ex: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ex = integration_tests::run_json(&[
+        "explain".as_ref(),
+        "--json".as_ref(),
+        idle.path().as_os_str(),
+    ]);
     let usage = ex["usage_bytes"].as_f64().unwrap();
     let page = ex["page_size"].as_f64().unwrap();
     let stock_bound = ex["gap"]["bounds"]
