@@ -568,24 +568,21 @@ pub fn explain_plot(r: &ExplainReport) -> anyhow::Result<String> {
     )
 }
 
-/// Writes `plots` into `dir` (created if missing); returns the paths written. Each file is a
-/// user output: see [`crate::safefs::write_user_output`].
+/// Writes `plots` into `dir` (created if missing; see [`crate::safefs::prepare_output_dir`]);
+/// returns the paths written.
 pub fn write_all(
     dir: &Path,
     plots: &[(String, String)],
 ) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("--svg {}: {e}", dir.display()))?;
-    }
-    if !dir.is_dir() {
-        anyhow::bail!("--svg {}: not a directory", dir.display());
-    }
+    crate::safefs::prepare_output_dir(dir, "--svg")?;
     let mut out = Vec::new();
     for (name, text) in plots {
-        let p = dir.join(name);
-        crate::safefs::write_user_output(&p, text.as_bytes(), "--svg")?;
-        out.push(p);
+        out.push(crate::safefs::write_output_file(
+            dir,
+            name,
+            text.as_bytes(),
+            "--svg",
+        )?);
     }
     Ok(out)
 }

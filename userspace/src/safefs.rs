@@ -433,6 +433,57 @@ pub fn write_user_output(path: &Path, bytes: &[u8], what: &str) -> Result<(), Sa
     Ok(())
 }
 
+/// Prepares `dir`, a directory a user named for the tool's output files (`--svg DIR`): created
+/// (mode 0755, its parent must exist) when missing; when present it must be a real directory
+/// (not a symlink) owned by the tool's user or by the user who ran it through sudo
+/// (`SUDO_UID`): a directory someone else owns could hold links the tool would write through.
+pub fn prepare_output_dir(dir: &Path, what: &str) -> Result<(), SafeFsError> {
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(SafeFsError::io(dir, e)),
+    }
+    let md = fs::symlink_metadata(dir).map_err(|e| SafeFsError::io(dir, e))?;
+    if !md.file_type().is_dir() {
+        return Err(SafeFsError::unsafe_path(
+            dir,
+            format!("{what}: exists and is not a directory (a symlink or a file)"),
+        ));
+    }
+    let sudo_uid = std::env::var("SUDO_UID")
+        .ok()
+        .and_then(|u| u.parse::<u32>().ok());
+    if md.uid() != euid() && Some(md.uid()) != sudo_uid {
+        return Err(SafeFsError::unsafe_path(
+            dir,
+            format!(
+                "{what}: owned by uid {}; name a directory of your own (or a new one)",
+                md.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to the file `name` in `dir` (prepared by [`prepare_output_dir`]): never through
+/// a symlink (refused), atomically as [`write_user_output`] does.
+pub fn write_output_file(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    what: &str,
+) -> Result<PathBuf, SafeFsError> {
+    let p = dir.join(name);
+    if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(SafeFsError::unsafe_path(
+            &p,
+            format!("{what}: is a symlink; refusing to write through it"),
+        ));
+    }
+    write_user_output(&p, bytes, what)?;
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +492,31 @@ mod tests {
         let d = std::env::temp_dir().join(format!("memcg-drift-safefs-{tag}-{}", random_suffix()));
         fs::create_dir(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn output_dirs_of_others_and_links_in_them_are_refused() {
+        let base = scratch("outdir");
+        let mine = base.join("plots");
+        prepare_output_dir(&mine, "--svg").unwrap();
+        prepare_output_dir(&mine, "--svg").unwrap();
+        write_output_file(&mine, "a.svg", b"<svg/>", "--svg").unwrap();
+        let target = base.join("target");
+        fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, mine.join("b.svg")).unwrap();
+        let e = write_output_file(&mine, "b.svg", b"x", "--svg")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("symlink"), "{e}");
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+        let theirs = base.join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        nix::unistd::chown(&theirs, Some(65534.into()), Some(65534.into())).unwrap();
+        let e = prepare_output_dir(&theirs, "--svg")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
