@@ -359,6 +359,50 @@ fn trace_pid_with_intervals_adds_up_exactly() {
     assert_one_line_error(&o, "no such process");
 }
 
+/// A panic in the middle of a run (injected after its second phase) still removes the run's
+/// cgroups, files and workload, and leaves no program loaded or attached.
+#[test]
+fn a_panic_midway_leaves_nothing_behind() {
+    if !require_kernel("a_panic_midway_leaves_nothing_behind") {
+        return;
+    }
+    let _serial = serial();
+    let before = our_programs().len();
+    let o = Command::new(bin())
+        .args(["run", "batch-skew", "--iterations", "3"])
+        .env("MEMCG_DRIFT_TEST_PANIC_AT_PHASE", "2")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "exit 0 after a panic: {err}");
+    assert!(err.contains("injected panic after phase 2"), "{err}");
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let runs = hier.root.join(memcg_drift::cgroup::RUN_PARENT);
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "runs left after the panic: {left:?}");
+    let files: Vec<_> = std::fs::read_dir(memcg_drift::cgroup::owner_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        files.is_empty(),
+        "run files left after the panic: {files:?}"
+    );
+    assert_eq!(
+        our_programs().len(),
+        before,
+        "programs left loaded: {:?}",
+        our_programs()
+    );
+}
+
 #[test]
 fn doctor_json_matches_what_this_kernel_allows() {
     if !require_kernel("doctor_json_matches_what_this_kernel_allows") {

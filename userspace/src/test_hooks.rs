@@ -10,3 +10,16 @@ pub fn attach_delay() {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
+
+/// Panics once the `MEMCG_DRIFT_TEST_PANIC_AT_PHASE`-th phase of an experiment is recorded, so a
+/// test can prove that a panic midway still removes the run's cgroups and files and leaves no
+/// program attached.
+pub fn panic_at_phase(done: usize) {
+    if std::env::var("MEMCG_DRIFT_TEST_PANIC_AT_PHASE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        == Some(done)
+    {
+        panic!("injected panic after phase {done} (MEMCG_DRIFT_TEST_PANIC_AT_PHASE)");
+    }
+}

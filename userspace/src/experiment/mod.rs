@@ -307,6 +307,7 @@ impl Session {
         rec.error = r.as_ref().err().map(|e| format!("{e:#}"));
         self.lost += rec.lost_events;
         self.phases.push(rec);
+        crate::test_hooks::panic_at_phase(self.phases.len());
         if let Some(pb) = &self.progress {
             pb.inc(1);
         }
