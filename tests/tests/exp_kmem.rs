@@ -17,7 +17,6 @@
 //! - v1: the kmem page_counter equals MEMCG_KMEM at every snapshot (memcg1_account_kmem runs
 //!   beside every MEMCG_KMEM update).
 
-
 use integration_tests::{no_runs_left, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::{CgroupVersion, detect_layout},

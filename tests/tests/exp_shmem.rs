@@ -13,7 +13,6 @@
 //!   every anon page it faulted in `a` from `a`;
 //! - the ledgers of both cgroups close (unexplained 0) after every phase.
 
-
 use integration_tests::{no_runs_left, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::detect_layout,

@@ -11,8 +11,8 @@ use memcg_drift::{
         CgroupVersion, parse_flat_keyed, parse_limit, parse_mountinfo, parse_proc_cgroup,
         parse_u64_value,
     },
-    cli::parse_duration,
-    experiment::{limit::parse_kmsg, limit::parse_size, parse_cpu_list},
+    experiment::limit::parse_kmsg,
+    units::{parse_cpu_list, parse_duration, parse_size},
 };
 use proptest::prelude::*;
 

@@ -19,6 +19,15 @@ use crate::{
     plan::{Candidate, Flavour, FlavourSupport, HookPlan, Target},
 };
 
+/// One loaded probes object shared by the tracers attached on it.
+pub type SharedEbpf = std::sync::Arc<std::sync::Mutex<aya::Ebpf>>;
+
+/// Locks a shared probes object (a panic elsewhere does not make its maps unreadable).
+pub fn lock(ebpf: &SharedEbpf) -> std::sync::MutexGuard<'_, aya::Ebpf> {
+    ebpf.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The probes object with a clear error when it was built without the eBPF toolchain.
 pub fn object() -> anyhow::Result<&'static [u8]> {
     if crate::probes::OBJECT.is_empty() {

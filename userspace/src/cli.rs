@@ -6,6 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::plan::Flavour;
+pub use crate::units::parse_duration;
 
 /// memcg-drift explains why a memory cgroup's charged usage and its statistics disagree.
 #[derive(Debug, Parser)]
@@ -86,7 +87,12 @@ pub struct TraceArgs {
     /// The memory cgroup: a path in the memory hierarchy (`/sys/fs/cgroup/memory/a`), a cgroup
     /// path as /proc/PID/cgroup prints it (`/a`, `/` for the root), or a path relative to the
     /// hierarchy's root (`a`).
-    #[arg(long, value_name = "PATH", required_unless_present = "pid", conflicts_with = "pid")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "pid",
+        conflicts_with = "pid"
+    )]
     pub cgroup: Option<PathBuf>,
     /// Trace the memory cgroup process PID is in (instead of --cgroup).
     #[arg(long, short = 'p', value_name = "PID")]
@@ -217,39 +223,39 @@ pub struct BatchSkewArgs {
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Hard limit of the workload's cgroup (v1 memory.limit_in_bytes, v2 memory.max).
-    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = crate::units::parse_size)]
     pub limit: u64,
     /// Anonymous memory added per step.
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = crate::units::parse_size)]
     pub step: u64,
     /// Pause between steps (e.g. `50ms`, `1s`).
     #[arg(long, value_name = "D", default_value = "50ms", value_parser = parse_duration)]
     pub interval: Duration,
     /// Grow to this much anonymous memory (default: twice the limit; with --shrink-to, three
     /// quarters of it).
-    #[arg(long, value_name = "SIZE", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub grow_to: Option<u64>,
     /// v2 only: memory.high (throttling) below the limit.
-    #[arg(long, value_name = "SIZE", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub high: Option<u64>,
     /// v1 only: memory.oom_control oom_kill_disable 1; the run notices the workload blocked at
     /// the limit (under_oom 1), then removes the limit to end cleanly.
     #[arg(long)]
     pub oom_disable: bool,
     /// Clean page cache of a file in --cache-dir, read into the cgroup before growing.
-    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::units::parse_size)]
     pub page_cache: u64,
     /// Disk-backed directory for the --page-cache file (default /var/tmp).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// tmpfs (shmem, a file in /dev/shm) written by the workload before growing.
-    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::units::parse_size)]
     pub tmpfs: u64,
     /// After growing, write this lower limit while usage is high and report what the kernel did.
-    #[arg(long, value_name = "SIZE", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub shrink_to: Option<u64>,
     /// Anonymous memory touched in a first cgroup before the workload moves (0: skip).
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::experiment::limit::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::units::parse_size)]
     pub immigrate: u64,
     /// CPU the workload runs on (default: the last online CPU).
     #[arg(long, value_name = "C")]
@@ -335,7 +341,7 @@ fn parse_cpus(s: &str) -> Result<CpuChoice, String> {
     if s == "all" {
         return Ok(CpuChoice::All);
     }
-    crate::experiment::parse_cpu_list(s).map(CpuChoice::List)
+    crate::units::parse_cpu_list(s).map(CpuChoice::List)
 }
 
 /// Options of `report`.
@@ -352,41 +358,9 @@ pub struct ReportArgs {
     pub svg: Option<PathBuf>,
 }
 
-/// Parses a human duration (`500ms`, `5s`, `1min`); a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let d = if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        s.parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|e| e.to_string())
-    } else {
-        humantime::parse_duration(s).map_err(|e| {
-            format!(
-                "`{}` is not a duration like 500ms, 5s or 2min ({e})",
-                s.escape_debug()
-            )
-        })
-    }?;
-    if d.is_zero() {
-        return Err("duration must be more than zero".into());
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5x").unwrap_err().contains("5x"));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("0s").is_err());
-    }
 
     #[test]
     fn cli_rejects_bad_duration_and_missing_cgroup() {

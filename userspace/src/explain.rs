@@ -7,19 +7,12 @@
 //! residue reader (`residue`), walks the css tree, takes a consistent snapshot, reads cgroupfs
 //! around it, computes the ledger (`ledger`) and renders the report.
 
-use std::{
-    fmt::Write as _,
-    os::unix::fs::MetadataExt,
-    path::Path,
-    sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant},
-};
+use std::{fmt::Write as _, os::unix::fs::MetadataExt, path::Path, time::Duration};
 
 use serde::Serialize;
 
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
-    cli::ExplainArgs,
     kernel::{btf::KernelBtf, layout::ResidueLayout},
     ledger::{self, Bound, Context, Dying, Gap, Ledger, Missing, ObjStockDetail, Term, Unit},
     residue::{self, ResidueReader, Tree},
@@ -171,27 +164,6 @@ pub struct ItemResidue {
     pub pending_tree: i64,
     /// Per CPU: updates made on the CPU and not flushed yet.
     pub per_cpu: Vec<i64>,
-}
-
-/// Set by SIGINT/SIGTERM while `explain --watch` runs.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn catch_stop_signals() -> anyhow::Result<()> {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let act = SigAction::new(
-        SigHandler::Handler(on_stop_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &act) }?;
-    }
-    Ok(())
 }
 
 /// Directory ids from below the hierarchy root down to `target` (empty for the root).
@@ -478,42 +450,6 @@ impl Explainer {
                 cpus: self.reader.nr_cpus(),
                 static_percpu_error: r.static_percpu.clone().err(),
             },
-        }
-    }
-}
-
-/// Runs `explain`.
-pub fn run(args: &ExplainArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
-    let target = crate::run::open_cgroup(hier, &args.path)?;
-    if args.watch.is_some() {
-        catch_stop_signals()?;
-    }
-    let mut ex = Explainer::new(hier, target)?;
-    loop {
-        let t0 = Instant::now();
-        let report = ex.report()?;
-        if let Some(f) = &args.svg {
-            crate::safefs::write_user_output(f, crate::plot::explain_plot(&report)?.as_bytes(), "--svg")?;
-        }
-        match (args.json, args.watch.is_some()) {
-            (true, false) => println!("{}", serde_json::to_string_pretty(&report)?),
-            (true, true) => println!("{}", serde_json::to_string(&report)?),
-            (false, _) => print!("{}", render_text(&report, args.cpus)),
-        }
-        let Some(every) = args.watch else {
-            return Ok(0);
-        };
-        while t0.elapsed() < every {
-            if STOP.load(Ordering::SeqCst) {
-                return Ok(0);
-            }
-            std::thread::sleep((every - t0.elapsed().min(every)).min(Duration::from_millis(50)));
-        }
-        if STOP.load(Ordering::SeqCst) {
-            return Ok(0);
-        }
-        if !args.json {
-            println!();
         }
     }
 }

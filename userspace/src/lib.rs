@@ -1,14 +1,19 @@
 //! memcg-drift: explains Linux memory-cgroup accounting drift with eBPF evidence.
 //!
-//! Data flows one way: kernel facts (`kernel`) -> probe plan (`plan`) -> load/attach
-//! (`attach`, `tracer`) -> collect (`collect`) -> reports (`trace`, `doctor`). The ledger runs
-//! alongside: layout (`kernel::layout`) -> residue snapshots (`residue`) -> ledger (`ledger`)
-//! -> report (`explain`). Cgroup handling (`cgroup`) and the controlled workload process
-//! (`workload`) are their own modules.
+//! Layers, arrows pointing down only (`tests/layers.rs` fails on a cycle or an upward edge):
+//! - `cmd` (one file per subcommand where it has more than dispatch) over `cli` (clap types);
+//! - renderers and experiments: `experiment` (built-in runs), `export` (OpenMetrics),
+//!   `plot` (SVG), `trace` and `doctor` (reports of their own);
+//! - analysis and readers: `explain` (ledger reports from snapshots), `ledger`, `residue`
+//!   (on-demand eBPF reads of per-CPU state), `tracer` / `charge` (attached probes), `collect`;
+//! - the loader and the kernel: `attach` (the only module that loads and attaches), `plan`
+//!   (pure), `kernel` (BTF, kallsyms, tracefs), `items`;
+//! - plain helpers: `cgroup`, `workload`, `safefs`, `units`, `process`, `test_hooks`.
 pub mod attach;
 pub mod cgroup;
 pub mod charge;
 pub mod cli;
+pub mod cmd;
 pub mod collect;
 pub mod doctor;
 pub mod experiment;
@@ -20,10 +25,11 @@ pub mod ledger;
 pub mod plan;
 pub mod plot;
 pub mod probes;
+pub mod process;
 pub mod residue;
-pub mod run;
 pub mod safefs;
 pub mod test_hooks;
 pub mod trace;
 pub mod tracer;
+pub mod units;
 pub mod workload;

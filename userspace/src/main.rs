@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use memcg_drift::{
     cli::{Cli, Command},
-    run,
+    cmd, process,
 };
 
 fn main() -> ExitCode {
     // The attach time `trace` and `doctor` report counts from here.
-    run::mark_process_start();
+    process::mark_process_start();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     if let Command::Workload = cli.command {
         memcg_drift::workload::workload_main();
     }
-    match run::run(cli) {
+    match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("memcg-drift: {}", one_line(&e));

@@ -1,7 +1,7 @@
 //! A running set of stat-path probes: facts -> plan -> load -> attach, then snapshots.
 //! Used by `trace`, by the experiments and by the integration tests.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use aya::{Btf, Ebpf};
 
@@ -25,13 +25,7 @@ pub enum ValueUnit {
     Native,
 }
 
-/// One loaded probes object shared by the tracers attached on it.
-pub type SharedEbpf = Arc<Mutex<Ebpf>>;
-
-/// Locks a shared probes object (a panic elsewhere does not make its maps unreadable).
-pub fn lock(ebpf: &SharedEbpf) -> MutexGuard<'_, Ebpf> {
-    ebpf.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub use crate::attach::{SharedEbpf, lock};
 
 /// Attached stat probes.
 pub struct StatTracer {

@@ -38,6 +38,19 @@ pub use run::{
     install_cleanup_on_panic, install_cleanup_on_signals, owner_dir,
 };
 
+/// Resolves a `--cgroup` argument: a path inside the memory hierarchy, a path relative to its
+/// root, or a cgroup path as `/proc/<pid>/cgroup` prints it (`/` is the root, `/a/b` is
+/// `<root>/a/b`), so that paths copied from procfs work.
+pub fn open_arg(hier: &MemoryHierarchy, arg: &std::path::Path) -> Result<MemCgroup, CgroupError> {
+    if arg.is_absolute() && !arg.starts_with(&hier.root) {
+        let under = hier.root.join(arg.strip_prefix("/").unwrap_or(arg));
+        if under.join("cgroup.procs").is_file() {
+            return MemCgroup::open(hier, &under);
+        }
+    }
+    MemCgroup::open(hier, arg)
+}
+
 /// Errors of the cgroup module. Every variant's `Display` is one line naming the path.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {

@@ -63,34 +63,6 @@ use crate::{
 /// keeps for one memcg (`refill_stock` drains above it).
 pub const KERNEL_CHARGE_BATCH: u64 = 64;
 
-/// Parses a size: bytes (`1048576`) or a number with a binary suffix `K`, `M`, `G`, `T`
-/// (`512K`, `32M`, `1G`; `KiB`/`MB` spellings and lower case accepted).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits);
-    let bad = || {
-        format!(
-            "`{}` is not a size like 32M, 512K, 1G or a number of bytes",
-            s.escape_debug()
-        )
-    };
-    if num.is_empty() {
-        return Err(bad());
-    }
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("`{}` is too large", s.escape_debug()))
-}
-
 fn mib(b: u64) -> String {
     if b.is_multiple_of(1 << 20) {
         format!("{}M", b >> 20)
@@ -100,6 +72,8 @@ fn mib(b: u64) -> String {
         format!("{b}B")
     }
 }
+
+pub use crate::units::parse_size;
 
 /// Options of `run limit`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -1612,21 +1586,6 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("32M"), Ok(32 << 20));
-        assert_eq!(parse_size("512K"), Ok(512 << 10));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("2m"), Ok(2 << 20));
-        assert!(parse_size("12q").unwrap_err().contains("12q"));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("-1M").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 
     #[test]
     fn kmsg_oom_report() {

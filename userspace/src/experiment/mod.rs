@@ -48,8 +48,6 @@ pub struct Common {
     pub json: bool,
     /// Save the report to this file (re-rendered by `memcg-drift report FILE`).
     pub record: Option<std::path::PathBuf>,
-    /// Write SVG plots of the report into this directory.
-    pub svg: Option<std::path::PathBuf>,
 }
 
 /// Free memory the machine must keep besides an experiment's worst case.
@@ -88,37 +86,7 @@ pub fn online_cpus() -> Vec<usize> {
     parse_cpu_list(text.trim()).unwrap_or_default()
 }
 
-/// Parses a CPU list (`0-3,8,10-11`); sorted, without duplicates. Errors are one line (the
-/// input is quoted with control characters escaped).
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
-    let mut v = Vec::new();
-    for part in s.split(',').map(str::trim) {
-        if part.is_empty() {
-            return Err(format!("`{}`: empty element in CPU list", s.escape_debug()));
-        }
-        let num = |x: &str| {
-            x.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("`{}` is not a CPU number", x.escape_debug()))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if b < a {
-                    return Err(format!(
-                        "`{}`: range ends before it starts",
-                        part.escape_debug()
-                    ));
-                }
-                v.extend(a..=b);
-            }
-            None => v.push(num(part)?),
-        }
-    }
-    v.sort_unstable();
-    v.dedup();
-    Ok(v)
-}
+pub use crate::units::parse_cpu_list;
 
 /// One running experiment: its cgroups, its probes, its phases.
 pub struct Session {
@@ -559,9 +527,6 @@ pub fn emit(report: &Report, common: &Common) -> anyhow::Result<i32> {
     if let Some(path) = &common.record {
         report::save(report, path)?;
     }
-    if let Some(dir) = &common.svg {
-        crate::plot::write_all(dir, &crate::plot::run_plots(report)?)?;
-    }
     if common.json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
@@ -572,18 +537,4 @@ pub fn emit(report: &Report, common: &Common) -> anyhow::Result<i32> {
     } else {
         1
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-3,8"), Ok(vec![0, 1, 2, 3, 8]));
-        assert_eq!(parse_cpu_list("1,1,0"), Ok(vec![0, 1]));
-        assert!(parse_cpu_list("3-1").unwrap_err().contains("3-1"));
-        assert!(parse_cpu_list("x").unwrap_err().contains("`x`"));
-        assert!(parse_cpu_list("0,,1").is_err());
-    }
 }

@@ -29,9 +29,21 @@ use axum::{
 
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
-    cli::ExportArgs,
     explain::Explainer,
 };
+
+/// What `export` serves, and how often it reads the kernel.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address of the HTTP server.
+    pub listen: SocketAddr,
+    /// Also export the target's descendants.
+    pub descendants: bool,
+    /// At most this many cgroups.
+    pub max_cgroups: usize,
+    /// One kernel read per interval.
+    pub interval: Duration,
+}
 
 use metrics::{CgroupSample, Health, Snapshot};
 
@@ -100,9 +112,9 @@ fn events(cg: &MemCgroup) -> std::collections::BTreeMap<String, u64> {
 }
 
 /// One snapshot of every exported cgroup.
-fn take(ex: &mut Explainer, target: &MemCgroup, args: &ExportArgs, sh: &Shared) -> Snapshot {
+fn take(ex: &mut Explainer, target: &MemCgroup, args: &Options, sh: &Shared) -> Snapshot {
     let t0 = Instant::now();
-    let (list, left_out) = exported(target, args.descendants, args.max_cgroups as usize);
+    let (list, left_out) = exported(target, args.descendants, args.max_cgroups);
     let mut snap = Snapshot {
         left_out,
         ..Snapshot::default()
@@ -180,9 +192,8 @@ fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(l)
 }
 
-/// Runs `export` until SIGINT or SIGTERM.
-pub fn run(args: &ExportArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
-    let target = crate::run::open_cgroup(hier, &args.cgroup)?;
+/// Serves `target` (and its subtree) until SIGINT or SIGTERM.
+pub fn run(args: &Options, target: MemCgroup, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
     let listener = bind(args.listen)?;
     let mut ex = Explainer::new(hier, target.clone())?.without_stat_file();
     let sh = Arc::new(Shared {

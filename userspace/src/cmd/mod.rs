@@ -1,28 +1,16 @@
-//! Dispatch of the subcommands (everything but argument parsing and the workload).
+//! The subcommands: argument structs (from `cli`) in, orchestration (resolve -> collect ->
+//! analyse -> render) out. This is the top layer: nothing below imports it. Each command with
+//! more than a few lines of orchestration has a file of its own.
+
+mod explain;
+mod stop;
+mod trace;
 
 use crate::{
     cgroup,
     cli::{Cli, Command, CpuChoice, Experiment},
-    doctor, experiment, explain, trace,
+    doctor, experiment,
 };
-
-/// When the process started, as near as the program can tell: set by `main` first thing.
-static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-
-/// Marks the start of the process (called by `main` before anything else). Later calls keep
-/// the first mark.
-pub fn mark_process_start() {
-    PROCESS_START.get_or_init(std::time::Instant::now);
-}
-
-/// Milliseconds since [`mark_process_start`] (since the first call, when `main` did not mark).
-pub fn ms_since_process_start() -> f64 {
-    PROCESS_START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs_f64()
-        * 1e3
-}
 
 /// Fails early (before anything is created) when `--record FILE` cannot be written.
 fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
@@ -47,22 +35,6 @@ pub fn memory_hierarchy() -> anyhow::Result<cgroup::MemoryHierarchy> {
     layout
         .memory
         .ok_or_else(|| anyhow::anyhow!("no cgroup memory controller is mounted (neither a v1 memory hierarchy nor cgroup2 with memory)"))
-}
-
-/// Resolves a `--cgroup` argument: a path inside the memory hierarchy, a path relative to its
-/// root, or a cgroup path as `/proc/<pid>/cgroup` prints it (`/` is the root, `/a/b` is
-/// `<root>/a/b`), so that paths copied from procfs work.
-pub fn open_cgroup(
-    hier: &cgroup::MemoryHierarchy,
-    arg: &std::path::Path,
-) -> anyhow::Result<cgroup::MemCgroup> {
-    if arg.is_absolute() && !arg.starts_with(&hier.root) {
-        let under = hier.root.join(arg.strip_prefix("/").unwrap_or(arg));
-        if under.join("cgroup.procs").is_file() {
-            return Ok(cgroup::MemCgroup::open(hier, &under)?);
-        }
-    }
-    Ok(cgroup::MemCgroup::open(hier, arg)?)
 }
 
 /// Runs a parsed command line; returns the exit code.
@@ -95,7 +67,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let common = experiment::Common {
                 json: a.json,
                 record: a.record.clone(),
-                svg: a.svg.clone(),
             };
             if let Some(r) = &common.record {
                 check_writable(r)?;
@@ -191,6 +162,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     )?
                 }
             };
+            // Plots first: a failed check still draws what happened.
+            if let Some(dir) = &a.svg {
+                crate::plot::write_all(dir, &crate::plot::run_plots(&report)?)?;
+            }
             experiment::emit(&report, &common).map(|c| c as u8)
         }
         Command::Report(a) => {
@@ -208,7 +183,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Export(a) => {
             require_root("export")?;
             let hier = memory_hierarchy()?;
-            crate::export::run(&a, &hier).map(|c| c as u8)
+            let target = cgroup::open_arg(&hier, &a.cgroup)?;
+            let opts = crate::export::Options {
+                listen: a.listen,
+                descendants: a.descendants,
+                max_cgroups: a.max_cgroups as usize,
+                interval: a.interval,
+            };
+            crate::export::run(&opts, target, &hier).map(|c| c as u8)
         }
         Command::Cleanup => {
             require_root("cleanup")?;
