@@ -510,12 +510,7 @@ pub fn hooks() -> Vec<HookSpec> {
             // job on it); where the stat hook attached them already, they are shared. The
             // classic tracepoint carries no memcg pointer to read the page_counter from.
             candidates: concat(
-                tracepoint_candidates(
-                    "memcg",
-                    "mod_memcg_state",
-                    Some("tp_btf_memcg_state"),
-                    None,
-                ),
+                tracepoint_candidates("memcg", "mod_memcg_state", Some("tp_btf_memcg_state"), None),
                 function_candidates(
                     &["__mod_memcg_state", "mod_memcg_state"],
                     Some("fentry_memcg_state"),

@@ -30,7 +30,8 @@ pub type SharedEbpf = Arc<Mutex<Ebpf>>;
 
 /// Locks a shared probes object (a panic elsewhere does not make its maps unreadable).
 pub fn lock(ebpf: &SharedEbpf) -> MutexGuard<'_, Ebpf> {
-    ebpf.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    ebpf.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Attached stat probes.
