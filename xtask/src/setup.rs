@@ -10,8 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-/// bpftool and bpftrace are independent cross-checks used by the integration tests; bpftrace
-/// is also the reference of `cargo xtask bench`.
+/// bpftool and bpftrace are independent cross-checks used by the integration tests.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
