@@ -18,9 +18,7 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fentry, kprobe, tracepoint},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
-use probes_common::{
-    MAX_CGROUP_DEPTH, STAT_DENSE_ITEMS, StatKey, StatValue, counter, flags, hook,
-};
+use probes_common::{MAX_CGROUP_DEPTH, STAT_DENSE_ITEMS, StatKey, StatValue, counter, flags, hook};
 
 use crate::maps::{STAT_AGG, STAT_DENSE, VERDICT, bump};
 
@@ -111,7 +109,11 @@ impl Reader for Direct {
         // SAFETY: `base` is a BTF-typed kernel pointer and `base + off` a member of its type of
         // this size (offsets from the running kernel's BTF); the verifier rejects the program
         // otherwise, and the kernel turns a faulting load into a 0 read.
-        Ok(unsafe { core::ptr::read_volatile((base as *const u8).add(off as usize) as *const u64) })
+        Ok(
+            unsafe {
+                core::ptr::read_volatile((base as *const u8).add(off as usize) as *const u64)
+            },
+        )
     }
 }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: the verified recipe of `shared/docs/toolchain.md`, made idempotent.
 //!
 //! 1. Debian packages: Debian's rustc/cargo 1.96 with its library source and LLVM 22 (the
-//!    rustup toolchains here cannot fetch `rust-src`), bpftool for cross-checks; with `vm`, QEMU,
+//!    rustup toolchains here cannot fetch `rust-src`), bpftool for cross-checks, bpftrace (the
+//!    reference `cargo xtask bench` measures against); with `vm`, QEMU,
 //!    busybox-static and cpio for the guest suites.
 //! 2. `rustup toolchain link debian-rust /usr`, the toolchain aya-build drives.
 //! 3. bpf-linker 0.13.0 built against LLVM 22 (the LLVM of Debian's rustc).

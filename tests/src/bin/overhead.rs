@@ -95,14 +95,21 @@ fn parse_opts() -> anyhow::Result<Opts> {
             "--reps" => o.reps = num("--reps")?,
             "--rounds" => o.rounds = num("--rounds")? as usize,
             "--cpu" => {
-                let v = args.next().with_context(|| format!("--cpu needs a value; {USAGE}"))?;
-                o.cpu = Some(v.parse().with_context(|| format!("--cpu {v}: not a CPU number"))?);
+                let v = args
+                    .next()
+                    .with_context(|| format!("--cpu needs a value; {USAGE}"))?;
+                o.cpu = Some(
+                    v.parse()
+                        .with_context(|| format!("--cpu {v}: not a CPU number"))?,
+                );
             }
             "--explain-runs" => o.explain_runs = num("--explain-runs")? as usize,
             "--settle-ms" => o.settle_ms = num("--settle-ms")?,
             "--no-bpftrace" => o.bpftrace = false,
             "--alt-bin" => {
-                let v = args.next().with_context(|| format!("--alt-bin needs a path; {USAGE}"))?;
+                let v = args
+                    .next()
+                    .with_context(|| format!("--alt-bin needs a path; {USAGE}"))?;
                 o.alt_bin = Some(PathBuf::from(v));
             }
             "--json" => o.json = true,
@@ -235,10 +242,7 @@ impl Attached {
                 Err(_) => {
                     let _ = a.child.kill();
                     let _ = a.child.wait();
-                    bail!(
-                        "{cmd:?} never became ready: {}",
-                        a.err.join(" | ")
-                    );
+                    bail!("{cmd:?} never became ready: {}", a.err.join(" | "));
                 }
             }
         }
@@ -410,9 +414,10 @@ fn median(v: &[f64]) -> Option<f64> {
 }
 
 fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
-        (lo.min(*x), hi.max(*x))
-    })
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        })
 }
 
 /// Wall-clock milliseconds of `memcg-drift explain <cgroup> --json`, one per run.
@@ -448,7 +453,10 @@ fn main() {
     if let Err(e) = run() {
         eprintln!(
             "overhead: {}",
-            format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+            format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         std::process::exit(1);
     }
@@ -556,9 +564,7 @@ fn run() -> anyhow::Result<()> {
             // What the configuration costs beyond running any program on the hooks at all.
             let (over_floor, share_over_floor) = match (r_floor, r_bpf, *c) {
                 (_, _, Config::Baseline | Config::Floor) => (None, None),
-                (Some(rf), Some(rb), _) if rb > rf => {
-                    (Some(r - rf), Some((r - rf) / (rb - rf)))
-                }
+                (Some(rf), Some(rb), _) if rb > rf => (Some(r - rf), Some((r - rf) / (rb - rf))),
                 (Some(rf), _, _) => (Some(r - rf), None),
                 _ => (None, None),
             };
@@ -614,9 +620,12 @@ fn render(d: &serde_json::Value) -> String {
         s,
         "memcg-drift bench: {} pages x {} per measurement, {} rounds interleaved, CPU {} of {}, \
          kernel {}",
-        d["pages"], d["reps"], d["rounds"], d["cpu"], d["cpus_online"], d["kernel"]
-            .as_str()
-            .unwrap_or("")
+        d["pages"],
+        d["reps"],
+        d["rounds"],
+        d["cpu"],
+        d["cpus_online"],
+        d["kernel"].as_str().unwrap_or("")
     );
     let _ = writeln!(
         s,
