@@ -26,21 +26,26 @@ const PLANTED_TEXT: &str = "planted by nobody";
 
 /// The attacker: polls the world-readable cgroup tree for run ids and plants everything it can.
 /// Prints one line per thing that worked (`PLANTED`, `FILE`, `SAW`) and per thing that must never
-/// work (`LISTED`, `INSIDE`, `MOVED`).
+/// work (`LISTED`, `INSIDE`, `MOVED`). Shell builtins only in the polling loop, and each thing it
+/// finds is attacked once: the guests' 2 emulated CPUs must not drown in process starts.
 const ATTACKER: &str = r#"
 victim=$1; runs=$2
+tried=" "
 i=0
 while [ $i -lt 24000 ]; do
   i=$((i + 1))
-  ls /run/memcg-drift/ >/dev/null 2>&1 && echo "LISTED /run/memcg-drift"
-  for real in /run/memcg-drift/*; do
+  set -- /run/memcg-drift/*
+  [ -e "$1" ] && echo "LISTED /run/memcg-drift"
+  for real in "$@"; do
     [ -e "$real" ] || continue
+    case "$tried" in *" $real "*) continue ;; esac
+    tried="$tried$real "
     ln -s "$victim" "$real.x" 2>/dev/null && echo "INSIDE $real.x"
     ln -s "$victim" "$real/tmpfs" 2>/dev/null && echo "INSIDE $real/tmpfs"
   done
   for d in "$runs"/*/; do
     [ -d "$d" ] || continue
-    id=$(basename "$d")
+    d=${d%/}; id=${d##*/}
     for p in /dev/shm/memcg-drift-$id.tmpfs /var/tmp/memcg-drift-$id.tmpfs; do
       [ -L "$p" ] || { ln -s "$victim" "$p" 2>/dev/null && echo "PLANTED $p"; }
     done
@@ -49,6 +54,8 @@ while [ $i -lt 24000 ]; do
     done
     for pd in /dev/shm/memcg-drift-$id-* /var/tmp/memcg-drift-$id-*; do
       [ -d "$pd" ] || continue
+      case "$tried" in *" $pd "*) continue ;; esac
+      tried="$tried$pd "
       echo "SAW $pd"
       for f in tmpfs cache x; do
         ln -s "$victim" "$pd/$f" 2>/dev/null && echo "INSIDE $pd/$f"
