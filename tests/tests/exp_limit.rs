@@ -97,6 +97,23 @@ fn limit_oom_at_32_mib_kills_the_workload_once() {
         &plots.path().join("limit-events.svg"),
         &["limit hits", "memcg reclaim rounds", "OOM kill"],
     );
+    // The stock after every step, read by the residue reader, never above the kernel's bound.
+    let bound = doc["results"]["stock_bound_pages"]
+        .as_i64()
+        .expect("stock bound");
+    for step in doc["results"]["timeline"].as_array().unwrap() {
+        let stock = step["stock_pages"]
+            .as_i64()
+            .expect("stock after every step");
+        assert!(
+            (0..=bound).contains(&stock),
+            "stock {stock} outside 0..={bound}: {step}"
+        );
+    }
+    integration_tests::check_svg(
+        &plots.path().join("limit-stock.svg"),
+        &["charge stock, all CPUs", "the kernel's bound", "OOM kill"],
+    );
     let res = &doc["results"];
     let pid = res["workload_pid"].as_u64().unwrap();
     let limited = res["limited_path"].as_str().unwrap();

@@ -3,8 +3,8 @@
 //! here reads the kernel.
 //!
 //! - limit: usage, limit, peak and the anon/file/shmem split over the run's time, the OOM kill
-//!   marked; a second plot with limit hits (failcnt / `max` events), reclaim rounds and OOM
-//!   events per step;
+//!   marked; limit hits (failcnt / `max` events), reclaim rounds and OOM events per step; the
+//!   charge stock after each step with the kernel's bound;
 //! - batch-skew: each CPU's never-flushed NR_ANON_MAPPED residue and charge stock per iteration,
 //!   with the stock's bound (the observed charge batch) drawn;
 //! - churn: dying cgroups over time; each churned cgroup's rmdir-to-release lifetime;
@@ -347,10 +347,37 @@ fn limit(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
         &marks,
         &[],
     )?;
-    Ok(vec![
+    let mut out = vec![
         ("limit.svg".into(), usage),
         ("limit-events.svg".into(), events),
-    ])
+    ];
+    let stock = Series {
+        name: "charge stock, all CPUs".into(),
+        points: steps
+            .iter()
+            .zip(&at)
+            .filter_map(|(s, t)| Some((*t, num(&s["stock_pages"])?)))
+            .collect(),
+    };
+    if !stock.points.is_empty() {
+        let bound: Vec<(f64, String)> = r.results["stock_bound_pages"]
+            .as_f64()
+            .map(|b| (b, format!("the kernel's bound ({b} pages)")))
+            .into_iter()
+            .collect();
+        out.push((
+            "limit-stock.svg".into(),
+            line_chart(
+                &title(r, "charge stock of the limited cgroup"),
+                "time since the first step (ms)",
+                "pages charged ahead (stock)",
+                &[stock],
+                &marks,
+                &bound,
+            )?,
+        ));
+    }
+    Ok(out)
 }
 
 /// batch-skew: per-CPU residues and stock per iteration.

@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use super::{Check, Common, LedgerAt, OomKill, Report, Session, Verdict};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
-    explain::ExplainReport,
+    explain::{ExplainReport, Explainer},
     workload::{Workload, WorkloadError, workload_binary},
 };
 
@@ -279,6 +279,10 @@ pub struct Step {
     pub shmem_bytes: Option<u64>,
     /// Wall time of the step, ms (throttling shows here).
     pub duration_ms: f64,
+    /// Pages the CPUs' charge stocks hold for `limited` after the step (the residue reader's
+    /// `stock` term); `None` where it could not be read (or in records of older versions).
+    #[serde(default)]
+    pub stock_pages: Option<i64>,
 }
 
 /// The "charges stay with the old cgroup" phase.
@@ -412,6 +416,10 @@ pub struct Results {
     /// The lower bound the kernel guarantees for usage at an OOM kill, bytes
     /// (`limit - MEMCG_CHARGE_BATCH pages * online CPUs`).
     pub usage_at_kill_floor_bytes: u64,
+    /// The kernel's bound on the stock of `limited` over all CPUs, pages (as `explain` reports
+    /// it); `None` where the stock could not be read.
+    #[serde(default)]
+    pub stock_bound_pages: Option<i64>,
 }
 
 fn swap_total() -> u64 {
@@ -721,6 +729,11 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         None
     };
     let mut timeline = Vec::new();
+    // One residue reader for the whole timeline (the stock after every step).
+    let mut stock_reader = Explainer::new(&s.hier, limited.clone())
+        .ok()
+        .map(Explainer::without_stat_file);
+    let mut stock_bound = None;
     // 2. Page cache and tmpfs in the mix.
     // Both files go in private directories of the run (mode 0700, unguessable names): the
     // default places are shared, sticky directories (docs/security.md).
@@ -740,7 +753,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             Ok(())
         });
         rec?;
-        timeline.push(step_row(&s, &limited, 0, true, &c0, t));
+        let (stock, _) = read_stock(&mut stock_reader);
+        timeline.push(step_row(&s, &limited, 0, true, &c0, t, stock));
     }
     let tmpfs_file = FileGuard(
         (p.tmpfs_bytes > 0)
@@ -757,7 +771,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         s.phase(format!("tmpfs {}", mib(p.tmpfs_bytes)), |_| {
             Ok(w.write_file(f, p.tmpfs_bytes)?)
         })?;
-        timeline.push(step_row(&s, &limited, 0, true, &c0, t));
+        let (stock, _) = read_stock(&mut stock_reader);
+        timeline.push(step_row(&s, &limited, 0, true, &c0, t, stock));
     }
     // 3. Growth.
     let mut grown = 0u64;
@@ -790,7 +805,9 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             // The victim's exit and the last ring-buffer records.
             std::thread::sleep(Duration::from_millis(200));
         }
-        let mut row = step_row(&s, &limited, grown, completed, &c0, t);
+        let (stock, bound) = read_stock(&mut stock_reader);
+        stock_bound = stock_bound.or(bound);
+        let mut row = step_row(&s, &limited, grown, completed, &c0, t, stock);
         if !completed {
             row.completed = false;
         }
@@ -872,6 +889,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         },
         shrink,
         usage_at_kill_floor_bytes: floor,
+        stock_bound_pages: stock_bound,
     };
     let checks = checks(&results, &oom_kills, hier.version);
     let verdict = verdict(&results, &oom_kills, checks);
@@ -887,6 +905,22 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     s.finish(params, results, ledgers, oom_kills, verdict)
 }
 
+/// The stock of the limited cgroup now (pages) and the kernel's bound on it, from the residue
+/// reader (no memory.stat read: that could flush what other checks watch).
+fn read_stock(reader: &mut Option<Explainer>) -> (Option<i64>, Option<i64>) {
+    let Some(r) = reader.as_mut().and_then(|ex| ex.report().ok()) else {
+        return (None, None);
+    };
+    let stock = r.terms.iter().find(|t| t.term == "stock").map(|t| t.pages);
+    let bound = r
+        .gap
+        .bounds
+        .iter()
+        .find(|b| b.0 == "stock")
+        .map(|b| b.1.pages);
+    (stock, bound)
+}
+
 fn step_row(
     s: &Session,
     cg: &MemCgroup,
@@ -894,6 +928,7 @@ fn step_row(
     completed: bool,
     c0: &Counters,
     t: Instant,
+    stock_pages: Option<i64>,
 ) -> Step {
     let c1 = counters(cg);
     let ph = s.phases().last();
@@ -915,6 +950,7 @@ fn step_row(
         anon_bytes: stat_bytes(cg, "rss", "anon"),
         shmem_bytes: stat_bytes(cg, "shmem", "shmem"),
         duration_ms: t.elapsed().as_secs_f64() * 1000.0,
+        stock_pages,
     }
 }
 
