@@ -52,6 +52,8 @@ pub struct Health {
     pub read_failures: u64,
     /// Scrapes served.
     pub scrapes: u64,
+    /// How long the previous scrape took to serve, seconds.
+    pub last_scrape_s: f64,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -306,6 +308,14 @@ pub fn health_text(h: &Health, snapshot_duration: Duration) -> String {
         "How long the last kernel snapshot took",
         Unit::Seconds,
         d,
+    );
+    let last = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    last.set(h.last_scrape_s);
+    reg.register_with_unit(
+        "last_scrape_duration",
+        "How long the previous scrape took to serve (from the last snapshot's text)",
+        Unit::Seconds,
+        last,
     );
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");

@@ -55,6 +55,8 @@ struct Shared {
     retries: AtomicU64,
     read_failures: AtomicU64,
     scrapes: AtomicU64,
+    /// Nanoseconds the previous scrape took.
+    last_scrape_ns: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -65,6 +67,7 @@ impl Shared {
             snapshot_retries: self.retries.load(Ordering::Relaxed),
             read_failures: self.read_failures.load(Ordering::Relaxed),
             scrapes: self.scrapes.load(Ordering::Relaxed),
+            last_scrape_s: self.last_scrape_ns.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
 }
@@ -145,7 +148,15 @@ fn take(ex: &mut Explainer, target: &MemCgroup, args: &Options, sh: &Shared) -> 
 }
 
 async fn serve_metrics(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let t0 = Instant::now();
+    let r = render_scrape(&sh, &headers);
     sh.scrapes.fetch_add(1, Ordering::Relaxed);
+    sh.last_scrape_ns
+        .store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    r
+}
+
+fn render_scrape(sh: &Shared, headers: &HeaderMap) -> Response {
     let (text, took) = {
         let g = sh.text.lock().unwrap_or_else(|p| p.into_inner());
         (g.0.clone(), g.1)
@@ -202,6 +213,7 @@ pub fn run(args: &Options, target: MemCgroup, hier: &MemoryHierarchy) -> anyhow:
         retries: AtomicU64::new(0),
         read_failures: AtomicU64::new(0),
         scrapes: AtomicU64::new(0),
+        last_scrape_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
     // The first snapshot before serving: a scrape never sees an empty exporter.
