@@ -216,3 +216,24 @@ pub fn run_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
 }
+
+/// Runs `memcg-drift run …ARGS --json` and returns its report: exit 0, or exit 1 with a report
+/// whose verdict has a failed check (the run itself completed).
+pub fn run_report<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}), exit {:?}: {stderr}", out.status));
+    let failed = doc["verdict"]["checks"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["ok"] != true));
+    assert!(
+        out.status.success() || (out.status.code() == Some(1) && failed),
+        "exit {:?}: {stderr}",
+        out.status
+    );
+    doc
+}

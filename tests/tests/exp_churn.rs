@@ -146,8 +146,18 @@ fn churn_pinned_cgroups_stay_dying_until_their_files_go() {
         }
     }
     if res["scratch_on_tmpfs"] == true {
-        // A tmpfs file is shmem and nothing else.
-        assert_eq!(only_file, n, "{text}");
+        // A tmpfs file is shmem and nothing else: on the LRU lists a pinned cgroup holds its
+        // file's page at most. Its CPU's lru_add batch may still hold the job's freed pages as
+        // well (each charged folio keeps the css; seen once on the 6.18 guest: 8 pages), which
+        // go when that batch drains, so the file-only count can be lower; not its lists.
+        for c in churned.iter().filter(|c| c["pinned"] == true) {
+            let on_lists = c["held_at_end_of_hold"]["lru_pages"].as_i64().unwrap();
+            assert!(
+                on_lists <= 1,
+                "{}: {on_lists} pages on LRU lists: {text}",
+                c["cgroup"]
+            );
+        }
     }
     assert_eq!(res["pinned"].as_u64(), Some(n as u64));
     assert!(res["pinned_released_after_unpin"].as_u64().unwrap() >= only_file as u64);
@@ -321,7 +331,9 @@ fn churn_plots() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().to_str().unwrap();
-    let doc = integration_tests::run_json(&[
+    // The plots are drawn whatever the verdict (a release later than the short hold can fail
+    // a timing check under load).
+    let doc = integration_tests::run_report(&[
         "run", "churn", "--cycles", "4", "--hold", "300ms", "--json", "--svg", svg,
     ]);
     let run_id = doc["run_id"].as_str().unwrap();
