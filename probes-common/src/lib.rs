@@ -154,7 +154,9 @@ pub const MAP_RES_REQ: &str = "RES_REQ";
 /// Array of [`MemcgFrame`]: `[0, max_memcgs)` read when a snapshot opens, `[max_memcgs, 2 *
 /// max_memcgs)` when it closes.
 pub const MAP_RES_MEMCG: &str = "RES_MEMCG";
-/// Array of [`MemcgCpuStat`], index `memcg slot * nr_cpus + cpu`.
+/// Array of [`MemcgCpuStat`], index `window slot * nr_cpus + cpu`: a window of memcgs'
+/// per-CPU statistics, read back by userspace before the next window is filled (its size
+/// does not grow with the subtree).
 pub const MAP_RES_MEMCG_CPU: &str = "RES_MEMCG_CPU";
 /// Array of [`CpuFrame`]: `[0, nr_cpus)` at open, `[nr_cpus, 2 * nr_cpus)` at close.
 pub const MAP_RES_CPU: &str = "RES_CPU";
@@ -168,7 +170,15 @@ pub const MAP_RES_PCPU: &str = "RES_PCPU";
 /// Most `memcg_vmstats*.state[]` slots a snapshot copies (6.1: 50, 6.12: 38, 6.18: 40).
 pub const RES_MAX_STATE: usize = 64;
 /// Most memcgs one snapshot covers (the target and its descendants, dying ones included).
-pub const RES_MAX_MEMCGS: u32 = 512;
+/// Container hosts with leaking cgroups hold tens of thousands of dying ones; what is past
+/// this many is named (and counted) as left out, never silently dropped.
+pub const RES_MAX_MEMCGS: u32 = 16384;
+/// Most memcgs one `residue_frame` run reads (its loop bound: the verifier's work grows with
+/// it, the snapshot's size does not). A frame of more memcgs is read in several runs.
+pub const RES_FRAME_CHUNK: u32 = 512;
+/// Entries of the per-CPU statistics window (`memcgs x CPUs`): the window holds this many
+/// divided by the CPU count memcgs (at least one), about 4.5 MiB of map.
+pub const RES_WINDOW_ENTRIES: u32 = 4096;
 /// Most CPUs a snapshot covers.
 pub const RES_MAX_CPUS: u32 = 1024;
 /// Bytes of `memcg_stock_pcp` copied per CPU (the slots end well before).

@@ -10,12 +10,14 @@
 //! `current` is the tool itself (used to find the static per-CPU area, below).
 //!
 //! One snapshot is a sequence of runs: `residue_frame` (phase 0: counters and aggregates of
-//! every memcg, then every CPU's stocks and batch), `residue_memcg_cpus` once per memcg (its
-//! per-CPU statistics on every CPU), `residue_folios` once per CPU (the folios of its batch),
-//! and `residue_frame` again (phase 1). Userspace compares the two frames: any flush, charge,
-//! drain or batch move that happened in between changes one of them, and the snapshot is
-//! taken again. Splitting the work keeps each program's verification linear in the number of
-//! CPUs or memcgs instead of their product.
+//! every memcg, [`RES_FRAME_CHUNK`] per run, and with the first chunk every CPU's stocks and
+//! batch), `residue_memcg_cpus` once per memcg (its per-CPU statistics on every CPU, into a
+//! window of slots userspace empties as it goes), `residue_folios` once per CPU (the folios
+//! of its batch), and `residue_frame` again (phase 1). Userspace compares the two frames: any
+//! flush, charge, drain or batch move that happened in between changes one of them, and the
+//! snapshot is taken again. Splitting the work keeps each program's verification linear in
+//! the number of CPUs or of one chunk's memcgs instead of their product, and the maps' size
+//! linear in the subtree (the per-CPU statistics of all memcgs are never held at once).
 //!
 //! # Other CPUs' per-CPU data (shared/docs/percpu.md)
 //! - Dynamic per-CPU memory (`memcg->vmstats_percpu`): `per_cpu_ptr(p, c)` is
@@ -39,7 +41,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use probes_common::{
-    RES_MAX_CPUS, RES_MAX_FOLIOS, RES_MAX_MEMCGS, RES_PEEK_BYTES, residue_err, residue_flags,
+    RES_FRAME_CHUNK, RES_MAX_CPUS, RES_MAX_FOLIOS, RES_PEEK_BYTES, residue_err, residue_flags,
 };
 
 use crate::maps::{RES_CPU, RES_FOLIO, RES_MEMCG, RES_MEMCG_CPU, RES_PCPU, RES_PEEK, RES_REQ};
@@ -271,22 +273,24 @@ fn read_cpu(idx: u32, cpu: u32, pptr0: u64, shift: u64) -> Result<(), u32> {
     Ok(())
 }
 
-/// `residue_frame(n, phase)`: counters and aggregates of the first `n` memcgs of `RES_REQ`,
-/// then every CPU's stocks and batch, into the `phase` half (0 open, 1 close) of `RES_MEMCG`
-/// and `RES_CPU`.
-fn frame(n: u64, phase: u64) -> Result<(), u32> {
-    if phase > 1 {
+/// `residue_frame(start, n, phase)`: counters and aggregates of memcgs `[start, start +
+/// RES_FRAME_CHUNK)` of the first `n` of `RES_REQ`, and when `start` is 0 every CPU's stocks
+/// and batch, into the `phase` half (0 open, 1 close) of `RES_MEMCG` and `RES_CPU`.
+fn frame(start: u64, n: u64, phase: u64) -> Result<(), u32> {
+    let max = rc!(max_memcgs);
+    if phase > 1 || start >= u64::from(max) {
         return Err(residue_err::ARGS);
     }
-    let max = rc!(max_memcgs);
+    let start = start as u32;
     let nr_cpus = rc!(nr_cpus);
-    for i in 0..RES_MAX_MEMCGS {
-        if u64::from(i) >= n || i >= max {
+    for i in 0..RES_FRAME_CHUNK {
+        let slot = start + i;
+        if u64::from(slot) >= n || slot >= max {
             break;
         }
-        read_memcg(phase as u32 * max + i, i)?;
+        read_memcg(phase as u32 * max + slot, slot)?;
     }
-    if rc!(flags) & residue_flags::STATIC_PERCPU == 0 {
+    if start != 0 || rc!(flags) & residue_flags::STATIC_PERCPU == 0 {
         return Ok(());
     }
     let pptr0 = pcpu_pptr0()?;
@@ -300,13 +304,15 @@ fn frame(n: u64, phase: u64) -> Result<(), u32> {
     Ok(())
 }
 
-/// `residue_memcg_cpus(slot)`: the per-CPU statistics of memcg `slot` on every CPU.
-fn memcg_cpus(slot: u64) -> Result<(), u32> {
+/// `residue_memcg_cpus(slot, window_slot)`: the per-CPU statistics of memcg `slot` on every
+/// CPU, into window slot `window_slot` of `RES_MEMCG_CPU` (a slot past the map fails with
+/// [`residue_err::MAP`]).
+fn memcg_cpus(slot: u64, window_slot: u64) -> Result<(), u32> {
     let max = rc!(max_memcgs);
-    if slot >= u64::from(max) {
+    if slot >= u64::from(max) || window_slot >= u64::from(max) {
         return Err(residue_err::ARGS);
     }
-    let slot = slot as u32;
+    let (slot, window_slot) = (slot as u32, window_slot as u32);
     let Some(req) = RES_REQ.get_ptr(slot) else {
         return Err(residue_err::MAP);
     };
@@ -320,7 +326,7 @@ fn memcg_cpus(slot: u64) -> Result<(), u32> {
         if cpu >= nr_cpus {
             break;
         }
-        let Some(rec) = RES_MEMCG_CPU.get_ptr_mut(slot * nr_cpus + cpu) else {
+        let Some(rec) = RES_MEMCG_CPU.get_ptr_mut(window_slot * nr_cpus + cpu) else {
             return Err(residue_err::MAP);
         };
         // SAFETY: a map value of type MemcgCpuStat, written only by serialised test runs.
@@ -442,12 +448,12 @@ fn ret(r: Result<(), u32>) -> i32 {
 
 #[raw_tracepoint(tracepoint = "residue_frame")]
 pub fn residue_frame(ctx: RawTracePointContext) -> i32 {
-    ret(frame(ctx.arg(0), ctx.arg(1)))
+    ret(frame(ctx.arg(0), ctx.arg(1), ctx.arg(2)))
 }
 
 #[raw_tracepoint(tracepoint = "residue_memcg_cpus")]
 pub fn residue_memcg_cpus(ctx: RawTracePointContext) -> i32 {
-    ret(memcg_cpus(ctx.arg(0)))
+    ret(memcg_cpus(ctx.arg(0), ctx.arg(1)))
 }
 
 #[raw_tracepoint(tracepoint = "residue_folios")]

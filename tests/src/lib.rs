@@ -5,6 +5,8 @@
 //! `REQUIRE_BPF=1` is set (CI, `cargo xtask test`, the QEMU guests), where a missing
 //! prerequisite fails the test: a skipped kernel test must never pass silently there.
 
+pub mod scale;
+
 use std::path::PathBuf;
 
 /// Serialises the kernel tests of one test binary: they load and count BPF programs and

@@ -500,6 +500,9 @@ fn signed(v: i64) -> String {
     format!("{v:+}")
 }
 
+/// Dying descendants listed one per line in the text report (the rest are summed in one).
+const DYING_SHOWN: usize = 20;
+
 /// Renders the text report (at most 100 columns).
 pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
     let mut s = String::new();
@@ -779,7 +782,12 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
             "  {:<12}{:<30}{:>12}{:>10}{:>10}{:>10}{:>10}",
             "ID", "PATH", "CHARGE", "LRU", "LRU_ADD", "KMEM", "STOCK"
         );
-        for d in &r.dying {
+        // The largest holders first; a leak of thousands is summed, not listed (`--json`
+        // lists every one).
+        let mut shown: Vec<&Dying> = r.dying.iter().collect();
+        shown.sort_by_key(|d| std::cmp::Reverse(d.usage_pages));
+        let rest = shown.split_off(shown.len().min(DYING_SHOWN));
+        for d in &shown {
             let _ = writeln!(
                 s,
                 "  {:<12}{:<30}{:>12}{:>10}{:>10}{:>10}{:>10}",
@@ -790,6 +798,19 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
                 d.lru_add_pages,
                 d.kmem_pages,
                 d.stock_pages
+            );
+        }
+        if !rest.is_empty() {
+            let sum = |f: fn(&Dying) -> i64| rest.iter().map(|d| f(d)).sum::<i64>();
+            let _ = writeln!(
+                s,
+                "  {:<42}{:>12}{:>10}{:>10}{:>10}{:>10}",
+                format!("... {} more (--json lists them)", rest.len()),
+                sum(|d| d.usage_pages as i64),
+                sum(|d| d.lru_pages),
+                sum(|d| d.lru_add_pages),
+                sum(|d| d.kmem_pages),
+                sum(|d| d.stock_pages)
             );
         }
         wrap(
@@ -946,6 +967,49 @@ mod tests {
             );
             assert_eq!(text.contains("    cpu 1"), cpus);
         }
+    }
+
+    #[test]
+    fn thousands_of_dying_descendants_list_the_largest_and_sum_the_rest() {
+        let mut r = report();
+        r.dying = (0..5000u64)
+            .map(|i| Dying {
+                cgroup_id: 1000 + i,
+                path: format!("c{i}"),
+                usage_pages: i,
+                lru_pages: 2,
+                lru_add_pages: 0,
+                kmem_pages: 1,
+                stock_pages: 0,
+            })
+            .collect();
+        let text = render_text(&r, false);
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                let mut w = l.split_whitespace();
+                w.next().is_some_and(|id| id.parse::<u64>().is_ok())
+                    && w.next().is_some_and(|p| p.starts_with('c'))
+            })
+            .collect();
+        assert_eq!(rows.len(), DYING_SHOWN, "{text}");
+        // The largest first: c4999 (4999 pages) leads.
+        assert!(rows[0].contains("c4999"), "{text}");
+        // The other 4980 summed: charge 0 + ... + 4979, LRU 2 each, KMEM 1 each.
+        let rest = text
+            .lines()
+            .find(|l| l.contains("... 4980 more (--json lists them)"))
+            .unwrap_or_else(|| panic!("no summary line:\n{text}"));
+        let nums: Vec<i64> = rest
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(
+            nums,
+            vec![4980, 4980 * 4979 / 2, 2 * 4980, 0, 4980, 0],
+            "{rest}"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
     }
 
     #[test]

@@ -338,6 +338,10 @@ struct Calc<'a> {
     tops: Vec<usize>,
     /// Nodes summed: T(X), or T(X) minus the root.
     members: Vec<bool>,
+    /// Per node, its children that were read (not gone).
+    children: Vec<Vec<usize>>,
+    /// Node index by memcg pointer.
+    by_memcg: std::collections::HashMap<u64, usize>,
     ncpu: usize,
 }
 
@@ -380,6 +384,15 @@ impl<'a> Calc<'a> {
             .max()
             .unwrap_or(0)
             .max(r.cpus.len());
+        let mut children = vec![Vec::new(); tree.nodes.len()];
+        for (j, n) in tree.nodes.iter().enumerate() {
+            if let Some(p) = n.parent
+                && class[j] != Class::Gone
+                && let Some(c) = children.get_mut(p)
+            {
+                c.push(j);
+            }
+        }
         Calc {
             l,
             tree,
@@ -388,6 +401,14 @@ impl<'a> Calc<'a> {
             class,
             tops,
             members,
+            children,
+            by_memcg: tree
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.memcg != 0)
+                .map(|(i, n)| (n.memcg, i))
+                .collect(),
             ncpu,
         }
     }
@@ -421,10 +442,7 @@ impl<'a> Calc<'a> {
             }
             // Z's own share: what it aggregated minus what its children passed up (their
             // `state`, less what still waits in Z's `state_pending`), plus its per-CPU deltas.
-            let children: i64 = (0..self.tree.nodes.len())
-                .filter(|&j| self.tree.nodes[j].parent == Some(i) && self.class[j] != Class::Gone)
-                .map(|j| m[j].state[k])
-                .sum();
+            let children: i64 = self.children[i].iter().map(|&j| m[j].state[k]).sum();
             let share = node.state[k] + node.pending[k] - children + cpu_sum;
             own[i] = share;
             self.add_member(&mut by_member, i, share);
@@ -440,10 +458,9 @@ impl<'a> Calc<'a> {
 
     /// Node index of a memcg pointer among the members.
     fn member_of(&self, memcg: u64) -> Option<usize> {
-        self.tree
-            .nodes
-            .iter()
-            .position(|n| n.memcg == memcg && memcg != 0)
+        self.by_memcg
+            .get(&memcg)
+            .copied()
             .filter(|&i| self.members[i])
     }
 

@@ -25,7 +25,8 @@ use aya::{
 use probes_common::{
     CpuFrame, FolioInfo, GLOBAL_RESIDUE_CONFIG, MAP_RES_CPU, MAP_RES_FOLIO, MAP_RES_MEMCG,
     MAP_RES_MEMCG_CPU, MAP_RES_PEEK, MAP_RES_REQ, MemcgCpuStat, MemcgFrame, MemcgReq, PeekBuf,
-    RES_MAX_CPUS, RES_MAX_FOLIOS, RES_MAX_MEMCGS, RES_PEEK_BYTES, residue_err,
+    RES_FRAME_CHUNK, RES_MAX_CPUS, RES_MAX_FOLIOS, RES_MAX_MEMCGS, RES_PEEK_BYTES,
+    RES_WINDOW_ENTRIES, residue_err,
 };
 use serde::Serialize;
 
@@ -380,6 +381,8 @@ pub struct ResidueReader {
     layout: ResidueLayout,
     nr_cpus: usize,
     capacity: usize,
+    /// Memcgs whose per-CPU statistics one window of `RES_MEMCG_CPU` holds.
+    window: usize,
 }
 
 impl std::fmt::Debug for ResidueReader {
@@ -387,6 +390,7 @@ impl std::fmt::Debug for ResidueReader {
         f.debug_struct("ResidueReader")
             .field("nr_cpus", &self.nr_cpus)
             .field("capacity", &self.capacity)
+            .field("window", &self.window)
             .finish()
     }
 }
@@ -409,6 +413,7 @@ impl ResidueReader {
         let capacity = capacity.clamp(1, RES_MAX_MEMCGS as usize);
         let cfg = layout.config(nr_cpus as u32, capacity as u32);
         let (cap, cpus) = (capacity as u32, nr_cpus as u32);
+        let window = (RES_WINDOW_ENTRIES / cpus).clamp(1, cap);
         crate::attach::bump_memlock();
         let mut loader = EbpfLoader::new();
         // No CO-RE relocations to apply (see `attach::load_with`); and the tracers' maps,
@@ -421,7 +426,7 @@ impl ResidueReader {
             .override_global(GLOBAL_RESIDUE_CONFIG, &cfg, true)
             .map_max_entries(MAP_RES_REQ, cap)
             .map_max_entries(MAP_RES_MEMCG, 2 * cap)
-            .map_max_entries(MAP_RES_MEMCG_CPU, cap * cpus)
+            .map_max_entries(MAP_RES_MEMCG_CPU, window * cpus)
             .map_max_entries(MAP_RES_CPU, 2 * cpus)
             .map_max_entries(MAP_RES_FOLIO, cpus * RES_MAX_FOLIOS)
             .load(obj)
@@ -443,6 +448,7 @@ impl ResidueReader {
             layout,
             nr_cpus,
             capacity,
+            window: window as usize,
         })
     }
 
@@ -520,6 +526,19 @@ impl ResidueReader {
         Ok(bytes)
     }
 
+    /// One frame (`phase` 0 open, 1 close) of the first `n` memcgs, a chunk per run.
+    fn frame(&mut self, n: usize, phase: u64) -> Result<(), ResidueError> {
+        // One run even for n == 0: the first chunk's run also reads the CPUs.
+        let mut start = 0;
+        loop {
+            self.run("residue_frame", &[start as u64, n as u64, phase])?;
+            start += RES_FRAME_CHUNK as usize;
+            if start >= n {
+                return Ok(());
+            }
+        }
+    }
+
     /// Reads the subtree's raw records: open frame, per-CPU statistics, batch folios, close
     /// frame (see the module docs of `probes-ebpf/src/residue.rs`).
     pub fn raw_snapshot(&mut self, nodes: &[MemcgNode]) -> Result<RawSnapshot, ResidueError> {
@@ -554,9 +573,28 @@ impl ResidueReader {
             }
         }
         let cpus = self.nr_cpus;
-        self.run("residue_frame", &[n as u64, 0])?;
-        for i in 0..n {
-            self.run("residue_memcg_cpus", &[i as u64])?;
+        self.frame(n, 0)?;
+        // Per-CPU statistics a window at a time: fill the window, read it back.
+        let mut pcpu = Vec::with_capacity(n);
+        for first in (0..n).step_by(self.window) {
+            let last = (first + self.window).min(n);
+            for (w, i) in (first..last).enumerate() {
+                self.run("residue_memcg_cpus", &[i as u64, w as u64])?;
+            }
+            let stats = self.array::<MemcgCpuStat>(MAP_RES_MEMCG_CPU)?;
+            for w in 0..(last - first) as u32 {
+                let per = (0..cpus as u32)
+                    .map(|c| {
+                        stats
+                            .get(&(w * cpus as u32 + c), 0)
+                            .map_err(|e| ResidueError::Map {
+                                map: MAP_RES_MEMCG_CPU,
+                                msg: e.to_string(),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                pcpu.push(per);
+            }
         }
         let static_ok = self.layout.percpu.is_ok() && self.layout.lru_add.is_ok();
         if static_ok {
@@ -564,20 +602,23 @@ impl ResidueReader {
                 self.run("residue_folios", &[c as u64])?;
             }
         }
-        self.run("residue_frame", &[n as u64, 1])?;
+        self.frame(n, 1)?;
 
         let cap = self.capacity as u32;
         let mut open = Vec::with_capacity(n);
         let mut close = Vec::with_capacity(n);
-        let mut pcpu = Vec::with_capacity(n);
-        for i in 0..n as u32 {
-            open.push(self.get::<MemcgFrame>(MAP_RES_MEMCG, i)?);
-            close.push(self.get::<MemcgFrame>(MAP_RES_MEMCG, cap + i)?);
-            let mut per = Vec::with_capacity(cpus);
-            for c in 0..cpus as u32 {
-                per.push(self.get::<MemcgCpuStat>(MAP_RES_MEMCG_CPU, i * cpus as u32 + c)?);
+        {
+            let frames = self.array::<MemcgFrame>(MAP_RES_MEMCG)?;
+            let get = |i: u32| {
+                frames.get(&i, 0).map_err(|e| ResidueError::Map {
+                    map: MAP_RES_MEMCG,
+                    msg: e.to_string(),
+                })
+            };
+            for i in 0..n as u32 {
+                open.push(get(i)?);
+                close.push(get(cap + i)?);
             }
-            pcpu.push(per);
         }
         let mut cpu_open = Vec::new();
         let mut cpu_close = Vec::new();

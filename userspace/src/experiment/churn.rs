@@ -61,9 +61,9 @@ use crate::{
     workload::{Workload, workload_binary},
 };
 
-/// Most churned cgroups in one run (the css walk reads at most `RES_MAX_MEMCGS` = 512 memcgs;
-/// the run, the warm-up and the siblings need slots too).
-pub const MAX_CYCLES: u32 = 400;
+/// Most churned cgroups in one run (the css walk reads at most `RES_MAX_MEMCGS` memcgs; the
+/// run, the warm-up and the siblings need slots too).
+pub const MAX_CYCLES: u32 = 10_000;
 
 /// Pause between two rounds of a sibling. Each round maps, touches and unmaps its pages; the
 /// page tables and maple-tree nodes of an unmapped range are freed after an RCU grace period
