@@ -829,6 +829,13 @@ impl Residues {
                 read_errors,
             });
         }
+        // The subtree's memcgs: only their stock slots and object stock enter the books.
+        let ours: std::collections::HashSet<u64> = raw
+            .open
+            .iter()
+            .map(|f| f.memcg)
+            .filter(|&m| m != 0)
+            .collect();
         let mut static_percpu = l.percpu.clone().map(|_| ());
         let mut cpus = Vec::new();
         if static_percpu.is_ok() {
@@ -848,9 +855,8 @@ impl Residues {
                     ));
                     break;
                 }
-                if (o.stock, o.obj, o.obj_memcg, o.batch) != (c.stock, c.obj, c.obj_memcg, c.batch)
-                {
-                    moved(format!("CPU {cpu}'s stock or lru_add batch changed"));
+                if let Some(what) = cpu_moved(o, c, &ours, l) {
+                    moved(format!("CPU {cpu}'s {what} changed"));
                 }
                 let folios = raw.folios.get(cpu).map(Vec::as_slice).unwrap_or(&[]);
                 match decode_cpu(o, folios, l) {
@@ -871,8 +877,50 @@ impl Residues {
     }
 }
 
-fn decode_cpu(o: &CpuFrame, folios: &[FolioInfo], l: &ResidueLayout) -> Result<CpuResidue, String> {
-    let mut r = CpuResidue::default();
+/// What of one CPU's static per-CPU data that matters to the subtree `ours` differs between
+/// the open and close frames. Stock slots and the object stock of other memcgs are left out:
+/// on a busy machine they change all the time (every charge anywhere on that CPU), they never
+/// enter the subtree's books, and a slot taken over by a memcg of the subtree (or given up by
+/// one) still shows as a change. The lru_add batch is compared whole: a folio of the subtree
+/// appended after the open frame was charged already but is in neither the batch read nor an
+/// LRU list, and only the batch's bytes tell.
+fn cpu_moved(
+    o: &CpuFrame,
+    c: &CpuFrame,
+    ours: &std::collections::HashSet<u64>,
+    l: &ResidueLayout,
+) -> Option<&'static str> {
+    if o.batch != c.batch {
+        return Some("lru_add batch");
+    }
+    match &l.stock {
+        Ok(_) => {
+            let mine = |f: &CpuFrame| {
+                let mut v: Vec<(u64, u64)> = decode_stock(f, l)
+                    .into_iter()
+                    .filter(|s| ours.contains(&s.memcg))
+                    .map(|s| (s.memcg, s.pages))
+                    .collect();
+                v.sort_unstable();
+                v
+            };
+            if mine(o) != mine(c) {
+                return Some("charge stock of the subtree");
+            }
+        }
+        Err(_) if o.stock != c.stock => return Some("charge stock"),
+        Err(_) => {}
+    }
+    let obj_ours = ours.contains(&o.obj_memcg) || ours.contains(&c.obj_memcg);
+    if obj_ours && (o.obj, o.obj_memcg) != (c.obj, c.obj_memcg) {
+        return Some("object stock of the subtree");
+    }
+    None
+}
+
+/// The non-empty charge stock slots of a CPU frame.
+fn decode_stock(o: &CpuFrame, l: &ResidueLayout) -> Vec<StockSlot> {
+    let mut out = Vec::new();
     if let Ok(st) = &l.stock {
         let b = words_to_bytes(&o.stock);
         for s in 0..st.slots {
@@ -883,7 +931,7 @@ fn decode_cpu(o: &CpuFrame, folios: &[FolioInfo], l: &ResidueLayout) -> Result<C
                 st.nr_pages_size as usize,
             );
             if memcg != 0 || pages != 0 {
-                r.stock.push(StockSlot {
+                out.push(StockSlot {
                     slot: s,
                     memcg,
                     pages,
@@ -891,6 +939,14 @@ fn decode_cpu(o: &CpuFrame, folios: &[FolioInfo], l: &ResidueLayout) -> Result<C
             }
         }
     }
+    out
+}
+
+fn decode_cpu(o: &CpuFrame, folios: &[FolioInfo], l: &ResidueLayout) -> Result<CpuResidue, String> {
+    let mut r = CpuResidue {
+        stock: decode_stock(o, l),
+        ..Default::default()
+    };
     if let Ok(ob) = &l.obj_stock {
         let b = words_to_bytes(&o.obj);
         let objcg = le_u64(&b, ob.cached_objcg as usize);
@@ -1221,6 +1277,54 @@ mod tests {
         moved.close[0].state[0] = 13;
         let r = Residues::decode(&moved, &l);
         assert!(r.consistent.unwrap_err().contains("memcg #0"));
+        // Another memcg's stock slot or object stock moving: still consistent (they are not
+        // in the books); the subtree's slot moving, or a slot taken by the subtree: not.
+        let other = |f: &mut CpuFrame, slot: u64, memcg: u64, pages: u8| {
+            let mut b = words_to_bytes(&f.stock);
+            let at = (st.cached + 8 * slot) as usize;
+            b[at..at + 8].copy_from_slice(&memcg.to_le_bytes());
+            b[(st.nr_pages + st.nr_pages_size * slot) as usize] = pages;
+            for (i, w) in b.chunks(8).enumerate() {
+                f.stock[i] = le_u64(w, 0);
+            }
+        };
+        if st.slots > 1 {
+            let mut busy = raw.clone();
+            other(&mut busy.cpu_open[0], 1, 0x7777, 9);
+            other(&mut busy.cpu_close[0], 1, 0x8888, 40);
+            busy.cpu_close[0].obj_memcg = 0x7777;
+            busy.cpu_close[0].obj[0] = 1;
+            assert_eq!(Residues::decode(&busy, &l).consistent, Ok(()));
+            other(&mut busy.cpu_close[0], 1, 0x1000, 40);
+            assert!(
+                Residues::decode(&busy, &l)
+                    .consistent
+                    .unwrap_err()
+                    .contains("charge stock of the subtree")
+            );
+        }
+        let mut moved = raw.clone();
+        other(&mut moved.cpu_close[0], 0, 0x1000, 52);
+        assert!(Residues::decode(&moved, &l).consistent.is_err());
+        let mut moved = raw.clone();
+        moved.cpu_close[0].obj_memcg = 0x1000;
+        moved.cpu_close[0].obj[0] = 1;
+        assert!(
+            Residues::decode(&moved, &l)
+                .consistent
+                .unwrap_err()
+                .contains("object stock")
+        );
+        // The lru_add batch is compared whole (an appended folio of the subtree is charged
+        // but neither in the batch read nor on a list).
+        let mut moved = raw.clone();
+        moved.cpu_close[0].batch[0] ^= 1;
+        assert!(
+            Residues::decode(&moved, &l)
+                .consistent
+                .unwrap_err()
+                .contains("lru_add batch")
+        );
         // A batch drained between the frame and the folio read: inconsistent.
         let mut moved = raw.clone();
         moved.folios[0][0].folio = 0;
