@@ -25,8 +25,10 @@ pub struct ScaleTree {
     pub run: RunGroup,
     /// The subtree's root: `<run>/tree`.
     pub tree: MemCgroup,
-    /// Cgroup ids of the live children.
-    pub live_ids: Vec<u64>,
+    /// A leaf outside the subtree where workloads wait: `<run>/home`.
+    pub home: MemCgroup,
+    /// The live children.
+    pub live: Vec<MemCgroup>,
     /// Cgroup ids of the dying children.
     pub dying_ids: Vec<u64>,
     /// Pages each child's file holds (kernel pages).
@@ -54,7 +56,7 @@ impl ScaleTree {
         let dir = run.private_dir(std::path::Path::new("/dev/shm"), "scale")?;
         let mut w = Workload::spawn(&workload_binary(), &home, cpu)?;
         let bytes = pages * w.page_size();
-        let mut live_ids = Vec::with_capacity(live);
+        let mut live_cgs = Vec::with_capacity(live);
         let mut dying_ids = Vec::with_capacity(dying);
         for i in 0..live + dying {
             let name = format!("c{i}");
@@ -64,7 +66,7 @@ impl ScaleTree {
             anyhow::ensure!(wrote == bytes, "{name}: wrote {wrote} of {bytes} bytes");
             home.move_pid(w.pid())?;
             if i < live {
-                live_ids.push(cg.id());
+                live_cgs.push(cg);
             } else {
                 std::fs::remove_dir(cg.path())
                     .map_err(|e| anyhow::anyhow!("{}: {e}", cg.path().display()))?;
@@ -75,7 +77,8 @@ impl ScaleTree {
         Ok(ScaleTree {
             run,
             tree,
-            live_ids,
+            home,
+            live: live_cgs,
             dying_ids,
             pages_each: pages,
             dir,

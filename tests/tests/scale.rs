@@ -9,10 +9,11 @@
 //! page when it is added, so the exact value, aggregate plus unflushed deltas, is the pages
 //! written). The ledger closes to the page (unexplained 0), as for one cgroup.
 
-use integration_tests::{online_cpus, require_kernel, scale::ScaleTree, serial};
+use integration_tests::{bin, online_cpus, require_kernel, scale::ScaleTree, serial};
 use memcg_drift::{
     cgroup::{MemoryHierarchy, detect_layout},
     explain::Explainer,
+    workload::{Workload, workload_binary},
 };
 
 const LIVE: usize = 2000;
@@ -81,4 +82,154 @@ fn explain_reads_thousands_of_descendants_and_closes() {
     }
     drop(ex);
     t.remove().unwrap();
+}
+
+/// Runs `memcg-drift trace --cgroup TREE --descendants --json ARGS` while one workload hops
+/// through every live child of `t` and touches `pages` anonymous pages in each; returns the
+/// JSON report. The trace must end by itself on SIGINT within 60 s (no hang at exit).
+fn trace_while_every_child_faults(t: &ScaleTree, extra: &[&str], pages: u64) -> serde_json::Value {
+    use std::{
+        io::BufRead,
+        process::{Command, Stdio},
+    };
+    let cpu = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &t.home, cpu).unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "trace",
+            "--cgroup",
+            t.tree.path().to_str().unwrap(),
+            "--descendants",
+        ])
+        .args(["--json", "-d", "10min"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The report of 2,000 cgroups is larger than a pipe: read it while the tool writes.
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).map(|_| v)
+    });
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("tracing "), "{line}");
+    for cg in &t.live {
+        cg.move_pid(w.pid()).unwrap();
+        w.touch(pages).unwrap();
+    }
+    t.home.move_pid(w.pid()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trace did not exit within 60 s of SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    // The workload's pages are unmapped (and counted down) when it exits: after the trace.
+    w.exit().unwrap();
+    let stdout = reader.join().unwrap().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    serde_json::from_slice(&stdout).expect("one JSON document")
+}
+
+/// The books of one trace report: every event seen ends in exactly one of recorded, filtered,
+/// map full or read failed, and the recorded ones are the rows' events.
+fn assert_events_add_up(doc: &serde_json::Value) -> u64 {
+    let c = &doc["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("counters.{k}: {c}"));
+    assert_eq!(
+        n("seen"),
+        n("recorded") + n("filtered") + n("map_full") + n("read_failed"),
+        "{c}"
+    );
+    let rows = doc["rows"].as_array().unwrap();
+    let in_rows: u64 = rows.iter().map(|r| r["events"].as_u64().unwrap()).sum();
+    assert_eq!(in_rows, n("recorded"), "{c}");
+    assert_eq!(doc["lost"].as_u64(), Some(n("map_full") + n("read_failed")));
+    n("map_full")
+}
+
+/// `trace --descendants` over 2,000 cgroups that all fault: the aggregation maps are sized
+/// from the subtree, so nothing is lost and every child shows exactly the pages it touched
+/// (`do_anonymous_page` adds one NR_ANON_MAPPED per page, on the faulting CPU); with
+/// `--max-keys` too small, what does not fit is counted as lost, never dropped silently.
+#[test]
+fn trace_descendants_sizes_its_maps_and_counts_what_does_not_fit() {
+    if !require_kernel("trace_descendants_sizes_its_maps_and_counts_what_does_not_fit") {
+        return;
+    }
+    let _serial = serial();
+    let hier = hier();
+    let cpu = *online_cpus().last().unwrap();
+    let t = ScaleTree::build(&hier, LIVE, 0, 1, cpu).unwrap();
+    let pages = 2;
+
+    let doc = trace_while_every_child_faults(&t, &[], pages);
+    assert_eq!(assert_events_add_up(&doc), 0, "{}", doc["counters"]);
+    assert!(
+        doc["maps"]["stat_keys"].as_u64().unwrap() >= 16 * (LIVE as u64 + 1),
+        "{}",
+        doc["maps"]
+    );
+    let rows = doc["rows"].as_array().unwrap();
+    for cg in &t.live {
+        let anon: Vec<_> = rows
+            .iter()
+            .filter(|r| r["cgroup_id"] == cg.id() && r["item"] == "NR_ANON_MAPPED")
+            .collect();
+        assert_eq!(anon.len(), 1, "{}: {anon:?}", cg.path().display());
+        assert_eq!(anon[0]["cpu"], cpu);
+        assert_eq!(
+            anon[0]["delta_pages"],
+            pages,
+            "{}: {anon:?}",
+            cg.path().display()
+        );
+        assert_eq!(anon[0]["events"], pages);
+    }
+
+    let keys = 200u64;
+    let doc = trace_while_every_child_faults(&t, &["--max-keys", &keys.to_string()], pages);
+    assert_eq!(doc["maps"]["stat_keys"], keys);
+    let lost = assert_events_add_up(&doc);
+    assert!(lost > 0, "{}", doc["counters"]);
+    // The keys that fit, and no more (the traced cgroup's own items live in a dense array
+    // outside the map).
+    let mut keys_seen = std::collections::BTreeSet::new();
+    for r in doc["rows"].as_array().unwrap() {
+        if r["cgroup_id"] != t.tree.id() {
+            keys_seen.insert((
+                r["cgroup_id"].as_u64(),
+                r["item"].as_str().map(str::to_string),
+            ));
+        }
+    }
+    assert!(keys_seen.len() as u64 <= keys, "{} keys", keys_seen.len());
+    t.remove().unwrap();
+}
+
+#[test]
+fn trace_max_keys_out_of_range_is_refused() {
+    if !require_kernel("trace_max_keys_out_of_range_is_refused") {
+        return;
+    }
+    for bad in ["0", "-1", "99999999999", "many"] {
+        integration_tests::assert_refused(
+            &["trace", "--cgroup", "/", "--max-keys", bad, "-d", "1s"],
+            "--max-keys",
+        );
+    }
 }

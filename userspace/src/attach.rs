@@ -39,6 +39,76 @@ pub fn object() -> anyhow::Result<&'static [u8]> {
     Ok(crate::probes::OBJECT)
 }
 
+/// Capacities of the per-cgroup maps, chosen before load: the compiled-in sizes fit a few
+/// thousand cgroups; `trace --descendants` over a bigger subtree sizes them from it, and
+/// `--max-keys` bounds the stat aggregates. Whatever does not fit is counted (`map_full`),
+/// never dropped silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MapSizes {
+    /// Distinct (cgroup, item, hook) stat aggregates (`STAT_AGG`).
+    pub stat_keys: u32,
+    /// Cgroups whose filter verdict is remembered (`VERDICT`, LRU).
+    pub verdicts: u32,
+    /// Distinct (cgroup, kind, counter) charge aggregates (`CHARGE_AGG`).
+    pub charge_keys: u32,
+    /// Cgroups with a remembered page_counter reading (`INFER_LAST`) or memory.events
+    /// baseline (`MEMCG_EVENTS`).
+    pub per_cgroup: u32,
+}
+
+/// Stat aggregates allowed per cgroup when sizing from a subtree (a cgroup that faults and
+/// frees anonymous and file pages touches about a dozen items on two hooks).
+pub const STAT_KEYS_PER_CGROUP: u32 = 16;
+/// Bytes the sized per-CPU stat aggregates may take (each key holds a 16-byte value per CPU
+/// plus about 96 bytes of element).
+const STAT_MAP_BUDGET: u64 = 256 << 20;
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            stat_keys: probes_common::STAT_AGG_ENTRIES,
+            verdicts: probes_common::VERDICT_ENTRIES,
+            charge_keys: probes_common::charge::CHARGE_AGG_ENTRIES,
+            per_cgroup: probes_common::charge::INFER_ENTRIES,
+        }
+    }
+}
+
+impl MapSizes {
+    /// Sizes for `cgroups` cgroups recorded on `cpus` possible CPUs: at least the compiled-in
+    /// sizes; the stat aggregates at most what [`STAT_MAP_BUDGET`] allows; `max_keys`, when
+    /// given, sets the stat aggregates exactly.
+    pub fn for_cgroups(cgroups: usize, cpus: usize, max_keys: Option<u32>) -> Self {
+        let d = Self::default();
+        let n = u32::try_from(cgroups).unwrap_or(u32::MAX).min(1 << 20);
+        let per_key = 16 * cpus.max(1) as u64 + 96;
+        let budget = u32::try_from(STAT_MAP_BUDGET / per_key).unwrap_or(u32::MAX);
+        let stat_keys = n
+            .saturating_mul(STAT_KEYS_PER_CGROUP)
+            .min(budget)
+            .max(d.stat_keys);
+        Self {
+            stat_keys: max_keys.unwrap_or(stat_keys).max(1),
+            verdicts: n.saturating_mul(2).max(d.verdicts),
+            charge_keys: n.saturating_mul(8).min(budget).max(d.charge_keys),
+            per_cgroup: n.saturating_mul(2).max(d.per_cgroup),
+        }
+    }
+
+    /// Sets the capacities on a loader.
+    pub fn apply(&self, loader: &mut EbpfLoader<'_>) {
+        use probes_common::charge::{
+            MAP_CHARGE_AGG, MAP_INFER_LAST, MAP_MEMCG_EVENTS, MEMCG_EVENTS_ENTRIES,
+        };
+        loader
+            .map_max_entries(probes_common::MAP_STAT_AGG, self.stat_keys)
+            .map_max_entries(probes_common::MAP_VERDICT, self.verdicts)
+            .map_max_entries(MAP_CHARGE_AGG, self.charge_keys)
+            .map_max_entries(MAP_INFER_LAST, self.per_cgroup)
+            .map_max_entries(MAP_MEMCG_EVENTS, self.per_cgroup.max(MEMCG_EVENTS_ENTRIES));
+    }
+}
+
 /// Which cgroups the stat probes record.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Filter {
@@ -393,4 +463,33 @@ pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport 
         out.insert(f, res);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_sizes_grow_with_the_subtree_within_a_budget() {
+        let d = MapSizes::default();
+        // A small subtree keeps the compiled-in sizes.
+        assert_eq!(MapSizes::for_cgroups(1, 2, None), d);
+        assert_eq!(MapSizes::for_cgroups(100, 2, None), d);
+        // 7,001 cgroups: 16 stat keys each, verdicts and per-cgroup maps twice the cgroups.
+        let s = MapSizes::for_cgroups(7001, 2, None);
+        assert_eq!(s.stat_keys, 7001 * STAT_KEYS_PER_CGROUP);
+        assert_eq!(s.verdicts, 14002);
+        assert_eq!(s.per_cgroup, 14002);
+        assert_eq!(s.charge_keys, 7001 * 8);
+        // Many CPUs: the per-CPU stat map stays within its budget, but never below the
+        // compiled-in size.
+        let s = MapSizes::for_cgroups(1 << 20, 64, None);
+        assert_eq!(u64::from(s.stat_keys), STAT_MAP_BUDGET / (16 * 64 + 96));
+        assert_eq!(
+            MapSizes::for_cgroups(1 << 20, 1024, None).stat_keys,
+            d.stat_keys
+        );
+        // --max-keys is taken as given.
+        assert_eq!(MapSizes::for_cgroups(7001, 2, Some(200)).stat_keys, 200);
+    }
 }

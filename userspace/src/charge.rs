@@ -271,10 +271,15 @@ fn parse_proc_cgroups_hierarchy(text: &str, controller: &str) -> Option<u64> {
     })
 }
 
-/// Loads the probes object with both configurations.
-pub fn load(cfg: &ProbeConfig, ccfg: &ChargeConfig) -> anyhow::Result<Ebpf> {
+/// Loads the probes object with both configurations and the maps sized by `sizes`.
+pub fn load(
+    cfg: &ProbeConfig,
+    ccfg: &ChargeConfig,
+    sizes: &attach::MapSizes,
+) -> anyhow::Result<Ebpf> {
     attach::load_with(cfg, |l| {
         l.override_global(GLOBAL_CHARGE_CONFIG, ccfg, true);
+        sizes.apply(l);
     })
 }
 
@@ -304,7 +309,7 @@ pub fn load_for_doctor(
     let scfg = attach::probe_config(kbtf, Filter::default())?;
     let (ccfg, unusable) = charge_config(kbtf, facts)?;
     reject_unusable(plans, &unusable);
-    load(&scfg, &ccfg)
+    load(&scfg, &ccfg, &attach::MapSizes::default())
 }
 
 /// Loss and activity counters of the charge and OOM probes, summed over CPUs.
@@ -805,7 +810,11 @@ impl ChargeTracer {
         let (ccfg, unusable) = charge_config(kbtf, &facts)?;
         let btf = aya::Btf::from_sys_fs()
             .map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
-        let ebpf = Arc::new(Mutex::new(load(&scfg, &ccfg)?));
+        let ebpf = Arc::new(Mutex::new(load(
+            &scfg,
+            &ccfg,
+            &attach::MapSizes::default(),
+        )?));
         Self::attach_on(ebpf, facts, &btf, filter, only, &unusable, &[])
     }
 

@@ -106,6 +106,12 @@ pub struct TraceArgs {
     /// Also record the cgroup's descendants (including ones created while tracing).
     #[arg(long)]
     pub descendants: bool,
+    /// Capacity of the in-kernel stat aggregates: distinct (cgroup, item, hook) keys. Default:
+    /// 16 per cgroup of the traced subtree, at least 16384, at most what 256 MiB of per-CPU
+    /// map holds. Updates of keys that do not fit are counted as lost (`map_full`).
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    pub max_keys: Option<u32>,
     /// How to attach the probes.
     #[arg(long, value_enum, default_value_t = AttachChoice::Auto)]
     pub attach: AttachChoice,

@@ -45,6 +45,8 @@ pub struct TraceReport {
     pub duration_s: f64,
     /// Milliseconds from the start of the process until every probe of the plan was attached.
     pub attach_ms: f64,
+    /// Capacities of the in-kernel maps (sized from the subtree, or `--max-keys`).
+    pub maps: crate::attach::MapSizes,
     /// Unit of the hooks' values.
     pub unit: ValueUnit,
     /// How each stat hook was attached.
@@ -157,6 +159,14 @@ pub fn render_text(r: &TraceReport) -> String {
         "\nlost {} events (map full {}, read failed {}); {} events of other cgroups filtered",
         r.lost, c.map_full, c.read_failed, c.filtered
     );
+    if c.map_full > 0 {
+        let _ = writeln!(
+            s,
+            "  the stat aggregates held {} keys and filled up: the rows above miss those \
+             updates; --max-keys sets a bigger capacity",
+            r.maps.stat_keys
+        );
+    }
     s.push_str(&crate::charge::render_section(&r.charge));
     s
 }
@@ -333,6 +343,7 @@ mod tests {
             descendants: true,
             duration_s: 1.0,
             attach_ms: 120.0,
+            maps: crate::attach::MapSizes::default(),
             unit: ValueUnit::Pages,
             hooks: vec![],
             rows: vec![Row {

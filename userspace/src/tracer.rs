@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use aya::{Btf, Ebpf};
 
 use crate::{
-    attach::{self, Filter, HookOutcome},
+    attach::{self, Filter, HookOutcome, MapSizes},
     collect::StatSnapshot,
     items::ItemNames,
     kernel::KernelFacts,
@@ -49,6 +49,7 @@ pub struct StatTracer {
 pub fn start_all(
     filter: Filter,
     only: Option<Flavour>,
+    sizes: MapSizes,
 ) -> anyhow::Result<(StatTracer, Result<crate::charge::ChargeTracer, String>)> {
     let facts = Arc::new(KernelFacts::gather());
     let kbtf = facts.btf()?;
@@ -58,9 +59,9 @@ pub fn start_all(
     let ebpf = match &charge_cfg {
         Ok((ccfg, _)) => {
             cfg.flags |= probes_common::flags::INFER;
-            crate::charge::load(&cfg, ccfg)?
+            crate::charge::load(&cfg, ccfg, &sizes)?
         }
-        Err(_) => attach::load(&cfg)?,
+        Err(_) => attach::load_with(&cfg, |l| sizes.apply(l))?,
     };
     let stat = StatTracer::attach_on(ebpf, facts.clone(), &btf, filter, only)?;
     let charge = match charge_cfg {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    attach::Filter,
+    attach::{Filter, MapSizes},
     cgroup::{MemCgroup, MemoryHierarchy},
     cli::TraceArgs,
     trace::{IntervalReport, TraceReport, render_interval, render_text, rows, subtree_paths},
@@ -41,14 +41,18 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
         descendants: args.descendants,
     };
     super::stop::catch()?;
+    // The subtree as it is now sizes the per-cgroup maps (cgroups created later fit in the
+    // headroom, or are counted as lost when they do not).
+    let mut paths = subtree_paths(&target, args.descendants);
+    let cpus = crate::residue::possible_cpus().map_err(anyhow::Error::msg)?;
+    let sizes = MapSizes::for_cgroups(paths.len(), cpus, args.max_keys);
     // One probes object for every hook: each kernel hook runs one program doing all its jobs.
-    let (tracer, charge_tracer) = crate::tracer::start_all(filter, args.attach.flavour())?;
+    let (tracer, charge_tracer) = crate::tracer::start_all(filter, args.attach.flavour(), sizes)?;
     let mut charge = crate::charge::ChargeRecorder::new(charge_tracer, filter);
     let attach_ms = crate::process::ms_since_process_start();
     if super::stop::requested() {
         anyhow::bail!("interrupted while attaching; nothing recorded, probes detached");
     }
-    let mut paths = subtree_paths(&target, args.descendants);
     let start = tracer.snapshot()?;
     charge.begin()?;
     let t0 = Instant::now();
@@ -119,6 +123,7 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
         descendants: args.descendants,
         duration_s: elapsed.as_secs_f64(),
         attach_ms,
+        maps: sizes,
         unit: tracer.unit,
         hooks: tracer.outcomes.clone(),
         rows: rows(&window, &tracer.items, tracer.unit, page_size, &paths),

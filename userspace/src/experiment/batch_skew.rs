@@ -254,7 +254,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let touch_pages = p.cpus.len() as u64 * p.batch_pages;
     // One iteration's pages plus its page tables, kernel memory and the pinning files.
     let worst = touch_pages * page + (16 << 20) + u64::from(p.iterations) * (64 << 10);
-    let mut s = Session::start(hier, "batch-skew", worst, common)?;
+    let mut s = Session::start(hier, "batch-skew", worst, 4, common)?;
     s.expect_phases(u64::from(p.iterations) * (p.cpus.len() as u64 + 4) + 1);
     let bin = workload_binary();
     let parent = s.run.cgroup().clone();

@@ -719,7 +719,13 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         * page
         + u64::from(p.siblings) * SIBLING_KMEM
         + (32 << 20);
-    let mut s = Session::start(hier, "churn", worst, common)?;
+    let mut s = Session::start(
+        hier,
+        "churn",
+        worst,
+        p.cycles as usize + p.siblings as usize + 4,
+        common,
+    )?;
     s.expect_phases(u64::from(p.cycles) * 2 + 6);
     let bin = workload_binary();
     let run_cg = s.run.cgroup().clone();

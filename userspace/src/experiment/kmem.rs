@@ -321,7 +321,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     // the workload itself.
     let unread_pages = p.unread_bytes.div_ceil(page) + 1;
     let worst = (32 << 20) + p.sockets * ((16 << 10) + 2 * unread_pages * page) + p.dentries * 4096;
-    let mut s = Session::start(hier, "kmem", worst, common)?;
+    let mut s = Session::start(hier, "kmem", worst, 4, common)?;
     s.expect_phases(if p.dentries > 0 { 6 } else { 4 });
     let cg = s.child(CG)?;
     let tcp_limit_written = match s.version() {

@@ -687,7 +687,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         + p.tmpfs_bytes
         + p.immigrate_bytes
         + (32 << 20);
-    let mut s = Session::start(hier, "limit", worst, common)?;
+    let mut s = Session::start(hier, "limit", worst, 4, common)?;
     let steps = p.grow_to_bytes.div_ceil(p.step_bytes);
     s.expect_phases(steps + 8);
     let bin = workload_binary();

@@ -126,11 +126,13 @@ fn monotonic_ns() -> u64 {
 
 impl Session {
     /// Checks memory, creates the run cgroup with `limit` bytes as its hard limit (bounding
-    /// everything the experiment does), attaches the probes to its subtree.
+    /// everything the experiment does), attaches the probes to its subtree, their maps sized
+    /// for the `cgroups` the experiment will create.
     pub fn start(
         hier: &MemoryHierarchy,
         experiment: &'static str,
         worst_case: u64,
+        cgroups: usize,
         common: &Common,
     ) -> anyhow::Result<Session> {
         check_memory(experiment, worst_case)?;
@@ -143,7 +145,9 @@ impl Session {
             descendants: true,
         };
         // One probes object for every hook (each kernel hook runs one program).
-        let (stat, charge) = crate::tracer::start_all(filter, None)?;
+        let cpus = crate::residue::possible_cpus().map_err(anyhow::Error::msg)?;
+        let sizes = crate::attach::MapSizes::for_cgroups(cgroups + 1, cpus, None);
+        let (stat, charge) = crate::tracer::start_all(filter, None, sizes)?;
         let (charge, charge_error) = match charge {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(e)),

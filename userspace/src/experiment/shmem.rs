@@ -181,7 +181,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     validate(&p)?;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     let worst = (32 << 20) + 2 * (p.pages + p.anon_pages) * page;
-    let mut s = Session::start(hier, "shmem", worst, common)?;
+    let mut s = Session::start(hier, "shmem", worst, 4, common)?;
     s.expect_phases(9);
     let a = s.child("a")?;
     let b = s.child("b")?;
