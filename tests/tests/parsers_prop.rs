@@ -1,6 +1,7 @@
 //! Property tests of every parser that reads text a user or the kernel hands over (issue 16):
 //! sizes, durations, CPU lists, flat-keyed control files (memory.stat, memory.events, owner
-//! markers), limits, mountinfo, `/proc/<pid>/cgroup`, the kernel's OOM report and run records.
+//! markers), limits, mountinfo, `/proc/<pid>/cgroup`, `/proc/cgroups`, the kernel's OOM report
+//! and run records.
 //! Each gets arbitrary text (never a panic; errors are one line) and generated valid input (the
 //! value it encodes comes back). No kernel needed.
 
@@ -11,6 +12,7 @@ use memcg_drift::{
         CgroupVersion, parse_flat_keyed, parse_limit, parse_mountinfo, parse_proc_cgroup,
         parse_u64_value,
     },
+    charge::parse_proc_cgroups_hierarchy,
     experiment::limit::parse_kmsg,
     units::{parse_cpu_list, parse_duration, parse_size},
 };
@@ -112,6 +114,25 @@ proptest! {
         for (k, v) in &kv {
             prop_assert_eq!(parsed.get(k), Some(*v));
         }
+    }
+
+    #[test]
+    fn proc_cgroups_never_panics(s in texty(), name in "[a-z_]{0,12}") {
+        let _ = parse_proc_cgroups_hierarchy(&s, &name);
+    }
+
+    #[test]
+    fn proc_cgroups_round_trip(
+        rows in prop::collection::btree_map("[a-z_]{1,12}", (any::<u32>(), any::<u32>(), 0u8..2), 1..16),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let mut text = String::from("#subsys_name\thierarchy\tnum_cgroups\tenabled\n");
+        for (name, (h, n, e)) in &rows {
+            text.push_str(&format!("{name}\t{h}\t{n}\t{e}\n"));
+        }
+        let (name, (h, _, _)) = rows.iter().nth(pick.index(rows.len())).unwrap();
+        prop_assert_eq!(parse_proc_cgroups_hierarchy(&text, name), Some(u64::from(*h)));
+        prop_assert_eq!(parse_proc_cgroups_hierarchy(&text, "#subsys_name"), None);
     }
 
     #[test]

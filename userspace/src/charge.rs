@@ -264,7 +264,7 @@ fn memory_hierarchy_id() -> Option<u64> {
 
 /// The hierarchy id of `controller` in the text of `/proc/cgroups`
 /// (`#subsys_name hierarchy num_cgroups enabled`).
-fn parse_proc_cgroups_hierarchy(text: &str, controller: &str) -> Option<u64> {
+pub fn parse_proc_cgroups_hierarchy(text: &str, controller: &str) -> Option<u64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let mut f = l.split_whitespace();
         (f.next()? == controller).then(|| f.next()?.parse().ok())?

@@ -32,8 +32,14 @@
 //! 1)), the ratio above the floor's (r - r_floor) and that as a share of bpftrace's above the
 //! floor ((r - r_floor) / (r_bpftrace - r_floor)), events per page, the cost per event
 //! ((r - 1) x baseline ns/page / events per page), events lost; then `trace`'s attach time (measured inside the process, and from spawn to its
-//! ready line) and the latency of `memcg-drift explain <cgroup> --json`. `--json` prints one
-//! document instead. Root only.
+//! ready line) and the latency of `memcg-drift explain <cgroup> --json`.
+//!
+//! Scale (issue 16, `--scale LIVE,DYING`, default 2000,5000; `--no-scale` skips it,
+//! `--only-scale` runs nothing else): a subtree of LIVE live cgroups holding a page of tmpfs
+//! each and DYING dying ones kept by theirs (`integration_tests::scale`), and
+//! `memcg-drift explain <subtree> --json` on it `--explain-runs` times: wall time and the
+//! process's peak resident set (`wait4` rusage), with the memcgs read and the ledger's
+//! unexplained pages. `--json` prints one document instead. Root only.
 
 use std::{
     io::{BufRead as _, BufReader, Read},
@@ -51,7 +57,8 @@ use memcg_drift::{
 };
 
 const USAGE: &str = "usage: overhead [--pages N] [--reps R] [--rounds N] [--cpu C] \
-                     [--explain-runs N] [--settle-ms MS] [--no-bpftrace] [--alt-bin PATH] [--json]";
+                     [--explain-runs N] [--settle-ms MS] [--no-bpftrace] [--alt-bin PATH] \
+                     [--scale LIVE,DYING | --no-scale | --only-scale] [--json]";
 
 /// Command-line options.
 struct Opts {
@@ -65,6 +72,10 @@ struct Opts {
     json: bool,
     /// Another memcg-drift binary whose `trace` recording is measured beside the main one.
     alt_bin: Option<PathBuf>,
+    /// Live and dying cgroups of the scale scenario (`None`: skipped).
+    scale: Option<(usize, usize)>,
+    /// Only the scale scenario.
+    only_scale: bool,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
@@ -78,6 +89,8 @@ fn parse_opts() -> anyhow::Result<Opts> {
         bpftrace: true,
         json: false,
         alt_bin: None,
+        scale: Some((2000, 5000)),
+        only_scale: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -112,6 +125,18 @@ fn parse_opts() -> anyhow::Result<Opts> {
                     .with_context(|| format!("--alt-bin needs a path; {USAGE}"))?;
                 o.alt_bin = Some(PathBuf::from(v));
             }
+            "--scale" => {
+                let v = args
+                    .next()
+                    .with_context(|| format!("--scale needs LIVE,DYING; {USAGE}"))?;
+                let (l, d) = v
+                    .split_once(',')
+                    .and_then(|(l, d)| Some((l.parse().ok()?, d.parse().ok()?)))
+                    .with_context(|| format!("--scale {v}: not LIVE,DYING"))?;
+                o.scale = Some((l, d));
+            }
+            "--no-scale" => o.scale = None,
+            "--only-scale" => o.only_scale = true,
             "--json" => o.json = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -443,6 +468,102 @@ fn explain_latency(bin: &Path, cg: &Path, runs: usize) -> anyhow::Result<Vec<f64
     Ok(v)
 }
 
+/// Runs a command to its end: (stdout, wall ms, peak resident set in bytes); fails
+/// on a non-zero exit.
+fn run_measured(cmd: &mut Command) -> anyhow::Result<(Vec<u8>, f64, u64)> {
+    let t0 = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .context("stdout")?
+        .read_to_end(&mut out)?;
+    let mut status = 0;
+    // SAFETY: zeroed rusage filled by wait4 for our own child, which std has not reaped.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: plain wait4 on the child's pid with valid out-pointers.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut ru) } != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let err = err_reader.join().unwrap_or_default();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{:?} failed: {}", cmd, err.trim());
+    }
+    Ok((out, ms, ru.ru_maxrss as u64 * 1024))
+}
+
+/// The scale figures: `explain` of a subtree of `live` + `dying` cgroups, `runs` times.
+fn scale_figures(
+    bin: &Path,
+    hier: &memcg_drift::cgroup::MemoryHierarchy,
+    (live, dying): (usize, usize),
+    cpu: usize,
+    runs: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let t = integration_tests::scale::ScaleTree::build(hier, live, dying, 1, cpu)?;
+    let mut ms = Vec::new();
+    let mut peak = 0;
+    let mut last = serde_json::Value::Null;
+    for _ in 0..runs {
+        let (out, m, rss) = run_measured(
+            Command::new(bin)
+                .arg("explain")
+                .arg(t.tree.path())
+                .arg("--json"),
+        )?;
+        ms.push(m);
+        peak = peak.max(rss);
+        last = serde_json::from_slice(&out).context("explain --json")?;
+    }
+    let sn = &last["snapshot"];
+    let doc = serde_json::json!({
+        "live": live,
+        "dying": dying,
+        "build_s": t.build_time.as_secs_f64(),
+        "memcgs": sn["memcgs"],
+        "left_out": sn["left_out"],
+        "attempts": sn["attempts"],
+        "unexplained_pages": last["unexplained_pages"],
+        "explain_ms": median(&ms),
+        "explain_ms_min_max": min_max(&ms),
+        "peak_rss_mib": peak as f64 / (1 << 20) as f64,
+        "runs": runs,
+    });
+    t.remove()?;
+    Ok(doc)
+}
+
+fn render_scale(sc: &serde_json::Value) -> String {
+    if sc.is_null() {
+        return String::new();
+    }
+    let f = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.0}"));
+    format!(
+        "scale: explain of {} live + {} dying cgroups ({} memcgs read, {} left out, unexplained \
+         {} pages): median {} ms ({}-{}) over {} runs, peak RSS {:.1} MiB (built in {:.1} s)\n",
+        sc["live"],
+        sc["dying"],
+        sc["memcgs"],
+        sc["left_out"],
+        sc["unexplained_pages"],
+        f(&sc["explain_ms"]),
+        f(&sc["explain_ms_min_max"][0]),
+        f(&sc["explain_ms_min_max"][1]),
+        sc["runs"],
+        sc["peak_rss_mib"].as_f64().unwrap_or(0.0),
+        sc["build_s"].as_f64().unwrap_or(0.0),
+    )
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -484,6 +605,25 @@ fn run() -> anyhow::Result<()> {
     let cpu = o.cpu.unwrap_or(*cpus.last().context("no online CPU")?);
     if !cpus.contains(&cpu) {
         bail!("--cpu {cpu}: not an online CPU");
+    }
+    if o.only_scale {
+        let (live, dying) = o.scale.context("--only-scale with --no-scale")?;
+        let sc = scale_figures(
+            &workload_binary(),
+            &hier,
+            (live, dying),
+            cpu,
+            o.explain_runs,
+        )?;
+        if o.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "scale": sc }))?
+            );
+        } else {
+            print!("{}", render_scale(&sc));
+        }
+        return Ok(());
     }
     let run = RunGroup::create(&hier)?;
     let work = run.child("bench-work")?;
@@ -539,6 +679,10 @@ fn run() -> anyhow::Result<()> {
     }
     let bench_s = t_start.elapsed().as_secs_f64();
     let explain = explain_latency(&rig.bin, rig.work.path(), o.explain_runs)?;
+    let scale = match o.scale {
+        Some(sz) => scale_figures(&rig.bin, &hier, sz, cpu, o.explain_runs)?,
+        None => serde_json::Value::Null,
+    };
     let load_end = loadavg();
 
     let base_ns = median(&series[0].ns).unwrap_or(0.0);
@@ -599,6 +743,7 @@ fn run() -> anyhow::Result<()> {
         "explain_ms": median(&explain),
         "explain_ms_min_max": min_max(&explain),
         "explain_runs": explain.len(),
+        "scale": scale,
     });
     if o.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -697,5 +842,6 @@ fn render(d: &serde_json::Value) -> String {
         f(hi, 1),
         d["explain_runs"]
     );
+    s.push_str(&render_scale(&d["scale"]));
     s
 }
