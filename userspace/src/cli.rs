@@ -289,7 +289,7 @@ pub struct KmemArgs {
 #[derive(Debug, Args)]
 pub struct ChurnArgs {
     /// Cgroups created and removed, one after the other (each runs a short job first).
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=400))]
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::experiment::churn::MAX_CYCLES)))]
     pub cycles: u32,
     /// Sibling cgroups whose workloads touch and free memory while the churn runs.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=16))]

@@ -61,9 +61,11 @@ use crate::{
     workload::{Workload, workload_binary},
 };
 
-/// Most churned cgroups in one run (the css walk reads at most `RES_MAX_MEMCGS` memcgs; the
-/// run, the warm-up and the siblings need slots too).
-pub const MAX_CYCLES: u32 = 10_000;
+/// Most churned cgroups in one run. The css walk now reads up to `RES_MAX_MEMCGS` memcgs, but
+/// a churn of 1,000 cycles was tried on this host and is not ready: 3 minutes (170 ms a cycle,
+/// the lifecycle poll walking a growing tree), and its end-of-hold count of pinned dying
+/// cgroups came out 231 of 250. Raised only once that is understood (issue 16).
+pub const MAX_CYCLES: u32 = 400;
 
 /// Pause between two rounds of a sibling. Each round maps, touches and unmaps its pages; the
 /// page tables and maple-tree nodes of an unmapped range are freed after an RCU grace period
