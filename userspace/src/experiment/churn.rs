@@ -5,8 +5,9 @@
 //! The run's cgroup holds `sibling-<k>` cgroups whose workloads touch and free anonymous memory
 //! in a loop (each on its own thread, one CPU each, round robin) for the whole churn, a `warmup`
 //! cgroup, and the churned `churn-<i>` cgroups. Each churned cgroup runs a short job (spawn,
-//! touch `job_pages`, and on every `pin_every`-th cgroup write a `pin_pages`-page file in the
-//! run's tmpfs scratch directory), the job exits, the cgroup is removed. After the last removal
+//! touch `job_pages`, and on every `pin_every`-th cgroup write a `pin_pages`-page file in a
+//! private directory of the run in `/dev/shm`, a tmpfs), the job exits, the cgroup is removed.
+//! Past [`PHASED_CYCLES`] cycles, consecutive cycles share one phase record. After the last removal
 //! the tool watches for `hold`, takes an `explain` ledger of the run (its `dying` table says
 //! what each dying cgroup still holds), removes the pinning files, and waits up to
 //! `release_wait` for the pinned cgroups to be released.
@@ -30,10 +31,11 @@
 //!   page) of the dying memcg. The job's anonymous pages are uncharged at its exit, and its
 //!   kernel memory (objcgs) is reparented at offline: neither pins it.
 //!
-//! No eBPF program records the lifecycle tracepoints yet (plan ids `lifecycle.*`), so the
-//! times here are **polled**: a thread walks the run's css subtree every `poll` interval and
+//! The times are **polled**: a thread walks the run's css subtree every `poll` interval and
 //! the report gives each lifetime as an interval `[last poll that saw it, first poll that did
-//! not]` minus the rmdir time, with the poll gaps measured.
+//! not]` minus the rmdir time, with the poll gaps measured; where the `cgroup_rmdir` and
+//! `cgroup_release` BTF tracepoints attach (plan ids `lifecycle.*`), the kernel's own times
+//! are given beside them.
 
 use std::{
     collections::BTreeMap,
@@ -61,11 +63,11 @@ use crate::{
     workload::{Workload, workload_binary},
 };
 
-/// Most churned cgroups in one run. The css walk now reads up to `RES_MAX_MEMCGS` memcgs, but
-/// a churn of 1,000 cycles was tried on this host and is not ready: 3 minutes (170 ms a cycle,
-/// the lifecycle poll walking a growing tree), and its end-of-hold count of pinned dying
-/// cgroups came out 231 of 250. Raised only once that is understood (issue 16).
-pub const MAX_CYCLES: u32 = 400;
+/// Most churned cgroups in one run: the css walk (poller and ledger) reads up to
+/// `RES_MAX_MEMCGS` memcgs, and the run's subtree holds every churned cgroup still dying
+/// besides the siblings and the warm-up.
+pub const MAX_CYCLES: u32 = 10_000;
+const _: () = assert!(MAX_CYCLES + 16 + 2 < probes_common::RES_MAX_MEMCGS);
 
 /// Pause between two rounds of a sibling. Each round maps, touches and unmaps its pages; the
 /// page tables and maple-tree nodes of an unmapped range are freed after an RCU grace period
@@ -75,6 +77,17 @@ pub const MAX_CYCLES: u32 = 400;
 const SIBLING_PAUSE: Duration = Duration::from_millis(1);
 /// Kernel memory allowed per sibling besides its pages (RCU-delayed frees, see above).
 const SIBLING_KMEM: u64 = 16 << 20;
+
+/// What a pinned (dying) churned cgroup may keep charged to the run besides its pages: its
+/// memcg's per-CPU statistics are allocated with `__GFP_ACCOUNT` while the parent is the
+/// active memcg (`mem_cgroup_css_alloc`), so they are charged to the run until the memcg is
+/// freed. A budget, not a measurement: 64 KiB and 8 KiB per possible CPU (a few KiB per CPU
+/// were allocated on 6.1 to 6.18), so that thousands of pinned cgroups do not push the run
+/// into its limit.
+fn dying_kmem_budget() -> u64 {
+    let cpus = residue::possible_cpus().unwrap_or(1) as u64;
+    (64 << 10) + cpus * (8 << 10)
+}
 
 /// Options of `run churn`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -328,9 +341,11 @@ pub struct Results {
     pub unpinned: usize,
     /// ...
     pub unpinned_released_in_hold: usize,
-    /// The scratch directory (where the pinning files are) is on tmpfs: a file there is
-    /// shmem and nothing else; on a disk file system creating it can also bring metadata
-    /// blocks into the page cache, charged to the writer.
+    /// The directory of the pinning files is on tmpfs (`/dev/shm` where it is one): a file
+    /// there is shmem and nothing else, and without swap nothing but its removal uncharges
+    /// it. Elsewhere (the run's scratch directory on a disk file system) creating it can also
+    /// bring metadata blocks into the page cache, charged to the writer, and reclaim can evict
+    /// its pages and release the cgroup before the file goes.
     pub scratch_on_tmpfs: bool,
     /// Pinned churned cgroups, and how many were released within the release wait after
     /// their files were removed.
@@ -663,6 +678,105 @@ impl Drop for Siblings {
     }
 }
 
+/// Cycles recorded one phase each (a job phase and an rmdir phase). Every phase takes two
+/// snapshots of the probes' maps, whose size grows with the churned cgroups, so a phase per
+/// cycle costs O(cycles^2) (1,000 cycles took 3 minutes that way). Past this many cycles,
+/// consecutive cycles share one phase so that a run has about this many cycle phases; each
+/// cycle's own times (rmdir, lifetime) are kept whatever the grouping.
+pub const PHASED_CYCLES: u32 = 200;
+
+/// Cycles per phase for a run of `cycles` (1: a job and an rmdir phase per cycle).
+pub fn cycles_per_phase(cycles: u32) -> u32 {
+    cycles.div_ceil(PHASED_CYCLES).max(1)
+}
+
+/// Where the pinning files go: a private directory of the run in `/dev/shm` when that is a
+/// tmpfs, else the run's scratch directory. On a disk file system (`/run` is one on some
+/// hosts) a pinning file is ordinary page cache: reclaim under the run's limit evicted 54 of
+/// 1,250 of them during a 5,000-cycle churn here, each releasing its cgroup long before the
+/// file was removed.
+fn pin_dir(s: &Session) -> anyhow::Result<PathBuf> {
+    let shm = Path::new("/dev/shm");
+    let on_tmpfs = |d: &Path| {
+        nix::sys::statfs::statfs(d)
+            .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+    };
+    if on_tmpfs(shm) {
+        Ok(s.run.private_dir(shm, "pins")?)
+    } else {
+        Ok(s.run.scratch()?.to_path_buf())
+    }
+}
+
+/// What every cycle shares.
+#[derive(Clone, Copy)]
+struct CycleEnv<'a> {
+    bin: &'a Path,
+    scratch: &'a Path,
+    online: &'a [usize],
+    p: &'a Params,
+    pin_bytes: u64,
+}
+
+/// One churned cgroup: create, run its job, remove; `phased` records the job and the rmdir
+/// as phases of their own. Returns the cgroup and its pinning file, if any.
+fn cycle(
+    s: &mut Session,
+    poller: &Poller,
+    env: CycleEnv<'_>,
+    i: u32,
+    phased: bool,
+) -> anyhow::Result<(Churned, Option<PathBuf>)> {
+    let p = env.p;
+    let name = format!("churn-{i}");
+    let pinned = p.pinned(i);
+    let cpu = env.online[(i as usize + p.siblings as usize) % env.online.len()];
+    let cg = s.child(&name)?;
+    poller.register(cg.id(), s.now_ms());
+    let pin = env.scratch.join(format!("{name}.pin"));
+    let run_job = |_: &mut Session| {
+        job(
+            env.bin,
+            &cg,
+            cpu,
+            p.job_pages,
+            pinned.then_some((pin.as_path(), env.pin_bytes)),
+        )
+    };
+    let rmdir = |s: &mut Session| {
+        std::fs::remove_dir(cg.path())
+            .with_context(|| format!("removing {}", cg.path().display()))?;
+        Ok(s.now_ms())
+    };
+    let removed_ms = if phased {
+        s.phase(format!("{name} job"), run_job)?;
+        s.phase(format!("{name} rmdir"), rmdir)?
+    } else {
+        run_job(s)?;
+        rmdir(s)?
+    };
+    let c = Churned {
+        index: i,
+        cgroup: name,
+        cgroup_id: cg.id(),
+        pinned,
+        cpu,
+        removed_ms,
+        first_dying_seen_ms: None,
+        last_seen_ms: None,
+        released_by_ms: None,
+        lifetime_ms: None,
+        dying_at_end_of_hold: false,
+        held_at_end_of_hold: None,
+        extra_lru_pages: 0,
+        released_after_unpin_ms: None,
+        traced_rmdir_ms: None,
+        traced_release_ms: None,
+        traced_lifetime_ms: None,
+    };
+    Ok((c, pinned.then_some(pin)))
+}
+
 /// A churned cgroup's job: touch, optionally write the pinning file, exit.
 fn job(
     bin: &Path,
@@ -720,6 +834,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let worst = (u64::from(p.siblings) * p.sibling_pages + p.job_pages + (pins + 1) * p.pin_pages)
         * page
         + u64::from(p.siblings) * SIBLING_KMEM
+        + pins * dying_kmem_budget()
         + (32 << 20);
     let mut s = Session::start(
         hier,
@@ -728,10 +843,15 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         p.cycles as usize + p.siblings as usize + 4,
         common,
     )?;
-    s.expect_phases(u64::from(p.cycles) * 2 + 6);
+    let block = cycles_per_phase(p.cycles);
+    s.expect_phases(if block == 1 {
+        u64::from(p.cycles) * 2 + 6
+    } else {
+        u64::from(p.cycles.div_ceil(block)) + 6
+    });
     let bin = workload_binary();
     let run_cg = s.run.cgroup().clone();
-    let scratch = s.run.scratch()?.to_path_buf();
+    let scratch = pin_dir(&s)?;
     let pin_bytes = p.pin_pages * page;
 
     // Warm-up: one job in a cgroup that stays alive, so that the pages of the binary and of
@@ -770,49 +890,37 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
 
     let mut churned = Vec::new();
     let mut pin_files: Vec<PathBuf> = Vec::new();
-    for i in 0..p.cycles {
-        let name = format!("churn-{i}");
-        let pinned = p.pinned(i);
-        let cpu = online[(i as usize + p.siblings as usize) % online.len()];
-        let cg = s.child(&name)?;
-        poller.register(cg.id(), s.now_ms());
-        let pin = scratch.join(format!("{name}.pin"));
-        s.phase(format!("{name} job"), |_| {
-            job(
-                &bin,
-                &cg,
-                cpu,
-                p.job_pages,
-                pinned.then_some((pin.as_path(), pin_bytes)),
-            )
-        })?;
-        if pinned {
-            pin_files.push(pin);
+    let mut first = 0;
+    while first < p.cycles {
+        let last = (first + block).min(p.cycles) - 1;
+        let mut one = |s: &mut Session, i: u32, phased: bool| -> anyhow::Result<()> {
+            let c = cycle(
+                s,
+                &poller,
+                CycleEnv {
+                    bin: &bin,
+                    scratch: &scratch,
+                    online: &online,
+                    p: &p,
+                    pin_bytes,
+                },
+                i,
+                phased,
+            )?;
+            if let Some(pin) = c.1 {
+                pin_files.push(pin);
+            }
+            churned.push(c.0);
+            Ok(())
+        };
+        if block == 1 {
+            one(&mut s, first, true)?;
+        } else {
+            s.phase(format!("churn-{first}..={last} jobs and rmdirs"), |s| {
+                (first..=last).try_for_each(|i| one(s, i, false))
+            })?;
         }
-        let removed_ms = s.phase(format!("{name} rmdir"), |s| {
-            std::fs::remove_dir(cg.path())
-                .with_context(|| format!("removing {}", cg.path().display()))?;
-            Ok(s.now_ms())
-        })?;
-        churned.push(Churned {
-            index: i,
-            cgroup: name,
-            cgroup_id: cg.id(),
-            pinned,
-            cpu,
-            removed_ms,
-            first_dying_seen_ms: None,
-            last_seen_ms: None,
-            released_by_ms: None,
-            lifetime_ms: None,
-            dying_at_end_of_hold: false,
-            held_at_end_of_hold: None,
-            extra_lru_pages: 0,
-            released_after_unpin_ms: None,
-            traced_rmdir_ms: None,
-            traced_release_ms: None,
-            traced_lifetime_ms: None,
-        });
+        first = last + 1;
     }
     let last_removal = churned.last().map(|c| c.removed_ms).unwrap_or(0.0);
     let sibling_rounds = s.phase("stop siblings", |_| siblings.stop())?;
@@ -1014,24 +1122,38 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
 fn checks(r: &Results) -> Vec<Check> {
     let p = &r.params;
     let mut out = Vec::new();
-    for c in r.churned.iter().filter(|c| c.pinned) {
+    let pinned: Vec<&Churned> = r.churned.iter().filter(|c| c.pinned).collect();
+    if !pinned.is_empty() {
         // A bound, not an equality: besides its file, the job may have faulted in page cache
         // nobody had cached (a library evicted meanwhile), which is charged to it as well.
-        let lru = c.held_at_end_of_hold.as_ref().map(Holding::lru_total);
+        let lru = |c: &Churned| c.held_at_end_of_hold.as_ref().map(Holding::lru_total);
+        let bad: Vec<String> = pinned
+            .iter()
+            .filter(|c| lru(c).is_none_or(|n| n < p.pin_pages as i64))
+            .map(|c| match lru(c) {
+                Some(n) => format!("{} holds {n}", c.cgroup),
+                None => format!("{} released", c.cgroup),
+            })
+            .collect();
         out.push(Check::rule(
-            &format!(
-                "{} (pinned) still dying at the end of the hold, holding its file's pages",
-                c.cgroup
-            ),
+            "pinned churned cgroups still dying at the end of the hold, each holding its file's pages",
             format!(
-                ">= {} LRU page(s) (on the lists or in lru_add batches)",
+                "{} of {}, each >= {} LRU page(s) (on the lists or in lru_add batches)",
+                pinned.len(),
+                pinned.len(),
                 p.pin_pages
             ),
-            match lru {
-                Some(n) => format!("{n} LRU page(s)"),
-                None => "not dying (released)".into(),
+            if bad.is_empty() {
+                format!("{} of {}", pinned.len(), pinned.len())
+            } else {
+                format!(
+                    "{} of {}; not: {}",
+                    pinned.len() - bad.len(),
+                    pinned.len(),
+                    few(&bad)
+                )
             },
-            lru.is_some_and(|n| n >= p.pin_pages as i64),
+            bad.is_empty(),
         ));
     }
     // Released within the hold, or still held by what the kernel keeps for it: freed folios
@@ -1056,24 +1178,39 @@ fn checks(r: &Results) -> Vec<Check> {
         ),
         r.unpinned_released_in_hold + explained == r.unpinned,
     ));
-    for c in &r.churned {
-        // The cgroup's release follows its memcg's (the css walk loses the memcg first), so
-        // the tracepoint can never come before the last poll that still saw it.
-        if let (Some(t), Some(seen)) = (c.traced_release_ms, c.last_seen_ms) {
-            out.push(Check::rule(
-                &format!(
-                    "{}: traced release after the last poll that saw it",
-                    c.cgroup
-                ),
-                format!(">= {seen:.1} ms"),
-                format!("{t:.1} ms"),
-                t >= seen,
-            ));
-        }
+    // The cgroup's release follows its memcg's (the css walk loses the memcg first), so the
+    // tracepoint can never come before the last poll that still saw it.
+    let traced: Vec<(&Churned, f64, f64)> = r
+        .churned
+        .iter()
+        .filter_map(|c| Some((c, c.traced_release_ms?, c.last_seen_ms?)))
+        .collect();
+    if !traced.is_empty() {
+        let bad: Vec<String> = traced
+            .iter()
+            .filter(|(_, t, seen)| t < seen)
+            .map(|(c, t, seen)| format!("{} traced at {t:.1} ms, seen at {seen:.1} ms", c.cgroup))
+            .collect();
+        out.push(Check::rule(
+            "traced releases after the last poll that saw the cgroup",
+            format!("{} of {}", traced.len(), traced.len()),
+            if bad.is_empty() {
+                format!("{} of {}", traced.len(), traced.len())
+            } else {
+                format!(
+                    "{} of {}; not: {}",
+                    traced.len() - bad.len(),
+                    traced.len(),
+                    few(&bad)
+                )
+            },
+            bad.is_empty(),
+        ));
     }
     out.push(Check::eq(
-        "dying cgroups under the run at the end of the hold (the pinned ones)",
-        r.pinned,
+        "dying cgroups under the run at the end of the hold (the pinned ones, and the unpinned \
+         ones held by lru_add batches or kernel memory)",
+        r.pinned + explained,
         r.end_of_hold.dying_walk,
     ));
     if let Some(nr) = r.end_of_hold.nr_dying_descendants {
@@ -1100,6 +1237,23 @@ fn checks(r: &Results) -> Vec<Check> {
                 .filter(|c| c.released_after_unpin_ms.is_some())
                 .count(),
         ));
+    }
+    out
+}
+
+/// Names listed in a check or a summary line before the rest is counted.
+const LISTED: usize = 10;
+
+/// At most [`LISTED`] items, then how many more.
+fn few(items: &[String]) -> String {
+    let mut out = items
+        .iter()
+        .take(LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > LISTED {
+        let _ = write!(out, "; and {} more", items.len() - LISTED);
     }
     out
 }
@@ -1168,11 +1322,7 @@ fn verdict(r: &Results, checks: &[Check]) -> Verdict {
                 )
             })
             .collect();
-        let _ = writeln!(
-            summary,
-            "Still dying when the hold ended: {}.",
-            by.join("; ")
-        );
+        let _ = writeln!(summary, "Still dying when the hold ended: {}.", few(&by));
     }
     if r.pinned > 0 {
         let _ = writeln!(
@@ -1199,7 +1349,7 @@ fn verdict(r: &Results, checks: &[Check]) -> Verdict {
                     " (the scratch directory is not on tmpfs: creating a file there also reads \
                      file-system metadata blocks, charged to the writer)"
                 },
-                kept.join(", ")
+                few(&kept)
             );
         }
     }
@@ -1209,6 +1359,9 @@ fn verdict(r: &Results, checks: &[Check]) -> Verdict {
         checks: Vec::new(),
     }
 }
+
+/// Rows of the churned-cgroup table shown at each end when there are more than twice this.
+const TABLE_ENDS: usize = 20;
 
 /// The text section of a churn report.
 pub fn render(r: &Report) -> anyhow::Result<String> {
@@ -1249,7 +1402,18 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
         "  {:<10} {:>8} {:>4} {:>4} {:>10} {:>21} {:>9} {:>10}  AT THE END OF THE HOLD",
         "CGROUP", "ID", "PIN", "CPU", "RMDIR MS", "POLLED LIFETIME MS", "TRACED", "AFTER UNPIN"
     );
-    for c in &res.churned {
+    let n = res.churned.len();
+    for (k, c) in res.churned.iter().enumerate() {
+        if n > 2 * TABLE_ENDS && k >= TABLE_ENDS && k < n - TABLE_ENDS {
+            if k == TABLE_ENDS {
+                let _ = writeln!(
+                    out,
+                    "  ... {} more churned cgroups (every one is in the JSON record)",
+                    n - 2 * TABLE_ENDS
+                );
+            }
+            continue;
+        }
         let life = c
             .lifetime_ms
             .map(|[a, b]| format!("{a:.1} .. {b:.1}"))
@@ -1350,6 +1514,28 @@ mod tests {
         assert_eq!(s.tracks[&12].gone_by_ms, None);
         s.record(40.0, 41.0, &[], None);
         assert_eq!(s.tracks[&12].gone_by_ms, Some(41.0));
+    }
+
+    #[test]
+    fn cycles_share_phases_past_phased_cycles() {
+        assert_eq!(cycles_per_phase(1), 1);
+        assert_eq!(cycles_per_phase(PHASED_CYCLES), 1);
+        assert_eq!(cycles_per_phase(PHASED_CYCLES + 1), 2);
+        for n in [PHASED_CYCLES + 1, 1_000, 5_000, MAX_CYCLES] {
+            let b = cycles_per_phase(n);
+            assert!(n.div_ceil(b) <= PHASED_CYCLES, "{n}: {b}");
+            assert!(
+                n.div_ceil(b - 1) > PHASED_CYCLES,
+                "{n}: {b} is not the least"
+            );
+        }
+    }
+
+    #[test]
+    fn few_lists_ten_then_counts() {
+        let v: Vec<String> = (0..13).map(|i| format!("c{i}")).collect();
+        assert_eq!(few(&v[..2]), "c0; c1");
+        assert!(few(&v).ends_with("c9; and 3 more"), "{}", few(&v));
     }
 
     #[test]
