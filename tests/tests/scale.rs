@@ -241,7 +241,7 @@ fn trace_max_keys_out_of_range_is_refused() {
 /// as much, enough to cross into shared phases ([`churn::PHASED_CYCLES`]).
 fn churn_cycles() -> u32 {
     if std::env::var("MEMCG_DRIFT_VM").is_ok_and(|v| v == "1") {
-        2 * churn::PHASED_CYCLES
+        churn::PHASED_CYCLES + 50
     } else {
         5_000
     }
