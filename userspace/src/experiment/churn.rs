@@ -1143,16 +1143,7 @@ fn checks(r: &Results) -> Vec<Check> {
                 pinned.len(),
                 p.pin_pages
             ),
-            if bad.is_empty() {
-                format!("{} of {}", pinned.len(), pinned.len())
-            } else {
-                format!(
-                    "{} of {}; not: {}",
-                    pinned.len() - bad.len(),
-                    pinned.len(),
-                    few(&bad)
-                )
-            },
+            held_by_all(pinned.len(), &bad),
             bad.is_empty(),
         ));
     }
@@ -1194,16 +1185,7 @@ fn checks(r: &Results) -> Vec<Check> {
         out.push(Check::rule(
             "traced releases after the last poll that saw the cgroup",
             format!("{} of {}", traced.len(), traced.len()),
-            if bad.is_empty() {
-                format!("{} of {}", traced.len(), traced.len())
-            } else {
-                format!(
-                    "{} of {}; not: {}",
-                    traced.len() - bad.len(),
-                    traced.len(),
-                    few(&bad)
-                )
-            },
+            held_by_all(traced.len(), &bad),
             bad.is_empty(),
         ));
     }
@@ -1239,6 +1221,16 @@ fn checks(r: &Results) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// What a check over `n` cgroups measured: `n of n`, or how many held and the first that did
+/// not.
+fn held_by_all(n: usize, bad: &[String]) -> String {
+    if bad.is_empty() {
+        format!("{n} of {n}")
+    } else {
+        format!("{} of {n}; not: {}", n - bad.len(), few(bad))
+    }
 }
 
 /// Names listed in a check or a summary line before the rest is counted.
