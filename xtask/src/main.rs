@@ -103,6 +103,13 @@ fn run() -> Result<()> {
                     vm::run(&vm_args)?;
                     totals.add(&guest_totals(&vm_args));
                 }
+                // Memory co-mounted with cpuset and cpu on v1 (seed 002 9.6, issue 15): the
+                // tool's own paths (explain, trace, the experiments) on such a hierarchy.
+                let mut comounted = vm::VmArgs::for_kernel("6.1");
+                comounted.cgroup = vm::CgroupMode::V1Cpuset;
+                comounted.tests = vm::COMOUNTED_TESTS.map(String::from).to_vec();
+                vm::run(&comounted)?;
+                totals.add(&guest_totals(&comounted));
                 // The per-CPU charge stock must scale with the CPU count (issue 5's proof):
                 // the residue test once more on a 32-vCPU guest.
                 let mut wide = vm::VmArgs::for_kernel("6.12");
@@ -211,7 +218,7 @@ fn guest_totals(args: &vm::VmArgs) -> Totals {
         .unwrap_or_else(|| workspace_root().join("target"));
     let dir = target
         .join("vm-runs")
-        .join(format!("{}-{}", args.kernel, args.cpus))
+        .join(args.run_dir_name())
         .join("tests");
     let mut totals = Totals::default();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

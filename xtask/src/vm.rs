@@ -34,6 +34,19 @@ mod qemu;
 /// and the memcg tracepoints can be checked against direct probes.
 pub const KERNELS: [&str; 3] = ["6.1", "6.12", "6.18"];
 
+/// The test executables `cargo xtask test` runs on the co-mounted v1 guest
+/// ([`CgroupMode::V1Cpuset`]): explain, trace's stat path and every experiment (about 4
+/// minutes of emulated time).
+pub const COMOUNTED_TESTS: [&str; 7] = [
+    "explain",
+    "stat_path",
+    "exp_batch_skew",
+    "exp_churn",
+    "exp_kmem",
+    "exp_limit",
+    "exp_shmem",
+];
+
 /// Default cache directory; `MEMCG_DRIFT_VM_CACHE` overrides it.
 const DEFAULT_CACHE: &str = "/var/cache/memcg-drift/vm";
 
@@ -45,6 +58,11 @@ pub enum CgroupMode {
     /// A v1 memory hierarchy on /sys/fs/cgroup/memory, cgroup2 without controllers on
     /// /sys/fs/cgroup/unified (6.1 only: 6.12 has no v1 memory controller).
     V1,
+    /// Memory co-mounted with cpuset and cpu on one v1 hierarchy
+    /// (`-o cpuset,cpu,memory` at /sys/fs/cgroup/cpuset,cpu,memory, seed 002 9.6), cgroup2
+    /// without controllers beside it (6.1 only).
+    #[value(name = "v1-cpuset")]
+    V1Cpuset,
 }
 
 impl CgroupMode {
@@ -52,6 +70,7 @@ impl CgroupMode {
         match self {
             Self::V2 => "v2",
             Self::V1 => "v1",
+            Self::V1Cpuset => "v1-cpuset",
         }
     }
 }
@@ -74,6 +93,9 @@ pub struct VmArgs {
     /// Pass this libtest name filter to every test executable.
     #[arg(long, value_name = "TESTNAME")]
     pub filter: Option<String>,
+    /// Run only these test executables (names of `tests/tests/*.rs`, comma-separated).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub tests: Vec<String>,
     /// cgroup layout in the guest.
     #[arg(long, value_enum, default_value_t = CgroupMode::V2)]
     pub cgroup: CgroupMode,
@@ -100,11 +122,21 @@ impl VmArgs {
             // The whole suite takes about 10 minutes of emulated time at 2 vCPUs.
             timeout: 1500,
             filter: None,
+            tests: Vec::new(),
             cgroup: CgroupMode::V2,
             keep: false,
             debuginfo: false,
             test_bin: Vec::new(),
         }
+    }
+
+    /// The run directory's name under `vm-runs/`: `<kernel>-<cpus>[-<cgroup mode>]`.
+    pub fn run_dir_name(&self) -> String {
+        let suffix = match self.cgroup {
+            CgroupMode::V2 => String::new(),
+            m => format!("-{}", m.as_str()),
+        };
+        format!("{}-{}{suffix}", self.kernel, self.cpus)
     }
 
     fn memory_mib(&self) -> u32 {
@@ -123,9 +155,10 @@ pub fn run(args: &VmArgs) -> Result<()> {
             KERNELS.join(", ")
         );
     }
-    if args.cgroup == CgroupMode::V1 && args.kernel != "6.1" {
+    if args.cgroup != CgroupMode::V2 && args.kernel != "6.1" {
         bail!(
-            "--cgroup v1 needs --kernel 6.1: {} has no cgroup v1 memory controller",
+            "--cgroup {} needs --kernel 6.1: {} has no cgroup v1 memory controller",
+            args.cgroup.as_str(),
             args.kernel
         );
     }
@@ -154,17 +187,13 @@ pub fn run(args: &VmArgs) -> Result<()> {
     );
 
     let build_start = Instant::now();
-    let payload = payload::build(&workspace, &args.test_bin)?;
+    let mut payload = payload::build(&workspace, &args.test_bin)?;
+    payload.select(&args.tests)?;
     let build = build_start.elapsed();
 
-    let suffix = if args.cgroup == CgroupMode::V1 {
-        "-v1"
-    } else {
-        ""
-    };
     let run_dir = target_dir(&workspace)
         .join("vm-runs")
-        .join(format!("{}-{}{suffix}", args.kernel, args.cpus));
+        .join(args.run_dir_name());
     if run_dir.exists() {
         fs::remove_dir_all(&run_dir).with_context(|| format!("clearing {}", run_dir.display()))?;
     }

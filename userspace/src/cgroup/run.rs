@@ -461,7 +461,7 @@ impl RunGroup {
             if version == CgroupVersion::V2 {
                 enable_memory_controller(root)?;
             }
-            match fs::create_dir(parent) {
+            match create_cgroup_dir(parent, version) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(CgroupError::io(parent, e)),
@@ -474,7 +474,7 @@ impl RunGroup {
                     r => r?,
                 }
             }
-            match fs::create_dir(run_dir) {
+            match create_cgroup_dir(run_dir, version) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 10 => continue,
                 Err(e) => return Err(CgroupError::io(run_dir, e)),
@@ -571,7 +571,7 @@ impl RunGroup {
         if self.dir.version() == CgroupVersion::V2 {
             enable_memory_controller(parent)?;
         }
-        fs::create_dir(&path).map_err(|e| CgroupError::io(&path, e))?;
+        create_cgroup_dir(&path, self.dir.version()).map_err(|e| CgroupError::io(&path, e))?;
         MemCgroup::open(self.dir.hierarchy(), &path)
     }
 
@@ -594,6 +594,45 @@ impl Drop for RunGroup {
         }
         unregister(&self.live);
     }
+}
+
+/// Creates the cgroup directory `path` (its parent exists). Where cpuset shares the memory
+/// controller's v1 hierarchy (`mount -t cgroup -o cpuset,cpu,memory`), a new cgroup's
+/// `cpuset.cpus` and `cpuset.mems` start empty unless its parent has `cgroup.clone_children`
+/// set, and no task may join it then (`cpuset_can_attach`: ENOSPC). The tool never changes
+/// that flag on a cgroup it did not create; it copies the parent's two values into the new
+/// cgroup, as the flag would. A cgroup it could not make usable is removed again. (On v2 an
+/// empty `cpuset.cpus` means the parent's: nothing to do.)
+fn create_cgroup_dir(path: &Path, version: CgroupVersion) -> io::Result<()> {
+    fs::create_dir(path)?;
+    if version != CgroupVersion::V1 {
+        return Ok(());
+    }
+    inherit_cpuset(path).inspect_err(|_| {
+        let _ = fs::remove_dir(path);
+    })
+}
+
+/// Copies the parent's `cpuset.cpus` and `cpuset.mems` into `path` where `path` has them and
+/// they are empty (see [`create_cgroup_dir`]); nothing elsewhere.
+fn inherit_cpuset(path: &Path) -> io::Result<()> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = match fs::read_to_string(path.join(file)) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !own.trim().is_empty() {
+            continue;
+        }
+        let from = fs::read_to_string(parent.join(file))?;
+        fs::write(path.join(file), from.trim())
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.join(file).display())))?;
+    }
+    Ok(())
 }
 
 /// What [`cleanup_stale`] did.
@@ -827,6 +866,45 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn a_new_v1_cgroup_takes_its_parents_cpuset_where_its_own_is_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let parent = d.path();
+        fs::write(parent.join("cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(parent.join("cpuset.mems"), "0\n").unwrap();
+        // What a v1 cpuset,memory hierarchy shows in a new cgroup: empty files.
+        let child = parent.join("child");
+        fs::create_dir(&child).unwrap();
+        fs::write(child.join("cpuset.cpus"), "\n").unwrap();
+        fs::write(child.join("cpuset.mems"), "1\n").unwrap();
+        inherit_cpuset(&child).unwrap();
+        assert_eq!(
+            fs::read_to_string(child.join("cpuset.cpus")).unwrap(),
+            "0-1"
+        );
+        // A value already set is left alone.
+        assert_eq!(
+            fs::read_to_string(child.join("cpuset.mems")).unwrap(),
+            "1\n"
+        );
+        // No cpuset in the hierarchy: nothing is written.
+        let plain = parent.join("plain");
+        create_cgroup_dir(&plain, CgroupVersion::V1).unwrap();
+        assert_eq!(fs::read_dir(&plain).unwrap().count(), 0);
+        // On v2 nothing is copied, whatever the files say (empty means the parent's).
+        let v2 = parent.join("v2");
+        fs::create_dir(&v2).unwrap();
+        fs::write(v2.join("cpuset.cpus"), "").unwrap();
+        fs::remove_dir_all(&v2).unwrap();
+        create_cgroup_dir(&v2, CgroupVersion::V2).unwrap();
+        assert_eq!(fs::read_dir(&v2).unwrap().count(), 0);
+        // The parent's values cannot be read: an error.
+        let bad = plain.join("x");
+        fs::create_dir(&bad).unwrap();
+        fs::write(bad.join("cpuset.cpus"), "").unwrap();
+        assert!(inherit_cpuset(&bad).is_err());
+    }
 
     #[test]
     fn proc_stat_fields() {

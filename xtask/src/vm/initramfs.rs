@@ -31,7 +31,7 @@ const HOST_TOOLS: &[&str] = &["bpftool"];
 /// What `/init` is told through `/vmtest/config`.
 #[derive(Debug, Clone)]
 pub struct GuestConfig {
-    /// `v1` or `v2`.
+    /// `v1`, `v1-cpuset` or `v2`.
     pub cgroup: String,
     /// libtest name filter passed to every test executable.
     pub filter: Option<String>,

@@ -171,7 +171,7 @@ pub struct RunInfo<'a> {
     pub pvh: bool,
     /// `-smp`.
     pub cpus: u32,
-    /// `v1` or `v2`.
+    /// `v1`, `v1-cpuset` or `v2`.
     pub cgroup: &'a str,
     /// Test executables that had to run, by guest name.
     pub tests: Vec<String>,

@@ -35,6 +35,27 @@ pub struct Payload {
     pub tests: Vec<TestBin>,
 }
 
+impl Payload {
+    /// Keeps only the test executables named in `names` (all when it is empty), in their
+    /// usual order; an unknown name is an error naming the known ones.
+    pub fn select(&mut self, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        for n in names {
+            if !self.tests.iter().any(|t| &t.name == n) {
+                let known: Vec<&str> = self.tests.iter().map(|t| t.name.as_str()).collect();
+                bail!(
+                    "--tests: no test executable {n:?} (known: {})",
+                    known.join(", ")
+                );
+            }
+        }
+        self.tests.retain(|t| names.contains(&t.name));
+        Ok(())
+    }
+}
+
 /// One artifact line of `cargo --message-format=json`.
 #[derive(Debug, PartialEq, Eq)]
 struct Artifact {
@@ -226,6 +247,27 @@ fn string_after(text: &str, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_keeps_the_named_tests_in_order_and_refuses_unknown_ones() {
+        let bin = |n: &str| TestBin {
+            name: n.into(),
+            path: PathBuf::from(format!("/t/{n}")),
+        };
+        let all = Payload {
+            tool: PathBuf::from("/t/memcg-drift"),
+            tests: vec![bin("cli"), bin("explain"), bin("stat_path")],
+        };
+        let mut p = all.clone();
+        p.select(&[]).unwrap();
+        assert_eq!(p.tests.len(), 3);
+        p.select(&["stat_path".into(), "cli".into()]).unwrap();
+        let names: Vec<&str> = p.tests.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["cli", "stat_path"]);
+        let mut p = all.clone();
+        let e = p.select(&["nope".into()]).unwrap_err().to_string();
+        assert!(e.contains("\"nope\"") && e.contains("cli, explain, stat_path"), "{e}");
+    }
 
     #[test]
     fn parses_a_test_artifact() {
