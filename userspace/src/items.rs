@@ -101,17 +101,23 @@ mod tests {
     }
 
     #[test]
-    fn running_kernel_sentinels_do_not_shadow_items() {
-        let Ok(btf) = KernelBtf::from_sys_fs() else {
-            eprintln!("skipping: no kernel BTF");
-            return;
-        };
-        let n = ItemNames::from_btf(&btf).unwrap();
-        let swap = n.value("MEMCG_SWAP").expect("MEMCG_SWAP");
-        assert_eq!(n.name(swap), "MEMCG_SWAP");
-        assert!(n.value("NR_ANON_MAPPED").is_some());
-        // NR_LRU_BASE is an alias of NR_INACTIVE_ANON: the item is reported by its real name.
-        let base = btf.enum_value("node_stat_item", "NR_LRU_BASE").unwrap() as u32;
-        assert_eq!(n.name(base), "NR_INACTIVE_ANON");
+    fn sentinels_and_aliases_do_not_shadow_items() {
+        use crate::kernel::testkernels::{Gen, synthetic};
+        for g in Gen::ALL {
+            let btf = KernelBtf::from_bytes(&synthetic(g).0).unwrap();
+            let n = ItemNames::from_btf(&btf).unwrap();
+            let swap = n.value("MEMCG_SWAP").expect("MEMCG_SWAP");
+            assert_eq!(n.name(swap), "MEMCG_SWAP", "{g:?}");
+            assert!(n.value("NR_ANON_MAPPED").is_some());
+            // NR_LRU_BASE is an alias of NR_INACTIVE_ANON: the item is reported by its real
+            // name; NR_VM_NODE_STAT_ITEMS (the sentinel) shares its value with the first memcg
+            // item, which keeps its own name.
+            let base = btf.enum_value("node_stat_item", "NR_LRU_BASE").unwrap() as u32;
+            assert_eq!(n.name(base), "NR_INACTIVE_ANON", "{g:?}");
+            let sentinel = btf
+                .enum_value("node_stat_item", "NR_VM_NODE_STAT_ITEMS")
+                .unwrap() as u32;
+            assert_eq!(n.name(sentinel), "MEMCG_SWAP", "{g:?}");
+        }
     }
 }

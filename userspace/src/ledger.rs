@@ -904,13 +904,12 @@ pub fn node_path(tree: &Tree, mut i: usize) -> String {
 mod tests {
     use super::*;
     use crate::{
-        kernel::{btf::KernelBtf, layout::ResidueLayout},
+        kernel::{
+            layout::ResidueLayout,
+            testkernels::{Gen, layout},
+        },
         residue::{BatchFolio, CpuResidue, MemcgNode, MemcgResidue, StockSlot},
     };
-
-    fn layout() -> Option<ResidueLayout> {
-        ResidueLayout::resolve(&KernelBtf::from_sys_fs().ok()?).ok()
-    }
 
     fn node(memcg: u64, parent: Option<usize>, online: bool, name: &str) -> MemcgNode {
         MemcgNode {
@@ -1049,139 +1048,142 @@ mod tests {
 
     #[test]
     fn identity_closes_with_every_term() {
-        let Some(l) = layout() else {
-            eprintln!("skipping: no kernel BTF");
-            return;
-        };
-        let (tree, r) = scenario(&l);
-        let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
-        let t = |id: &str| led.terms.iter().find(|t| t.term == id).unwrap().clone();
-        // inactive anon: 660 flushed + 40 pending + (10, 25) per CPU = 735.
-        let ia = t("lru.inactive_anon");
-        assert_eq!(ia.flushed, Some(660));
-        assert_eq!(ia.pending_tree, Some(40));
-        assert_eq!(ia.per_cpu, vec![10, 25]);
-        assert_eq!(ia.pages, 735);
-        // Own shares: x = 660 + 40 - (200 + 100) + 30 = 430; live 200 + 10; dead 100 - 5.
-        assert_eq!(
-            ia.by_member,
-            ByMember {
-                own: 430,
-                live: 210,
-                dying: 95
-            }
-        );
-        assert_eq!(t("lru.active_anon").pages, 50);
-        assert_eq!(t("kmem").pages, 22);
-        assert_eq!(t("sock").pages, 3);
-        let stock = t("stock");
-        assert_eq!(stock.per_cpu, vec![60, 7]);
-        assert_eq!(stock.by_member.dying, 7);
-        assert_eq!(stock.bound.as_ref().unwrap().pages, 64 * 3 * 2);
-        let batch = t("lru_add");
-        assert_eq!(batch.per_cpu, vec![1, 1]);
-        assert_eq!(batch.unmapped, Some(1));
-        assert_eq!(batch.unmapped_per_cpu, Some(vec![0, 1]));
-        // 735 + 50 + 22 + 3 + 67 + 2 = 879 explained of 1000.
-        assert_eq!(led.explained_pages, 879);
-        assert_eq!(led.unexplained_pages, 1000 - 879);
-        assert!(led.missing.is_empty());
-        assert_eq!(led.not_read.len(), 3);
-        // Mapped view: anon 710 + 35 + file 0 + kmem 22 + sock 3 + stock 67 + 1 uncounted
-        // batch folio.
-        assert_eq!(led.mapped_view_unexplained_pages, Some(1000 - 838));
-        // The dying child.
-        assert_eq!(led.dying.len(), 1);
-        assert_eq!(led.dying[0].path, "dead");
-        assert_eq!(led.dying[0].lru_pages, 95);
-        assert_eq!(led.dying[0].stock_pages, 7);
-        assert_eq!(led.dying[0].lru_add_pages, 0);
-        assert_eq!(led.dying[0].usage_pages, 150);
-        assert_eq!(led.members, (1, 1, 1, 0));
-        // The gap: usage - shown (660 + 50 + 20 + 0) = 270 = unflushed (75 + 0 + 2 + 3) + stock
-        // 67 + batch 2 + unexplained 121 + clamped 0.
-        assert_eq!(led.gap.pages, 270);
-        assert_eq!(led.gap.unflushed_pages, 80);
-        assert_eq!(
-            led.gap.unflushed_pages
-                + led.gap.stock_pages
-                + led.gap.lru_add_pages
-                + led.gap.unexplained_pages
-                - led.gap.clamped_pages,
-            led.gap.pages
-        );
-        // The stat book shows the flushed aggregate and the exact value.
-        let anon = led
-            .stat_book
-            .iter()
-            .find(|s| s.item == "NR_ANON_MAPPED")
-            .unwrap();
-        assert_eq!(anon.key.as_deref(), Some("anon"));
-        assert_eq!(anon.shown_bytes, 710 * 4096);
-        assert_eq!(anon.exact_bytes, 745 * 4096);
+        for g in Gen::ALL {
+            let l = layout(g);
+            let (tree, r) = scenario(&l);
+            let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
+            let t = |id: &str| led.terms.iter().find(|t| t.term == id).unwrap().clone();
+            // inactive anon: 660 flushed + 40 pending + (10, 25) per CPU = 735.
+            let ia = t("lru.inactive_anon");
+            assert_eq!(ia.flushed, Some(660));
+            assert_eq!(ia.pending_tree, Some(40));
+            assert_eq!(ia.per_cpu, vec![10, 25]);
+            assert_eq!(ia.pages, 735);
+            // Own shares: x = 660 + 40 - (200 + 100) + 30 = 430; live 200 + 10; dead 100 - 5.
+            assert_eq!(
+                ia.by_member,
+                ByMember {
+                    own: 430,
+                    live: 210,
+                    dying: 95
+                }
+            );
+            assert_eq!(t("lru.active_anon").pages, 50);
+            assert_eq!(t("kmem").pages, 22);
+            assert_eq!(t("sock").pages, 3);
+            let stock = t("stock");
+            assert_eq!(stock.per_cpu, vec![60, 7]);
+            assert_eq!(stock.by_member.dying, 7);
+            // A batch per memcg in as many slots as the generation has (6.18: 7; before:
+            // 1), for the 3 memcgs of the subtree, on 2 CPUs.
+            let slots = l.stock.as_ref().unwrap().slots.min(3) as i64;
+            assert_eq!(
+                stock.bound.as_ref().unwrap().pages,
+                MEMCG_CHARGE_BATCH as i64 * slots * 2,
+                "{g:?}"
+            );
+            let batch = t("lru_add");
+            assert_eq!(batch.per_cpu, vec![1, 1]);
+            assert_eq!(batch.unmapped, Some(1));
+            assert_eq!(batch.unmapped_per_cpu, Some(vec![0, 1]));
+            // 735 + 50 + 22 + 3 + 67 + 2 = 879 explained of 1000.
+            assert_eq!(led.explained_pages, 879);
+            assert_eq!(led.unexplained_pages, 1000 - 879);
+            assert!(led.missing.is_empty());
+            assert_eq!(led.not_read.len(), 3);
+            // Mapped view: anon 710 + 35 + file 0 + kmem 22 + sock 3 + stock 67 + 1 uncounted
+            // batch folio.
+            assert_eq!(led.mapped_view_unexplained_pages, Some(1000 - 838));
+            // The dying child.
+            assert_eq!(led.dying.len(), 1);
+            assert_eq!(led.dying[0].path, "dead");
+            assert_eq!(led.dying[0].lru_pages, 95);
+            assert_eq!(led.dying[0].stock_pages, 7);
+            assert_eq!(led.dying[0].lru_add_pages, 0);
+            assert_eq!(led.dying[0].usage_pages, 150);
+            assert_eq!(led.members, (1, 1, 1, 0));
+            // The gap: usage - shown (660 + 50 + 20 + 0) = 270 = unflushed (75 + 0 + 2 + 3) + stock
+            // 67 + batch 2 + unexplained 121 + clamped 0.
+            assert_eq!(led.gap.pages, 270);
+            assert_eq!(led.gap.unflushed_pages, 80);
+            assert_eq!(
+                led.gap.unflushed_pages
+                    + led.gap.stock_pages
+                    + led.gap.lru_add_pages
+                    + led.gap.unexplained_pages
+                    - led.gap.clamped_pages,
+                led.gap.pages
+            );
+            // The stat book shows the flushed aggregate and the exact value.
+            let anon = led
+                .stat_book
+                .iter()
+                .find(|s| s.item == "NR_ANON_MAPPED")
+                .unwrap();
+            assert_eq!(anon.key.as_deref(), Some("anon"));
+            assert_eq!(anon.shown_bytes, 710 * 4096);
+            assert_eq!(anon.exact_bytes, 745 * 4096);
+        }
     }
 
     #[test]
     fn v1_leaves_sockets_out_and_names_keys() {
-        let Some(l) = layout() else {
-            eprintln!("skipping: no kernel BTF");
-            return;
-        };
-        let (tree, r) = scenario(&l);
-        let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V1));
-        assert!(led.terms.iter().all(|t| t.term != "sock"));
-        assert_eq!(led.explained_pages, 876);
-        let anon = led
-            .stat_book
-            .iter()
-            .find(|s| s.item == "NR_ANON_MAPPED")
-            .unwrap();
-        assert_eq!(anon.key.as_deref(), Some("total_rss"));
-        assert!(
-            led.stat_book
+        for g in Gen::ALL {
+            let l = layout(g);
+            let (tree, r) = scenario(&l);
+            let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V1));
+            assert!(led.terms.iter().all(|t| t.term != "sock"));
+            assert_eq!(led.explained_pages, 876);
+            let anon = led
+                .stat_book
                 .iter()
-                .any(|s| s.item == "MEMCG_KMEM" && s.key.is_none())
-        );
+                .find(|s| s.item == "NR_ANON_MAPPED")
+                .unwrap();
+            assert_eq!(anon.key.as_deref(), Some("total_rss"));
+            assert!(
+                led.stat_book
+                    .iter()
+                    .any(|s| s.item == "MEMCG_KMEM" && s.key.is_none())
+            );
+        }
     }
 
     #[test]
     fn unreadable_static_percpu_names_the_missing_terms() {
-        let Some(l) = layout() else {
-            eprintln!("skipping: no kernel BTF");
-            return;
-        };
-        let (tree, mut r) = scenario(&l);
-        r.static_percpu = Err("per-CPU route check failed".into());
-        r.cpus.clear();
-        let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
-        let names: Vec<&str> = led.missing.iter().map(|m| m.term.as_str()).collect();
-        assert_eq!(names, ["lru_add", "stock"]);
-        assert!(led.missing[0].reason.contains("route check"));
-        assert_eq!(led.explained_pages, 810);
+        for g in Gen::ALL {
+            let l = layout(g);
+            let (tree, mut r) = scenario(&l);
+            r.static_percpu = Err("per-CPU route check failed".into());
+            r.cpus.clear();
+            let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
+            let names: Vec<&str> = led.missing.iter().map(|m| m.term.as_str()).collect();
+            assert_eq!(names, ["lru_add", "stock"]);
+            assert!(led.missing[0].reason.contains("route check"));
+            assert_eq!(led.explained_pages, 810);
+        }
     }
 
     #[test]
     fn root_counts_only_its_children() {
-        let Some(l) = layout() else {
-            eprintln!("skipping: no kernel BTF");
-            return;
-        };
-        let (tree, mut r) = scenario(&l);
-        // As the root: x's own 430 inactive anon pages are not charged; usage counts the
-        // children's subtrees: live (210 LRU, 10 kmem, 1 batch folio) and dead (95 LRU, 7 in
-        // stock).
-        r.memcgs[0].usage = 210 + 10 + 1 + 95 + 7;
-        let mut c = ctx(CgroupVersion::V1);
-        c.is_root = true;
-        let led = compute(&l, &tree, &r, &c);
-        let ia = led
-            .terms
-            .iter()
-            .find(|t| t.term == "lru.inactive_anon")
-            .unwrap();
-        assert_eq!(ia.pages, 210 + 95);
-        assert_eq!(ia.by_member.own, 0);
-        assert_eq!(led.unexplained_pages, 0);
+        for g in Gen::ALL {
+            let l = layout(g);
+            let (tree, mut r) = scenario(&l);
+            // As the root: x's own 430 inactive anon pages are not charged; usage counts the
+            // children's subtrees: live (210 LRU, 10 kmem, 1 batch folio) and dead (95 LRU, 7 in
+            // stock).
+            r.memcgs[0].usage = 210 + 10 + 1 + 95 + 7;
+            let mut c = ctx(CgroupVersion::V1);
+            c.is_root = true;
+            let led = compute(&l, &tree, &r, &c);
+            let ia = led
+                .terms
+                .iter()
+                .find(|t| t.term == "lru.inactive_anon")
+                .unwrap();
+            assert_eq!(ia.pages, 210 + 95);
+            assert_eq!(ia.by_member.own, 0);
+            assert_eq!(led.unexplained_pages, 0);
+        }
     }
 
     #[test]

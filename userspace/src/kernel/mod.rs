@@ -8,6 +8,8 @@ pub mod tracefs;
 
 #[cfg(test)]
 pub(crate) mod testbtf;
+#[cfg(test)]
+pub(crate) mod testkernels;
 
 use std::path::Path;
 

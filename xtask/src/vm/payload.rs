@@ -266,7 +266,10 @@ mod tests {
         assert_eq!(names, ["cli", "stat_path"]);
         let mut p = all.clone();
         let e = p.select(&["nope".into()]).unwrap_err().to_string();
-        assert!(e.contains("\"nope\"") && e.contains("cli, explain, stat_path"), "{e}");
+        assert!(
+            e.contains("\"nope\"") && e.contains("cli, explain, stat_path"),
+            "{e}"
+        );
     }
 
     #[test]
