@@ -198,6 +198,10 @@ pub enum Experiment {
     /// Write a tmpfs file from a cgroup, move the writer to a sibling (seeds 001, 002): who
     /// stays charged, and how memory.stat files tmpfs pages (shmem/file) next to anon.
     Shmem(ShmemArgs),
+    /// Register v1 usage thresholds (cgroup.event_control) and grow and shrink anonymous
+    /// memory across them (seed 002 §9.10): where each event fires, and what memory.stat is
+    /// short of the usage then (stock, unflushed deltas, lru_add batches). v1 only.
+    Threshold(ThresholdArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -329,6 +333,24 @@ pub struct ShmemArgs {
     /// Anonymous pages touched in each cgroup.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=262_144))]
     pub anon_pages: u64,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
+}
+
+/// Options of `run threshold`.
+#[derive(Debug, Args)]
+pub struct ThresholdArgs {
+    /// Thresholds on memory.usage_in_bytes, ascending (`512K`, `4M`, ...; comma-separated or
+    /// repeated).
+    #[arg(long, value_name = "SIZE", value_delimiter = ',', default_value = "4M", value_parser = crate::units::parse_size)]
+    pub threshold: Vec<u64>,
+    /// Anonymous memory grown to, then freed (default: twice the highest threshold).
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    pub grow_to: Option<u64>,
+    /// Memory touched (and freed) per step, rounded down to whole pages (at least one).
+    #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = crate::units::parse_size)]
+    pub step: u64,
     /// CPU of the workload (default: the last online CPU).
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,

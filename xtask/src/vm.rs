@@ -35,9 +35,9 @@ mod qemu;
 pub const KERNELS: [&str; 3] = ["6.1", "6.12", "6.18"];
 
 /// The test executables `cargo xtask test` runs on the co-mounted v1 guest
-/// ([`CgroupMode::V1Cpuset`]): explain, trace's stat path and every experiment (about 4
-/// minutes of emulated time).
-pub const COMOUNTED_TESTS: [&str; 7] = [
+/// ([`CgroupMode::V1Cpuset`]): explain, trace's stat path and every experiment, `threshold`
+/// (v1 only) among them (about 4 minutes of emulated time).
+pub const COMOUNTED_TESTS: [&str; 8] = [
     "explain",
     "stat_path",
     "exp_batch_skew",
@@ -45,6 +45,7 @@ pub const COMOUNTED_TESTS: [&str; 7] = [
     "exp_kmem",
     "exp_limit",
     "exp_shmem",
+    "exp_threshold",
 ];
 
 /// Default cache directory; `MEMCG_DRIFT_VM_CACHE` overrides it.

@@ -161,6 +161,25 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         &common,
                     )?
                 }
+                Experiment::Threshold(t) => {
+                    let cpu = t
+                        .cpu
+                        .or_else(|| experiment::online_cpus().last().copied())
+                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?
+                        .unwrap_or(4096) as u64;
+                    let top = t.threshold.iter().copied().max().unwrap_or(0);
+                    experiment::threshold::run(
+                        &hier,
+                        experiment::threshold::Params {
+                            thresholds: t.threshold.clone(),
+                            grow_to: t.grow_to.unwrap_or(2 * top),
+                            step_pages: (t.step / page).max(1),
+                            cpu,
+                        },
+                        &common,
+                    )?
+                }
             };
             // Plots first: a failed check still draws what happened.
             if let Some(dir) = &a.svg {

@@ -576,6 +576,7 @@ pub fn render_text(r: &Report) -> String {
         "churn" => super::churn::render(r),
         "kmem" => super::kmem::render(r),
         "shmem" => super::shmem::render(r),
+        "threshold" => super::threshold::render(r),
         _ => Ok(format!("results: {}\n", r.results)),
     };
     match section {

@@ -1,0 +1,502 @@
+//! `run threshold` (seed 002 §9.10): v1 memory usage thresholds. Where does a threshold
+//! registered on `memory.usage_in_bytes` fire, and why does `memory.stat` disagree with it
+//! at that moment?
+//!
+//! A workload in the child cgroup `t`, pinned to one CPU, touches anonymous pages `--step` at
+//! a time up to `--grow-to`, then frees them the same way. Each `--threshold` is registered
+//! through `cgroup.event_control` with its own eventfd; after every step the run reads the
+//! eventfds and `memory.usage_in_bytes`, and at each event it takes an `explain` ledger of `t`.
+//!
+//! The kernel's rules (6.18 mm/memcontrol-v1.c; the same code in mm/memcontrol.c of 6.1):
+//! - the usage compared is the memory page_counter (`mem_cgroup_usage`), which a charge
+//!   moves by whole batches (a refill of the per-CPU stock), not the statistics;
+//! - thresholds are checked only in `memcg1_check_events`, after a folio is charged
+//!   (`commit_charge`) or a batch of folios uncharged (`uncharge_batch`), and only when this
+//!   CPU's page-event count of the memcg passed its next target: every
+//!   `THRESHOLDS_EVENTS_TARGET` (128, a `#define` of mm/memcontrol-v1.c, so not in BTF)
+//!   charged or uncharged pages (`memcg1_event_ratelimit`);
+//! - `__mem_cgroup_threshold` then signals every threshold crossed since its last check, in
+//!   either direction, once.
+//!
+//! So an event fires up to 127 page events after the page_counter crossed, and at that moment
+//! `memory.stat` can be short of the usage by the stock, the unflushed per-CPU deltas and the
+//! lru_add batches: the ledger at each event names those terms.
+//!
+//! v2 has no usage thresholds (`cgroup.event_control` is v1 only): the run refuses there.
+
+use std::{
+    fmt::Write as _,
+    io::Read as _,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::{Check, Common, LedgerAt, Report, Verdict};
+use crate::{
+    cgroup::{CgroupVersion, MemoryHierarchy},
+    explain::Explainer,
+    workload::{Workload, workload_binary},
+};
+
+/// Page events between two threshold checks of one memcg on one CPU:
+/// `THRESHOLDS_EVENTS_TARGET`, mm/memcontrol-v1.c:42 (6.18.5), mm/memcontrol.c (6.1.192). A
+/// `#define`, not in BTF; the report gives the lag it observed beside it.
+pub const THRESHOLDS_EVENTS_TARGET: u64 = 128;
+
+/// Most thresholds in one run.
+pub const MAX_THRESHOLDS: usize = 16;
+
+/// Options of `run threshold`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Params {
+    /// Thresholds, bytes, ascending.
+    pub thresholds: Vec<u64>,
+    /// Anonymous memory grown to, bytes.
+    pub grow_to: u64,
+    /// Pages touched (and freed) per step.
+    pub step_pages: u64,
+    /// The workload's CPU.
+    pub cpu: usize,
+}
+
+/// Checks the options against the page size (before anything is created).
+pub fn validate(p: &Params, page: u64) -> anyhow::Result<()> {
+    if p.thresholds.is_empty() || p.thresholds.len() > MAX_THRESHOLDS {
+        anyhow::bail!("--threshold: give 1 to {MAX_THRESHOLDS} sizes");
+    }
+    if p.thresholds.windows(2).any(|w| w[0] >= w[1]) {
+        anyhow::bail!("--threshold: the sizes must be distinct and ascending");
+    }
+    if p.step_pages == 0 {
+        anyhow::bail!("--step must be at least one page");
+    }
+    let top = *p.thresholds.last().expect("not empty");
+    if p.grow_to <= top {
+        anyhow::bail!(
+            "--grow-to ({} bytes) must be above the highest threshold ({top} bytes)",
+            p.grow_to
+        );
+    }
+    if p.grow_to > (1 << 30) {
+        anyhow::bail!("--grow-to must be at most 1G");
+    }
+    if p.thresholds[0] < page {
+        anyhow::bail!("--threshold: each size must be at least a page ({page} bytes)");
+    }
+    Ok(())
+}
+
+/// One signal of a threshold's eventfd.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// The threshold, bytes above the usage the workload started with.
+    pub threshold: u64,
+    /// Where it was registered: that usage plus `threshold`, bytes of memory.usage_in_bytes.
+    pub registered_bytes: u64,
+    /// `up` (usage rose to or above it) or `down` (fell below it).
+    pub direction: String,
+    /// Pages the workload held after the step in which the event was read.
+    pub pages_held: u64,
+    /// Signals read (the kernel signals once per crossing).
+    pub signals: u64,
+    /// `memory.usage_in_bytes` (the page_counter) right after that step.
+    pub usage_bytes: u64,
+    /// Pages held after the first step whose usage was past the threshold (the crossing).
+    pub crossed_at_pages: Option<u64>,
+    /// Page events between the crossing and the event (`pages_held` apart).
+    pub lag_pages: Option<u64>,
+    /// What memory.stat showed short of the usage at the event, and why (the ledger's gap).
+    pub gap_pages: i64,
+    /// ... of which the per-CPU charge stock.
+    pub stock_pages: i64,
+    /// ... unflushed per-CPU statistic deltas.
+    pub unflushed_pages: i64,
+    /// ... folios in lru_add batches.
+    pub lru_add_pages: i64,
+    /// ... less what the ledger clamped (a statistic below zero counts as zero).
+    pub clamped_pages: i64,
+    /// ... unexplained (0 when the ledger closes).
+    pub unexplained_pages: i64,
+}
+
+/// The results section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    /// The options.
+    pub params: Params,
+    /// Page size, bytes.
+    pub page_size: u64,
+    /// The check interval the report assumes (see [`THRESHOLDS_EVENTS_TARGET`]).
+    pub events_target: u64,
+    /// Every event, in order.
+    pub events: Vec<Event>,
+    /// Steps taken (up and down).
+    pub steps: u64,
+    /// memory.usage_in_bytes once the workload had started, bytes.
+    pub baseline_bytes: u64,
+}
+
+/// A registered threshold.
+struct Watch {
+    threshold: u64,
+    /// Registered at, bytes of usage.
+    at: u64,
+    efd: OwnedFd,
+}
+
+impl Watch {
+    /// Signals since the last read (0 when none: the eventfd is non-blocking).
+    fn take(&self) -> anyhow::Result<u64> {
+        let mut f = std::fs::File::from(self.efd.try_clone()?);
+        let mut buf = [0u8; 8];
+        match f.read(&mut buf) {
+            Ok(8) => Ok(u64::from_ne_bytes(buf)),
+            Ok(n) => anyhow::bail!("eventfd read {n} bytes"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e).context("reading a threshold eventfd"),
+        }
+    }
+}
+
+fn eventfd() -> anyhow::Result<OwnedFd> {
+    // SAFETY: eventfd has no pointer arguments; a valid descriptor is owned from here on.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("eventfd");
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs the experiment.
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
+    validate(&p, page)?;
+    if !super::online_cpus().contains(&p.cpu) {
+        anyhow::bail!("--cpu {} is not an online CPU", p.cpu);
+    }
+    if hier.version != CgroupVersion::V1 {
+        anyhow::bail!(
+            "run threshold needs cgroup v1: usage thresholds are registered through \
+             cgroup.event_control, which v2 does not have"
+        );
+    }
+    let grow_pages = p.grow_to.div_ceil(page);
+    let worst = grow_pages * page + (32 << 20);
+    let mut s = super::Session::start(hier, "threshold", worst, 2, common)?;
+    let steps = 2 * grow_pages.div_ceil(p.step_pages);
+    s.expect_phases(4);
+    let t = s.child("t")?;
+    let bin = workload_binary();
+    let mut w = s.phase("start in t", |_| Ok(Workload::spawn(&bin, &t, p.cpu)?))?;
+    // The thresholds sit above what the workload holds once started (its binary's own pages
+    // are charged to `t` too): registered at that usage plus each `--threshold`.
+    let baseline = t.usage_bytes()?.unwrap_or(0);
+    let usage = std::fs::File::open(t.path().join("memory.usage_in_bytes"))
+        .context("memory.usage_in_bytes")?;
+    let mut watches = Vec::new();
+    for &threshold in &p.thresholds {
+        let efd = eventfd()?;
+        let at = baseline + threshold;
+        let line = format!("{} {} {at}", efd.as_raw_fd(), usage.as_raw_fd());
+        let ctl = t.path().join("cgroup.event_control");
+        std::fs::write(&ctl, &line)
+            .with_context(|| format!("registering {at} bytes in {}", ctl.display()))?;
+        watches.push(Watch { threshold, at, efd });
+    }
+    let mut ex = Explainer::new(hier, t.clone())?;
+    let mut events: Vec<Event> = Vec::new();
+    let mut ledgers = Vec::new();
+    // Per threshold: the pages held when the usage was first seen past it in each phase.
+    let mut crossed: Vec<Option<u64>> = vec![None; watches.len()];
+    let read_usage = || -> anyhow::Result<u64> { Ok(t.usage_bytes()?.unwrap_or(0)) };
+    let mut observe = |held: u64, up: bool, crossed: &mut Vec<Option<u64>>| -> anyhow::Result<()> {
+        let u = read_usage()?;
+        for (k, wt) in watches.iter().enumerate() {
+            let past = if up { u >= wt.at } else { u < wt.at };
+            if past && crossed[k].is_none() {
+                crossed[k] = Some(held);
+            }
+            let n = wt.take()?;
+            if n == 0 {
+                continue;
+            }
+            let r = ex.report()?;
+            let dir = if up { "up" } else { "down" };
+            ledgers.push(LedgerAt::new(
+                &format!("at the {dir} event of {} bytes", wt.threshold),
+                "t",
+                &r,
+            ));
+            let lag = crossed[k].map(|c| held.abs_diff(c));
+            events.push(Event {
+                threshold: wt.threshold,
+                registered_bytes: wt.at,
+                direction: dir.into(),
+                pages_held: held,
+                signals: n,
+                usage_bytes: u,
+                crossed_at_pages: crossed[k],
+                lag_pages: lag,
+                gap_pages: r.gap.pages,
+                stock_pages: r.gap.stock_pages,
+                unflushed_pages: r.gap.unflushed_pages,
+                lru_add_pages: r.gap.lru_add_pages,
+                clamped_pages: r.gap.clamped_pages,
+                unexplained_pages: r.unexplained_pages,
+            });
+        }
+        Ok(())
+    };
+    let step = p.step_pages;
+    s.phase(
+        format!("grow to {grow_pages} pages, {step} at a time"),
+        |_| {
+            let mut held = 0;
+            while held < grow_pages {
+                let n = step.min(grow_pages - held);
+                w.touch(n)?;
+                held += n;
+                observe(held, true, &mut crossed)?;
+            }
+            Ok(())
+        },
+    )?;
+    crossed.iter_mut().for_each(|c| *c = None);
+    s.phase(format!("free {grow_pages} pages, {step} at a time"), |_| {
+        let mut held = grow_pages;
+        while held > 0 {
+            let n = step.min(held);
+            w.free_pages(n)?;
+            held -= n;
+            observe(held, false, &mut crossed)?;
+        }
+        Ok(())
+    })?;
+    s.phase("exit", |_| {
+        w.exit()?;
+        Ok(())
+    })?;
+    drop(watches);
+    let results = Results {
+        params: p.clone(),
+        page_size: page,
+        events_target: THRESHOLDS_EVENTS_TARGET,
+        events,
+        steps,
+        baseline_bytes: baseline,
+    };
+    let checks = checks(&results);
+    let verdict = verdict(&results, checks);
+    s.finish(
+        serde_json::to_value(&p)?,
+        serde_json::to_value(&results)?,
+        ledgers,
+        Vec::new(),
+        verdict,
+    )
+}
+
+fn checks(r: &Results) -> Vec<Check> {
+    let mut out = Vec::new();
+    let bound = r.events_target + r.params.step_pages;
+    for &t in &r.params.thresholds {
+        for dir in ["up", "down"] {
+            let evs: Vec<&Event> = r
+                .events
+                .iter()
+                .filter(|e| e.threshold == t && e.direction == dir)
+                .collect();
+            let signals: u64 = evs.iter().map(|e| e.signals).sum();
+            out.push(Check::eq(
+                &format!("{t} bytes: signals on the way {dir}"),
+                1,
+                signals,
+            ));
+            for e in evs {
+                // On the right side: the event is never read before the page_counter was
+                // seen past the threshold, and at most one check interval later.
+                out.push(Check::rule(
+                    &format!("{t} bytes {dir}: fired after the crossing, within a check interval"),
+                    format!("0 <= lag < {bound} page events"),
+                    match (e.crossed_at_pages, e.lag_pages) {
+                        (Some(c), Some(l)) => {
+                            format!("crossed at {c} pages, fired at {} ({l})", e.pages_held)
+                        }
+                        _ => format!(
+                            "fired at {} pages, before the usage was seen past it",
+                            e.pages_held
+                        ),
+                    },
+                    e.lag_pages.is_some_and(|l| l < bound),
+                ));
+                out.push(Check::eq(
+                    &format!("{t} bytes {dir}: the ledger at the event closes (unexplained pages)"),
+                    0,
+                    e.unexplained_pages,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
+    let mut summary = format!(
+        "{} threshold(s) on memory.usage_in_bytes, anon grown to {} pages and freed, {} page(s) \
+         a step. The kernel compares its page_counter (moved by whole charge batches) and checks \
+         only every {} page events of the memcg on a CPU:\n",
+        r.params.thresholds.len(),
+        r.params.grow_to.div_ceil(r.page_size),
+        r.params.step_pages,
+        r.events_target
+    );
+    for e in &r.events {
+        let _ = writeln!(
+            summary,
+            "- {} bytes {}: fired with {} pages held, {} after the usage crossed; usage {} pages, \
+             memory.stat short by {} (stock {}, unflushed {}, lru_add {}, unexplained {}).",
+            e.threshold,
+            e.direction,
+            e.pages_held,
+            e.lag_pages
+                .map(|l| format!("{l} page events"))
+                .unwrap_or_else(|| "not".into()),
+            e.usage_bytes / r.page_size,
+            e.gap_pages,
+            e.stock_pages,
+            e.unflushed_pages,
+            e.lru_add_pages,
+            e.unexplained_pages
+        );
+    }
+    Verdict::judged(
+        "thresholds fire on the page_counter, checked every few page events",
+        summary.trim_end().to_string(),
+        checks,
+    )
+}
+
+/// The text section of a threshold report.
+pub fn render(r: &Report) -> anyhow::Result<String> {
+    let res: Results = serde_json::from_value(r.results.clone())?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "threshold: {:?} bytes above the workload's starting usage ({} pages), grow to {} bytes, \
+         {} page(s) a step, CPU {}",
+        res.params.thresholds,
+        res.baseline_bytes / res.page_size,
+        res.params.grow_to,
+        res.params.step_pages,
+        res.params.cpu
+    );
+    let _ = writeln!(
+        out,
+        "  {:>12} {:>5} {:>8} {:>8} {:>6} {:>9} {:>6} {:>6} {:>9} {:>7} {:>12}",
+        "THRESHOLD",
+        "DIR",
+        "HELD",
+        "CROSSED",
+        "LAG",
+        "USAGE PG",
+        "GAP",
+        "STOCK",
+        "UNFLUSHED",
+        "LRU_ADD",
+        "UNEXPLAINED"
+    );
+    for e in &res.events {
+        let _ = writeln!(
+            out,
+            "  {:>12} {:>5} {:>8} {:>8} {:>6} {:>9} {:>6} {:>6} {:>9} {:>7} {:>12}",
+            e.threshold,
+            e.direction,
+            e.pages_held,
+            e.crossed_at_pages.map_or("-".into(), |c| c.to_string()),
+            e.lag_pages.map_or("-".into(), |l| l.to_string()),
+            e.usage_bytes / res.page_size,
+            e.gap_pages,
+            e.stock_pages,
+            e.unflushed_pages,
+            e.lru_add_pages,
+            e.unexplained_pages
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            thresholds: vec![1 << 20, 2 << 20],
+            grow_to: 4 << 20,
+            step_pages: 1,
+            cpu: 0,
+        }
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(validate(&params(), 4096).is_ok());
+        let bad = |f: &dyn Fn(&mut Params)| {
+            let mut p = params();
+            f(&mut p);
+            validate(&p, 4096).unwrap_err().to_string()
+        };
+        assert!(bad(&|p| p.thresholds.clear()).contains("--threshold"));
+        assert!(bad(&|p| p.thresholds = vec![2 << 20, 1 << 20]).contains("ascending"));
+        assert!(bad(&|p| p.grow_to = 2 << 20).contains("--grow-to"));
+        assert!(bad(&|p| p.step_pages = 0).contains("--step"));
+        assert!(bad(&|p| p.thresholds = vec![100]).contains("a page"));
+    }
+
+    #[test]
+    fn checks_want_one_signal_each_way_within_the_interval() {
+        let ev = |t: u64, dir: &str, held: u64, crossed: Option<u64>| Event {
+            threshold: t,
+            registered_bytes: t,
+            direction: dir.into(),
+            pages_held: held,
+            signals: 1,
+            usage_bytes: 0,
+            crossed_at_pages: crossed,
+            lag_pages: crossed.map(|c| held.abs_diff(c)),
+            gap_pages: 0,
+            stock_pages: 0,
+            unflushed_pages: 0,
+            lru_add_pages: 0,
+            clamped_pages: 0,
+            unexplained_pages: 0,
+        };
+        let mut r = Results {
+            params: Params {
+                thresholds: vec![1 << 20],
+                ..params()
+            },
+            page_size: 4096,
+            events_target: THRESHOLDS_EVENTS_TARGET,
+            events: vec![
+                ev(1 << 20, "up", 300, Some(200)),
+                ev(1 << 20, "down", 150, Some(190)),
+            ],
+            steps: 0,
+            baseline_bytes: 0,
+        };
+        assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
+        // Fired before the usage was past it, or too late, or twice: failures.
+        r.events[0].crossed_at_pages = None;
+        r.events[0].lag_pages = None;
+        assert!(!checks(&r).iter().all(|c| c.ok));
+        r.events[0] = ev(1 << 20, "up", 400, Some(200));
+        assert!(!checks(&r).iter().all(|c| c.ok));
+        r.events[0] = ev(1 << 20, "up", 300, Some(200));
+        r.events.push(ev(1 << 20, "down", 100, Some(190)));
+        assert!(!checks(&r).iter().all(|c| c.ok));
+    }
+}
