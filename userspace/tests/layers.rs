@@ -157,6 +157,62 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
 
 const ALLOWED_ABOVE_CLI: &[&str] = &["cmd", "main", "lib"];
 
+/// Whole layers that must not use the ones named with them: (layer, what it must not use, why).
+const LAYERS: &[(&[&str], &[&str], &str)] = &[
+    (
+        &["kernel", "cgroup", "workload"],
+        &[
+            "experiment",
+            "trace",
+            "doctor",
+            "export",
+            "plot",
+            "explain",
+            "ledger",
+            "residue",
+            "attach",
+            "tracer",
+            "charge",
+            "collect",
+        ],
+        "the base (kernel facts, cgroups, the workload) uses nothing above it",
+    ),
+    (
+        &["ledger"],
+        &[
+            "experiment",
+            "trace",
+            "doctor",
+            "export",
+            "plot",
+            "explain",
+            "attach",
+            "tracer",
+            "charge",
+            "collect",
+        ],
+        "the ledger takes readings: it neither loads programs nor presents",
+    ),
+    (
+        &["attach", "tracer", "charge", "collect", "probes"],
+        &[
+            "experiment",
+            "trace",
+            "doctor",
+            "export",
+            "plot",
+            "explain",
+            "ledger",
+        ],
+        "the probe layer does not know its users",
+    ),
+    (
+        &["explain", "residue"],
+        &["experiment", "trace", "doctor", "export", "plot"],
+        "explain is used by commands and experiments, never the reverse",
+    ),
+];
+
 fn violations(g: &Graph) -> Vec<String> {
     let mut out = Vec::new();
     for (from, tos) in g {
@@ -174,6 +230,11 @@ fn violations(g: &Graph) -> Vec<String> {
                     continue;
                 }
                 out.push(format!("{from} -> {to}: {why}"));
+            }
+            for (layer, above, why) in LAYERS {
+                if layer.contains(&from.as_str()) && above.contains(&to.as_str()) {
+                    out.push(format!("{from} -> {to}: {why}"));
+                }
             }
         }
     }
@@ -211,11 +272,15 @@ fn the_check_finds_cycles_and_forbidden_edges() {
         ("plot", "attach"),
         ("units", "cgroup"),
         ("explain", "cmd"),
+        ("kernel", "ledger"),
+        ("ledger", "charge"),
     ]));
     assert_eq!(
         v,
         [
             "explain -> cmd: the command layer is the top",
+            "kernel -> ledger: the base (kernel facts, cgroups, the workload) uses nothing above it",
+            "ledger -> charge: the ledger takes readings: it neither loads programs nor presents",
             "plot -> attach: a renderer never attaches",
             "trace -> cli: argument types belong to the command layer",
             "units -> cgroup: value parsers are a leaf",

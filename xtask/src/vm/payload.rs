@@ -56,10 +56,6 @@ impl Payload {
     }
 }
 
-/// Test executables that never go into a guest: `layers` reads the workspace's sources, which
-/// the guest does not have (it needs no kernel; the host suite runs it).
-const HOST_ONLY: [&str; 1] = ["layers"];
-
 /// One artifact line of `cargo --message-format=json`.
 #[derive(Debug, PartialEq, Eq)]
 struct Artifact {
@@ -87,9 +83,6 @@ pub fn build(workspace: &std::path::Path, prebuilt: &[PathBuf]) -> Result<Payloa
         let mut seen = BTreeSet::new();
         for a in artifacts.into_iter().filter(|a| a.test) {
             let Some(exe) = a.executable else { continue };
-            if HOST_ONLY.contains(&a.name.as_str()) {
-                continue;
-            }
             // A library's unit tests and an integration test may share a target name.
             let name = if seen.contains(&a.name) {
                 format!("{}-{}", a.name, a.kind)
