@@ -208,14 +208,25 @@ pub fn run_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        args.iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect::<Vec<_>>(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        // A run whose verdict failed exits 1 with its report on stdout: show the failed checks.
+        let failed: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|d| d["verdict"]["checks"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c["ok"] != true)
+            .map(|c| c.to_string())
+            .collect();
+        panic!(
+            "{:?}: exit {:?}: {} failed checks: {failed:#?}",
+            args.iter()
+                .map(|a| a.as_ref().to_owned())
+                .collect::<Vec<_>>(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
 }
 

@@ -725,7 +725,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             p.immigrate_bytes / page,
         )?)
     } else {
-        s.phase("move to limited", |_| Ok(limited.move_pid(pid)?))?;
+        s.phase("move to limited", |_| Ok(w.move_to(&limited)?))?;
         None
     };
     let mut timeline = Vec::new();
@@ -961,7 +961,6 @@ fn immigrate_phases(
     limited: &MemCgroup,
     pages: u64,
 ) -> anyhow::Result<Immigrate> {
-    let pid = w.pid();
     let mcai = match limited.version() {
         CgroupVersion::V1 => limited
             .read_raw("memory.move_charge_at_immigrate")?
@@ -981,7 +980,7 @@ fn immigrate_phases(
     let touch_anon_updates = upd(s);
     let o0 = s.explain(origin)?;
     let d0 = s.explain(limited)?;
-    s.phase("move to limited", |_| Ok(limited.move_pid(pid)?))?;
+    s.phase("move to limited", |_| Ok(w.move_to(limited)?))?;
     let move_anon_updates = upd(s);
     let o1 = s.explain(origin)?;
     let d1 = s.explain(limited)?;

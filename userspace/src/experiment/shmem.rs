@@ -222,7 +222,6 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let (first, _) = take(&s, "before")?;
     snaps.push(first);
     let bytes = p.pages * page;
-    let pid = w.pid();
     let mut go = |s: &mut Session,
                   name: &str,
                   f: &mut dyn FnMut(&mut Workload) -> anyhow::Result<()>,
@@ -260,7 +259,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         &mut w,
         false,
     )?;
-    go(&mut s, MOVE, &mut |_| Ok(b.move_pid(pid)?), &mut w, true)?;
+    go(&mut s, MOVE, &mut |w| Ok(w.move_to(&b)?), &mut w, true)?;
     go(
         &mut s,
         WRITE_B,

@@ -489,6 +489,16 @@ impl Workload {
         self.command("ping").map(drop)
     }
 
+    /// Moves the workload into `cg` and pins it to its CPU again: where cpuset shares the
+    /// memory hierarchy (v1 `-o cpuset,memory`), joining a cgroup resets a task's CPU mask to
+    /// the cgroup's `cpuset.cpus` (`cpuset_attach`), which would let the workload wander off
+    /// the CPU its per-CPU figures are read on (seen on the co-mounted 6.1 guest: a tmpfs
+    /// write after the move counted on the other CPU).
+    pub fn move_to(&mut self, cg: &crate::cgroup::MemCgroup) -> Result<(), WorkloadError> {
+        cg.move_pid(self.pid)?;
+        self.set_cpu(self.cpu)
+    }
+
     /// Pins the workload to exactly CPU `cpu`; returns once it runs there.
     pub fn set_cpu(&mut self, cpu: usize) -> Result<(), WorkloadError> {
         let got = self.numbered(&format!("cpu {cpu}"), "cpu")?;
