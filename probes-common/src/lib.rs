@@ -175,7 +175,11 @@ pub const RES_MAX_STATE: usize = 64;
 pub const RES_MAX_MEMCGS: u32 = 16384;
 /// Most memcgs one `residue_frame` run reads (its loop bound: the verifier's work grows with
 /// it, the snapshot's size does not). A frame of more memcgs is read in several runs.
-pub const RES_FRAME_CHUNK: u32 = 512;
+pub const RES_FRAME_CHUNK: u32 = 8;
+/// Batch slots one `residue_folios` run reads (its loop bound, for the same reason): a CPU's
+/// batch is read in `RES_MAX_FOLIOS / RES_FOLIO_CHUNK` runs.
+pub const RES_FOLIO_CHUNK: u32 = 8;
+const _: () = assert!(RES_MAX_FOLIOS.is_multiple_of(RES_FOLIO_CHUNK));
 /// Entries of the per-CPU statistics window (`memcgs x CPUs`): the window holds this many
 /// divided by the CPU count memcgs (at least one), about 4.5 MiB of map.
 pub const RES_WINDOW_ENTRIES: u32 = 4096;

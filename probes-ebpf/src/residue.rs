@@ -41,7 +41,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use probes_common::{
-    RES_FRAME_CHUNK, RES_MAX_CPUS, RES_MAX_FOLIOS, RES_PEEK_BYTES, residue_err, residue_flags,
+    RES_FOLIO_CHUNK, RES_FRAME_CHUNK, RES_MAX_CPUS, RES_MAX_FOLIOS, RES_PEEK_BYTES, residue_err,
+    residue_flags,
 };
 
 use crate::maps::{RES_CPU, RES_FOLIO, RES_MEMCG, RES_MEMCG_CPU, RES_PCPU, RES_PEEK, RES_REQ};
@@ -357,10 +358,14 @@ fn memcg_cpus(slot: u64, window_slot: u64) -> Result<(), u32> {
     Ok(())
 }
 
-/// `residue_folios(cpu)`: the folios of `cpu`'s lru_add batch as it is now.
-fn folios(cpu: u64) -> Result<(), u32> {
+/// `residue_folios(cpu, first)`: slots `first..first + RES_FOLIO_CHUNK` of `cpu`'s lru_add
+/// batch as it is now (`first` a multiple of the chunk below `RES_MAX_FOLIOS`).
+fn folios(cpu: u64, first: u64) -> Result<(), u32> {
     let nr_cpus = rc!(nr_cpus);
-    if cpu >= u64::from(nr_cpus) {
+    if cpu >= u64::from(nr_cpus)
+        || first >= u64::from(RES_MAX_FOLIOS)
+        || !first.is_multiple_of(u64::from(RES_FOLIO_CHUNK))
+    {
         return Err(residue_err::ARGS);
     }
     let flags = rc!(flags);
@@ -373,7 +378,9 @@ fn folios(cpu: u64) -> Result<(), u32> {
     let batch = pcpu_base(cpu, pptr0)?.wrapping_add(shift) + rc!(pcpu_lru_add);
     let nr = rd(batch + u64::from(rc!(batch_nr)))? & 0xff;
     let capacity = rc!(batch_capacity);
-    for j in 0..RES_MAX_FOLIOS {
+    let first = first as u32;
+    for k in 0..RES_FOLIO_CHUNK {
+        let j = first + k;
         let Some(rec) = RES_FOLIO.get_ptr_mut(cpu * RES_MAX_FOLIOS + j) else {
             return Err(residue_err::MAP);
         };
@@ -458,7 +465,7 @@ pub fn residue_memcg_cpus(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "residue_folios")]
 pub fn residue_folios(ctx: RawTracePointContext) -> i32 {
-    ret(folios(ctx.arg(0)))
+    ret(folios(ctx.arg(0), ctx.arg(1)))
 }
 
 #[raw_tracepoint(tracepoint = "residue_peek")]

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
-    kernel::{btf::KernelBtf, layout::ResidueLayout},
+    kernel::layout::ResidueLayout,
     ledger::{self, Bound, Context, Dying, Gap, Ledger, Missing, ObjStockDetail, Term, Unit},
     residue::{self, ResidueReader, Tree},
 };
@@ -237,9 +237,7 @@ impl std::fmt::Debug for Explainer {
 impl Explainer {
     /// Resolves the layout and loads the reader for `target`.
     pub fn new(hier: &MemoryHierarchy, target: MemCgroup) -> anyhow::Result<Self> {
-        let btf = KernelBtf::from_sys_fs()?;
-        let layout = ResidueLayout::resolve(&btf)?;
-        let reader = ResidueReader::load(layout, START_CAPACITY)?;
+        let reader = ResidueReader::open(START_CAPACITY)?;
         let page_size =
             nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
         let root = &target.hierarchy().root;

@@ -25,7 +25,7 @@ use aya::{
 use probes_common::{
     CpuFrame, FolioInfo, GLOBAL_RESIDUE_CONFIG, MAP_RES_CPU, MAP_RES_FOLIO, MAP_RES_MEMCG,
     MAP_RES_MEMCG_CPU, MAP_RES_PEEK, MAP_RES_REQ, MemcgCpuStat, MemcgFrame, MemcgReq, PeekBuf,
-    RES_FRAME_CHUNK, RES_MAX_CPUS, RES_MAX_FOLIOS, RES_MAX_MEMCGS, RES_PEEK_BYTES,
+    RES_FOLIO_CHUNK, RES_FRAME_CHUNK, RES_MAX_CPUS, RES_MAX_FOLIOS, RES_MAX_MEMCGS, RES_PEEK_BYTES,
     RES_WINDOW_ENTRIES, residue_err,
 };
 use serde::Serialize;
@@ -344,6 +344,12 @@ pub enum ResidueError {
         /// The error.
         msg: String,
     },
+    /// The kernel's BTF could not be read.
+    #[error(transparent)]
+    Btf(#[from] crate::kernel::btf::BtfError),
+    /// The kernel's BTF does not describe what the reader needs.
+    #[error(transparent)]
+    Layout(#[from] crate::kernel::layout::LayoutError),
     /// More memcgs than the maps hold.
     #[error("{n} memcgs do not fit the reader's {capacity} slots")]
     Capacity {
@@ -395,6 +401,45 @@ impl std::fmt::Debug for ResidueReader {
     }
 }
 
+/// Loads [`PROGRAMS`], each on a thread of its own: the verifier's time is most of the
+/// reader's start (residue_folios and residue_frame take tens of milliseconds each), and
+/// programs verify independently.
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), ResidueError> {
+    let mut programs: Vec<(&str, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter(|(name, _)| PROGRAMS.contains(name))
+        .collect();
+    if let Some(name) = PROGRAMS
+        .iter()
+        .find(|n| !programs.iter().any(|(p, _)| p == *n))
+    {
+        return Err(ResidueError::Load(format!("program {name} missing")));
+    }
+    let load = |name: &str, program: &mut aya::programs::Program| {
+        let p: &mut RawTracePoint =
+            program
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| {
+                    ResidueError::Load(crate::attach::short_error(&e))
+                })?;
+        p.load()
+            .map_err(|e| ResidueError::Load(format!("{name}: {}", crate::attach::short_error(&e))))
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = programs
+            .iter_mut()
+            .map(|(name, program)| {
+                let name: &str = name;
+                scope.spawn(move || load(name, program))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(ResidueError::Load("a loader thread panicked".into())))
+        })
+    })
+}
+
 /// Possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU data exists for each.
 pub fn possible_cpus() -> Result<usize, String> {
     aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))
@@ -403,6 +448,30 @@ pub fn possible_cpus() -> Result<usize, String> {
 impl ResidueReader {
     /// Loads the residue programs for `capacity` memcgs (at most `RES_MAX_MEMCGS`).
     pub fn load(layout: ResidueLayout, capacity: usize) -> Result<Self, ResidueError> {
+        Self::load_with(EbpfLoader::new(), layout, capacity)
+    }
+
+    /// Resolves the layout from the running kernel's BTF and loads the reader for `capacity`
+    /// memcgs. `EbpfLoader::new` always parses the kernel BTF with aya's parser (which the
+    /// reader then does without: no CO-RE); it runs on a second thread while the layout is
+    /// resolved, so the two parses overlap (issue 11: `explain`'s latency).
+    pub fn open(capacity: usize) -> Result<Self, ResidueError> {
+        let (layout, loader) = std::thread::scope(|scope| {
+            let loader = scope.spawn(EbpfLoader::new);
+            let layout = crate::kernel::btf::KernelBtf::from_sys_fs()
+                .map_err(ResidueError::from)
+                .and_then(|btf| Ok(ResidueLayout::resolve(&btf)?));
+            (layout, loader.join())
+        });
+        let loader = loader.unwrap_or_else(|_| EbpfLoader::new());
+        Self::load_with(loader, layout?, capacity)
+    }
+
+    fn load_with(
+        loader: EbpfLoader<'static>,
+        layout: ResidueLayout,
+        capacity: usize,
+    ) -> Result<Self, ResidueError> {
         let obj = crate::attach::object().map_err(|e| ResidueError::Load(e.to_string()))?;
         let nr_cpus = possible_cpus().map_err(ResidueError::Load)?;
         if nr_cpus > RES_MAX_CPUS as usize {
@@ -415,7 +484,8 @@ impl ResidueReader {
         let (cap, cpus) = (capacity as u32, nr_cpus as u32);
         let window = (RES_WINDOW_ENTRIES / cpus).clamp(1, cap);
         crate::attach::bump_memlock();
-        let mut loader = EbpfLoader::new();
+        // Borrows `cfg` from here on (a shorter lifetime than the loader came with).
+        let mut loader: EbpfLoader<'_> = loader;
         // No CO-RE relocations to apply (see `attach::load_with`); and the tracers' maps,
         // unused here, are created at their smallest.
         loader.btf(None);
@@ -431,18 +501,7 @@ impl ResidueReader {
             .map_max_entries(MAP_RES_FOLIO, cpus * RES_MAX_FOLIOS)
             .load(obj)
             .map_err(|e| ResidueError::Load(crate::attach::short_error(&e)))?;
-        for name in PROGRAMS {
-            let p: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| ResidueError::Load(format!("program {name} missing")))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| {
-                    ResidueError::Load(crate::attach::short_error(&e))
-                })?;
-            p.load().map_err(|e| {
-                ResidueError::Load(format!("{name}: {}", crate::attach::short_error(&e)))
-            })?;
-        }
+        load_programs(&mut ebpf)?;
         Ok(Self {
             ebpf,
             layout,
@@ -599,7 +658,9 @@ impl ResidueReader {
         let static_ok = self.layout.percpu.is_ok() && self.layout.lru_add.is_ok();
         if static_ok {
             for c in 0..cpus {
-                self.run("residue_folios", &[c as u64])?;
+                for first in (0..RES_MAX_FOLIOS).step_by(RES_FOLIO_CHUNK as usize) {
+                    self.run("residue_folios", &[c as u64, u64::from(first)])?;
+                }
             }
         }
         self.frame(n, 1)?;

@@ -58,7 +58,7 @@ use super::{Check, Common, LedgerAt, Report, Session, Verdict};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer},
-    kernel::{btf::KernelBtf, layout::ResidueLayout},
+    kernel::layout::ResidueLayout,
     residue::{self, ResidueReader},
     workload::{Workload, workload_binary},
 };
@@ -456,9 +456,8 @@ struct Walker {
 
 impl Walker {
     fn new(target: &MemCgroup) -> anyhow::Result<Walker> {
-        let btf = KernelBtf::from_sys_fs()?;
-        let layout = ResidueLayout::resolve(&btf)?;
-        let reader = ResidueReader::load(layout.clone(), 1)?;
+        let reader = ResidueReader::open(1)?;
+        let layout = reader.layout().clone();
         let root = &target.hierarchy().root;
         let root_id = std::fs::metadata(root)
             .with_context(|| root.display().to_string())?
