@@ -111,6 +111,12 @@ pub struct VmArgs {
     /// (repeatable; for debugging the harness).
     #[arg(long, value_name = "PATH")]
     pub test_bin: Vec<PathBuf>,
+    /// Run the overhead benchmark (`cargo xtask bench`'s, tests/src/bin/overhead.rs) in the
+    /// guest with these arguments, e.g. `--bench "--rounds 15 --no-scale"` (one argument;
+    /// split on spaces in the guest). No test executable runs unless `--tests` names some.
+    /// Ratios under emulation compare with each other, not with the host's.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub bench: Option<String>,
 }
 
 impl VmArgs {
@@ -128,6 +134,7 @@ impl VmArgs {
             keep: false,
             debuginfo: false,
             test_bin: Vec::new(),
+            bench: None,
         }
     }
 
@@ -188,7 +195,9 @@ pub fn run(args: &VmArgs) -> Result<()> {
     );
 
     let build_start = Instant::now();
-    let mut payload = payload::build(&workspace, &args.test_bin)?;
+    // With --bench, test executables run only when --tests names some.
+    let with_tests = args.bench.is_none() || !args.tests.is_empty();
+    let mut payload = payload::build(&workspace, &args.test_bin, with_tests, args.bench.is_some())?;
     payload.select(&args.tests)?;
     let build = build_start.elapsed();
 
@@ -204,6 +213,7 @@ pub fn run(args: &VmArgs) -> Result<()> {
         cgroup: args.cgroup.as_str().to_string(),
         filter: args.filter.clone(),
         debuginfo: args.debuginfo,
+        bench: args.bench.clone(),
     };
     let initrd = {
         let _lock = lock(
@@ -244,6 +254,7 @@ pub fn run(args: &VmArgs) -> Result<()> {
         cpus: args.cpus,
         cgroup: args.cgroup.as_str(),
         tests: payload.tests.iter().map(|t| t.name.clone()).collect(),
+        bench: args.bench.is_some(),
         build,
         timeout: Duration::from_secs(args.timeout),
     };

@@ -40,6 +40,8 @@ pub struct GuestConfig {
     /// 25 MB/s under TCG. Panic messages keep their file:line either way; backtraces then
     /// show function names only.
     pub debuginfo: bool,
+    /// Arguments of the overhead benchmark, run after the tests when set.
+    pub bench: Option<String>,
 }
 
 /// Returns the cached base archive, building it if busybox or `/init` changed.
@@ -106,6 +108,9 @@ pub fn build(
     for t in &payload.tests {
         place_binary(&t.path, &stage.join("tests").join(&t.name), strip)?;
     }
+    if let Some(bench) = &payload.bench {
+        place_binary(bench, &stage.join("bin/overhead"), strip)?;
+    }
     for tool in HOST_TOOLS {
         match host_tool(tool) {
             Ok(files) => {
@@ -121,17 +126,7 @@ pub fn build(
         }
     }
     let names: Vec<&str> = payload.tests.iter().map(|t| t.name.as_str()).collect();
-    let mut conf = format!(
-        "VMTEST_CGROUP={}\nVMTEST_TESTS={}\n",
-        shell_quote(&config.cgroup),
-        shell_quote(&names.join(" "))
-    );
-    if let Some(filter) = &config.filter {
-        conf.push_str(&format!(
-            "VMTEST_FILTER_SET=1\nVMTEST_FILTER={}\n",
-            shell_quote(filter)
-        ));
-    }
+    let conf = config_text(config, &names);
     write_file(&stage.join("vmtest/config"), conf.as_bytes(), 0o644)?;
 
     let payload_cpio = run_dir.join("payload.cpio");
@@ -148,6 +143,28 @@ pub fn build(
     fs::remove_file(&payload_cpio)
         .with_context(|| format!("removing {}", payload_cpio.display()))?;
     Ok(initrd)
+}
+
+/// `/vmtest/config`: shell assignments `/init` sources.
+fn config_text(config: &GuestConfig, tests: &[&str]) -> String {
+    let mut conf = format!(
+        "VMTEST_CGROUP={}\nVMTEST_TESTS={}\n",
+        shell_quote(&config.cgroup),
+        shell_quote(&tests.join(" "))
+    );
+    if let Some(filter) = &config.filter {
+        conf.push_str(&format!(
+            "VMTEST_FILTER_SET=1\nVMTEST_FILTER={}\n",
+            shell_quote(filter)
+        ));
+    }
+    if let Some(bench) = &config.bench {
+        conf.push_str(&format!(
+            "VMTEST_BENCH_SET=1\nVMTEST_BENCH={}\n",
+            shell_quote(bench)
+        ));
+    }
+    conf
 }
 
 /// The host paths of `tool` (found on `PATH` or in the sbin directories) and of every shared
@@ -310,6 +327,25 @@ mod tests {
         let Ok(files) = host_tool("sh") else { return };
         assert!(files[0].ends_with("sh"));
         assert!(files.iter().all(|f| f.is_absolute()));
+    }
+
+    #[test]
+    fn config_asks_for_the_bench_only_when_given() {
+        let mut config = GuestConfig {
+            cgroup: "v2".into(),
+            filter: None,
+            debuginfo: false,
+            bench: None,
+        };
+        let plain = config_text(&config, &["explain"]);
+        assert_eq!(plain, "VMTEST_CGROUP='v2'\nVMTEST_TESTS='explain'\n");
+        config.bench = Some("--rounds 3 --no-scale".into());
+        let bench = config_text(&config, &[]);
+        assert!(
+            bench.ends_with("VMTEST_BENCH_SET=1\nVMTEST_BENCH='--rounds 3 --no-scale'\n"),
+            "{bench}"
+        );
+        assert!(bench.contains("VMTEST_TESTS=''\n"), "{bench}");
     }
 
     #[test]

@@ -175,6 +175,8 @@ pub struct RunInfo<'a> {
     pub cgroup: &'a str,
     /// Test executables that had to run, by guest name.
     pub tests: Vec<String>,
+    /// Whether the overhead benchmark had to run.
+    pub bench: bool,
     /// Host wall time of the payload build.
     pub build: Duration,
     /// Limit QEMU ran under.
@@ -291,6 +293,11 @@ pub fn judge(run_dir: &Path, info: &RunInfo<'_>, outcome: &Outcome) -> Result<Ve
         }
     }
 
+    let bench = if info.bench {
+        bench_output(run_dir, &t, &mut problems)?
+    } else {
+        String::new()
+    };
     let doctor = doctor_line(run_dir, &t)?;
     let pass = problems.is_empty();
     if !pass {
@@ -333,6 +340,7 @@ pub fn judge(run_dir: &Path, info: &RunInfo<'_>, outcome: &Outcome) -> Result<Ve
         "test executable", "passed", "failed", "ignored", "wall"
     );
     out.push_str(&rows);
+    out.push_str(&bench);
     for p in &problems {
         let _ = writeln!(out, "  problem: {p}");
     }
@@ -346,6 +354,29 @@ pub fn judge(run_dir: &Path, info: &RunInfo<'_>, outcome: &Outcome) -> Result<Ve
         problems,
         summary: out,
     })
+}
+
+/// Saves the benchmark's output as `bench.txt` and returns it indented for the summary; a
+/// benchmark that did not run or failed is a problem.
+fn bench_output(run_dir: &Path, t: &Transcript, problems: &mut Vec<String>) -> Result<String> {
+    let Some(s) = t.sections.iter().find(|s| s.name == "bench") else {
+        problems.push("bench: never started".into());
+        return Ok(String::new());
+    };
+    let path = run_dir.join("bench.txt");
+    fs::write(&path, &s.body).with_context(|| format!("writing {}", path.display()))?;
+    match s.rc {
+        Some(0) => {}
+        Some(rc) => problems.push(format!("bench: exit code {rc}")),
+        None => problems.push("bench: did not finish".into()),
+    }
+    let mut out = format!("  bench ({}):\n", path.display());
+    for line in s.body.trim_end().lines() {
+        out.push_str("    ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Saves the doctor's output and returns its one-line report.
@@ -436,6 +467,31 @@ fn console_excerpt(console: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_output_is_saved_and_its_failure_is_a_problem() {
+        let dir = std::env::temp_dir().join(format!("vmtest-judge-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let ok = parse(
+            "@@ INIT_START\n@@ BEGIN bench\nCONFIG NS/PAGE\nbaseline 1000\n\n@@ END bench rc=0\n",
+            &[],
+        );
+        let mut problems = Vec::new();
+        let out = bench_output(&dir, &ok, &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(out.contains("    baseline 1000\n"), "{out}");
+        assert!(
+            fs::read_to_string(dir.join("bench.txt"))
+                .unwrap()
+                .contains("baseline 1000")
+        );
+        let failed = parse("@@ BEGIN bench\noverhead: boom\n@@ END bench rc=1\n", &[]);
+        bench_output(&dir, &failed, &mut problems).unwrap();
+        let missing = parse("@@ INIT_START\n", &[]);
+        bench_output(&dir, &missing, &mut problems).unwrap();
+        assert_eq!(problems, ["bench: exit code 1", "bench: never started"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parses_frames_and_markers() {

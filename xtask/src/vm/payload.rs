@@ -33,6 +33,8 @@ pub struct Payload {
     pub tool: PathBuf,
     /// Test executables, in the order they run.
     pub tests: Vec<TestBin>,
+    /// The overhead benchmark (`/bin/overhead` in the guest), when asked for.
+    pub bench: Option<PathBuf>,
 }
 
 impl Payload {
@@ -65,16 +67,44 @@ struct Artifact {
     executable: Option<String>,
 }
 
-/// Builds `memcg-drift` and, unless `prebuilt` names test executables to use instead, the
-/// `integration-tests` test executables.
-pub fn build(workspace: &std::path::Path, prebuilt: &[PathBuf]) -> Result<Payload> {
+/// Builds `memcg-drift`; with `with_tests`, unless `prebuilt` names test executables to use
+/// instead, the `integration-tests` test executables; with `with_bench`, the overhead
+/// benchmark.
+pub fn build(
+    workspace: &std::path::Path,
+    prebuilt: &[PathBuf],
+    with_tests: bool,
+    with_bench: bool,
+) -> Result<Payload> {
     let tool = cargo_json(workspace, &["build", "--release", "-p", "memcg-drift"])?
         .into_iter()
         .find(|a| a.name == "memcg-drift" && a.kind == "bin")
         .and_then(|a| a.executable)
         .context("cargo reported no memcg-drift executable")?;
 
-    let tests = if prebuilt.is_empty() {
+    let bench = if with_bench {
+        let exe = cargo_json(
+            workspace,
+            &[
+                "build",
+                "--release",
+                "-p",
+                "integration-tests",
+                "--bin",
+                "overhead",
+            ],
+        )?
+        .into_iter()
+        .find(|a| a.name == "overhead" && a.kind == "bin")
+        .and_then(|a| a.executable)
+        .context("cargo reported no overhead executable")?;
+        Some(PathBuf::from(exe))
+    } else {
+        None
+    };
+    let tests = if !with_tests {
+        Vec::new()
+    } else if prebuilt.is_empty() {
         let artifacts = cargo_json(
             workspace,
             &["test", "--release", "-p", "integration-tests", "--no-run"],
@@ -113,7 +143,7 @@ pub fn build(workspace: &std::path::Path, prebuilt: &[PathBuf]) -> Result<Payloa
             })
             .collect::<Result<_>>()?
     };
-    if tests.is_empty() {
+    if with_tests && tests.is_empty() {
         bail!(
             "the integration-tests package produced no test executables; \
              add tests under tests/tests/ (or pass --test-bin)"
@@ -122,6 +152,7 @@ pub fn build(workspace: &std::path::Path, prebuilt: &[PathBuf]) -> Result<Payloa
     Ok(Payload {
         tool: PathBuf::from(tool),
         tests,
+        bench,
     })
 }
 
@@ -257,6 +288,7 @@ mod tests {
         let all = Payload {
             tool: PathBuf::from("/t/memcg-drift"),
             tests: vec![bin("cli"), bin("explain"), bin("stat_path")],
+            bench: None,
         };
         let mut p = all.clone();
         p.select(&[]).unwrap();
