@@ -76,6 +76,9 @@ impl CgroupMode {
     }
 }
 
+/// Size of the swap device of the swap guest `cargo xtask test` boots, MiB.
+pub const SWAP_MIB: u32 = 1024;
+
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct VmArgs {
@@ -117,6 +120,10 @@ pub struct VmArgs {
     /// Ratios under emulation compare with each other, not with the host's.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub bench: Option<String>,
+    /// Give the guest a swap device of this many MiB: a zram device (in the guest's RAM; the
+    /// zram module and its dependencies come from the kernel's package). 0: no swap.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub swap: u32,
 }
 
 impl VmArgs {
@@ -135,15 +142,19 @@ impl VmArgs {
             debuginfo: false,
             test_bin: Vec::new(),
             bench: None,
+            swap: 0,
         }
     }
 
-    /// The run directory's name under `vm-runs/`: `<kernel>-<cpus>[-<cgroup mode>]`.
+    /// The run directory's name under `vm-runs/`: `<kernel>-<cpus>[-<cgroup mode>][-swap]`.
     pub fn run_dir_name(&self) -> String {
-        let suffix = match self.cgroup {
+        let mut suffix = match self.cgroup {
             CgroupMode::V2 => String::new(),
             m => format!("-{}", m.as_str()),
         };
+        if self.swap > 0 {
+            suffix.push_str("-swap");
+        }
         format!("{}-{}{suffix}", self.kernel, self.cpus)
     }
 
@@ -184,8 +195,15 @@ pub fn run(args: &VmArgs) -> Result<()> {
             &cache.join("cache.lock"),
             "another vm-test is preparing the cache",
         )?;
-        kernel::prepare(&cache, &args.kernel)?
+        let kernel = kernel::prepare(&cache, &args.kernel)?;
+        let modules = if args.swap > 0 {
+            kernel::swap_modules(&cache, &kernel)?
+        } else {
+            Vec::new()
+        };
+        (kernel, modules)
     };
+    let (kernel, modules) = kernel;
     eprintln!(
         "vm-test: kernel {} ({} {}, {})",
         kernel.release,
@@ -214,6 +232,8 @@ pub fn run(args: &VmArgs) -> Result<()> {
         filter: args.filter.clone(),
         debuginfo: args.debuginfo,
         bench: args.bench.clone(),
+        swap_mib: (args.swap > 0).then_some(args.swap),
+        modules,
     };
     let initrd = {
         let _lock = lock(

@@ -42,6 +42,10 @@ pub struct GuestConfig {
     pub debuginfo: bool,
     /// Arguments of the overhead benchmark, run after the tests when set.
     pub bench: Option<String>,
+    /// Size of the zram swap device set up before the tests, when set.
+    pub swap_mib: Option<u32>,
+    /// Kernel modules to load before the tests (in this order), as `/lib/modules/<name>`.
+    pub modules: Vec<PathBuf>,
 }
 
 /// Returns the cached base archive, building it if busybox or `/init` changed.
@@ -111,6 +115,13 @@ pub fn build(
     if let Some(bench) = &payload.bench {
         place_binary(bench, &stage.join("bin/overhead"), strip)?;
     }
+    if !config.modules.is_empty() {
+        mkdir(&stage.join("lib/modules"))?;
+        for m in &config.modules {
+            let name = m.file_name().context("module path has no file name")?;
+            place(m, &stage.join("lib/modules").join(name))?;
+        }
+    }
     for tool in HOST_TOOLS {
         match host_tool(tool) {
             Ok(files) => {
@@ -162,6 +173,17 @@ fn config_text(config: &GuestConfig, tests: &[&str]) -> String {
         conf.push_str(&format!(
             "VMTEST_BENCH_SET=1\nVMTEST_BENCH={}\n",
             shell_quote(bench)
+        ));
+    }
+    if let Some(mib) = config.swap_mib {
+        let names: Vec<String> = config
+            .modules
+            .iter()
+            .filter_map(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        conf.push_str(&format!(
+            "VMTEST_SWAP_MIB={mib}\nVMTEST_MODULES={}\n",
+            shell_quote(&names.join(" "))
         ));
     }
     conf
@@ -336,6 +358,8 @@ mod tests {
             filter: None,
             debuginfo: false,
             bench: None,
+            swap_mib: None,
+            modules: Vec::new(),
         };
         let plain = config_text(&config, &["explain"]);
         assert_eq!(plain, "VMTEST_CGROUP='v2'\nVMTEST_TESTS='explain'\n");
@@ -346,6 +370,17 @@ mod tests {
             "{bench}"
         );
         assert!(bench.contains("VMTEST_TESTS=''\n"), "{bench}");
+        assert!(!bench.contains("SWAP"), "{bench}");
+        config.swap_mib = Some(512);
+        config.modules = vec![
+            PathBuf::from("/c/modules/zsmalloc.ko"),
+            PathBuf::from("/c/modules/zram.ko"),
+        ];
+        let swap = config_text(&config, &[]);
+        assert!(
+            swap.ends_with("VMTEST_SWAP_MIB=512\nVMTEST_MODULES='zsmalloc.ko zram.ko'\n"),
+            "{swap}"
+        );
     }
 
     #[test]

@@ -352,6 +352,140 @@ fn unpack_boot(deb: &Path, dir: &Path) -> Result<()> {
         fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    untar(deb, &tmp, &["./boot"])?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::rename(tmp.join("boot"), dir.join("boot"))
+        .with_context(|| format!("moving boot/ into {}", dir.display()))?;
+    fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    Ok(())
+}
+
+/// The modules a swap device needs in the guest (`zram` and the modules its `.modinfo` says it
+/// depends on, dependencies first), unpacked once from the kernel's `.deb` into
+/// `kernels/<package>_<version>/modules/` and decompressed (busybox's `insmod` hands the file
+/// to the kernel as it is; Debian compresses 6.12+ modules with xz). The package has no
+/// `modules.dep` (depmod makes it at install), hence `.modinfo`. The guest builds its swap on
+/// a zram device: in RAM, nothing on the host (issue 13).
+pub fn swap_modules(cache: &Path, kernel: &Kernel) -> Result<Vec<PathBuf>> {
+    let dir = cache
+        .join("kernels")
+        .join(format!("{}_{}", kernel.package, kernel.version))
+        .join("modules");
+    if let Ok(text) = fs::read_to_string(dir.join("order")) {
+        return Ok(text.lines().map(|n| dir.join(n)).collect());
+    }
+    let deb = cache
+        .join("debs")
+        .join(format!("{}_{}.deb", kernel.package, kernel.version));
+    let tmp = dir.with_extension("partial");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let members = list(&deb)?;
+    let mut names = Vec::new();
+    add_module(&deb, &members, &tmp, "zram", &mut names, 0)?;
+    fs::write(tmp.join("order"), names.join("\n") + "\n").context("writing the module order")?;
+    // Only the decompressed modules and the order stay.
+    for e in fs::read_dir(&tmp).with_context(|| format!("listing {}", tmp.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::rename(&tmp, &dir).with_context(|| format!("moving modules into {}", dir.display()))?;
+    Ok(names.iter().map(|n| dir.join(n)).collect())
+}
+
+/// Unpacks module `name` from `deb` into `tmp` as `<name>.ko` (decompressed), after the
+/// modules it depends on; appends the file names to `names` in load order.
+fn add_module(
+    deb: &Path,
+    members: &[String],
+    tmp: &Path,
+    name: &str,
+    names: &mut Vec<String>,
+    depth: usize,
+) -> Result<()> {
+    let file = format!("{name}.ko");
+    if names.contains(&file) {
+        return Ok(());
+    }
+    if depth > 16 {
+        bail!("module dependencies of {name} nest too deep");
+    }
+    let member = members
+        .iter()
+        .find(|m| {
+            let base = m.rsplit('/').next().unwrap_or(m);
+            base == file || base.strip_prefix(&file).is_some_and(|x| x.starts_with('.'))
+        })
+        .with_context(|| format!("no module {name} in {}", deb.display()))?;
+    untar(deb, tmp, &[member.as_str()])?;
+    let src = tmp.join(member);
+    let bytes = match member.rsplit_once(".ko.") {
+        Some((_, "xz")) => decompress("xz", &src)?,
+        Some((_, "zst")) => decompress("zstd", &src)?,
+        _ => fs::read(&src).with_context(|| format!("reading {}", src.display()))?,
+    };
+    for dep in modinfo_depends(&bytes) {
+        add_module(deb, members, tmp, &dep, names, depth + 1)?;
+    }
+    fs::write(tmp.join(&file), bytes).with_context(|| format!("writing {file}"))?;
+    names.push(file);
+    Ok(())
+}
+
+/// `tool -dc src`'s output.
+fn decompress(tool: &str, src: &Path) -> Result<Vec<u8>> {
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(src)
+        .output()
+        .with_context(|| format!("starting {tool}"))?;
+    if !out.status.success() {
+        bail!("{tool} -dc {} failed ({})", src.display(), out.status);
+    }
+    Ok(out.stdout)
+}
+
+/// The modules a module's `.modinfo` names in `depends=` (comma-separated; empty for none).
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return Vec::new();
+    };
+    let value = &ko[at + KEY.len()..];
+    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end])
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Extracts the members `members` of `deb` into `dir`.
+fn untar(deb: &Path, dir: &Path, members: &[&str]) -> Result<()> {
+    let mut args = vec!["-x".as_ref(), "-C".as_ref(), dir.as_os_str()];
+    args.extend(members.iter().map(|m| std::ffi::OsStr::new(*m)));
+    data_tar(deb, &args).map(drop)
+}
+
+/// The member names of `deb`'s data archive.
+fn list(deb: &Path) -> Result<Vec<String>> {
+    let out = data_tar(deb, &["-t".as_ref()])?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// `dpkg-deb --fsys-tarfile deb | tar args`: tar's standard output.
+fn data_tar(deb: &Path, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -359,25 +493,23 @@ fn unpack_boot(deb: &Path, dir: &Path) -> Result<()> {
         .spawn()
         .context("starting dpkg-deb")?;
     let tar_in = dpkg.stdout.take().context("dpkg-deb has no stdout pipe")?;
-    let tar = Command::new("tar")
-        .args(["-x", "-C"])
-        .arg(&tmp)
-        .arg("./boot")
+    let out = Command::new("tar")
+        .args(args)
         .stdin(tar_in)
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .context("starting tar")?;
     let dpkg = dpkg.wait().context("waiting for dpkg-deb")?;
-    if !dpkg.success() || !tar.success() {
+    if !dpkg.success() || !out.status.success() {
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
         bail!(
-            "unpacking /boot of {} failed (dpkg-deb {dpkg}, tar {tar})",
-            deb.display()
+            "tar {} on {} failed (dpkg-deb {dpkg}, tar {})",
+            args.join(" "),
+            deb.display(),
+            out.status
         );
     }
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::rename(tmp.join("boot"), dir.join("boot"))
-        .with_context(|| format!("moving boot/ into {}", dir.display()))?;
-    fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
-    Ok(())
+    Ok(out.stdout)
 }
 
 /// Finds `vmlinuz-<release>` in an unpacked `/boot`.
@@ -480,6 +612,16 @@ fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modinfo_depends_reads_the_depends_key() {
+        let ko = b"\x7fELF...\0license=GPL\0depends=zsmalloc\0retpoline=Y\0name=zram\0";
+        assert_eq!(modinfo_depends(ko), ["zsmalloc"]);
+        let ko = b"..\0depends=a, b\0name=x\0";
+        assert_eq!(modinfo_depends(ko), ["a", "b"]);
+        assert!(modinfo_depends(b"..\0depends=\0name=zram\0").is_empty());
+        assert!(modinfo_depends(b"no modinfo").is_empty());
+    }
 
     #[test]
     fn numeric_key_orders_abi_numbers() {
