@@ -212,6 +212,9 @@ pub mod residue_flags {
     pub const V1_COUNTERS: u32 = 32;
     /// `memcg_vmstats.stats_updates` exists (6.8+: the per-memcg flush threshold).
     pub const FLUSH_UPDATES: u32 = 64;
+    /// The swap counter exists: `memsw` (v1) and `swap` (v2) share one union, which 6.12+
+    /// keeps without the other v1 counters (`CONFIG_MEMCG_V1=n`); `memsw_usage` is its offset.
+    pub const SWAP_COUNTER: u32 = 128;
 }
 
 /// Error bits of the residue records (`err` fields) and program return values.

@@ -170,11 +170,13 @@ fn read_memcg(idx: u32, slot: u32) -> Result<(), u32> {
         err |= e;
         0
     });
-    if rc!(flags) & residue_flags::V1_COUNTERS != 0 {
+    if rc!(flags) & residue_flags::SWAP_COUNTER != 0 {
         rec.memsw_usage = rd(memcg + rc!(memsw_usage)).unwrap_or_else(|e| {
             err |= e;
             0
         });
+    }
+    if rc!(flags) & residue_flags::V1_COUNTERS != 0 {
         rec.kmem_usage = rd(memcg + rc!(kmem_usage)).unwrap_or_else(|e| {
             err |= e;
             0

@@ -723,3 +723,58 @@ fn root_is_labelled() {
     let text = memcg_drift::explain::render_text(&r, false);
     assert!(text.contains("never charged"), "{text}");
 }
+
+/// True in a guest booted with a swap device (`cargo xtask vm-test --swap`). The host has no
+/// swap, and the tool never gives a machine swap it did not get a device for.
+fn swap_guest() -> bool {
+    std::env::var_os("MEMCG_DRIFT_SWAP").is_some_and(|v| v == "1")
+}
+
+/// Seed 001's puzzle in the ledger (issue 13): a workload grows past its memory limit with swap
+/// available and is not killed: the kernel swaps its anonymous pages out. The swap book (the
+/// swap counter, v2 `memory.swap.current` or v1 memsw - memory, against MEMCG_SWAP with its
+/// unflushed parts) closes to the page, and so does the memory book beside it.
+#[test]
+fn swap_book_closes_after_the_limit_swaps_pages_out() {
+    if !swap_guest() {
+        eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
+        return;
+    }
+    if !require_kernel("swap_book_closes_after_the_limit_swaps_pages_out") {
+        return;
+    }
+    let _serial = serial();
+    let (k, j) = cpus();
+    let _pin = Pin::to(j);
+    let hier = hier();
+    let run = RunGroup::create(&hier).unwrap();
+    let cg = run.child("x").unwrap();
+    const LIMIT: u64 = 16 << 20;
+    cg.set_limit_bytes(Some(LIMIT)).unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
+    let mut ex = Explainer::new(&hier, cg.clone()).unwrap();
+    // Three times the limit: at least two thirds of it must go to swap.
+    let pages = 3 * LIMIT / 4096;
+    w.touch(pages).unwrap();
+    let r = report(&mut ex);
+    let text = memcg_drift::explain::render_text(&r, true);
+    closes(&r, "after swapping out");
+    let b = r
+        .swap
+        .clone()
+        .unwrap_or_else(|| panic!("no swap book: {:?}\n{text}", r.swap_not_read));
+    assert!(
+        b.usage_pages as u64 >= pages - LIMIT / 4096,
+        "{} pages in swap, expected at least {}\n{text}",
+        b.usage_pages,
+        pages - LIMIT / 4096
+    );
+    assert_eq!(
+        b.unexplained_pages, 0,
+        "the swap book does not close\n{text}"
+    );
+    assert!(r.charge.usage_bytes as u64 <= LIMIT, "{text}");
+    w.exit().unwrap();
+    drop(ex);
+    run.remove().unwrap();
+}

@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
     kernel::layout::ResidueLayout,
-    ledger::{self, Bound, Context, Dying, Gap, Ledger, Missing, ObjStockDetail, Term, Unit},
+    ledger::{
+        self, Bound, Context, Dying, Gap, Ledger, Missing, ObjStockDetail, SwapBook, Term, Unit,
+    },
     residue::{self, ResidueReader, Tree},
 };
 
@@ -148,6 +150,10 @@ pub struct ExplainReport {
     pub dying: Vec<Dying>,
     /// Object stocks of T(X) (inside MEMCG_KMEM).
     pub obj_stock: Option<ObjStockDetail>,
+    /// The swap book: the swap counter against MEMCG_SWAP (issue 13).
+    pub swap: Option<SwapBook>,
+    /// Why there is no swap book.
+    pub swap_not_read: Option<String>,
     /// The snapshot.
     pub snapshot: SnapshotInfo,
 }
@@ -384,7 +390,7 @@ impl Explainer {
             peak_bytes: bytes(x.watermark),
             failcnt: x.failcnt,
             memsw_usage_bytes: v1_counters.map(|v| bytes(v.0)),
-            swap_usage_bytes: x.v1.filter(|_| !v1).map(|v| bytes(v.0)),
+            swap_usage_bytes: x.swap.filter(|_| !v1).map(bytes),
             kmem_usage_bytes: v1_counters.map(|v| bytes(v.1)),
             tcpmem_usage_bytes: v1_counters.map(|v| bytes(v.2)),
             cgroupfs_file: after.map(|_| {
@@ -436,6 +442,8 @@ impl Explainer {
             gap: led.gap,
             dying: led.dying,
             obj_stock: led.obj_stock,
+            swap: led.swap,
+            swap_not_read: led.swap_not_read,
             snapshot: SnapshotInfo {
                 attempts: taken.attempts,
                 consistent: r.consistent.is_ok(),
@@ -773,6 +781,29 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
         }
     }
 
+    if let Some(b) = &r.swap
+        && (b.usage_pages != 0 || b.entries.pages != 0)
+    {
+        let e = &b.entries;
+        let _ = writeln!(
+            s,
+            "\nswap book (pages): {} {} = MEMCG_SWAP {} (flushed {}, pending {}, per-CPU {}) \
+             + unexplained {}",
+            b.counter,
+            b.usage_pages,
+            e.pages,
+            e.flushed.unwrap_or(0),
+            signed(e.pending_tree.unwrap_or(0)),
+            signed(e.per_cpu.iter().sum()),
+            signed(b.unexplained_pages)
+        );
+        if cpus {
+            for (cpu, v) in e.per_cpu.iter().enumerate().filter(|(_, v)| **v != 0) {
+                let _ = writeln!(s, "    cpu {cpu:<4}{:>72}", signed(*v));
+            }
+        }
+    }
+
     if !r.dying.is_empty() {
         let _ = writeln!(s, "\ndying descendants (pages)");
         let _ = writeln!(
@@ -933,6 +964,8 @@ mod tests {
                 stock_pages: 64,
             }],
             obj_stock: None,
+            swap: None,
+            swap_not_read: Some("the swap counter was not read".into()),
             snapshot: SnapshotInfo {
                 attempts: 1,
                 consistent: true,

@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::{
     cgroup::CgroupVersion,
     kernel::layout::{MEMCG_CHARGE_BATCH, ResidueLayout},
-    residue::{Residues, Tree},
+    residue::{MemcgResidue, Residues, Tree},
 };
 
 /// The five LRU lists, `NR_LRU_BASE + lru` (include/linux/mmzone.h `enum lru_list`).
@@ -272,6 +272,24 @@ pub struct ObjStockDetail {
     pub per_cpu_slab_bytes: Vec<i64>,
 }
 
+/// The swap book (issue 13): what the counter swap entries are charged to holds, against the
+/// entries `MEMCG_SWAP` counts over `T(X)` with its unflushed parts. Both move together:
+/// `__mem_cgroup_try_charge_swap` (v2) charges `memcg->swap` and adds to MEMCG_SWAP,
+/// `memcg1_swapout` (v1) uncharges `memory`, keeps `memsw` and adds to MEMCG_SWAP, and
+/// `__mem_cgroup_uncharge_swap` undoes either; neither goes through a per-CPU stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwapBook {
+    /// The counter: `swap` (v2, `memory.swap.current`) or `memsw - memory` (v1: a swapped-out
+    /// page leaves `memory` and stays in `memsw`).
+    pub counter: String,
+    /// Its value, pages.
+    pub usage_pages: i64,
+    /// MEMCG_SWAP over T(X) (term `swap`): flushed, pending, per CPU, by member.
+    pub entries: Term,
+    /// usage − entries, pages (signed).
+    pub unexplained_pages: i64,
+}
+
 /// The whole ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ledger {
@@ -302,6 +320,10 @@ pub struct Ledger {
     pub obj_stock: Option<ObjStockDetail>,
     /// Members of T(X): (self, live descendants, dying descendants, freed before the read).
     pub members: (usize, usize, usize, usize),
+    /// The swap book.
+    pub swap: Option<SwapBook>,
+    /// Why there is no swap book.
+    pub swap_not_read: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -814,6 +836,10 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         })
         .collect();
     let count = |c: Class| calc.class.iter().filter(|x| **x == c).count();
+    let (swap, swap_not_read) = match swap_book(&calc, r.memcgs.first(), usage_pages, ctx) {
+        Ok(b) => (Some(b), None),
+        Err(why) => (None, Some(why)),
+    };
     Ledger {
         usage_pages,
         explained_pages,
@@ -835,7 +861,42 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
             count(Class::Dying),
             count(Class::Gone),
         ),
+        swap,
+        swap_not_read,
     }
+}
+
+/// The swap book of X (`x`, whose memory usage is `usage_pages`).
+fn swap_book(
+    calc: &Calc<'_>,
+    x: Option<&MemcgResidue>,
+    usage_pages: i64,
+    ctx: &Context,
+) -> Result<SwapBook, String> {
+    if ctx.is_root {
+        return Err(
+            "the root's swap entries are not charged to a counter (mem_cgroup_is_root \
+                    in __mem_cgroup_try_charge_swap and memcg1_swapout)"
+                .into(),
+        );
+    }
+    let counter = x
+        .and_then(|m| m.swap)
+        .map(|pages| pages as i64)
+        .ok_or("the swap counter was not read")?;
+    let (name, usage) = match ctx.version {
+        CgroupVersion::V2 => ("swap", counter),
+        CgroupVersion::V1 => ("memsw - memory", counter - usage_pages),
+    };
+    let entries = calc
+        .stat_term("swap", "MEMCG_SWAP")
+        .ok_or("MEMCG_SWAP has no memcg statistic slot on this kernel")?;
+    Ok(SwapBook {
+        counter: name.into(),
+        usage_pages: usage,
+        unexplained_pages: usage - entries.pages,
+        entries,
+    })
 }
 
 /// Where charged pages can be that this version does not read (docs/ledger.md §2).
@@ -1044,6 +1105,62 @@ mod tests {
             static_percpu: Ok(()),
         };
         (tree, r)
+    }
+
+    /// The swap book: the counter against MEMCG_SWAP with its pending and per-CPU parts, on v2
+    /// (`swap`) and v1 (`memsw - memory`); a gap is signed; none for the root or an unread
+    /// counter.
+    #[test]
+    fn swap_book_closes_on_both_versions() {
+        for g in Gen::ALL {
+            let l = layout(g);
+            let (tree, mut r) = scenario(&l);
+            let sw = l.stats.index.slot("MEMCG_SWAP").unwrap();
+            // 100 flushed into x (30 of them from live), 4 pending in x, +3 on CPU 1 in live,
+            // -2 on CPU 0 in dead (an entry freed): 105 entries.
+            r.memcgs[0].state[sw] = 100;
+            r.memcgs[1].state[sw] = 30;
+            r.memcgs[0].pending[sw] = 4;
+            r.memcgs[1].cpu_delta[1][sw] = 3;
+            r.memcgs[2].cpu_delta[0][sw] = -2;
+
+            r.memcgs[0].swap = Some(105);
+            let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
+            let b = led.swap.clone().expect("a v2 swap book");
+            assert_eq!(led.swap_not_read, None);
+            assert_eq!((b.counter.as_str(), b.usage_pages), ("swap", 105), "{g:?}");
+            assert_eq!(b.entries.term, "swap");
+            assert_eq!(b.entries.pages, 105);
+            assert_eq!(b.entries.per_cpu, vec![-2, 3]);
+            assert_eq!(b.unexplained_pages, 0);
+
+            // v1: memsw holds the memory usage (1000 pages) and the swapped-out pages.
+            r.memcgs[0].swap = Some(1000 + 105);
+            let b = compute(&l, &tree, &r, &ctx(CgroupVersion::V1))
+                .swap
+                .unwrap();
+            assert_eq!((b.counter.as_str(), b.usage_pages), ("memsw - memory", 105));
+            assert_eq!(b.unexplained_pages, 0);
+
+            // Seven entries the statistics do not have show as +7.
+            r.memcgs[0].swap = Some(112);
+            let b = compute(&l, &tree, &r, &ctx(CgroupVersion::V2))
+                .swap
+                .unwrap();
+            assert_eq!(b.unexplained_pages, 7);
+
+            let mut root = ctx(CgroupVersion::V2);
+            root.is_root = true;
+            let led = compute(&l, &tree, &r, &root);
+            assert!(led.swap.is_none());
+            assert!(led.swap_not_read.unwrap().contains("root"));
+            r.memcgs[0].swap = None;
+            let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
+            assert_eq!(
+                led.swap_not_read.as_deref(),
+                Some("the swap counter was not read")
+            );
+        }
     }
 
     #[test]

@@ -751,6 +751,8 @@ pub struct MemcgResidue {
     pub failcnt: u64,
     /// v1 counters `memsw`, `kmem`, `tcpmem` usage, pages.
     pub v1: Option<(u64, u64, u64)>,
+    /// The swap counter's usage (v2 `swap`, v1 `memsw`: one union), pages.
+    pub swap: Option<u64>,
     /// Flushed aggregate per slot.
     pub state: Vec<i64>,
     /// Pending (flushed at a child, not here yet) per slot.
@@ -882,6 +884,8 @@ impl Residues {
                     .counters
                     .v1
                     .map(|_| (o.memsw_usage, o.kmem_usage, o.tcpmem_usage)),
+                swap: (l.counters.swap.is_some() || l.counters.v1.is_some())
+                    .then_some(o.memsw_usage),
                 state: o.state[..nslots].to_vec(),
                 pending: o.state_pending[..nslots].to_vec(),
                 cpu_delta,

@@ -110,6 +110,17 @@ fn run() -> Result<()> {
                 comounted.tests = vm::COMOUNTED_TESTS.map(String::from).to_vec();
                 vm::run(&comounted)?;
                 totals.add(&guest_totals(&comounted));
+                // A zram swap device (issue 13), on v2 and on v1: the tests that need swap.
+                for (kernel, cgroup) in [("6.12", vm::CgroupMode::V2), ("6.1", vm::CgroupMode::V1)]
+                {
+                    let mut swap = vm::VmArgs::for_kernel(kernel);
+                    swap.cgroup = cgroup;
+                    swap.swap = vm::SWAP_MIB;
+                    swap.tests = vm::SWAP_TESTS.map(String::from).to_vec();
+                    swap.filter = Some("swap".into());
+                    vm::run(&swap)?;
+                    totals.add(&guest_totals(&swap));
+                }
                 // The per-CPU charge stock must scale with the CPU count (issue 5's proof):
                 // the residue test once more on a 32-vCPU guest.
                 let mut wide = vm::VmArgs::for_kernel("6.12");

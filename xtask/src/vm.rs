@@ -76,8 +76,10 @@ impl CgroupMode {
     }
 }
 
-/// Size of the swap device of the swap guest `cargo xtask test` boots, MiB.
+/// Size of the swap device of the swap guests `cargo xtask test` boots, MiB.
 pub const SWAP_MIB: u32 = 1024;
+/// The test executables the swap guests run (filtered to the tests named `*swap*`).
+pub const SWAP_TESTS: [&str; 1] = ["explain"];
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Clone, Debug)]

@@ -251,6 +251,8 @@ pub struct CounterLayout {
     pub failcnt: u64,
     /// `memsw.usage`, `kmem.usage`, `tcpmem.usage` when the v1 counters exist.
     pub v1: Option<(u64, u64, u64)>,
+    /// `swap.usage` (v2; the same union member as v1's `memsw`), when it exists.
+    pub swap: Option<u64>,
 }
 
 /// The statistics, aggregate and per CPU.
@@ -522,6 +524,9 @@ impl ResidueLayout {
             watermark: f.off(m, "memory.watermark").map_err(missing)?,
             failcnt: f.off(m, "memory.failcnt").map_err(missing)?,
             v1,
+            swap: btf
+                .member_offset(m, "swap.usage")
+                .or_else(|| btf.member_offset(m, "memsw.usage")),
         })
     }
 
@@ -763,8 +768,12 @@ impl ResidueLayout {
             cfg.flags |= residue_flags::FLUSH_UPDATES;
             cfg.vs_stats_updates = off;
         }
+        if let Some(swap) = self.counters.swap {
+            cfg.flags |= residue_flags::SWAP_COUNTER;
+            cfg.memsw_usage = swap;
+        }
         if let Some((memsw, kmem, tcpmem)) = self.counters.v1 {
-            cfg.flags |= residue_flags::V1_COUNTERS;
+            cfg.flags |= residue_flags::V1_COUNTERS | residue_flags::SWAP_COUNTER;
             cfg.memsw_usage = memsw;
             cfg.kmem_usage = kmem;
             cfg.tcpmem_usage = tcpmem;
@@ -879,6 +888,7 @@ mod tests {
         assert_eq!(l.counters.usage, 256);
         assert_eq!(l.counters.watermark, 376);
         assert_eq!(l.counters.v1, Some((512, 1024, 1536)));
+        assert_eq!(l.counters.swap, Some(512));
         assert_eq!(l.cgroup.css_online, 2);
         assert_eq!(l.cgroup.css_dying, Some(16));
         assert_eq!(l.cgroup.memory_cgrp_id, 4);
@@ -934,6 +944,20 @@ mod tests {
         assert_eq!(cfg.pcpu_obj_stock, cfg.pcpu_memcg_stock);
     }
 
+    /// 6.12+ built without CONFIG_MEMCG_V1 keeps the swap/memsw union but not kmem and tcpmem:
+    /// the swap counter is still read (the swap book needs it), the v1 counters are not.
+    #[test]
+    fn swap_counter_is_read_without_the_v1_counters() {
+        let (mut l, _) = resolve(Gen::New);
+        l.counters.v1 = None;
+        let cfg = l.config(2, 8);
+        assert_ne!(cfg.flags & residue_flags::SWAP_COUNTER, 0);
+        assert_eq!(cfg.flags & residue_flags::V1_COUNTERS, 0);
+        assert_eq!(cfg.memsw_usage, 512);
+        l.counters.swap = None;
+        assert_eq!(l.config(2, 8).flags & residue_flags::SWAP_COUNTER, 0);
+    }
+
     #[test]
     fn config_carries_every_part_and_flags() {
         let (l, len) = resolve(Gen::New);
@@ -947,7 +971,8 @@ mod tests {
             | residue_flags::STOCK
             | residue_flags::OBJ_STOCK
             | residue_flags::LRU_ADD
-            | residue_flags::V1_COUNTERS;
+            | residue_flags::V1_COUNTERS
+            | residue_flags::SWAP_COUNTER;
         assert_eq!(cfg.flags, all);
         assert_eq!(cfg.memory_usage, 256);
         assert_eq!(cfg.pcpu_lru_add, 9016);
