@@ -202,6 +202,11 @@ pub enum Experiment {
     /// memory across them (seed 002 §9.10): where each event fires, and what memory.stat is
     /// short of the usage then (stock, unflushed deltas, lru_add batches). v1 only.
     Threshold(ThresholdArgs),
+    /// Grow anonymous memory past a memory limit with swap on (seed 001: limited but never
+    /// OOM-killed), then cap the swap (seed 002 §9.8 case B): how many pages the kernel
+    /// swapped instead of killing, both books closed, and the one kill once swap is capped.
+    /// Needs a swap device; refuses in one line without one.
+    Swap(SwapArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -351,6 +356,26 @@ pub struct ThresholdArgs {
     /// Memory touched (and freed) per step, rounded down to whole pages (at least one).
     #[arg(long, value_name = "SIZE", default_value = "4K", value_parser = crate::units::parse_size)]
     pub step: u64,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
+}
+
+/// Options of `run swap`.
+#[derive(Debug, Args)]
+pub struct SwapArgs {
+    /// Memory limit of the workload's cgroup.
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = crate::units::parse_size)]
+    pub limit: u64,
+    /// Anonymous memory the workload grows to (default: three times --limit).
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    pub grow_to: Option<u64>,
+    /// Swap cap of the second phase (default: what the cgroup holds in swap then).
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    pub swap_max: Option<u64>,
+    /// Steps of each phase.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub steps: u64,
     /// CPU of the workload (default: the last online CPU).
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,

@@ -79,7 +79,7 @@ impl CgroupMode {
 /// Size of the swap device of the swap guests `cargo xtask test` boots, MiB.
 pub const SWAP_MIB: u32 = 1024;
 /// The test executables the swap guests run (filtered to the tests named `*swap*`).
-pub const SWAP_TESTS: [&str; 1] = ["explain"];
+pub const SWAP_TESTS: [&str; 2] = ["explain", "exp_swap"];
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Clone, Debug)]

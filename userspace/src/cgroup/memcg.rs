@@ -291,6 +291,39 @@ impl MemCgroup {
         self.v1_only("memory.memsw.usage_in_bytes")
     }
 
+    /// Bytes in swap charged to the cgroup: v2 `memory.swap.current`, v1
+    /// `memory.memsw.usage_in_bytes - memory.usage_in_bytes` (a swapped-out page leaves
+    /// `memory` and stays in `memsw`). `None` without swap accounting.
+    pub fn swap_usage_bytes(&self) -> Result<Option<u64>, CgroupError> {
+        match self.hier.version {
+            CgroupVersion::V2 => self.read_u64("memory.swap.current"),
+            CgroupVersion::V1 => {
+                let (Some(memsw), Some(mem)) = (self.memsw_usage_bytes()?, self.usage_bytes()?)
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(memsw.saturating_sub(mem)))
+            }
+        }
+    }
+
+    /// Limits what the cgroup may have in swap to `swap` bytes: v2 `memory.swap.max`; v1
+    /// `memory.memsw.limit_in_bytes` = the memory limit + `swap` (v1 has no swap-only knob, and
+    /// refuses a memsw limit below the memory limit or the memsw usage). Only for cgroups the
+    /// tool created.
+    pub fn set_swap_limit_bytes(&self, swap: u64) -> Result<(), CgroupError> {
+        match self.hier.version {
+            CgroupVersion::V2 => self.write_owned("memory.swap.max", &swap.to_string()),
+            CgroupVersion::V1 => {
+                let limit = self.limit_bytes()?.unwrap_or(i64::MAX as u64);
+                self.write_owned(
+                    "memory.memsw.limit_in_bytes",
+                    &limit.saturating_add(swap).min(i64::MAX as u64).to_string(),
+                )
+            }
+        }
+    }
+
     /// Process ids in `cgroup.procs` (empty if the cgroup is gone).
     pub fn procs(&self) -> Result<Vec<i32>, CgroupError> {
         let name = "cgroup.procs";

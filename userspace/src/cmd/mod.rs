@@ -180,6 +180,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         &common,
                     )?
                 }
+                Experiment::Swap(a) => {
+                    let cpu = a
+                        .cpu
+                        .or_else(|| experiment::online_cpus().last().copied())
+                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    experiment::swap::run(
+                        &hier,
+                        experiment::swap::Params {
+                            limit: a.limit,
+                            grow_to: a.grow_to.unwrap_or(3 * a.limit),
+                            swap_max: a.swap_max,
+                            steps: a.steps,
+                            cpu,
+                        },
+                        &common,
+                    )?
+                }
             };
             // Plots first: a failed check still draws what happened.
             if let Some(dir) = &a.svg {

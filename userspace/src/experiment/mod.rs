@@ -20,6 +20,7 @@ pub mod kmem;
 pub mod limit;
 pub mod report;
 pub mod shmem;
+pub mod swap;
 pub mod threshold;
 
 use std::{

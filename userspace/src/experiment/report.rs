@@ -577,6 +577,7 @@ pub fn render_text(r: &Report) -> String {
         "kmem" => super::kmem::render(r),
         "shmem" => super::shmem::render(r),
         "threshold" => super::threshold::render(r),
+        "swap" => super::swap::render(r),
         _ => Ok(format!("results: {}\n", r.results)),
     };
     match section {

@@ -1,0 +1,583 @@
+//! `run swap` (seed 001's process "limited but never OOM-killed", seed 002 §9.8 case B; issue
+//! 13): why a workload past its memory limit is not killed when swap is on, and when it is.
+//!
+//! 1. **Grow with swap.** A workload in the child cgroup `s` (memory limit `--limit`, swap
+//!    unlimited), pinned to `--cpu`, touches anonymous memory up to `--grow-to` in `--steps`
+//!    steps. Past the limit the charge of each new page fails, reclaim runs
+//!    (`try_charge_memcg` -> `try_to_free_mem_cgroup_pages`), and the only memory of the cgroup
+//!    it can reclaim is anonymous: it swaps pages out (`__mem_cgroup_try_charge_swap` /
+//!    `memcg1_swapout` move them from the memory counter to the swap one), the charge then
+//!    fits, and nobody is killed. After each step the run reads the memory and swap counters,
+//!    the limit hits (v2 `memory.events` `max`, v1 `memory.failcnt`), the kills, and the
+//!    workload's own `RssAnon` and `VmSwap`; at the end, an `explain` ledger closes the memory
+//!    book and the swap book to the page.
+//! 2. **Limit swap.** The swap the cgroup may use is capped (`--swap-max`, default: what it
+//!    holds now; v2 `memory.swap.max`, v1 `memory.memsw.limit_in_bytes` = limit + that) and
+//!    the workload touches `--grow-to` more. Reclaim can no longer swap (v2: the swap charge
+//!    fails; v1: swapping does not lower memsw), the charge fails for good, and the OOM killer
+//!    kills the workload: exactly one kill, counted by the cgroup (`oom_kill`).
+//!
+//! The run refuses without a swap device (`/proc/swaps` lists none: the tool never enables
+//! swap on a machine itself) and when the free swap is smaller than what step 1 puts there.
+//! `--swapoff` (seed 002 §9.7) is not offered yet: it needs a swap device the run may turn off.
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::{Check, Common, LedgerAt, Report, Verdict};
+use crate::{
+    cgroup::{MemCgroup, MemoryHierarchy},
+    workload::{Workload, WorkloadError, workload_binary},
+};
+
+/// Most steps of one phase.
+pub const MAX_STEPS: u64 = 64;
+
+/// Options of `run swap`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Params {
+    /// The memory limit of `s`, bytes.
+    pub limit: u64,
+    /// Anonymous memory the workload grows to in phase 1 (and touches again in phase 2), bytes.
+    pub grow_to: u64,
+    /// The swap cap of phase 2, bytes (`None`: what the cgroup holds in swap then).
+    pub swap_max: Option<u64>,
+    /// Steps per phase.
+    pub steps: u64,
+    /// The workload's CPU.
+    pub cpu: usize,
+}
+
+/// Checks the options (before anything is created).
+pub fn validate(p: &Params, page: u64) -> anyhow::Result<()> {
+    if p.limit < (4 << 20) {
+        anyhow::bail!("--limit must be at least 4M");
+    }
+    if p.grow_to <= p.limit {
+        anyhow::bail!(
+            "--grow-to ({} bytes) must be above --limit ({} bytes): the point is to pass it",
+            p.grow_to,
+            p.limit
+        );
+    }
+    if p.grow_to > (4 << 30) {
+        anyhow::bail!("--grow-to must be at most 4G");
+    }
+    if p.steps == 0 || p.steps > MAX_STEPS {
+        anyhow::bail!("--steps must be 1 to {MAX_STEPS}");
+    }
+    if p.swap_max.is_some_and(|m| m % page != 0) {
+        anyhow::bail!("--swap-max must be a whole number of pages ({page} bytes)");
+    }
+    Ok(())
+}
+
+/// Swap devices and free swap of the machine (`/proc/swaps`, `/proc/meminfo` `SwapFree`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapSpace {
+    /// Devices and files in use.
+    pub devices: usize,
+    /// Free swap, bytes.
+    pub free_bytes: u64,
+}
+
+impl SwapSpace {
+    /// Reads the machine's swap.
+    pub fn read() -> anyhow::Result<SwapSpace> {
+        let swaps = std::fs::read_to_string("/proc/swaps").context("/proc/swaps")?;
+        let meminfo = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
+        Ok(Self::parse(&swaps, &meminfo))
+    }
+
+    fn parse(swaps: &str, meminfo: &str) -> SwapSpace {
+        let devices = swaps
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count();
+        let free_bytes = meminfo
+            .lines()
+            .find_map(|l| {
+                let kb = l.strip_prefix("SwapFree:")?.trim().trim_end_matches("kB");
+                kb.trim().parse::<u64>().ok()
+            })
+            .unwrap_or(0)
+            * 1024;
+        SwapSpace {
+            devices,
+            free_bytes,
+        }
+    }
+
+    /// Refuses a run that needs `need` bytes of swap, in one line.
+    pub fn check(&self, need: u64) -> anyhow::Result<()> {
+        if self.devices == 0 {
+            anyhow::bail!(
+                "run swap needs a swap device: /proc/swaps lists none (the tool never enables \
+                 swap on a machine itself)"
+            );
+        }
+        if need > self.free_bytes {
+            anyhow::bail!(
+                "run swap would put up to {} MiB in swap but only {} MiB of swap are free; \
+                 choose a smaller --grow-to",
+                need >> 20,
+                self.free_bytes >> 20
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The counters after one step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Step {
+    /// `grow` (phase 1) or `limited` (phase 2).
+    pub phase: String,
+    /// Pages the workload had touched in the phase so far.
+    pub pages: u64,
+    /// Memory counter (`memory.current` / `memory.usage_in_bytes`), bytes.
+    pub usage_bytes: u64,
+    /// Swap counter (v2 `memory.swap.current`, v1 memsw - memory), bytes.
+    pub swap_bytes: Option<u64>,
+    /// The workload's `RssAnon` (`/proc/PID/status`), bytes; `None` once it is gone.
+    pub rss_anon_bytes: Option<u64>,
+    /// The workload's `VmSwap`, bytes.
+    pub vm_swap_bytes: Option<u64>,
+    /// Times the memory limit was hit since the run started (v2 `max` events, v1 failcnt).
+    pub limit_hits: Option<u64>,
+    /// OOM kills in the cgroup since the run started.
+    pub oom_kills: Option<u64>,
+}
+
+/// The results section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    /// The options.
+    pub params: Params,
+    /// Page size, bytes.
+    pub page_size: u64,
+    /// Free swap of the machine before the run, bytes.
+    pub swap_free_bytes: u64,
+    /// Every step, in order.
+    pub steps: Vec<Step>,
+    /// The workload was alive at the end of phase 1.
+    pub alive_after_grow: bool,
+    /// Pages in swap at the end of phase 1 (the swap counter).
+    pub swapped_pages: u64,
+    /// The swap book's unexplained pages then (`None`: no swap book on this kernel).
+    pub swap_unexplained_pages: Option<i64>,
+    /// The memory ledger's unexplained pages then.
+    pub memory_unexplained_pages: i64,
+    /// The swap cap of phase 2, bytes.
+    pub swap_max_bytes: u64,
+    /// How the workload ended in phase 2 (`None`: it survived).
+    pub killed: Option<String>,
+    /// OOM kills counted by the cgroup during phase 2.
+    pub oom_kills_limited: Option<u64>,
+}
+
+/// `RssAnon` and `VmSwap` of `pid`, bytes.
+fn rss_swap(pid: i32) -> (Option<u64>, Option<u64>) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return (None, None);
+    };
+    let kb = |key: &str| {
+        text.lines().find_map(|l| {
+            let v = l.strip_prefix(key)?.trim().trim_end_matches("kB").trim();
+            v.parse::<u64>().ok().map(|k| k * 1024)
+        })
+    };
+    (kb("RssAnon:"), kb("VmSwap:"))
+}
+
+/// Reads the counters of `cg` after a step.
+fn step(cg: &MemCgroup, phase: &str, pages: u64, pid: i32, base: &(u64, u64)) -> Step {
+    let ev = cg.events().ok().flatten();
+    let (rss, swap) = rss_swap(pid);
+    Step {
+        phase: phase.into(),
+        pages,
+        usage_bytes: cg.usage_bytes().ok().flatten().unwrap_or(0),
+        swap_bytes: cg.swap_usage_bytes().ok().flatten(),
+        rss_anon_bytes: rss,
+        vm_swap_bytes: swap,
+        limit_hits: cg
+            .failcnt()
+            .ok()
+            .flatten()
+            .map(|f| f.saturating_sub(base.0)),
+        oom_kills: ev
+            .and_then(|e| e.get("oom_kill"))
+            .map(|k| k.saturating_sub(base.1)),
+    }
+}
+
+fn is_exited(e: &anyhow::Error) -> Option<String> {
+    match e.downcast_ref::<WorkloadError>() {
+        Some(WorkloadError::Exited { status, .. }) => Some(status.clone()),
+        _ => None,
+    }
+}
+
+/// Runs the experiment.
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
+    validate(&p, page)?;
+    if !super::online_cpus().contains(&p.cpu) {
+        anyhow::bail!("--cpu {} is not an online CPU", p.cpu);
+    }
+    let space = SwapSpace::read()?;
+    // Phase 1 puts everything past the limit in swap; a slack of 1/8 for what reclaim
+    // swaps beyond that.
+    space.check((p.grow_to - p.limit) + p.grow_to / 8)?;
+    let grow_pages = p.grow_to.div_ceil(page);
+    let per_step = grow_pages.div_ceil(p.steps);
+    // What stays in memory is bounded by the limit; a RAM-backed swap device (zram) may hold
+    // the rest in RAM too.
+    let mut s = super::Session::start(hier, "swap", p.grow_to + p.limit, 2, common)?;
+    s.expect_phases(4);
+    let cg = s.child("s")?;
+    cg.set_limit_bytes(Some(p.limit))
+        .context("setting the memory limit of s")?;
+    let bin = workload_binary();
+    let mut w = s.phase("start in s", |_| Ok(Workload::spawn(&bin, &cg, p.cpu)?))?;
+    let pid = w.pid();
+    let ev = cg.events().ok().flatten();
+    let base = (
+        cg.failcnt().ok().flatten().unwrap_or(0),
+        ev.and_then(|e| e.get("oom_kill")).unwrap_or(0),
+    );
+    let mut steps = Vec::new();
+    let grow = s.phase(
+        format!(
+            "grow to {grow_pages} pages past a {} MiB limit",
+            p.limit >> 20
+        ),
+        |_| {
+            let mut done = 0;
+            while done < grow_pages {
+                let n = per_step.min(grow_pages - done);
+                w.touch(n)?;
+                done += n;
+                steps.push(step(&cg, "grow", done, pid, &base));
+            }
+            Ok(())
+        },
+    );
+    let alive_after_grow = grow.is_ok();
+    if let Err(e) = &grow
+        && is_exited(e).is_none()
+    {
+        return Err(grow.unwrap_err());
+    }
+    let r = s.explain(&cg)?;
+    let ledgers = vec![LedgerAt::new("after growing past the limit", "s", &r)];
+    let swapped_pages = cg.swap_usage_bytes()?.unwrap_or(0) / page;
+    let swap_max = p
+        .swap_max
+        .unwrap_or_else(|| cg.swap_usage_bytes().ok().flatten().unwrap_or(0));
+    let mut killed = None;
+    let kills_before = cg.events().ok().flatten().and_then(|e| e.get("oom_kill"));
+    if alive_after_grow {
+        cg.set_swap_limit_bytes(swap_max)
+            .context("limiting the swap of s")?;
+        s.phase(
+            format!(
+                "limit swap to {} MiB, touch {grow_pages} more",
+                swap_max >> 20
+            ),
+            |_| {
+                let mut done = 0;
+                while done < grow_pages {
+                    let n = per_step.min(grow_pages - done);
+                    match w.touch(n) {
+                        Ok(()) => {}
+                        Err(WorkloadError::Exited { status, .. }) => {
+                            killed = Some(status);
+                            steps.push(step(&cg, "limited", done + n, pid, &base));
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    done += n;
+                    steps.push(step(&cg, "limited", done, pid, &base));
+                }
+                Ok(())
+            },
+        )?;
+    }
+    let kills_after = cg.events().ok().flatten().and_then(|e| e.get("oom_kill"));
+    s.phase("exit", |_| {
+        if killed.is_none() && alive_after_grow {
+            w.exit()?;
+        }
+        Ok(())
+    })?;
+    let results = Results {
+        params: p.clone(),
+        page_size: page,
+        swap_free_bytes: space.free_bytes,
+        steps,
+        alive_after_grow,
+        swapped_pages,
+        swap_unexplained_pages: r.swap.as_ref().map(|b| b.unexplained_pages),
+        memory_unexplained_pages: r.unexplained_pages,
+        swap_max_bytes: swap_max,
+        killed,
+        oom_kills_limited: match (kills_before, kills_after) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
+    };
+    let checks = checks(&results);
+    let verdict = verdict(&results, checks);
+    s.finish(
+        serde_json::to_value(&p)?,
+        serde_json::to_value(&results)?,
+        ledgers,
+        Vec::new(),
+        verdict,
+    )
+}
+
+fn checks(r: &Results) -> Vec<Check> {
+    let page = r.page_size;
+    let grow_pages = r.params.grow_to.div_ceil(page);
+    let limit_pages = r.params.limit / page;
+    let grow: Vec<&Step> = r.steps.iter().filter(|s| s.phase == "grow").collect();
+    let peak = grow.iter().map(|s| s.usage_bytes).max().unwrap_or(0);
+    let kills_grow = grow.last().and_then(|s| s.oom_kills);
+    vec![
+        Check::rule(
+            "not killed while growing past the limit with swap",
+            "alive, 0 OOM kills".into(),
+            format!(
+                "{}, {} OOM kills",
+                if r.alive_after_grow {
+                    "alive"
+                } else {
+                    "killed"
+                },
+                kills_grow.map_or("?".into(), |k| k.to_string())
+            ),
+            r.alive_after_grow && kills_grow == Some(0),
+        ),
+        Check::rule(
+            "the memory counter stays at or under the limit",
+            format!("<= {} bytes", r.params.limit),
+            format!("peak {peak} bytes after a step"),
+            peak <= r.params.limit,
+        ),
+        Check::rule(
+            "every page past the limit is in swap",
+            format!(
+                ">= {} pages (grown {grow_pages} - limit {limit_pages})",
+                grow_pages - limit_pages
+            ),
+            format!("{} pages in the swap counter", r.swapped_pages),
+            r.swapped_pages >= grow_pages - limit_pages,
+        ),
+        Check::eq(
+            "the memory ledger closes after growing (unexplained pages)",
+            0,
+            r.memory_unexplained_pages,
+        ),
+        Check::rule(
+            "the swap book closes after growing (unexplained pages)",
+            "0".into(),
+            r.swap_unexplained_pages
+                .map_or("no swap book".into(), |u| u.to_string()),
+            r.swap_unexplained_pages == Some(0),
+        ),
+        Check::rule(
+            "killed once swap is limited",
+            "the workload killed by signal 9 (SIGKILL), 1 OOM kill counted by the cgroup".into(),
+            format!(
+                "{}, {} OOM kills",
+                r.killed.as_deref().unwrap_or("not killed"),
+                r.oom_kills_limited.map_or("?".into(), |k| k.to_string())
+            ),
+            r.killed.as_deref() == Some("killed by signal 9") && r.oom_kills_limited == Some(1),
+        ),
+    ]
+}
+
+fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
+    let page = r.page_size;
+    let last_grow = r.steps.iter().rfind(|s| s.phase == "grow");
+    let summary = format!(
+        "A workload grew to {} MiB of anonymous memory under a {} MiB limit and was {}: the \
+         kernel swapped {} pages ({} MiB) out instead (limit hit {} times; the process saw \
+         RssAnon {} MiB, VmSwap {} MiB). With its swap capped at {} MiB it was {} ({} OOM \
+         kill(s) counted by the cgroup).",
+        r.params.grow_to >> 20,
+        r.params.limit >> 20,
+        if r.alive_after_grow {
+            "not killed"
+        } else {
+            "killed"
+        },
+        r.swapped_pages,
+        (r.swapped_pages * page) >> 20,
+        last_grow
+            .and_then(|s| s.limit_hits)
+            .map_or("?".into(), |h| h.to_string()),
+        last_grow
+            .and_then(|s| s.rss_anon_bytes)
+            .map_or("?".into(), |b| (b >> 20).to_string()),
+        last_grow
+            .and_then(|s| s.vm_swap_bytes)
+            .map_or("?".into(), |b| (b >> 20).to_string()),
+        r.swap_max_bytes >> 20,
+        r.killed
+            .as_deref()
+            .map_or("not killed".to_string(), |k| format!("killed ({k})")),
+        r.oom_kills_limited.map_or("?".into(), |k| k.to_string()),
+    );
+    Verdict::judged(
+        "limited but not killed: the kernel swapped instead",
+        summary,
+        checks,
+    )
+}
+
+/// The text section of a swap report.
+pub fn render(r: &Report) -> anyhow::Result<String> {
+    let res: Results = serde_json::from_value(r.results.clone())?;
+    let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "swap: limit {} MiB, grow to {} MiB in {} steps, CPU {}; {} MiB of swap free",
+        res.params.limit >> 20,
+        res.params.grow_to >> 20,
+        res.params.steps,
+        res.params.cpu,
+        res.swap_free_bytes >> 20
+    );
+    let _ = writeln!(
+        out,
+        "  {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>5}",
+        "PHASE", "PAGES", "USAGE MiB", "SWAP MiB", "RSSANON", "VMSWAP", "HITS", "KILLS"
+    );
+    for s in &res.steps {
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>5}",
+            s.phase,
+            s.pages,
+            mib(Some(s.usage_bytes)),
+            mib(s.swap_bytes),
+            mib(s.rss_anon_bytes),
+            mib(s.vm_swap_bytes),
+            s.limit_hits.map_or("-".into(), |h| h.to_string()),
+            s.oom_kills.map_or("-".into(), |k| k.to_string()),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            limit: 32 << 20,
+            grow_to: 96 << 20,
+            swap_max: None,
+            steps: 8,
+            cpu: 0,
+        }
+    }
+
+    #[test]
+    fn options_are_checked_before_anything() {
+        assert!(validate(&params(), 4096).is_ok());
+        let bad = |f: &dyn Fn(&mut Params)| {
+            let mut p = params();
+            f(&mut p);
+            validate(&p, 4096).unwrap_err().to_string()
+        };
+        assert!(bad(&|p| p.limit = 1 << 20).contains("--limit"));
+        assert!(bad(&|p| p.grow_to = 32 << 20).contains("--grow-to"));
+        assert!(bad(&|p| p.grow_to = 8 << 30).contains("--grow-to"));
+        assert!(bad(&|p| p.steps = 0).contains("--steps"));
+        assert!(bad(&|p| p.swap_max = Some(100)).contains("--swap-max"));
+    }
+
+    #[test]
+    fn swap_space_is_read_and_refuses_in_one_line() {
+        let none = SwapSpace::parse(
+            "Filename\tType\tSize\tUsed\tPriority\n",
+            "MemTotal: 100 kB\nSwapFree:       0 kB\n",
+        );
+        assert_eq!(none.devices, 0);
+        let e = none.check(1).unwrap_err().to_string();
+        assert!(e.contains("/proc/swaps lists none"), "{e}");
+        assert!(!e.contains('\n'));
+        let zram = SwapSpace::parse(
+            "Filename\tType\tSize\tUsed\tPriority\n/dev/zram0 partition\t1048572\t0\t-2\n",
+            "SwapTotal: 1048572 kB\nSwapFree: 1048572 kB\n",
+        );
+        assert_eq!(zram.devices, 1);
+        assert_eq!(zram.free_bytes, 1048572 * 1024);
+        assert!(zram.check(512 << 20).is_ok());
+        let e = zram.check(2 << 30).unwrap_err().to_string();
+        assert!(e.contains("only 1023 MiB of swap are free"), "{e}");
+    }
+
+    fn results() -> Results {
+        let st = |phase: &str, pages: u64, usage: u64, kills: u64| Step {
+            phase: phase.into(),
+            pages,
+            usage_bytes: usage,
+            swap_bytes: Some(0),
+            rss_anon_bytes: None,
+            vm_swap_bytes: None,
+            limit_hits: Some(10),
+            oom_kills: Some(kills),
+        };
+        Results {
+            params: params(),
+            page_size: 4096,
+            swap_free_bytes: 1 << 30,
+            steps: vec![
+                st("grow", 12288, 30 << 20, 0),
+                st("grow", 24576, 32 << 20, 0),
+                st("limited", 3072, 32 << 20, 1),
+            ],
+            alive_after_grow: true,
+            swapped_pages: 16384,
+            swap_unexplained_pages: Some(0),
+            memory_unexplained_pages: 0,
+            swap_max_bytes: 64 << 20,
+            killed: Some("killed by signal 9".into()),
+            oom_kills_limited: Some(1),
+        }
+    }
+
+    #[test]
+    fn checks_follow_the_kernel_rules() {
+        let ok = results();
+        assert!(checks(&ok).iter().all(|c| c.ok), "{:?}", checks(&ok));
+        let fails = |f: &dyn Fn(&mut Results)| {
+            let mut r = results();
+            f(&mut r);
+            checks(&r).iter().filter(|c| !c.ok).count()
+        };
+        assert_eq!(fails(&|r| r.alive_after_grow = false), 1);
+        assert_eq!(fails(&|r| r.steps[1].usage_bytes = (32 << 20) + 4096), 1);
+        // 24576 pages grown under an 8192-page limit: at least 16384 in swap.
+        assert_eq!(fails(&|r| r.swapped_pages = 16383), 1);
+        assert_eq!(fails(&|r| r.swap_unexplained_pages = Some(-1)), 1);
+        assert_eq!(fails(&|r| r.swap_unexplained_pages = None), 1);
+        assert_eq!(fails(&|r| r.memory_unexplained_pages = 3), 1);
+        assert_eq!(fails(&|r| r.killed = None), 1);
+        assert_eq!(fails(&|r| r.killed = Some("exit code 1".into())), 1);
+        assert_eq!(fails(&|r| r.oom_kills_limited = Some(2)), 1);
+    }
+}
