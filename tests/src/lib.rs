@@ -230,6 +230,22 @@ pub fn run_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
 }
 
+/// `memcg-drift report FILE`: a recorded run rendered again as text (it must succeed).
+pub fn report_text(record: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin())
+        .arg("report")
+        .arg(record)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "report {}: {}",
+        record.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `memcg-drift run …ARGS --json` and returns its report: exit 0, or exit 1 with a report
 /// whose verdict has a failed check (the run itself completed).
 pub fn run_report<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {

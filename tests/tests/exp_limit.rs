@@ -171,12 +171,7 @@ fn limit_oom_at_32_mib_kills_the_workload_once() {
         assert_eq!(s["oom_kill_delta"], 0);
     }
     // The recorded run renders as text again, with the timeline and the kill.
-    let out = Command::new(bin())
-        .args(["report", &rec_path])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let text = integration_tests::report_text(&rec);
     let _ = std::fs::remove_file(&rec);
     for want in [
         "TIMELINE",

@@ -72,11 +72,7 @@ fn swap_not_killed_until_swap_is_capped() {
         record.to_str().unwrap(),
     ]);
     // The record renders again as text.
-    let out = std::process::Command::new(integration_tests::bin())
-        .args(["report", record.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = integration_tests::report_text(&record);
     for want in [
         "SWAP MiB",
         "VMSWAP",

@@ -40,11 +40,7 @@ fn thresholds_fire_once_each_way_within_a_check_interval() {
         record.to_str().unwrap(),
     ]);
     // The record renders again as text.
-    let out = std::process::Command::new(integration_tests::bin())
-        .args(["report", record.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = integration_tests::report_text(&record);
     for want in [
         "THRESHOLD",
         "LAG",
