@@ -92,6 +92,13 @@ fn swap_not_killed_until_swap_is_capped() {
     assert_eq!(res["memory_unexplained_pages"], 0);
     assert_eq!(res["oom_kills_limited"], 1);
     assert_eq!(res["killed"], "killed by signal 9");
+    // The one kill, with the memcg and the victim: the workload.
+    let kills = doc["oom_kills"].as_array().unwrap();
+    assert_eq!(kills.len(), 1, "{kills:#?}");
+    assert!(
+        kills[0]["memcg_path"].as_str().unwrap().ends_with("/s"),
+        "{kills:#?}"
+    );
     // The ledger after growing is in the record, with its swap book.
     let ledger = &doc["ledgers"][0]["json"];
     assert_eq!(ledger["swap"]["unexplained_pages"], 0, "{ledger:#}");

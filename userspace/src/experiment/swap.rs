@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Common, LedgerAt, Report, Verdict};
+use super::{Check, Common, LedgerAt, OomKill, Report, Verdict};
 use crate::{
     cgroup::{MemCgroup, MemoryHierarchy},
     workload::{Workload, WorkloadError, workload_binary},
@@ -332,15 +332,62 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             _ => None,
         },
     };
+    let kills = oom_kills(&s, &cg, pid, &results);
     let checks = checks(&results);
     let verdict = verdict(&results, checks);
     s.finish(
         serde_json::to_value(&p)?,
         serde_json::to_value(&results)?,
         ledgers,
-        Vec::new(),
+        kills,
         verdict,
     )
+}
+
+/// The kill of the capped phase: the OOM probes' record of it (`oom_kill_process`, or
+/// `oom:mark_victim`) where they attached, else what the run saw (the workload, alone in `s`,
+/// killed by signal 9 while the cgroup counted an `oom_kill`).
+fn oom_kills(s: &super::Session, cg: &MemCgroup, pid: i32, r: &Results) -> Vec<OomKill> {
+    let Some(phase) = s
+        .phases()
+        .iter()
+        .find(|ph| ph.name.starts_with("limit swap"))
+    else {
+        return Vec::new();
+    };
+    let rss = r.steps.iter().rev().find_map(|st| st.rss_anon_bytes);
+    let usage = r
+        .steps
+        .iter()
+        .rfind(|st| st.phase == "limited")
+        .map(|st| st.usage_bytes);
+    let kill = |victim_pid: u32, comm: String| OomKill {
+        victim_pid,
+        victim_comm: comm,
+        victim_rss_bytes: rss,
+        memcg_path: cg.path().display().to_string(),
+        usage_at_kill_bytes: usage,
+        phase: phase.name.clone(),
+    };
+    let probed: Vec<OomKill> = ["kill", "victim"]
+        .iter()
+        .map(|k| {
+            phase
+                .oom
+                .iter()
+                .filter(|o| o.kind == *k)
+                .map(|o| kill(o.pid, o.comm.clone()))
+                .collect::<Vec<_>>()
+        })
+        .find(|v| !v.is_empty())
+        .unwrap_or_default();
+    if !probed.is_empty() {
+        return probed;
+    }
+    match (&r.killed, r.oom_kills_limited) {
+        (Some(_), Some(n)) if n > 0 => vec![kill(pid as u32, "memcg-drift".into())],
+        _ => Vec::new(),
+    }
 }
 
 fn checks(r: &Results) -> Vec<Check> {
