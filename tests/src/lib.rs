@@ -230,6 +230,13 @@ pub fn run_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
 }
 
+/// True in a guest booted with a swap device (`cargo xtask vm-test --swap`, whose /init sets
+/// `MEMCG_DRIFT_SWAP=1`). The host has no swap, and the tool never gives a machine swap it
+/// did not get a device for.
+pub fn swap_guest() -> bool {
+    std::env::var_os("MEMCG_DRIFT_SWAP").is_some_and(|v| v == "1")
+}
+
 /// `memcg-drift report FILE`: a recorded run rendered again as text (it must succeed).
 pub fn report_text(record: &std::path::Path) -> String {
     let out = std::process::Command::new(bin())

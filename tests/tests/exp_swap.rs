@@ -10,11 +10,6 @@
 
 use integration_tests::{assert_refused, no_runs_left, require_kernel, serial};
 
-/// True in a guest booted with a swap device (`cargo xtask vm-test --swap`).
-fn swap_guest() -> bool {
-    std::env::var_os("MEMCG_DRIFT_SWAP").is_some_and(|v| v == "1")
-}
-
 fn has_swap() -> bool {
     memcg_drift::experiment::swap::SwapSpace::read().is_ok_and(|s| s.devices > 0)
 }
@@ -48,7 +43,7 @@ fn swap_bad_input_is_one_line_and_creates_nothing() {
 
 #[test]
 fn swap_not_killed_until_swap_is_capped() {
-    if !swap_guest() {
+    if !integration_tests::swap_guest() {
         eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
         return;
     }

@@ -724,19 +724,13 @@ fn root_is_labelled() {
     assert!(text.contains("never charged"), "{text}");
 }
 
-/// True in a guest booted with a swap device (`cargo xtask vm-test --swap`). The host has no
-/// swap, and the tool never gives a machine swap it did not get a device for.
-fn swap_guest() -> bool {
-    std::env::var_os("MEMCG_DRIFT_SWAP").is_some_and(|v| v == "1")
-}
-
 /// Seed 001's puzzle in the ledger (issue 13): a workload grows past its memory limit with swap
 /// available and is not killed: the kernel swaps its anonymous pages out. The swap book (the
 /// swap counter, v2 `memory.swap.current` or v1 memsw - memory, against MEMCG_SWAP with its
 /// unflushed parts) closes to the page, and so does the memory book beside it.
 #[test]
 fn swap_book_closes_after_the_limit_swaps_pages_out() {
-    if !swap_guest() {
+    if !integration_tests::swap_guest() {
         eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
         return;
     }

@@ -275,10 +275,9 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     }
     let r = s.explain(&cg)?;
     let ledgers = vec![LedgerAt::new("after growing past the limit", "s", &r)];
-    let swapped_pages = cg.swap_usage_bytes()?.unwrap_or(0) / page;
-    let swap_max = p
-        .swap_max
-        .unwrap_or_else(|| cg.swap_usage_bytes().ok().flatten().unwrap_or(0));
+    let swapped = cg.swap_usage_bytes()?.unwrap_or(0);
+    let swapped_pages = swapped / page;
+    let swap_max = p.swap_max.unwrap_or(swapped);
     let mut killed = None;
     let kills_before = cg.events().ok().flatten().and_then(|e| e.get("oom_kill"));
     if alive_after_grow {

@@ -80,18 +80,7 @@ impl std::fmt::Debug for KernelBtf {
 impl KernelBtf {
     /// Opens the running kernel's BTF.
     pub fn from_sys_fs() -> Result<Self, BtfError> {
-        let path = Path::new(VMLINUX_BTF);
-        if let Ok(btf) = Btf::from_file_with_backend(path, Backend::Mmap) {
-            return Ok(Self::new(btf));
-        }
-        let bytes = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        match Self::mapped(&bytes) {
-            Some(btf) => Ok(btf),
-            None => Self::from_bytes(&bytes).map_err(|e| e.at(path)),
-        }
+        Self::from_file(Path::new(VMLINUX_BTF))
     }
 
     /// `bytes` copied into a memfd and opened with the mmap backend (which opens by path),
@@ -111,13 +100,20 @@ impl KernelBtf {
             .map(Self::new)
     }
 
-    /// Opens a BTF file.
+    /// Opens a BTF file: mapped where the file can be (the kernel's own from 6.16), else a
+    /// mapped copy of it, else parsed whole.
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        if let Ok(btf) = Btf::from_file_with_backend(path, Backend::Mmap) {
+            return Ok(Self::new(btf));
+        }
         let bytes = std::fs::read(path).map_err(|source| BtfError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_bytes(&bytes).map_err(|e| e.at(path))
+        match Self::mapped(&bytes) {
+            Some(btf) => Ok(btf),
+            None => Self::from_bytes(&bytes).map_err(|e| e.at(path)),
+        }
     }
 
     /// Parses a BTF blob (used by tests with generated BTF).
