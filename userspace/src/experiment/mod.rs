@@ -22,6 +22,7 @@ pub mod report;
 pub mod shmem;
 pub mod swap;
 pub mod threshold;
+pub mod tmpfs;
 
 use std::{
     collections::BTreeMap,

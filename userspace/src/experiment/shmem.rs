@@ -31,12 +31,7 @@
 //! is unmounted on every exit path (explicitly at the end, and by the kernel when the process
 //! dies, even by SIGKILL); outside the namespace the directory stays an empty directory.
 
-use std::{
-    ffi::CString,
-    fmt::Write as _,
-    os::unix::ffi::OsStrExt as _,
-    path::{Path, PathBuf},
-};
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -51,7 +46,6 @@ use crate::{
     workload::{Workload, workload_binary},
 };
 
-const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// Phase names.
 pub const TOUCH_A: &str = "touch anon in a";
 /// Phase names.
@@ -96,72 +90,6 @@ pub struct Results {
     pub writes: Vec<(String, String, String, i64, i64)>,
 }
 
-/// A private tmpfs in this thread's own mount namespace.
-struct PrivateTmpfs {
-    dir: PathBuf,
-    mounted: bool,
-}
-
-impl PrivateTmpfs {
-    fn mount(dir: &Path, size: u64) -> anyhow::Result<PrivateTmpfs> {
-        // SAFETY: unshare(2) of this thread's mount namespace (and fs_struct); no memory is
-        // shared with other threads through it.
-        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNS)");
-        }
-        // Mounts made here must not propagate back to the host's namespace.
-        nix::mount::mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .context("making / private in the run's mount namespace")?;
-        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-        let opts = format!("size={size},huge=never,mode=0700");
-        nix::mount::mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-            Some(opts.as_str()),
-        )
-        .with_context(|| format!("mounting a tmpfs on {}", dir.display()))?;
-        Ok(PrivateTmpfs {
-            dir: dir.to_path_buf(),
-            mounted: true,
-        })
-    }
-
-    fn unmount(&mut self) -> anyhow::Result<()> {
-        if self.mounted {
-            nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH)
-                .with_context(|| format!("unmounting {}", self.dir.display()))?;
-            self.mounted = false;
-            let _ = std::fs::remove_dir(&self.dir);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PrivateTmpfs {
-    fn drop(&mut self) {
-        let _ = self.unmount();
-    }
-}
-
-fn is_tmpfs(p: &Path) -> anyhow::Result<bool> {
-    let c = CString::new(p.as_os_str().as_bytes())?;
-    // SAFETY: a zeroed statfs is valid; statfs(2) fills it from a NUL-terminated path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
-    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| p.display().to_string());
-    }
-    Ok(st.f_type as i64 == TMPFS_MAGIC)
-}
-
 /// Validates the options (before anything is created).
 pub fn validate(p: &Params) -> anyhow::Result<()> {
     if p.pages == 0 || p.pages > 1 << 18 {
@@ -186,25 +114,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let a = s.child("a")?;
     let b = s.child("b")?;
     let scratch = s.run.scratch()?.to_path_buf();
-    let (dir, mut private, tmpfs) = if is_tmpfs(&scratch)? {
-        (
-            scratch.clone(),
-            None,
-            format!("the run's scratch dir {} (on tmpfs)", scratch.display()),
-        )
-    } else {
-        let d = scratch.join("tmpfs");
-        let m = PrivateTmpfs::mount(&d, worst)?;
-        (
-            d.clone(),
-            Some(m),
-            format!(
-                "a private tmpfs (huge=never) mounted on {} in the run's own mount namespace ({} is not tmpfs)",
-                d.display(),
-                scratch.display()
-            ),
-        )
-    };
+    let (dir, mut private, tmpfs) = super::tmpfs::scratch_tmpfs(&scratch, worst)?;
     let f1 = dir.join("written-in-a");
     let f2 = dir.join("written-in-b");
     let bin = workload_binary();
