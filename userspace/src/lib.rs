@@ -8,7 +8,7 @@
 //!   (on-demand eBPF reads of per-CPU state), `tracer` / `charge` (attached probes), `collect`;
 //! - the loader and the kernel: `attach` (the only module that loads and attaches), `plan`
 //!   (pure), `kernel` (BTF, kallsyms, tracefs), `items`;
-//! - plain helpers: `cgroup`, `workload`, `safefs`, `units`, `process`, `test_hooks`.
+//! - plain helpers: `cgroup`, `workload`, `safefs`, `units`, `undo`, `process`, `test_hooks`.
 pub mod attach;
 pub mod cgroup;
 pub mod charge;
@@ -31,5 +31,6 @@ pub mod safefs;
 pub mod test_hooks;
 pub mod trace;
 pub mod tracer;
+pub mod undo;
 pub mod units;
 pub mod workload;

@@ -150,6 +150,7 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
     // The bottom: plain helpers that import nothing above them.
     ("units", "*", "value parsers are a leaf"),
     ("safefs", "*", "safe file creation is a leaf"),
+    ("undo", "*", "the undo registry is a leaf"),
     ("process", "*", "the process clock is a leaf"),
     ("plan", "*", "the probe plan is pure"),
     ("collect", "*", "plain snapshots of the maps"),

@@ -354,9 +354,12 @@ fn unregister(live: &Arc<LiveRun>) {
     registry().retain(|r| !Arc::ptr_eq(r, live));
 }
 
-/// Removes every live run of this process (what the signal thread and the panic hook do).
+/// Undoes the process's pending machine changes ([`crate::undo`]) and removes every live run
+/// of this process (what the signal thread and the panic hook do).
 /// Returns the runs that could not be removed, with the error.
 pub fn cleanup_live_runs() -> Vec<(PathBuf, CgroupError)> {
+    // Machine changes first (a swap device turned off comes back on), then the cgroups.
+    crate::undo::run_pending();
     let runs: Vec<Arc<LiveRun>> = registry().clone();
     let mut failed = Vec::new();
     for run in runs {
