@@ -7,6 +7,10 @@
 //! never killed and every page past the limit is in swap (the swap counter holds at least
 //! grown - limit pages); both books close to the page; once swap is capped at what it holds,
 //! reclaim cannot make room and the OOM killer kills it: one kill, counted by the cgroup.
+//! Rereading the grown memory, each page out of memory faults back in at least once.
+//! `--swapoff`: the pages a removed cgroup left in swap are charged, at swapoff, to the cgroup
+//! of the process calling swapoff (the record's memcg is offline, the swap-in has no mm), less
+//! those the swap cache still held; the devices come back on, also after a panic midway.
 
 use integration_tests::{assert_refused, no_runs_left, require_kernel, serial};
 
@@ -34,9 +38,14 @@ fn swap_bad_input_is_one_line_and_creates_nothing() {
             &["run", "swap", "--limit", "16M", "--grow-to", "4G"],
             "of swap are free",
         );
+        assert_refused(
+            &["run", "swap", "--limit", "16M", "--swap-max", "64G"],
+            "--swap-max",
+        );
     } else {
         // Never on a machine without a swap device, and never enabling one.
         assert_refused(&["run", "swap"], "/proc/swaps lists none");
+        assert_refused(&["run", "swap", "--swapoff"], "/proc/swaps lists none");
     }
     no_runs_left();
 }
@@ -71,6 +80,8 @@ fn swap_not_killed_until_swap_is_capped() {
     for want in [
         "SWAP MiB",
         "VMSWAP",
+        "MAJFLT",
+        "reread",
         "ledger after growing past the limit",
         "swap book",
     ] {
@@ -86,6 +97,12 @@ fn swap_not_killed_until_swap_is_capped() {
     assert_eq!(res["swap_unexplained_pages"], 0);
     assert_eq!(res["memory_unexplained_pages"], 0);
     assert_eq!(res["oom_kills_limited"], 1);
+    // Rereading: alive, and at least one fault per page that was out of memory.
+    let rr = &res["reread"];
+    assert_eq!(rr["alive"], true, "{rr}");
+    let faults = rr["faults"][0].as_u64().unwrap() + rr["faults"][1].as_u64().unwrap();
+    assert!(faults >= rr["not_resident_pages"].as_u64().unwrap(), "{rr}");
+    assert!(rr["not_resident_pages"].as_u64().unwrap() > 0, "{rr}");
     assert_eq!(res["killed"], "killed by signal 9");
     // The one kill, with the memcg and the victim: the workload.
     let kills = doc["oom_kills"].as_array().unwrap();
@@ -97,5 +114,115 @@ fn swap_not_killed_until_swap_is_capped() {
     // The ledger after growing is in the record, with its swap book.
     let ledger = &doc["ledgers"][0]["json"];
     assert_eq!(ledger["swap"]["unexplained_pages"], 0, "{ledger:#}");
+    no_runs_left();
+}
+
+/// The machine's swap devices with their priorities (what must come back after a run).
+fn devices() -> Vec<(String, i32)> {
+    memcg_drift::experiment::swap::SwapDevice::all()
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.path.display().to_string(), d.priority))
+        .collect()
+}
+
+#[test]
+fn swapoff_charges_a_removed_cgroups_swap_to_the_caller() {
+    if !integration_tests::swap_guest() {
+        eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
+        return;
+    }
+    if !require_kernel("swapoff_charges_a_removed_cgroups_swap_to_the_caller") {
+        return;
+    }
+    let _serial = serial();
+    let before = devices();
+    assert!(!before.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("swapoff.json");
+    let doc = integration_tests::run_report(&[
+        "run",
+        "swap",
+        "--limit",
+        "16M",
+        "--grow-to",
+        "32M",
+        "--steps",
+        "2",
+        "--swapoff",
+        "--json",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    assert_eq!(devices(), before, "swap devices not restored");
+    let text = integration_tests::report_text(&record);
+    assert!(text.contains("swapoff of"), "{text}");
+    let checks = doc["verdict"]["checks"].as_array().unwrap();
+    let failed: Vec<&serde_json::Value> = checks.iter().filter(|c| c["ok"] != true).collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{doc:#}");
+    let res = &doc["results"];
+    let page = res["page_size"].as_u64().unwrap();
+    let o = &res["swapoff"];
+    let pages = |h: &serde_json::Value| {
+        (h["anon_pages"].as_u64().unwrap() + h["shmem_pages"].as_u64().unwrap()) as i64
+    };
+    let gained = pages(&o["off_after"]) - pages(&o["off_before"]);
+    let entries = (o["d_before_rmdir"]["swap_bytes"].as_u64().unwrap() / page) as i64;
+    // Past a 16M limit, at least 32M + 8M - 16M went to swap.
+    assert!(entries >= ((32 + 8 - 16) << 20) / page as i64, "{o:#}");
+    assert!(o["shmem_swapped_pages"].as_u64().unwrap() > 0, "{o:#}");
+    match o["d_before_rmdir"]["swapcached_pages"].as_u64() {
+        // Exact where memory.stat shows the swap cache (v2, 6.x).
+        Some(cached) => assert_eq!(gained, entries - cached as i64, "{o:#}"),
+        None => assert!(gained > 0 && gained <= entries, "{o:#}"),
+    }
+    assert_eq!(pages(&o["keep_after"]), pages(&o["keep_before"]), "{o:#}");
+    assert_eq!(o["run_swap_after_bytes"], 0, "{o:#}");
+    let off = doc["ledgers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["cgroup"] == "off")
+        .expect("off's ledger after swapoff");
+    assert_eq!(off["unexplained_pages"], 0, "{off:#}");
+    no_runs_left();
+}
+
+/// A panic while the swap devices are off (injected right after swapoff) still turns them on
+/// again, with their priorities, and removes the run.
+#[test]
+fn a_panic_during_swapoff_turns_swap_back_on() {
+    if !integration_tests::swap_guest() {
+        eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
+        return;
+    }
+    if !require_kernel("a_panic_during_swapoff_turns_swap_back_on") {
+        return;
+    }
+    let _serial = serial();
+    let before = devices();
+    let o = std::process::Command::new(integration_tests::bin())
+        .args([
+            "run",
+            "swap",
+            "--limit",
+            "8M",
+            "--grow-to",
+            "16M",
+            "--steps",
+            "1",
+            "--swapoff",
+        ])
+        .env("MEMCG_DRIFT_TEST_PANIC_AT", "swapoff")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "exit 0 after a panic: {err}");
+    assert!(err.contains("injected panic at swapoff"), "{err}");
+    assert_eq!(
+        devices(),
+        before,
+        "swap devices not restored after the panic: {err}"
+    );
     no_runs_left();
 }

@@ -379,6 +379,11 @@ pub struct SwapArgs {
     /// CPU of the workload (default: the last online CPU).
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
+    /// Also: a removed cgroup's anon and tmpfs pages in swap, then swapoff from another cgroup
+    /// (to whom are they charged?). Turns every swap device off and on again (same priority);
+    /// refused where the swapped pages would not fit in memory.
+    #[arg(long)]
+    pub swapoff: bool,
 }
 
 /// `--cpus`: a list or every online CPU.

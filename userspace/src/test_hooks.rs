@@ -23,3 +23,12 @@ pub fn panic_at_phase(done: usize) {
         panic!("injected panic after phase {done} (MEMCG_DRIFT_TEST_PANIC_AT_PHASE)");
     }
 }
+
+/// Panics at the named point of an experiment when `MEMCG_DRIFT_TEST_PANIC_AT` names it, so a
+/// test can prove that a change to the machine made there (a swap device turned off) is undone
+/// by the panic path.
+pub fn panic_at(point: &str) {
+    if std::env::var("MEMCG_DRIFT_TEST_PANIC_AT").is_ok_and(|v| v == point) {
+        panic!("injected panic at {point} (MEMCG_DRIFT_TEST_PANIC_AT)");
+    }
+}

@@ -110,9 +110,13 @@ fn run() -> Result<()> {
                 comounted.tests = vm::COMOUNTED_TESTS.map(String::from).to_vec();
                 vm::run(&comounted)?;
                 totals.add(&guest_totals(&comounted));
-                // A zram swap device (issue 13), on v2 and on v1: the tests that need swap.
-                for (kernel, cgroup) in [("6.12", vm::CgroupMode::V2), ("6.1", vm::CgroupMode::V1)]
-                {
+                // A zram swap device (issue 13), on v2 (6.12, 6.18) and on v1 (6.1): the tests
+                // that need swap.
+                for (kernel, cgroup) in [
+                    ("6.12", vm::CgroupMode::V2),
+                    ("6.18", vm::CgroupMode::V2),
+                    ("6.1", vm::CgroupMode::V1),
+                ] {
                     let mut swap = vm::VmArgs::for_kernel(kernel);
                     swap.cgroup = cgroup;
                     swap.swap = vm::SWAP_MIB;

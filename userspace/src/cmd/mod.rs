@@ -193,6 +193,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                             swap_max: a.swap_max,
                             steps: a.steps,
                             cpu,
+                            swapoff: a.swapoff,
                         },
                         &common,
                     )?

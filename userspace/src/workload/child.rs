@@ -277,6 +277,36 @@ impl Child {
         pages - released
     }
 
+    /// Reads one byte of every touched page not released yet, in touch order: a page that was
+    /// swapped out faults back in (a swap-in; a major fault unless the swap cache still held
+    /// it). Returns the pages read.
+    fn retouch(&mut self) -> u64 {
+        let (page, n, mut skip) = (self.page, self.nregions, self.released);
+        let mut read = 0u64;
+        let mut sum = 0u8;
+        for r in &self.regions()[..n] {
+            let first = skip.min(r.pages);
+            skip -= first;
+            for k in first..r.pages {
+                // SAFETY: page `k` of a mapping `touch` created and `free N` has not released.
+                sum = sum
+                    .wrapping_add(unsafe { ptr::read_volatile((r.addr + k * page) as *const u8) });
+                read += 1;
+            }
+        }
+        black_box(sum);
+        read
+    }
+
+    /// `swapoff(2)` of the NUL-terminated `self.path`, from this process (so from its cgroup).
+    fn swapoff(&mut self) -> Result<(), (&'static str, i32)> {
+        // SAFETY: `path` is NUL-terminated by `set_path`.
+        if unsafe { libc::swapoff(self.path.as_ptr().cast()) } != 0 {
+            return Err(("swapoff", errno()));
+        }
+        Ok(())
+    }
+
     /// Reads up to `bytes` of the file at `self.path` through the I/O buffer.
     fn read_file(&mut self, bytes: u64) -> Result<u64, (&'static str, i32)> {
         // SAFETY: `path` is NUL-terminated by `set_path`.
@@ -656,6 +686,31 @@ impl Child {
                     },
                 }
             }
+            b"lock" if args.is_empty() => {
+                // SAFETY: no preconditions; only the pages present now are locked (and pages
+                // later faulted in the mappings that exist now), nothing is populated.
+                if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_ONFAULT) } != 0 {
+                    err(&mut self.reply, "mlockall", errno());
+                } else {
+                    let _ = write!(self.reply, "ok locked 0");
+                }
+            }
+            b"retouch" if args.is_empty() => {
+                let n = self.retouch();
+                let _ = write!(self.reply, "ok read {n}");
+            }
+            b"swapoff" if !args.is_empty() => {
+                if !self.set_path(args) {
+                    err(&mut self.reply, "bad path", libc::EINVAL);
+                } else {
+                    match self.swapoff() {
+                        Ok(()) => {
+                            let _ = write!(self.reply, "ok swapoff 0");
+                        }
+                        Err((what, e)) => err(&mut self.reply, what, e),
+                    }
+                }
+            }
             b"rmdentries" if !args.is_empty() => match self.remove_dentries(args) {
                 Ok(n) => {
                     let _ = write!(self.reply, "ok removed {n}");
@@ -664,7 +719,7 @@ impl Child {
             },
             _ => err(
                 r,
-                "unknown command (ping, cpu K, touch N, free, file PATH BYTES, write PATH BYTES, sockets N [B], closesockets, dentries N DIR, rmdentries DIR, exit)",
+                "unknown command (ping, cpu K, touch N, free, file PATH BYTES, write PATH BYTES, sockets N [B], closesockets, dentries N DIR, rmdentries DIR, lock, retouch, swapoff PATH, exit)",
                 0,
             ),
         }

@@ -620,6 +620,27 @@ impl Workload {
         self.numbered(&format!("write {p} {bytes}"), "wrote")
     }
 
+    /// Locks the workload's own pages in memory (`mlockall(MCL_CURRENT | MCL_ONFAULT)`: its
+    /// stack, buffers and code as they are now; pages `touch` maps later stay swappable), so
+    /// that reclaim never swaps them out and the command loop never swaps them back in.
+    pub fn lock_resident(&mut self) -> Result<(), WorkloadError> {
+        self.numbered("lock", "locked").map(drop)
+    }
+
+    /// Reads one byte of every touched page not freed yet (swapped-out pages come back: swap-ins,
+    /// refaults); returns the pages read.
+    pub fn retouch(&mut self) -> Result<u64, WorkloadError> {
+        self.numbered("retouch", "read")
+    }
+
+    /// Calls `swapoff(2)` on `path` from inside the workload, so the swap-ins it makes are
+    /// charged as the workload's cgroup's (where the kernel charges the caller). Blocks until the
+    /// kernel has brought every page of the device back; give the workload a long enough timeout.
+    pub fn swapoff(&mut self, path: &Path) -> Result<(), WorkloadError> {
+        let p = Self::path_arg(path)?;
+        self.numbered(&format!("swapoff {p}"), "swapoff").map(drop)
+    }
+
     /// Asks the workload to exit and reaps it.
     pub fn exit(mut self) -> Result<ExitStatus, WorkloadError> {
         self.command("exit")?;

@@ -19,12 +19,26 @@
 //!
 //! The run refuses without a swap device (`/proc/swaps` lists none: the tool never enables
 //! swap on a machine itself) and when the free swap is smaller than what step 1 puts there.
-//! `--swapoff` (seed 002 §9.7) is not offered yet: it needs a swap device the run may turn off.
+//! Between the two, the workload reads every page it grew once more (`reread`): the pages in
+//! swap come back (swap-ins, major faults, refaults) and push others out; it is slowed, not
+//! killed. After each step the run also reads the cgroup's memory.stat events where the kernel
+//! has them (`pswpout`, `pswpin`, `workingset_refault_anon`, `pgscan`, `pgsteal`,
+//! `pgmajfault`) and the workload's own fault counts (`/proc/PID/stat`).
+//!
+//! 3. **`--swapoff`** (seed 002 §9.7, [`swapoff`]): a removed cgroup's anon and tmpfs pages in
+//!    swap, then `swapoff` from another cgroup: to whom the pages are charged, measured. It turns
+//!    the machine's swap devices off and on again, so it is opt-in and refused where the swapped
+//!    pages would not fit in memory.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+
+mod space;
+mod swapoff;
+
+pub use space::{SwapDevice, SwapSpace};
 
 use super::{Check, Common, LedgerAt, OomKill, Report, Verdict};
 use crate::{
@@ -48,6 +62,9 @@ pub struct Params {
     pub steps: u64,
     /// The workload's CPU.
     pub cpu: usize,
+    /// Run the swapoff phase (records made before it existed have none).
+    #[serde(default)]
+    pub swapoff: bool,
 }
 
 /// Checks the options (before anything is created).
@@ -74,63 +91,6 @@ pub fn validate(p: &Params, page: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Swap devices and free swap of the machine (`/proc/swaps`, `/proc/meminfo` `SwapFree`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SwapSpace {
-    /// Devices and files in use.
-    pub devices: usize,
-    /// Free swap, bytes.
-    pub free_bytes: u64,
-}
-
-impl SwapSpace {
-    /// Reads the machine's swap.
-    pub fn read() -> anyhow::Result<SwapSpace> {
-        let swaps = std::fs::read_to_string("/proc/swaps").context("/proc/swaps")?;
-        let meminfo = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
-        Ok(Self::parse(&swaps, &meminfo))
-    }
-
-    fn parse(swaps: &str, meminfo: &str) -> SwapSpace {
-        let devices = swaps
-            .lines()
-            .skip(1)
-            .filter(|l| !l.trim().is_empty())
-            .count();
-        let free_bytes = meminfo
-            .lines()
-            .find_map(|l| {
-                let kb = l.strip_prefix("SwapFree:")?.trim().trim_end_matches("kB");
-                kb.trim().parse::<u64>().ok()
-            })
-            .unwrap_or(0)
-            * 1024;
-        SwapSpace {
-            devices,
-            free_bytes,
-        }
-    }
-
-    /// Refuses a run that needs `need` bytes of swap, in one line.
-    pub fn check(&self, need: u64) -> anyhow::Result<()> {
-        if self.devices == 0 {
-            anyhow::bail!(
-                "run swap needs a swap device: /proc/swaps lists none (the tool never enables \
-                 swap on a machine itself)"
-            );
-        }
-        if need > self.free_bytes {
-            anyhow::bail!(
-                "run swap would put up to {} MiB in swap but only {} MiB of swap are free; \
-                 choose a smaller --grow-to",
-                need >> 20,
-                self.free_bytes >> 20
-            );
-        }
-        Ok(())
-    }
-}
-
 /// The counters after one step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Step {
@@ -150,6 +110,37 @@ pub struct Step {
     pub limit_hits: Option<u64>,
     /// OOM kills in the cgroup since the run started.
     pub oom_kills: Option<u64>,
+    /// The workload's minor and major faults since the run started (`/proc/PID/stat`).
+    #[serde(default)]
+    pub faults: Option<(u64, u64)>,
+    /// memory.stat events of the cgroup since the run started, those of [`STAT_EVENTS`] this
+    /// kernel has.
+    #[serde(default)]
+    pub events: BTreeMap<String, u64>,
+}
+
+/// memory.stat events a step reports where the kernel has them: swap-outs and swap-ins (v2,
+/// 6.x), refaults of anonymous pages (v2 5.9+), reclaim scanned and stolen (v2), major faults.
+pub const STAT_EVENTS: [&str; 6] = [
+    "pswpout",
+    "pswpin",
+    "workingset_refault_anon",
+    "pgscan",
+    "pgsteal",
+    "pgmajfault",
+];
+
+/// The reread between the phases: every grown page read once more.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reread {
+    /// Pages read.
+    pub pages: u64,
+    /// Pages not mapped before it (grown − `RssAnon`): each must fault at least once.
+    pub not_resident_pages: u64,
+    /// Minor and major faults it took.
+    pub faults: (u64, u64),
+    /// The workload survived it.
+    pub alive: bool,
 }
 
 /// The results section.
@@ -177,6 +168,39 @@ pub struct Results {
     pub killed: Option<String>,
     /// OOM kills counted by the cgroup during phase 2.
     pub oom_kills_limited: Option<u64>,
+    /// The reread after growing (`None` in records made before it existed).
+    #[serde(default)]
+    pub reread: Option<Reread>,
+    /// The swapoff phase (`--swapoff`).
+    #[serde(default)]
+    pub swapoff: Option<swapoff::Outcome>,
+}
+
+/// Minor and major faults of `pid` (`/proc/PID/stat` fields 10 and 12).
+fn faults(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest: Vec<&str> = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    Some((rest.get(7)?.parse().ok()?, rest.get(9)?.parse().ok()?))
+}
+
+/// The [`STAT_EVENTS`] of `cg` this kernel has.
+fn stat_events(cg: &MemCgroup) -> BTreeMap<String, u64> {
+    let st = cg.stat().ok().flatten();
+    STAT_EVENTS
+        .iter()
+        .filter_map(|k| Some((k.to_string(), st.as_ref()?.get(k)?)))
+        .collect()
+}
+
+/// What a step compares against: the counts when the workload started.
+struct Base {
+    limit_hits: u64,
+    oom_kills: u64,
+    faults: Option<(u64, u64)>,
+    events: BTreeMap<String, u64>,
 }
 
 /// `RssAnon` and `VmSwap` of `pid`, bytes.
@@ -194,7 +218,7 @@ fn rss_swap(pid: i32) -> (Option<u64>, Option<u64>) {
 }
 
 /// Reads the counters of `cg` after a step.
-fn step(cg: &MemCgroup, phase: &str, pages: u64, pid: i32, base: &(u64, u64)) -> Step {
+fn step(cg: &MemCgroup, phase: &str, pages: u64, pid: i32, base: &Base) -> Step {
     let ev = cg.events().ok().flatten();
     let (rss, swap) = rss_swap(pid);
     Step {
@@ -208,11 +232,55 @@ fn step(cg: &MemCgroup, phase: &str, pages: u64, pid: i32, base: &(u64, u64)) ->
             .failcnt()
             .ok()
             .flatten()
-            .map(|f| f.saturating_sub(base.0)),
+            .map(|f| f.saturating_sub(base.limit_hits)),
         oom_kills: ev
             .and_then(|e| e.get("oom_kill"))
-            .map(|k| k.saturating_sub(base.1)),
+            .map(|k| k.saturating_sub(base.oom_kills)),
+        faults: faults(pid)
+            .zip(base.faults)
+            .map(|(a, b)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))),
+        events: stat_events(cg)
+            .into_iter()
+            .map(|(k, v)| {
+                let b = base.events.get(&k).copied().unwrap_or(0);
+                (k, v.saturating_sub(b))
+            })
+            .collect(),
     }
+}
+
+/// Reads every grown page once more: swapped pages come back and push others out.
+fn reread_phase(
+    s: &mut super::Session,
+    w: &mut Workload,
+    cg: &MemCgroup,
+    grow_pages: u64,
+    base: &Base,
+    steps: &mut Vec<Step>,
+) -> anyhow::Result<Reread> {
+    let pid = w.pid();
+    let page = s.page_size;
+    let resident = rss_swap(pid).0.unwrap_or(0) / page;
+    let f0 = faults(pid);
+    let r = s.phase(format!("reread the {grow_pages} pages"), |_| {
+        Ok(w.retouch()?)
+    });
+    let f1 = faults(pid);
+    let alive = match &r {
+        Ok(_) => true,
+        Err(e) if is_exited(e).is_some() => false,
+        Err(_) => return Err(r.unwrap_err()),
+    };
+    steps.push(step(cg, "reread", grow_pages, pid, base));
+    Ok(Reread {
+        pages: *r.as_ref().unwrap_or(&0),
+        not_resident_pages: grow_pages.saturating_sub(resident),
+        faults: match (f0, f1) {
+            (Some(a), Some(b)) => (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)),
+            _ => (0, 0),
+        },
+        alive,
+    })
 }
 
 fn is_exited(e: &anyhow::Error) -> Option<String> {
@@ -233,23 +301,53 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     // Phase 1 puts everything past the limit in swap; a slack of 1/8 for what reclaim
     // swaps beyond that.
     space.check((p.grow_to - p.limit) + p.grow_to / 8)?;
+    if let Some(m) = p.swap_max
+        && m > space.total_bytes
+    {
+        anyhow::bail!(
+            "--swap-max ({} MiB) is more than the machine's swap ({} MiB)",
+            m >> 20,
+            space.total_bytes >> 20
+        );
+    }
+    // The swapoff phase's tmpfs file (half the limit) and growth, all back in memory after
+    // swapoff, beside what the dying cgroup keeps (up to the limit).
+    let back = p.grow_to + p.limit / 2;
+    if p.swapoff {
+        swapoff::check_room(&space, back)?;
+    }
     let grow_pages = p.grow_to.div_ceil(page);
     let per_step = grow_pages.div_ceil(p.steps);
     // What stays in memory is bounded by the limit; a RAM-backed swap device (zram) may hold
     // the rest in RAM too.
-    let mut s = super::Session::start(hier, "swap", p.grow_to + p.limit, 2, common)?;
-    s.expect_phases(4);
+    let worst = if p.swapoff {
+        back + p.limit + (32 << 20)
+    } else {
+        p.grow_to + p.limit
+    };
+    let mut s = super::Session::start(hier, "swap", worst, 5, common)?;
+    s.expect_phases(if p.swapoff { 11 } else { 5 });
+    let tmpfs = if p.swapoff {
+        let scratch = s.run.scratch()?.to_path_buf();
+        Some(super::tmpfs::scratch_tmpfs(&scratch, back)?)
+    } else {
+        None
+    };
     let cg = s.child("s")?;
     cg.set_limit_bytes(Some(p.limit))
         .context("setting the memory limit of s")?;
     let bin = workload_binary();
     let mut w = s.phase("start in s", |_| Ok(Workload::spawn(&bin, &cg, p.cpu)?))?;
+    // Swapping under emulation (the QEMU guests) is slow.
+    w.set_timeout(std::time::Duration::from_secs(300));
     let pid = w.pid();
     let ev = cg.events().ok().flatten();
-    let base = (
-        cg.failcnt().ok().flatten().unwrap_or(0),
-        ev.and_then(|e| e.get("oom_kill")).unwrap_or(0),
-    );
+    let base = Base {
+        limit_hits: cg.failcnt().ok().flatten().unwrap_or(0),
+        oom_kills: ev.and_then(|e| e.get("oom_kill")).unwrap_or(0),
+        faults: faults(pid),
+        events: stat_events(&cg),
+    };
     let mut steps = Vec::new();
     let grow = s.phase(
         format!(
@@ -275,12 +373,23 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     }
     let r = s.explain(&cg)?;
     let ledgers = vec![LedgerAt::new("after growing past the limit", "s", &r)];
-    let swapped = cg.swap_usage_bytes()?.unwrap_or(0);
-    let swapped_pages = swapped / page;
-    let swap_max = p.swap_max.unwrap_or(swapped);
+    let swapped_pages = cg.swap_usage_bytes()?.unwrap_or(0) / page;
+    let reread = if alive_after_grow {
+        Some(reread_phase(
+            &mut s, &mut w, &cg, grow_pages, &base, &mut steps,
+        )?)
+    } else {
+        None
+    };
+    let alive = reread.as_ref().is_some_and(|r| r.alive);
+    // Default cap: what the cgroup holds in swap now.
+    let swap_max = match p.swap_max {
+        Some(m) => m,
+        None => cg.swap_usage_bytes()?.unwrap_or(0),
+    };
     let mut killed = None;
     let kills_before = cg.events().ok().flatten().and_then(|e| e.get("oom_kill"));
-    if alive_after_grow {
+    if alive {
         cg.set_swap_limit_bytes(swap_max)
             .context("limiting the swap of s")?;
         s.phase(
@@ -310,11 +419,23 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     }
     let kills_after = cg.events().ok().flatten().and_then(|e| e.get("oom_kill"));
     s.phase("exit", |_| {
-        if killed.is_none() && alive_after_grow {
+        if killed.is_none() && alive {
             w.exit()?;
         }
         Ok(())
     })?;
+    let mut ledgers = ledgers;
+    let swapoff = match &tmpfs {
+        Some((dir, _, where_)) => {
+            let (o, l) = swapoff::run(&mut s, &p, page, dir, where_.clone())?;
+            ledgers.extend(l);
+            Some(o)
+        }
+        None => None,
+    };
+    if let Some((_, Some(mut m), _)) = tmpfs {
+        m.unmount()?;
+    }
     let results = Results {
         params: p.clone(),
         page_size: page,
@@ -330,9 +451,15 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         },
+        reread,
+        swapoff,
     };
     let kills = oom_kills(&s, &cg, pid, &results);
-    let checks = checks(&results);
+    let off_ledger = ledgers
+        .iter()
+        .find(|l| l.cgroup == "off")
+        .map(|l| l.unexplained_pages);
+    let checks = checks(&results, off_ledger);
     let verdict = verdict(&results, checks);
     s.finish(
         serde_json::to_value(&p)?,
@@ -389,14 +516,14 @@ fn oom_kills(s: &super::Session, cg: &MemCgroup, pid: i32, r: &Results) -> Vec<O
     }
 }
 
-fn checks(r: &Results) -> Vec<Check> {
+fn checks(r: &Results, off_ledger: Option<i64>) -> Vec<Check> {
     let page = r.page_size;
     let grow_pages = r.params.grow_to.div_ceil(page);
     let limit_pages = r.params.limit / page;
     let grow: Vec<&Step> = r.steps.iter().filter(|s| s.phase == "grow").collect();
     let peak = grow.iter().map(|s| s.usage_bytes).max().unwrap_or(0);
     let kills_grow = grow.last().and_then(|s| s.oom_kills);
-    vec![
+    let mut out = vec![
         Check::rule(
             "not killed while growing past the limit with swap",
             "alive, 0 OOM kills".into(),
@@ -448,7 +575,32 @@ fn checks(r: &Results) -> Vec<Check> {
             ),
             r.killed.as_deref() == Some("killed by signal 9") && r.oom_kills_limited == Some(1),
         ),
-    ]
+    ];
+    if let Some(rr) = &r.reread {
+        // Each page not mapped when the reread starts faults at least once (major where it is
+        // read from swap, minor where the swap cache still holds it).
+        out.insert(
+            5,
+            Check::rule(
+                "rereading: not killed, and every page out of memory faults back in",
+                format!(
+                    "alive, >= {} faults (grown - RssAnon pages)",
+                    rr.not_resident_pages
+                ),
+                format!(
+                    "{}, {} minor + {} major faults",
+                    if rr.alive { "alive" } else { "killed" },
+                    rr.faults.0,
+                    rr.faults.1
+                ),
+                rr.alive && rr.faults.0 + rr.faults.1 >= rr.not_resident_pages,
+            ),
+        );
+    }
+    if let Some(o) = &r.swapoff {
+        out.extend(swapoff::checks(o, page, off_ledger));
+    }
+    out
 }
 
 fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
@@ -483,6 +635,32 @@ fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
             .map_or("not killed".to_string(), |k| format!("killed ({k})")),
         r.oom_kills_limited.map_or("?".into(), |k| k.to_string()),
     );
+    let mut summary = summary;
+    if let Some(rr) = &r.reread {
+        let last = r.steps.iter().rfind(|s| s.phase == "reread");
+        let ev = |k: &str| {
+            last.and_then(|s| s.events.get(k))
+                .map_or("?".to_string(), |v| v.to_string())
+        };
+        let _ = write!(
+            summary,
+            " Reading its memory again, {} pages out of memory came back in {} major and {}              minor faults (since the start: {} swap-ins, {} anon refaults by memory.stat): it              was {}.",
+            rr.not_resident_pages,
+            rr.faults.1,
+            rr.faults.0,
+            ev("pswpin"),
+            ev("workingset_refault_anon"),
+            if rr.alive {
+                "slowed, not killed"
+            } else {
+                "killed"
+            }
+        );
+    }
+    if let Some(o) = &r.swapoff {
+        summary.push(' ');
+        summary.push_str(&swapoff::summary(o, page));
+    }
     Verdict::judged(
         "limited but not killed: the kernel swapped instead",
         summary,
@@ -504,15 +682,29 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
         res.params.cpu,
         res.swap_free_bytes >> 20
     );
+    // HITS: limit hits, each a round of direct reclaim; SWPOUT/SWPIN/REFAULT: memory.stat
+    // events ("-" where this kernel's memory.stat has none); MAJFLT: the workload's own.
     let _ = writeln!(
         out,
-        "  {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>5}",
-        "PHASE", "PAGES", "USAGE MiB", "SWAP MiB", "RSSANON", "VMSWAP", "HITS", "KILLS"
+        "  {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7}",
+        "PHASE",
+        "PAGES",
+        "USAGE MiB",
+        "SWAP MiB",
+        "RSSANON",
+        "VMSWAP",
+        "HITS",
+        "KILLS",
+        "SWPOUT",
+        "SWPIN",
+        "REFAULT",
+        "MAJFLT"
     );
     for s in &res.steps {
+        let ev = |k: &str| s.events.get(k).map_or("-".into(), |v| v.to_string());
         let _ = writeln!(
             out,
-            "  {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>5}",
+            "  {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>5} {:>7} {:>7} {:>7} {:>7}",
             s.phase,
             s.pages,
             mib(Some(s.usage_bytes)),
@@ -521,7 +713,14 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             mib(s.vm_swap_bytes),
             s.limit_hits.map_or("-".into(), |h| h.to_string()),
             s.oom_kills.map_or("-".into(), |k| k.to_string()),
+            ev("pswpout"),
+            ev("pswpin"),
+            ev("workingset_refault_anon"),
+            s.faults.map_or("-".into(), |f| f.1.to_string()),
         );
+    }
+    if let Some(o) = &res.swapoff {
+        out.push_str(&swapoff::render(o, res.page_size));
     }
     Ok(out)
 }
@@ -537,6 +736,7 @@ mod tests {
             swap_max: None,
             steps: 8,
             cpu: 0,
+            swapoff: false,
         }
     }
 
@@ -555,27 +755,6 @@ mod tests {
         assert!(bad(&|p| p.swap_max = Some(100)).contains("--swap-max"));
     }
 
-    #[test]
-    fn swap_space_is_read_and_refuses_in_one_line() {
-        let none = SwapSpace::parse(
-            "Filename\tType\tSize\tUsed\tPriority\n",
-            "MemTotal: 100 kB\nSwapFree:       0 kB\n",
-        );
-        assert_eq!(none.devices, 0);
-        let e = none.check(1).unwrap_err().to_string();
-        assert!(e.contains("/proc/swaps lists none"), "{e}");
-        assert!(!e.contains('\n'));
-        let zram = SwapSpace::parse(
-            "Filename\tType\tSize\tUsed\tPriority\n/dev/zram0 partition\t1048572\t0\t-2\n",
-            "SwapTotal: 1048572 kB\nSwapFree: 1048572 kB\n",
-        );
-        assert_eq!(zram.devices, 1);
-        assert_eq!(zram.free_bytes, 1048572 * 1024);
-        assert!(zram.check(512 << 20).is_ok());
-        let e = zram.check(2 << 30).unwrap_err().to_string();
-        assert!(e.contains("only 1023 MiB of swap are free"), "{e}");
-    }
-
     fn results() -> Results {
         let st = |phase: &str, pages: u64, usage: u64, kills: u64| Step {
             phase: phase.into(),
@@ -586,6 +765,8 @@ mod tests {
             vm_swap_bytes: None,
             limit_hits: Some(10),
             oom_kills: Some(kills),
+            faults: Some((3, 9000)),
+            events: BTreeMap::new(),
         };
         Results {
             params: params(),
@@ -603,17 +784,28 @@ mod tests {
             swap_max_bytes: 64 << 20,
             killed: Some("killed by signal 9".into()),
             oom_kills_limited: Some(1),
+            reread: Some(Reread {
+                pages: 24576,
+                not_resident_pages: 16500,
+                faults: (7600, 8900),
+                alive: true,
+            }),
+            swapoff: None,
         }
     }
 
     #[test]
     fn checks_follow_the_kernel_rules() {
         let ok = results();
-        assert!(checks(&ok).iter().all(|c| c.ok), "{:?}", checks(&ok));
+        assert!(
+            checks(&ok, None).iter().all(|c| c.ok),
+            "{:?}",
+            checks(&ok, None)
+        );
         let fails = |f: &dyn Fn(&mut Results)| {
             let mut r = results();
             f(&mut r);
-            checks(&r).iter().filter(|c| !c.ok).count()
+            checks(&r, None).iter().filter(|c| !c.ok).count()
         };
         assert_eq!(fails(&|r| r.alive_after_grow = false), 1);
         assert_eq!(fails(&|r| r.steps[1].usage_bytes = (32 << 20) + 4096), 1);
@@ -625,5 +817,8 @@ mod tests {
         assert_eq!(fails(&|r| r.killed = None), 1);
         assert_eq!(fails(&|r| r.killed = Some("exit code 1".into())), 1);
         assert_eq!(fails(&|r| r.oom_kills_limited = Some(2)), 1);
+        // Rereading: one fault fewer than the pages out of memory, or killed.
+        assert_eq!(fails(&|r| r.reread.as_mut().unwrap().faults.1 = 899), 1);
+        assert_eq!(fails(&|r| r.reread.as_mut().unwrap().alive = false), 1);
     }
 }
