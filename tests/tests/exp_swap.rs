@@ -14,6 +14,15 @@
 
 use integration_tests::{assert_refused, no_runs_left, require_kernel, serial};
 
+/// True in the swap guests with the kernel tests enabled (the swap tests skip elsewhere).
+fn swap_kernel(test: &str) -> bool {
+    if !integration_tests::swap_guest() {
+        eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
+        return false;
+    }
+    require_kernel(test)
+}
+
 fn has_swap() -> bool {
     memcg_drift::experiment::swap::SwapSpace::read().is_ok_and(|s| s.devices > 0)
 }
@@ -52,11 +61,7 @@ fn swap_bad_input_is_one_line_and_creates_nothing() {
 
 #[test]
 fn swap_not_killed_until_swap_is_capped() {
-    if !integration_tests::swap_guest() {
-        eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
-        return;
-    }
-    if !require_kernel("swap_not_killed_until_swap_is_capped") {
+    if !swap_kernel("swap_not_killed_until_swap_is_capped") {
         return;
     }
     let _serial = serial();
@@ -128,11 +133,7 @@ fn devices() -> Vec<(String, i32)> {
 
 #[test]
 fn swapoff_charges_a_removed_cgroups_swap_to_the_caller() {
-    if !integration_tests::swap_guest() {
-        eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
-        return;
-    }
-    if !require_kernel("swapoff_charges_a_removed_cgroups_swap_to_the_caller") {
+    if !swap_kernel("swapoff_charges_a_removed_cgroups_swap_to_the_caller") {
         return;
     }
     let _serial = serial();
@@ -192,11 +193,7 @@ fn swapoff_charges_a_removed_cgroups_swap_to_the_caller() {
 /// again, with their priorities, and removes the run.
 #[test]
 fn a_panic_during_swapoff_turns_swap_back_on() {
-    if !integration_tests::swap_guest() {
-        eprintln!("skipping: no swap device here (runs in `cargo xtask vm-test --swap`)");
-        return;
-    }
-    if !require_kernel("a_panic_during_swapoff_turns_swap_back_on") {
+    if !swap_kernel("a_panic_during_swapoff_turns_swap_back_on") {
         return;
     }
     let _serial = serial();

@@ -28,7 +28,7 @@ use std::{io, path::PathBuf};
 pub use memcg::{MemCgroup, parse_proc_cgroup};
 pub use mount::{
     CgroupVersion, Layout, LayoutKind, MemoryHierarchy, Mount, V1Mount, detect_layout,
-    layout_from_mounts, parse_mountinfo,
+    layout_from_mounts, parse_mountinfo, unescape as unescape_proc_path,
 };
 pub use parse::{
     FlatKeyed, MemoryEvents, MemoryStat, ParseError, parse_flat_keyed, parse_limit, parse_u64_value,

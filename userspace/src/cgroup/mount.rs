@@ -118,8 +118,9 @@ pub struct Mount {
     pub super_options: Vec<String>,
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for space, `\011`, `\012`, `\134`).
-fn unescape(field: &str) -> String {
+/// Undoes the octal escapes procfs writes in paths (mountinfo, /proc/swaps: `\040` for space,
+/// `\011`, `\012`, `\134`).
+pub fn unescape(field: &str) -> String {
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -100,27 +100,6 @@ pub struct SwapDevice {
     pub priority: i32,
 }
 
-/// Undoes the `\ooo` escapes `/proc/swaps` writes for spaces, tabs, newlines and backslashes
-/// (`seq_file_path(..., " \t\n\\")`).
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 impl SwapDevice {
     /// The devices in use, in `/proc/swaps` order.
     pub fn all() -> anyhow::Result<Vec<SwapDevice>> {
@@ -137,7 +116,7 @@ impl SwapDevice {
                     return None;
                 };
                 Some(SwapDevice {
-                    path: PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(path))),
+                    path: PathBuf::from(crate::cgroup::unescape_proc_path(path)),
                     kind: (*kind).to_string(),
                     size_kib: size.parse().ok()?,
                     used_kib: used.parse().ok()?,
