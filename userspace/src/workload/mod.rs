@@ -130,6 +130,18 @@ pub enum WorkloadError {
     BadArgument(String),
 }
 
+/// Minor and major page faults of process `pid` so far (`/proc/PID/stat` fields 10 and 12,
+/// counted from the last `)`: the command name may hold spaces); `None` once it is gone.
+pub fn faults(pid: i32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest: Vec<&str> = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    // `rest[0]` is field 3.
+    Some((rest.get(7)?.parse().ok()?, rest.get(9)?.parse().ok()?))
+}
+
 /// The child's entry point: the CLI's `__workload` subcommand calls this and nothing else.
 /// Serves the protocol on stdin/stdout and exits.
 ///
@@ -776,12 +788,8 @@ mod tests {
 
     /// Page faults (minor + major) of process `pid` so far, all threads.
     fn faults(pid: i32) -> u64 {
-        let text = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let f: Vec<&str> = text[text.rfind(')').unwrap() + 2..]
-            .split_whitespace()
-            .collect();
-        // Fields 10 (minflt) and 12 (majflt); `f[0]` is field 3.
-        f[7].parse::<u64>().unwrap() + f[9].parse::<u64>().unwrap()
+        let (minor, major) = super::faults(pid).unwrap();
+        minor + major
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //!
 //! The run refuses without a swap device (`/proc/swaps` lists none: the tool never enables
 //! swap on a machine itself) and when the free swap is smaller than what step 1 puts there.
-//! Between the two, the workload reads every page it grew once more (`reread`): the pages in
+//!
+//! Between 1 and 2, the workload reads every page it grew once more (`reread`): the pages in
 //! swap come back (swap-ins, major faults, refaults) and push others out; it is slowed, not
 //! killed. After each step the run also reads the cgroup's memory.stat events where the kernel
 //! has them (`pswpout`, `pswpin`, `workingset_refault_anon`, `pgscan`, `pgsteal`,
@@ -43,7 +44,7 @@ pub use space::{SwapDevice, SwapSpace};
 use super::{Check, Common, LedgerAt, OomKill, Report, Verdict};
 use crate::{
     cgroup::{MemCgroup, MemoryHierarchy},
-    workload::{Workload, WorkloadError, workload_binary},
+    workload::{Workload, WorkloadError, faults, workload_binary},
 };
 
 /// Most steps of one phase.
@@ -94,7 +95,7 @@ pub fn validate(p: &Params, page: u64) -> anyhow::Result<()> {
 /// The counters after one step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Step {
-    /// `grow` (phase 1) or `limited` (phase 2).
+    /// `grow` (phase 1), `reread` (between the phases) or `limited` (phase 2).
     pub phase: String,
     /// Pages the workload had touched in the phase so far.
     pub pages: u64,
@@ -174,16 +175,6 @@ pub struct Results {
     /// The swapoff phase (`--swapoff`).
     #[serde(default)]
     pub swapoff: Option<swapoff::Outcome>,
-}
-
-/// Minor and major faults of `pid` (`/proc/PID/stat` fields 10 and 12).
-fn faults(pid: i32) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest: Vec<&str> = text
-        .get(text.rfind(')')? + 1..)?
-        .split_whitespace()
-        .collect();
-    Some((rest.get(7)?.parse().ok()?, rest.get(9)?.parse().ok()?))
 }
 
 /// The [`STAT_EVENTS`] of `cg` this kernel has.
