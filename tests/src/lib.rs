@@ -39,6 +39,9 @@ pub fn require_kernel(test: &str) -> bool {
         missing.push("built without eBPF probes (run `cargo xtask setup`)".into());
     }
     if missing.is_empty() {
+        // Measured once per process, before the test sets anything up (a test's own stocks
+        // and tracers then never see the measuring workload).
+        let _ = charge_batch_measured();
         return true;
     }
     let why = missing.join(", ");
@@ -272,4 +275,21 @@ pub fn run_report<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
         out.status
     );
     doc
+}
+
+/// `MEMCG_CHARGE_BATCH` as the tool measures it (`workload::batch`), or why it could not.
+fn charge_batch_measured() -> Result<u64, String> {
+    let hier = memcg_drift::cgroup::detect_layout()
+        .map_err(|e| e.to_string())?
+        .memory
+        .ok_or("no memory controller mounted")?;
+    memcg_drift::workload::batch::charge_batch(&hier)
+        .map(|b| b.pages)
+        .map_err(|e| e.to_string())
+}
+
+/// `MEMCG_CHARGE_BATCH` as the tool measures it; the kernel tests check the probes against it
+/// (a wrong measurement fails them). Panics when it could not be measured.
+pub fn charge_batch() -> u64 {
+    charge_batch_measured().unwrap_or_else(|e| panic!("{e}"))
 }

@@ -9,7 +9,8 @@
 //! * a call is served from this CPU's stock when the stock caches this memcg and holds at
 //!   least the pages asked for; otherwise the memory page_counter is charged
 //!   `batch = max(MEMCG_CHARGE_BATCH, nr)` pages and `batch - nr` are parked in the stock
-//!   (`refill_stock`). `MEMCG_CHARGE_BATCH` is 64 from 6.1 (1813e51eece0).
+//!   (`refill_stock`). `MEMCG_CHARGE_BATCH` (64 from 6.1, 1813e51eece0; 32 before) is the
+//!   tool's measurement (`workload::batch`), checked here against every batch the probes see.
 //! * Every request in this scenario is at most 64 pages (anon faults without THP are one page;
 //!   the kernel memory charged alongside them - page tables, the VMA and anon_vma slabs, the
 //!   reply's pipe page - comes in whole pages through the same `try_charge_memcg`), so each
@@ -45,8 +46,11 @@ use memcg_drift::{
     workload::{Workload, workload_binary},
 };
 
-/// MEMCG_CHARGE_BATCH on 6.1+ (include/linux/memcontrol.h; 1813e51eece0).
-const BATCH: u64 = 64;
+/// MEMCG_CHARGE_BATCH, measured by the tool (workload::batch): the probes' batches checked
+/// against it here would catch a wrong measurement.
+fn batch() -> u64 {
+    integration_tests::charge_batch()
+}
 
 /// True inside the QEMU guests of `cargo xtask vm-test`, where the charge path must attach.
 fn in_vm() -> bool {
@@ -206,7 +210,7 @@ fn touch_exact(n: u64, only: Option<Flavour>, test: &str) {
     );
     assert_eq!(
         t.batches.pages,
-        BATCH * t.batches.events,
+        batch() * t.batches.events,
         "every batch is 64 pages"
     );
     assert_eq!(
@@ -227,11 +231,11 @@ fn touch_exact(n: u64, only: Option<Flavour>, test: &str) {
     );
     assert_eq!(
         t.batches.events,
-        r.div_ceil(BATCH),
+        r.div_ceil(batch()),
         "dry {r} pages from an empty stock"
     );
     let stock_left = t.batches.pages - r;
-    assert!(stock_left < BATCH);
+    assert!(stock_left < batch());
     // memory.current is exactly what the page_counter probes saw since the cgroup was born.
     assert_eq!(usage as i64, mem.net_pages(), "memory.current vs probes");
     assert_eq!(usage, r + stock_left, "usage = requested + stock");
@@ -515,8 +519,8 @@ fn trace_json_has_the_charge_section() {
         let r = pages("try_charge");
         assert!(r >= 200);
         assert_eq!(pages("served_from_stock") + pages("charged_to_counter"), r);
-        assert_eq!(events("batches"), r.div_ceil(BATCH));
-        assert_eq!(pages("batches"), BATCH * events("batches"));
+        assert_eq!(events("batches"), r.div_ceil(batch()));
+        assert_eq!(pages("batches"), batch() * events("batches"));
         assert_eq!(
             f["counters"]["memory"]["try_charge_ok"]["pages"],
             pages("batches")
@@ -717,7 +721,7 @@ fn charge_stock_residue_scales_with_cpus() {
         let left = (f.refill_batch.pages + f.refill_return.pages) as i64
             - f.served_from_stock.pages as i64
             - f.drains.pages as i64;
-        assert!((0..=BATCH as i64).contains(&left), "CPU {}: {f:?}", f.cpu);
+        assert!((0..=batch() as i64).contains(&left), "CPU {}: {f:?}", f.cpu);
         if f.refill_return.pages == 0 && f.drains.pages == 0 {
             assert_eq!(
                 left,
@@ -746,7 +750,7 @@ fn charge_stock_residue_scales_with_cpus() {
     );
     // One page (plus a few kernel pages) per CPU leaves most of a batch on each.
     assert!(
-        residue >= (BATCH as i64 - 8) * cpus.len() as i64,
+        residue >= (batch() as i64 - 8) * cpus.len() as i64,
         "{per_cpu:?}"
     );
     w.exit().unwrap();
@@ -820,10 +824,10 @@ fn inferred_and_probed_charges_agree() {
         usage as i64,
         "inferred total vs memory.current"
     );
-    assert!(up.events >= requested.div_ceil(BATCH));
+    assert!(up.events >= requested.div_ceil(batch()));
     if down.events == 0 {
-        assert_eq!(up.events, requested.div_ceil(BATCH), "one rise per batch");
-        assert_eq!(up.pages, BATCH * up.events, "each rise is one batch");
+        assert_eq!(up.events, requested.div_ceil(batch()), "one rise per batch");
+        assert_eq!(up.pages, batch() * up.events, "each rise is one batch");
     }
     if probed {
         // Both at once: the inferred rises are the probed batches, one for one.

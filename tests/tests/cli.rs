@@ -427,6 +427,14 @@ fn doctor_json_matches_what_this_kernel_allows() {
     );
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["can_run"], true);
+    // The charge batch, measured by doctor's own process: the same as this test process
+    // measures (and the kernel tests check against every batch the charge probes see).
+    let batch = &doc["charge_batch"]["Ok"];
+    assert_eq!(batch["pages"], integration_tests::charge_batch(), "{doc}");
+    assert!(
+        batch["source"].as_str().unwrap().starts_with("measured: "),
+        "{doc}"
+    );
     let flavour = |name: &str| {
         doc["flavours"]
             .as_array()

@@ -83,12 +83,24 @@ fn assert_exact(r: &Report, p: &Params) {
         let s0 = it.stock_before_touch.expect("stock readable");
         assert_eq!(
             alloc.stock_after_touch,
-            Some(batch_skew::stock_after(s0, it.charged_in_touch))
+            Some(batch_skew::stock_after(
+                s0,
+                it.charged_in_touch,
+                integration_tests::charge_batch() as i64
+            ))
         );
         assert!(it.charged_in_touch >= touch);
         let need = (it.charged_in_touch - s0).max(0) as u64;
-        assert_eq!(it.batches, need.div_ceil(64), "iteration {}", it.index);
-        assert_eq!(it.batch_pages, 64 * it.batches);
+        assert_eq!(
+            it.batches,
+            need.div_ceil(integration_tests::charge_batch()),
+            "iteration {}",
+            it.index
+        );
+        assert_eq!(
+            it.batch_pages,
+            integration_tests::charge_batch() * it.batches
+        );
         // The touch phase's records are in the right windows: its phase exists and has the
         // updates, the free phases have nothing on the alloc CPU from the touch.
         let ph = r.phase(&format!("{} touch", it.cgroup)).unwrap();
@@ -106,10 +118,18 @@ fn assert_exact(r: &Report, p: &Params) {
             .any(|i| i.no_flush_between == Some(true)),
         "every iteration saw a flush"
     );
-    // A touch phase whose charges the stock covered (up to 63 pages can be stocked before it)
-    // charges no batch; every batch charged is exactly 64 pages (checked per iteration above).
+    // A touch phase whose charges the stock covered (up to batch - 1 pages can be stocked
+    // before it) charges no batch; every batch charged is exactly the measured batch (checked
+    // per iteration above), and the record says how it was measured.
+    let kb = integration_tests::charge_batch();
+    assert_eq!(res.kernel_charge_batch, kb);
+    assert!(
+        res.kernel_charge_batch_source.starts_with("measured: "),
+        "{}",
+        res.kernel_charge_batch_source
+    );
     if res.iterations.iter().any(|i| i.batches > 0) {
-        assert_eq!(res.observed_batch, Some(64.0));
+        assert_eq!(res.observed_batch, Some(kb as f64));
     } else {
         assert_eq!(res.observed_batch, None);
     }
@@ -287,10 +307,11 @@ fn batch_skew_cli_text_json_and_record() {
         &plots.join("batch-skew-stock.svg"),
         &[run_id, "pages in the stock", "observed charge batch"],
     );
-    assert!(
-        text.contains("charge batch: kernel MEMCG_CHARGE_BATCH 64"),
-        "{text}"
+    let want = format!(
+        "charge batch: kernel MEMCG_CHARGE_BATCH {} (measured: ",
+        integration_tests::charge_batch()
     );
+    assert!(text.contains(&want), "{text}");
     assert!(text.contains("iter-0 touch"));
     let again = Command::new(bin())
         .args(["report", "--json"])

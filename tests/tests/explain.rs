@@ -6,7 +6,7 @@
 //! one memcg, docs/ledger.md §5):
 //! - **Charging** (`try_charge_memcg`, :2297-2434): a charge of one page first takes a page
 //!   from this CPU's stock slot of the memcg (`consume_stock`); only when the slot is empty it
-//!   charges `MEMCG_CHARGE_BATCH` = 64 pages to the page_counter and parks the 63 it did not
+//!   charges `MEMCG_CHARGE_BATCH` (the tool's measurement; 64 here) pages to the page_counter and parks the 63 it did not
 //!   need in the slot (`refill_stock`). Anonymous faults and page-table pages
 //!   (`__memcg_kmem_charge_page`, :2836) charge one page each. So `c` one-page charges on CPU k,
 //!   starting from `s0` pages in k's slot, leave `usage + 64 * ceil(max(0, c - s0) / 64)` and
@@ -84,6 +84,13 @@ fn report(ex: &mut Explainer) -> ExplainReport {
         r.snapshot.static_percpu_error, None,
         "stocks and batches unreadable"
     );
+    // The stock and flush bounds scale with the measured charge batch.
+    assert_eq!(
+        r.charge_batch.as_ref().map(|b| b.pages),
+        Some(integration_tests::charge_batch()),
+        "{:?}",
+        r.charge_batch_not_measured
+    );
     r
 }
 
@@ -136,9 +143,10 @@ fn closes(r: &ExplainReport, what: &str) {
 
 /// The charging rule of the module docs: `c` one-page charges from `s0` stocked pages.
 fn after_charges(usage: i64, s0: i64, c: i64) -> (i64, i64) {
+    let b = integration_tests::charge_batch() as i64;
     let need = (c - s0).max(0);
-    let batches = (need + 63) / 64;
-    (usage + 64 * batches, s0 + 64 * batches - c)
+    let batches = (need + b - 1) / b;
+    (usage + b * batches, s0 + b * batches - c)
 }
 
 fn anon_exact(n: i64, test: &str) {
@@ -201,12 +209,13 @@ fn anon_exact(n: i64, test: &str) {
         // carry, which moves to the memcg's atomic at MEMCG_CHARGE_BATCH; counting stops once
         // the atomic exceeds MEMCG_CHARGE_BATCH x online CPUs (the read-side flush threshold).
         // So n units with no flush in between leave it over the threshold when
-        // n > 64 x (online + 1).
+        // n > batch x (online + 1).
         let online = online_cpus().len() as i64;
+        let b = integration_tests::charge_batch() as i64;
         if let Some(fu) = r1.gap.flush_updates
-            && n > 64 * (online + 1)
+            && n > b * (online + 1)
         {
-            assert!(fu > 64 * online, "{fu} pending update units:\n{text}");
+            assert!(fu > b * online, "{fu} pending update units:\n{text}");
         }
         for cpu in online_cpus().into_iter().filter(|c| *c != k) {
             // X's batch folios on other CPUs can only drain.
@@ -254,7 +263,10 @@ fn anon_exact(n: i64, test: &str) {
         .map(|(_, b)| b.pages)
         .unwrap();
     assert!(term(&r1, "lru_add") <= cap, "{text}");
-    assert!(term_cpu(&r1, "stock", k) <= 64, "{text}");
+    assert!(
+        term_cpu(&r1, "stock", k) <= integration_tests::charge_batch() as i64,
+        "{text}"
+    );
     // cgroupfs agrees with the page_counter read in the same instant.
     assert_eq!(r1.charge.cgroupfs_agrees, Some(true), "{text}");
     // v1: the kmem counter equals MEMCG_KMEM exactly (memcg1_account_kmem at every site).
@@ -334,7 +346,10 @@ fn freeing_on_another_cpu_closes() {
     // Everything freed left the page_counter except what a batch still holds, what the stock
     // holds and what the rest of the process keeps.
     assert!(
-        r1.charge.usage_pages <= r0.charge.usage_pages - 1000 + term(&r1, "lru_add") + 64,
+        r1.charge.usage_pages
+            <= r0.charge.usage_pages - 1000
+                + term(&r1, "lru_add")
+                + integration_tests::charge_batch() as i64,
         "{text}"
     );
     w.exit().unwrap();

@@ -56,6 +56,8 @@ pub struct DoctorReport {
     pub cpus_online: usize,
     /// Cgroup layout.
     pub cgroup: Result<Layout, String>,
+    /// `MEMCG_CHARGE_BATCH` measured on this kernel (`workload::batch`), or why not.
+    pub charge_batch: Result<crate::workload::batch::ChargeBatch, String>,
     /// Flavour trials.
     pub flavours: Vec<FlavourReport>,
     /// Hooks.
@@ -140,6 +142,14 @@ pub fn gather() -> DoctorReport {
         .collect();
 
     let cgroup = cgroup::detect_layout().map_err(|e| e.to_string());
+    let charge_batch = match (&cgroup, root) {
+        (Ok(l), true) => match &l.memory {
+            Some(h) => crate::workload::batch::charge_batch(h).map_err(|e| e.to_string()),
+            None => Err("no cgroup memory controller is mounted".into()),
+        },
+        (Ok(_), false) => Err("not root: cannot create a cgroup to measure it in".into()),
+        (Err(e), _) => Err(format!("cgroup layout: {e}")),
+    };
     let mut problems = Vec::new();
     if !root {
         problems.push(
@@ -191,6 +201,7 @@ pub fn gather() -> DoctorReport {
         kprobe_pmu: facts.kprobe_pmu,
         cpus_online: aya::util::online_cpus().map(|c| c.len()).unwrap_or(0),
         cgroup,
+        charge_batch,
         flavours,
         hooks,
         attach_ms,
@@ -233,6 +244,10 @@ pub fn render_text(r: &DoctorReport) -> String {
             let _ = writeln!(s, "cgroups     UNAVAILABLE: {e}");
         }
     }
+    let _ = match &r.charge_batch {
+        Ok(b) => writeln!(s, "batch       {} pages ({})", b.pages, b.source),
+        Err(e) => writeln!(s, "batch       UNAVAILABLE: {e}"),
+    };
     let _ = writeln!(s, "\nprogram flavours (trial load + attach):");
     for f in &r.flavours {
         let state = if f.usable {

@@ -18,6 +18,7 @@ use crate::{
         self, Bound, Context, Dying, Gap, Ledger, Missing, ObjStockDetail, SwapBook, Term, Unit,
     },
     residue::{self, ResidueReader, Tree},
+    workload::batch::{BatchError, ChargeBatch, charge_batch},
 };
 
 /// Snapshots tried before a report says the kernel kept moving.
@@ -154,6 +155,11 @@ pub struct ExplainReport {
     pub swap: Option<SwapBook>,
     /// Why there is no swap book.
     pub swap_not_read: Option<String>,
+    /// `MEMCG_CHARGE_BATCH` as measured on this kernel (the stock and flush bounds scale
+    /// with it); `None` when it could not be measured.
+    pub charge_batch: Option<ChargeBatch>,
+    /// Why it could not be (then the bounds that need it are left out).
+    pub charge_batch_not_measured: Option<String>,
     /// The snapshot.
     pub snapshot: SnapshotInfo,
 }
@@ -230,6 +236,8 @@ pub struct Explainer {
     ctx: Context,
     kernel: String,
     read_stat_file: bool,
+    /// Measured once per process (workload::batch).
+    charge_batch: Result<ChargeBatch, BatchError>,
 }
 
 impl std::fmt::Debug for Explainer {
@@ -254,6 +262,7 @@ impl Explainer {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
+        let batch = charge_batch(hier);
         Ok(Self {
             reader,
             ctx: Context {
@@ -262,7 +271,9 @@ impl Explainer {
                 page_size,
                 online_cpus: online_cpus(),
                 is_root: target.is_root(),
+                charge_batch: batch.as_ref().ok().map(|b| b.pages),
             },
+            charge_batch: batch,
             target,
             root_id,
             ids,
@@ -444,6 +455,8 @@ impl Explainer {
             obj_stock: led.obj_stock,
             swap: led.swap,
             swap_not_read: led.swap_not_read,
+            charge_batch: self.charge_batch.clone().ok(),
+            charge_batch_not_measured: self.charge_batch.as_ref().err().map(|e| e.to_string()),
             snapshot: SnapshotInfo {
                 attempts: taken.attempts,
                 consistent: r.consistent.is_ok(),
@@ -546,6 +559,15 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
     );
     if let Some(m) = &sn.moved {
         wrap(&mut s, 2, &format!("still moving: {m}"));
+    }
+    match (&r.charge_batch, &r.charge_batch_not_measured) {
+        (Some(b), _) => wrap(
+            &mut s,
+            0,
+            &format!("charge batch: {} pages ({})", b.pages, b.source),
+        ),
+        (None, Some(why)) => wrap(&mut s, 0, &format!("charge batch: {why}")),
+        (None, None) => {}
     }
     if r.root {
         wrap(
@@ -966,6 +988,13 @@ mod tests {
             obj_stock: None,
             swap: None,
             swap_not_read: Some("the swap counter was not read".into()),
+            charge_batch: Some(ChargeBatch {
+                pages: 64,
+                source: "measured: 130 one-page faults on CPU 1 in a fresh cgroup moved its \
+                         charged usage in 3 steps of 64 pages"
+                    .into(),
+            }),
+            charge_batch_not_measured: None,
             snapshot: SnapshotInfo {
                 attempts: 1,
                 consistent: true,

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::CgroupVersion,
-    kernel::layout::{MEMCG_CHARGE_BATCH, ResidueLayout},
+    kernel::layout::ResidueLayout,
     residue::{MemcgResidue, Residues, Tree},
 };
 
@@ -138,6 +138,9 @@ pub struct Context {
     pub online_cpus: usize,
     /// The target is the hierarchy's root.
     pub is_root: bool,
+    /// `MEMCG_CHARGE_BATCH` as measured on the running kernel (`workload::batch`); the bounds
+    /// that scale with it are left out when it could not be measured.
+    pub charge_batch: Option<u64>,
 }
 
 /// A sum split by member of `T(X)`.
@@ -520,14 +523,14 @@ impl<'a> Calc<'a> {
         let slots = self.l.stock.as_ref().map(|s| s.slots).unwrap_or(1);
         let nmembers = self.members.iter().filter(|m| **m).count().max(1);
         let per = slots.min(nmembers) as i64;
-        let bound = Bound {
-            pages: MEMCG_CHARGE_BATCH as i64 * per * self.ncpu as i64,
+        let bound = self.ctx.charge_batch.map(|b| Bound {
+            pages: b as i64 * per * self.ncpu as i64,
             why: format!(
-                "at most {MEMCG_CHARGE_BATCH} pages per memcg per CPU (a refill above \
-                 MEMCG_CHARGE_BATCH drains the slot) in {per} of {slots} slot(s) x {} CPUs",
+                "at most {b} pages (MEMCG_CHARGE_BATCH, measured) per memcg per CPU (a refill \
+                 above it drains the slot) in {per} of {slots} slot(s) x {} CPUs",
                 self.ncpu
             ),
-        };
+        });
         let pages = per_cpu.iter().sum();
         (
             Term {
@@ -539,7 +542,7 @@ impl<'a> Calc<'a> {
                 pending_tree: None,
                 per_cpu,
                 by_member,
-                bound: Some(bound),
+                bound,
                 unmapped: None,
                 unmapped_per_cpu: None,
             },
@@ -773,27 +776,28 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         .map(|t| t.pages - t.flushed.unwrap_or(0))
         .sum();
     let term_pages = |id: &str| terms.iter().find(|t| t.term == id).map_or(0, |t| t.pages);
-    let mut bounds = vec![(
-        "unflushed".to_string(),
-        Bound {
-            pages: MEMCG_CHARGE_BATCH as i64 * ctx.online_cpus as i64,
-            why: if l.stats.per_memcg_flush {
+    let mut bounds: Vec<(String, Bound)> = ctx
+        .charge_batch
+        .map(|b| {
+            let n = ctx.online_cpus;
+            let why = if l.stats.per_memcg_flush {
                 format!(
-                    "a memory.stat read flushes first when more than {MEMCG_CHARGE_BATCH} x {} \
-                     online CPUs updates are pending in the subtree (6.18 memcontrol.c:558-561); \
-                     otherwise the periodic flusher catches up within 2 s",
-                    ctx.online_cpus
+                    "a memory.stat read flushes first when more than {b} (MEMCG_CHARGE_BATCH, \
+                     measured) x {n} online CPUs updates are pending in the subtree (6.18 \
+                     memcontrol.c:558-561); otherwise the periodic flusher catches up within 2 s"
                 )
             } else {
                 format!(
-                    "a read flushes the whole tree first when more than {MEMCG_CHARGE_BATCH} x \
-                     {} online CPUs updates are pending machine-wide (6.1 memcontrol.c:579-650); \
-                     otherwise the periodic flusher catches up within 2 s",
-                    ctx.online_cpus
+                    "a read flushes the whole tree first when more than {b} (MEMCG_CHARGE_BATCH, \
+                     measured) x {n} online CPUs updates are pending machine-wide (6.1 \
+                     memcontrol.c:579-650); otherwise the periodic flusher catches up within 2 s"
                 )
-            },
-        },
-    )];
+            };
+            let pages = b as i64 * n as i64;
+            ("unflushed".to_string(), Bound { pages, why })
+        })
+        .into_iter()
+        .collect();
     for t in &terms {
         if let Some(b) = &t.bound {
             bounds.push((t.term.clone(), b.clone()));
@@ -997,6 +1001,9 @@ mod tests {
         }
     }
 
+    /// A charge batch for the synthetic readings (the real one is measured: workload::batch).
+    const BATCH: u64 = 64;
+
     fn ctx(version: CgroupVersion) -> Context {
         Context {
             version,
@@ -1004,6 +1011,7 @@ mod tests {
             page_size: 4096,
             online_cpus: 2,
             is_root: false,
+            charge_batch: Some(BATCH),
         }
     }
 
@@ -1196,7 +1204,7 @@ mod tests {
             let slots = l.stock.as_ref().unwrap().slots.min(3) as i64;
             assert_eq!(
                 stock.bound.as_ref().unwrap().pages,
-                MEMCG_CHARGE_BATCH as i64 * slots * 2,
+                BATCH as i64 * slots * 2,
                 "{g:?}"
             );
             let batch = t("lru_add");

@@ -14,9 +14,9 @@
 //!   threshold, the 2 s periodic `flush_memcg_stats_dwork`, or the css release), so the
 //!   residue after the free phase is `alloc: +(cpus-1)*batch`, `others: -batch` unless a flush
 //!   intervened; either way flushed + per-CPU is conserved;
-//! - a charge takes from this CPU's stock or charges `MEMCG_CHARGE_BATCH` (64) pages to the
-//!   page_counter and parks the rest: after `c` one-page charges from `s0` stocked pages the
-//!   stock holds `s0 + 64*ceil(max(0, c-s0)/64) - c`;
+//! - a charge takes from this CPU's stock or charges `MEMCG_CHARGE_BATCH` (`B`, measured before
+//!   the run: `workload::batch`) pages to the page_counter and parks the rest: after `c`
+//!   one-page charges from `s0` stocked pages the stock holds `s0 + B*ceil(max(0, c-s0)/B) - c`;
 //! - dying cgroups stay in the rstat tree, so flushes carry their residues into the parent
 //!   (`css_rstat_flush` also runs at release): the parent's statistics converge to the exact
 //!   value. Old kernels (the seed's 4.x) kept per-CPU counters with a per-CPU threshold of 32
@@ -31,12 +31,9 @@ use super::{Check, Common, LedgerAt, Report, Session, Verdict};
 use crate::{
     cgroup::{MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer, ItemResidue},
-    workload::{Workload, workload_binary},
+    workload::{Workload, batch::charge_batch, workload_binary},
 };
 
-/// `MEMCG_CHARGE_BATCH` of include/linux/memcontrol.h (64 in every version this tool
-/// targets; a `#define`, so not in BTF and not readable from the running kernel).
-pub const KERNEL_CHARGE_BATCH: u64 = 64;
 /// The per-CPU statistics threshold of the seed's kernel (`MEMCG_CHARGE_BATCH` was 32 there).
 pub const OLD_THRESHOLD: i64 = 32;
 
@@ -143,8 +140,11 @@ pub struct Convergence {
 pub struct Results {
     /// The options.
     pub params: Params,
-    /// The kernel's charge batch.
+    /// The kernel's charge batch (`MEMCG_CHARGE_BATCH`), measured before the run.
     pub kernel_charge_batch: u64,
+    /// How it was measured (records written before it was measured have none).
+    #[serde(default)]
+    pub kernel_charge_batch_source: String,
     /// Pages per page_counter batch seen in the records, and how they were seen.
     pub observed_batch: Option<f64>,
     /// `probed` or `inferred`.
@@ -191,10 +191,10 @@ pub fn old_rule(cpus: &[usize], alloc: usize, batch: i64, threshold: i64) -> Vec
     x.into_iter().collect()
 }
 
-/// The stock rule of the module docs: `c` one-page charges from `s0` stocked pages.
-pub fn stock_after(s0: i64, c: i64) -> i64 {
+/// The stock rule of the module docs: `c` one-page charges from `s0` stocked pages, with a
+/// charge batch of `b` pages.
+pub fn stock_after(s0: i64, c: i64, b: i64) -> i64 {
     let need = (c - s0).max(0);
-    let b = KERNEL_CHARGE_BATCH as i64;
     s0 + b * ((need + b - 1) / b) - c
 }
 
@@ -254,6 +254,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let touch_pages = p.cpus.len() as u64 * p.batch_pages;
     // One iteration's pages plus its page tables, kernel memory and the pinning files.
     let worst = touch_pages * page + (16 << 20) + u64::from(p.iterations) * (64 << 10);
+    // Measured before the run's cgroups exist (its own cgroup comes and goes first).
+    let kb = charge_batch(hier)?;
     let mut s = Session::start(hier, "batch-skew", worst, 4, common)?;
     s.expect_phases(u64::from(p.iterations) * (p.cpus.len() as u64 + 4) + 1);
     let bin = workload_binary();
@@ -354,7 +356,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         .fold((0, 0), |a, it| (a.0 + it.batches, a.1 + it.batch_pages));
     let results = Results {
         params: p.clone(),
-        kernel_charge_batch: KERNEL_CHARGE_BATCH,
+        kernel_charge_batch: kb.pages,
+        kernel_charge_batch_source: kb.source,
         observed_batch: (batches > 0).then(|| batch_pages as f64 / batches as f64),
         observed_batch_source: if s.charge_probed() {
             "probed".into()
@@ -479,6 +482,7 @@ fn iteration(
 fn checks(r: &Results, touch_pages: i64) -> Vec<Check> {
     let p = &r.params;
     let b = p.batch_pages as i64;
+    let kb = r.kernel_charge_batch as i64;
     let mut out = Vec::new();
     for it in &r.iterations {
         let n = it.index;
@@ -524,12 +528,12 @@ fn checks(r: &Results, touch_pages: i64) -> Vec<Check> {
             out.push(Check::rule(
                 &format!("iter {n} stock of cpu{} after the touch", p.alloc_cpu),
                 format!(
-                    "{} (s0 {s0} + 64*ceil(({} charges - s0)/64) - charges)",
-                    stock_after(s0, it.charged_in_touch),
+                    "{} (s0 {s0} + {kb}*ceil(({} charges - s0)/{kb}) - charges)",
+                    stock_after(s0, it.charged_in_touch, kb),
                     it.charged_in_touch
                 ),
                 s1.to_string(),
-                s1 == stock_after(s0, it.charged_in_touch),
+                s1 == stock_after(s0, it.charged_in_touch, kb),
             ));
         }
     }
@@ -628,8 +632,13 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     );
     let _ = writeln!(
         out,
-        "  charge batch: kernel MEMCG_CHARGE_BATCH {} (a #define, not readable from BTF); observed {} ({})",
+        "  charge batch: kernel MEMCG_CHARGE_BATCH {} ({}); observed {} ({})",
         res.kernel_charge_batch,
+        if res.kernel_charge_batch_source.is_empty() {
+            "as the record says"
+        } else {
+            &res.kernel_charge_batch_source
+        },
         res.observed_batch
             .map(|b| format!("{b} pages per batch"))
             .unwrap_or_else(|| "no batch seen".into()),
@@ -753,10 +762,13 @@ mod tests {
 
     #[test]
     fn stock_rule() {
-        assert_eq!(stock_after(0, 1), 63);
-        assert_eq!(stock_after(0, 64), 0);
-        assert_eq!(stock_after(0, 65), 63);
-        assert_eq!(stock_after(10, 5), 5);
-        assert_eq!(stock_after(10, 70), 4);
+        assert_eq!(stock_after(0, 1, 64), 63);
+        assert_eq!(stock_after(0, 64, 64), 0);
+        assert_eq!(stock_after(0, 65, 64), 63);
+        assert_eq!(stock_after(10, 5, 64), 5);
+        assert_eq!(stock_after(10, 70, 64), 4);
+        // The 5.x batch.
+        assert_eq!(stock_after(0, 1, 32), 31);
+        assert_eq!(stock_after(10, 70, 32), 4);
     }
 }

@@ -16,13 +16,13 @@
 //!   folio (`uncharge_folio` -> `uncharge_batch`), not to the task's current one (seed 001:
 //!   "memory.current stayed 0 after moving the process in").
 //! - **The OOM bound.** `page_counter_try_charge` (mm/page_counter.c) never lets usage pass
-//!   `max`; `try_charge_memcg` first tries a whole `MEMCG_CHARGE_BATCH` (64 pages), then the
+//!   `max`; `try_charge_memcg` first tries a whole `MEMCG_CHARGE_BATCH` (measured: `workload::batch`), then the
 //!   request alone, reclaims, drains the stocks, retries `MAX_RECLAIM_RETRIES` times and only
 //!   then calls `mem_cgroup_oom` -> `mem_cgroup_out_of_memory`. At the last failed try usage was
 //!   `> max - 1` page, i.e. exactly `max` for one-page anon faults. Until the kill is reported
 //!   usage can only fall by pages returned from other CPUs' charge stocks (the
 //!   `drain_all_stock` work), and `refill_stock` drains a CPU's stock of a memcg as soon as it
-//!   holds more than `MEMCG_CHARGE_BATCH` pages: so `max - 64 * online CPUs <= usage <= max`
+//!   holds more than `MEMCG_CHARGE_BATCH` pages: so `max - batch * online CPUs <= usage <= max`
 //!   at the kill, barring forced charges (`__GFP_NOFAIL`, `PF_MEMALLOC`), which this workload
 //!   does not make.
 //! - **No swap, no anon reclaim.** Without swap `can_reclaim_anon_pages` is false
@@ -56,12 +56,8 @@ use super::{Check, Common, LedgerAt, OomKill, Report, Session, Verdict};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer},
-    workload::{Workload, WorkloadError, workload_binary},
+    workload::{Workload, WorkloadError, batch::charge_batch, workload_binary},
 };
-
-/// `MEMCG_CHARGE_BATCH` (include/linux/memcontrol.h): the most pages one CPU's charge stock
-/// keeps for one memcg (`refill_stock` drains above it).
-pub const KERNEL_CHARGE_BATCH: u64 = 64;
 
 fn mib(b: u64) -> String {
     if b.is_multiple_of(1 << 20) {
@@ -416,6 +412,13 @@ pub struct Results {
     /// The lower bound the kernel guarantees for usage at an OOM kill, bytes
     /// (`limit - MEMCG_CHARGE_BATCH pages * online CPUs`).
     pub usage_at_kill_floor_bytes: u64,
+    /// `MEMCG_CHARGE_BATCH` as measured before the run: the most pages one CPU's charge stock
+    /// keeps for one memcg (`refill_stock` drains above it); 0 in records from before it was.
+    #[serde(default)]
+    pub kernel_charge_batch: u64,
+    /// How it was measured.
+    #[serde(default)]
+    pub kernel_charge_batch_source: String,
     /// The kernel's bound on the stock of `limited` over all CPUs, pages (as `explain` reports
     /// it); `None` where the stock could not be read.
     #[serde(default)]
@@ -687,6 +690,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         + p.tmpfs_bytes
         + p.immigrate_bytes
         + (32 << 20);
+    // Measured before the run's cgroups exist (its own cgroup comes and goes first).
+    let kb = charge_batch(hier)?;
     let mut s = Session::start(hier, "limit", worst, 4, common)?;
     let steps = p.grow_to_bytes.div_ceil(p.step_bytes);
     s.expect_phases(steps + 8);
@@ -704,9 +709,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     }
     let swap_total_bytes = swap_total();
     let ncpu = super::online_cpus().len() as u64;
-    let floor = p
-        .limit_bytes
-        .saturating_sub(KERNEL_CHARGE_BATCH * page * ncpu);
+    let floor = p.limit_bytes.saturating_sub(kb.pages * page * ncpu);
     let mut kmsg = Kmsg::open();
     let c_start = counters(&limited);
     let mut w = s.phase("start in origin", |_| {
@@ -889,6 +892,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         },
         shrink,
         usage_at_kill_floor_bytes: floor,
+        kernel_charge_batch: kb.pages,
+        kernel_charge_batch_source: kb.source,
         stock_bound_pages: stock_bound,
     };
     let checks = checks(&results, &oom_kills, hier.version);
@@ -1296,7 +1301,8 @@ fn checks(r: &Results, kills: &[OomKill], version: CgroupVersion) -> Vec<Check> 
                     Some(u) => Check::rule(
                         "memcg usage at the kill",
                         format!(
-                            "{floor}..={limit} bytes (limit - 64 pages x online CPUs ..= limit)"
+                            "{floor}..={limit} bytes (limit - {} pages x online CPUs ..= limit)",
+                            r.kernel_charge_batch
                         ),
                         u.to_string(),
                         (floor..=limit).contains(&u),
@@ -1559,11 +1565,13 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     let o = &res.oom;
     let _ = writeln!(
         out,
-        "  OOM: expected {}, cgroup oom_kill counter +{}; usage bound at a kill {}..={} bytes",
+        "  OOM: expected {}, cgroup oom_kill counter +{}; usage bound at a kill {}..={} bytes \
+         (MEMCG_CHARGE_BATCH {} x online CPUs below the limit)",
         if o.kill_expected { "a kill" } else { "no kill" },
         opt_n(o.kill_counter),
         res.usage_at_kill_floor_bytes,
-        p.limit_bytes
+        p.limit_bytes,
+        res.kernel_charge_batch
     );
     if let Some(ms) = o.under_oom_after_ms {
         let _ = writeln!(

@@ -24,12 +24,6 @@ use probes_common::{
 
 use super::btf::KernelBtf;
 
-/// `MEMCG_CHARGE_BATCH`: pages charged at once and the most a stock slot holds per memcg. A
-/// `#define`, so not in BTF: include/linux/memcontrol.h:331 (6.18.5), :336 (6.12.117), :341
-/// (6.1.192). 64 since 6.1 (1813e51eece0); 32 before, on the 5.x kernels this tool does not
-/// run on yet (issue 12 derives it from the kernel instead).
-pub const MEMCG_CHARGE_BATCH: u64 = 64;
-
 /// The `node_stat_item` subset of memcg statistics, in source order: 6.18.5
 /// mm/memcontrol.c:293-332. 6.12.117 (memcontrol.c:277-313) has the same list without
 /// `PGDEMOTE_PROACTIVE` and `NR_HUGETLB`, which its `enum node_stat_item` lacks too, so one

@@ -28,6 +28,7 @@
 //! Errors are `err <what> [(errno E)]`. Cgroups come from the `cgroup` module; what the
 //! phases mean for the probes is the experiments' business.
 
+pub mod batch;
 mod child;
 
 use std::{
