@@ -1202,11 +1202,16 @@ fn checks(r: &Results) -> Vec<Check> {
         ));
     }
     // Only a cgroup whose file was all it held must go when the file goes: other page cache
-    // charged to it (extra_lru_pages) stays cached, and keeps it dying, after the unpin.
+    // charged to it (extra_lru_pages) stays cached, and keeps it dying, after the unpin. So
+    // does a file page still in a CPU's lru_add batch: the batch holds a reference to the
+    // folio (`folio_batch_add` after `folio_get`), so truncating the file does not free it,
+    // and its charge (and the memcg) stays until that CPU's batch fills or is drained, which
+    // a CPU gone quiet after the churn may never do within the wait.
     let only_file: Vec<&Churned> = r
         .churned
         .iter()
         .filter(|c| c.pinned && c.dying_at_end_of_hold && c.extra_lru_pages == 0)
+        .filter(|c| in_lru_add(c) == 0)
         .collect();
     if !only_file.is_empty() {
         out.push(Check::eq(
@@ -1220,6 +1225,13 @@ fn checks(r: &Results) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// Pages a churned cgroup had in lru_add batches at the end of the hold.
+fn in_lru_add(c: &Churned) -> i64 {
+    c.held_at_end_of_hold
+        .as_ref()
+        .map_or(0, |h| h.lru_add_pages)
 }
 
 /// What a check over `n` cgroups measured: `n of n`, or how many held and the first that did
@@ -1324,6 +1336,21 @@ fn verdict(r: &Results, checks: &[Check]) -> Verdict {
             r.params.release_wait_ms,
             fmt_spread(&r.pinned_release_after_unpin)
         );
+        let batched: Vec<String> = r
+            .churned
+            .iter()
+            .filter(|c| c.pinned && c.released_after_unpin_ms.is_none())
+            .filter(|c| c.extra_lru_pages == 0 && in_lru_add(c) > 0)
+            .map(|c| format!("{} ({} page(s))", c.cgroup, in_lru_add(c)))
+            .collect();
+        if !batched.is_empty() {
+            let _ = writeln!(
+                summary,
+                "Still dying after the unpin, their file's pages held by a CPU's lru_add batch \
+                 (the batch's reference outlives the file until the batch drains): {}.",
+                few(&batched)
+            );
+        }
         let kept: Vec<String> = r
             .churned
             .iter()
