@@ -385,7 +385,16 @@ fn batch_skew_sigkill_midway_then_cleanup_leaves_nothing() {
         }
         let mut found = None;
         for d in run_dirs().into_iter().filter(|d| !before.contains(d)) {
-            for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+            // The experiment's own workloads (`iter-N`), not the process that measures the
+            // charge batch first in a run of its own, which may go between the listing and
+            // the read.
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("iter-"))
+            {
                 let procs =
                     std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
                 if let Some(pid) = procs.lines().next() {
@@ -465,7 +474,16 @@ fn start_long_run() -> (std::process::Child, PathBuf, i32) {
             d.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
         }) {
-            for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+            // The experiment's own workloads (`iter-N`), not the process that measures the
+            // charge batch first in a run of its own, which may go between the listing and
+            // the read.
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("iter-"))
+            {
                 let procs =
                     std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
                 if let Some(pid) = procs.lines().next() {
@@ -494,12 +512,18 @@ fn batch_skew_sigint_and_sigterm_leave_nothing() {
     }
     let _s = serial();
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        let (mut child, run_dir, workload) = start_long_run();
+        let (child, run_dir, workload) = start_long_run();
         // SAFETY: plain kill(2) of our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
-        let status = child.wait().unwrap();
+        let out = child.wait_with_output().unwrap();
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(sig), "{status:?}");
+        assert_eq!(
+            out.status.signal(),
+            Some(sig),
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_run_gone(&run_dir);
         let stat = std::fs::read_to_string(format!("/proc/{workload}/stat")).unwrap_or_default();
         assert!(

@@ -43,7 +43,12 @@ fn main() -> ExitCode {
     if let Command::Workload = cli.command {
         memcg_drift::workload::workload_main();
     }
-    match cmd::run(cli) {
+    let result = cmd::run(cli);
+    // A SIGINT/SIGTERM/SIGHUP that a run's cleanup thread is handling ends the process with
+    // that signal once its cgroups are gone; an error caused by the cleanup (its workload
+    // killed, its cgroup removed) is not the user's news.
+    memcg_drift::cgroup::exit_for_pending_signal();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("memcg-drift: {}", one_line(&e));

@@ -769,10 +769,14 @@ pub fn cleanup_stale(hier: &MemoryHierarchy) -> Result<CleanupReport, CgroupErro
 
 /// The write end of the signal self-pipe (-1 until installed).
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+/// The first cleanup signal received (0: none yet).
+static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static SIGNALS_INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
 const CLEANUP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    // An atomic store is async-signal-safe.
+    let _ = PENDING_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
     if fd >= 0 {
         let b = sig as u8;
@@ -846,6 +850,31 @@ fn install_signals() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The cleanup signal this process received, if one was (only once
+/// [`install_cleanup_on_signals`] has run).
+pub fn pending_signal() -> Option<libc::c_int> {
+    match PENDING_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Where the process is about to end (an exit code or an error to print): if a cleanup signal
+/// arrived, never returns; the cleanup thread finishes removing the runs and re-raises the
+/// signal, so the exit status says which signal ended the process and nothing is left behind.
+///
+/// Without this, work that fails *because* the cleanup thread killed its workload or removed
+/// its cgroup races the cleanup thread to the exit: it could print a spurious error, exit 1
+/// instead of "killed by SIGTERM", and exit before the removal ends.
+pub fn exit_for_pending_signal() {
+    if pending_signal().is_none() {
+        return;
+    }
+    loop {
+        thread::sleep(Duration::from_secs(60));
+    }
 }
 
 /// Installs a panic hook (chained after the current one) that removes every live run of the
@@ -1066,8 +1095,11 @@ mod tests {
         assert!(!manifest_file(&id).exists());
     }
 
-    /// The process side of `signal_removes_live_runs`: creates a run, installs the signal
-    /// handlers, prints the run's directory and waits to be killed.
+    /// The process side of `signal_removes_live_runs`: creates a run with a workload (a
+    /// `sleep`) in it, installs the signal handlers, prints the run's directory and waits for
+    /// the workload, as an experiment does. The signal's cleanup kills the workload, so the
+    /// wait ends early; ending then as an experiment would on a dead workload (exit 1) must
+    /// still leave the exit status to the signal.
     #[test]
     fn signal_child_entry() {
         if std::env::var_os("MEMCG_DRIFT_TEST_SIGNAL_CHILD").is_none() {
@@ -1075,11 +1107,15 @@ mod tests {
         }
         let hier = MemoryHierarchy::detect().unwrap();
         let run = RunGroup::create(&hier).unwrap();
-        run.child("x").unwrap();
+        let x = run.child("x").unwrap();
+        let mut workload = Command::new("sleep").arg("60").spawn().unwrap();
+        x.move_pid(workload.id() as i32).unwrap();
         install_cleanup_on_signals().unwrap();
         println!("dir {}", run.cgroup().path().display());
-        thread::sleep(Duration::from_secs(60));
-        panic!("not killed");
+        let status = workload.wait().unwrap();
+        exit_for_pending_signal();
+        eprintln!("workload ended without a signal to the tool: {status}");
+        std::process::exit(1);
     }
 
     #[test]
@@ -1116,6 +1152,11 @@ mod tests {
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
         assert!(!dir.exists(), "{} left behind after SIGTERM", dir.display());
+        assert_eq!(
+            pending_signal(),
+            None,
+            "the test process itself got no signal"
+        );
         let run_id = dir.file_name().unwrap().to_str().unwrap();
         assert!(!owner_file(run_id).exists());
     }
