@@ -207,6 +207,17 @@ pub enum Experiment {
     /// swapped instead of killing, both books closed, and the one kill once swap is capped.
     /// Needs a swap device; refuses in one line without one.
     Swap(SwapArgs),
+    /// Touch anonymous pages on one NUMA node, then move them to another through the
+    /// cgroup's cpuset (seed 002 §9.3): per-node statistics move, the charge does not. Needs
+    /// two nodes with memory and a cpuset in the memory hierarchy; refuses in one line
+    /// without them.
+    Migrate(MigrateArgs),
+    /// Touch anonymous pages on a NUMA node of hot-added movable memory, then take every
+    /// memory block of that node offline (seed 002 §9.4): the kernel migrates the pages first;
+    /// per-node statistics move, the charge does not. The blocks are put back online on every
+    /// exit path. Refuses in one line where no node can go offline (a guest with a QEMU
+    /// pc-dimm onlined movable can).
+    Hotplug(HotplugArgs),
 }
 
 /// Options of `run batch-skew`.
@@ -384,6 +395,38 @@ pub struct SwapArgs {
     /// refused where the swapped pages would not fit in memory.
     #[arg(long)]
     pub swapoff: bool,
+}
+
+/// Options of `run migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Anonymous memory touched and moved, rounded up to whole pages.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::units::parse_size)]
+    pub size: u64,
+    /// The node the pages start on.
+    #[arg(long, value_name = "NODE", default_value_t = 0)]
+    pub from: u32,
+    /// The node they are moved to.
+    #[arg(long, value_name = "NODE", default_value_t = 1)]
+    pub to: u32,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
+}
+
+/// Options of `run hotplug`.
+#[derive(Debug, Args)]
+pub struct HotplugArgs {
+    /// Anonymous memory touched on the node, rounded up to whole pages.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::units::parse_size)]
+    pub size: u64,
+    /// The node taken offline (default: the first whose memory blocks are all online and
+    /// movable).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<u32>,
+    /// CPU of the workload (default: the last online CPU).
+    #[arg(long, value_name = "C")]
+    pub cpu: Option<usize>,
 }
 
 /// `--cpus`: a list or every online CPU.

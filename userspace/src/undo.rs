@@ -1,5 +1,6 @@
 //! Changes to the machine outside the run's cgroups that the process must undo on every exit
-//! path (today: the swap devices `run swap --swapoff` turns off, turned on again).
+//! path (today: the swap devices `run swap --swapoff` turns off, turned on again, and the
+//! memory blocks `run hotplug` takes offline, put back online).
 //!
 //! [`Undo::push`] registers an action and returns its guard: [`Undo::run`] (or dropping the
 //! guard, on an error or while unwinding) runs it once; [`run_pending`] runs every action still

@@ -99,7 +99,7 @@ fn run() -> Result<()> {
                 cargo_test(&["test", "--workspace", "--exclude", "probes-ebpf"], &args)?;
             if !no_vm {
                 for kernel in vm::KERNELS {
-                    let vm_args = vm::VmArgs::for_kernel(kernel);
+                    let vm_args = vm::VmArgs::for_kernel(kernel).with_ci_numa();
                     vm::run(&vm_args)?;
                     totals.add(&guest_totals(&vm_args));
                 }
@@ -108,6 +108,7 @@ fn run() -> Result<()> {
                 let mut comounted = vm::VmArgs::for_kernel("6.1");
                 comounted.cgroup = vm::CgroupMode::V1Cpuset;
                 comounted.tests = vm::COMOUNTED_TESTS.map(String::from).to_vec();
+                let comounted = comounted.with_ci_numa();
                 vm::run(&comounted)?;
                 totals.add(&guest_totals(&comounted));
                 // A zram swap device (issue 13), on v2 (6.12, 6.18) and on v1 (6.1): the tests

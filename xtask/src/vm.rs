@@ -37,16 +37,39 @@ pub const KERNELS: [&str; 3] = ["6.1", "6.12", "6.18"];
 /// The test executables `cargo xtask test` runs on the co-mounted v1 guest
 /// ([`CgroupMode::V1Cpuset`]): explain, trace's stat path and every experiment, `threshold`
 /// (v1 only) among them (about 4 minutes of emulated time).
-pub const COMOUNTED_TESTS: [&str; 8] = [
+pub const COMOUNTED_TESTS: [&str; 9] = [
     "explain",
     "stat_path",
     "exp_batch_skew",
     "exp_churn",
     "exp_kmem",
     "exp_limit",
+    "exp_migrate",
     "exp_shmem",
     "exp_threshold",
 ];
+
+/// Hot-pluggable memory of the [`NUMA_GUESTS`] (`run hotplug` takes its node offline).
+pub const HOTPLUG_MIB: u32 = 256;
+
+/// The guests `cargo xtask test` boots with two NUMA nodes (`run migrate` needs them) and a
+/// third, of hot-pluggable memory only ([`HOTPLUG_MIB`]; `run hotplug` needs it): the
+/// 6.12 v2 guest (since 6.8 a migration moves the charge to the new folio) and the co-mounted
+/// 6.1 one (v1 `cpuset.memory_migrate`; before 6.8 the new folio is force-charged and the old
+/// one uncharged). The other guests keep one node, so `exp_migrate` checks the refusal there.
+pub const NUMA_GUESTS: [(&str, CgroupMode); 2] =
+    [("6.12", CgroupMode::V2), ("6.1", CgroupMode::V1Cpuset)];
+
+impl VmArgs {
+    /// Two NUMA nodes where [`NUMA_GUESTS`] says so.
+    pub fn with_ci_numa(mut self) -> Self {
+        if NUMA_GUESTS.contains(&(self.kernel.as_str(), self.cgroup)) && self.cpus >= 2 {
+            self.numa_nodes = 2;
+            self.hotplug = HOTPLUG_MIB;
+        }
+        self
+    }
+}
 
 /// Default cache directory; `MEMCG_DRIFT_VM_CACHE` overrides it.
 const DEFAULT_CACHE: &str = "/var/cache/memcg-drift/vm";
@@ -126,6 +149,13 @@ pub struct VmArgs {
     /// zram module and its dependencies come from the kernel's package). 0: no swap.
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     pub swap: u32,
+    /// NUMA nodes of the guest (QEMU `-numa`): memory and vCPUs split evenly among them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub numa_nodes: u32,
+    /// MiB of hot-pluggable memory (a multiple of 128): a QEMU `pc-dimm` on a NUMA node of its
+    /// own, onlined movable, so `run hotplug` can take it offline. 0: none.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub hotplug: u32,
 }
 
 impl VmArgs {
@@ -145,10 +175,13 @@ impl VmArgs {
             test_bin: Vec::new(),
             bench: None,
             swap: 0,
+            numa_nodes: 1,
+            hotplug: 0,
         }
     }
 
-    /// The run directory's name under `vm-runs/`: `<kernel>-<cpus>[-<cgroup mode>][-swap]`.
+    /// The run directory's name under `vm-runs/`:
+    /// `<kernel>-<cpus>[-<cgroup mode>][-swap][-numaN]`.
     pub fn run_dir_name(&self) -> String {
         let mut suffix = match self.cgroup {
             CgroupMode::V2 => String::new(),
@@ -156,6 +189,12 @@ impl VmArgs {
         };
         if self.swap > 0 {
             suffix.push_str("-swap");
+        }
+        if self.numa_nodes > 1 {
+            suffix.push_str(&format!("-numa{}", self.numa_nodes));
+        }
+        if self.hotplug > 0 {
+            suffix.push_str("-hotplug");
         }
         format!("{}-{}{suffix}", self.kernel, self.cpus)
     }
@@ -181,6 +220,19 @@ pub fn run(args: &VmArgs) -> Result<()> {
             "--cgroup {} needs --kernel 6.1: {} has no cgroup v1 memory controller",
             args.cgroup.as_str(),
             args.kernel
+        );
+    }
+    if args.numa_nodes > args.cpus {
+        bail!(
+            "--numa-nodes {} needs at least as many vCPUs (--cpus {})",
+            args.numa_nodes,
+            args.cpus
+        );
+    }
+    if !args.hotplug.is_multiple_of(128) {
+        bail!(
+            "--hotplug {} MiB is not a multiple of 128 (the x86 memory block)",
+            args.hotplug
         );
     }
     let workspace = crate::workspace_root();
@@ -236,6 +288,8 @@ pub fn run(args: &VmArgs) -> Result<()> {
         bench: args.bench.clone(),
         swap_mib: (args.swap > 0).then_some(args.swap),
         modules,
+        numa_nodes: args.numa_nodes + u32::from(args.hotplug > 0),
+        hotplug: args.hotplug > 0,
     };
     let initrd = {
         let _lock = lock(
@@ -246,10 +300,12 @@ pub fn run(args: &VmArgs) -> Result<()> {
     };
     let size = fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
     eprintln!(
-        "vm-test: initramfs {:.0} MB with {} test executable(s); booting {} vCPUs (timeout {} s)",
+        "vm-test: initramfs {:.0} MB with {} test executable(s); booting {} vCPUs, {} NUMA node(s) \
+         (timeout {} s)",
         size as f64 / 1e6,
         payload.tests.len(),
         args.cpus,
+        args.numa_nodes,
         args.timeout
     );
 
@@ -261,6 +317,8 @@ pub fn run(args: &VmArgs) -> Result<()> {
             initrd: &initrd,
             cpus: args.cpus,
             memory_mib: args.memory_mib(),
+            numa_nodes: args.numa_nodes,
+            hotplug_mib: args.hotplug,
             run_dir: &run_dir,
             timeout: Duration::from_secs(args.timeout),
         })?

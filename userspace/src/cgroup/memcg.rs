@@ -408,6 +408,20 @@ impl MemCgroup {
         self.write_owned("cgroup.procs", &pid.to_string())
     }
 
+    /// Sets the memory nodes its tasks may allocate on (`cpuset.mems`, a list like `0-1`).
+    /// On v2, and on v1 with `cpuset.memory_migrate` set, the kernel migrates the tasks' pages
+    /// off the nodes taken away before the write returns. Only for cgroups the tool created
+    /// with a cpuset ([`super::RunGroup::enable_cpuset`]).
+    pub fn set_cpuset_mems(&self, nodes: &str) -> Result<(), CgroupError> {
+        self.write_owned("cpuset.mems", nodes)
+    }
+
+    /// v1: sets `cpuset.memory_migrate` (whether a change of `cpuset.mems` moves the tasks'
+    /// pages; v2 always does and has no such file). Only for cgroups the tool created.
+    pub fn set_memory_migrate(&self, on: bool) -> Result<(), CgroupError> {
+        self.write_owned("cpuset.memory_migrate", if on { "1" } else { "0" })
+    }
+
     /// Sets the hard limit (`None` = unlimited): v2 `memory.max`, v1 `memory.limit_in_bytes`.
     /// Only for cgroups the tool created.
     pub fn set_limit_bytes(&self, limit: Option<u64>) -> Result<(), CgroupError> {

@@ -34,8 +34,9 @@ pub use parse::{
     FlatKeyed, MemoryEvents, MemoryStat, ParseError, parse_flat_keyed, parse_limit, parse_u64_value,
 };
 pub use run::{
-    CleanupReport, RUN_PARENT, RunGroup, cleanup_live_runs, cleanup_stale, exit_for_pending_signal,
-    install_cleanup_on_panic, install_cleanup_on_signals, owner_dir, pending_signal,
+    CleanupReport, RUN_PARENT, RunGroup, cleanup_live_runs, cleanup_stale, cpuset_available,
+    exit_for_pending_signal, install_cleanup_on_panic, install_cleanup_on_signals, owner_dir,
+    pending_signal,
 };
 
 /// Resolves a `--cgroup` argument: a path inside the memory hierarchy, a path relative to its

@@ -172,12 +172,51 @@ fn owner_stale_reason(owner: &Path) -> Option<String> {
 }
 
 fn enable_memory_controller(dir: &Path) -> Result<(), CgroupError> {
+    enable_controller(dir, "memory")
+}
+
+/// v2: enables `controller` in `dir`'s `cgroup.subtree_control` unless it is on already.
+fn enable_controller(dir: &Path, controller: &str) -> Result<(), CgroupError> {
     let path = dir.join("cgroup.subtree_control");
     let current = fs::read_to_string(&path).map_err(|e| CgroupError::io(&path, e))?;
-    if current.split_whitespace().any(|c| c == "memory") {
+    if current.split_whitespace().any(|c| c == controller) {
         return Ok(());
     }
-    write_control(&path, "+memory")
+    write_control(&path, &format!("+{controller}"))
+}
+
+/// Whether the memory hierarchy can give the tool's cgroups a cpuset: v1 when cpuset is
+/// co-mounted with memory (its root has `cpuset.mems`), v2 when the root's
+/// `cgroup.subtree_control` has `cpuset` (the tool enables it below its own parent only,
+/// never in the root). `Err` says in one line why not.
+pub fn cpuset_available(hier: &MemoryHierarchy) -> Result<(), String> {
+    match hier.version {
+        CgroupVersion::V1 => {
+            if hier.root.join("cpuset.mems").exists() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the v1 memory hierarchy at {} has no cpuset controller (mount cpuset and \
+                     memory together, -o cpuset,memory)",
+                    hier.root.display()
+                ))
+            }
+        }
+        CgroupVersion::V2 => {
+            let path = hier.root.join("cgroup.subtree_control");
+            let current = fs::read_to_string(&path).unwrap_or_default();
+            if current.split_whitespace().any(|c| c == "cpuset") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cpuset is not enabled in {} (the tool does not change the root's \
+                     controllers; enable it with: echo +cpuset > {})",
+                    path.display(),
+                    path.display()
+                ))
+            }
+        }
+    }
 }
 
 /// Every cgroup directory of the tree at `dir`, deepest first, `dir` last.
@@ -576,6 +615,36 @@ impl RunGroup {
         }
         create_cgroup_dir(&path, self.dir.version()).map_err(|e| CgroupError::io(&path, e))?;
         MemCgroup::open(self.dir.hierarchy(), &path)
+    }
+
+    /// Gives the run's future children a cpuset (`cpuset.mems`, `cpuset.cpus`): on v2 enables
+    /// `+cpuset` in `memcg-drift/`'s and the run's `cgroup.subtree_control` (both the tool's
+    /// own); on v1 the controller must be co-mounted with memory. Check
+    /// [`cpuset_available`] first for a one-line refusal before anything is created.
+    pub fn enable_cpuset(&self) -> Result<(), CgroupError> {
+        let run = self.dir.path();
+        match self.dir.version() {
+            CgroupVersion::V2 => {
+                if let Some(parent) = run.parent() {
+                    enable_controller(parent, "cpuset")?;
+                }
+                enable_controller(run, "cpuset")
+            }
+            CgroupVersion::V1 => {
+                let mems = run.join("cpuset.mems");
+                if mems.exists() {
+                    Ok(())
+                } else {
+                    Err(CgroupError::io(
+                        &mems,
+                        io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "cpuset not co-mounted with memory",
+                        ),
+                    ))
+                }
+            }
+        }
     }
 
     /// Kills every process left in the run's cgroups, removes them deepest first, the run

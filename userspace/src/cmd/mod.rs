@@ -96,8 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     )?
                 }
                 Experiment::Limit(l) => {
-                    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?
-                        .unwrap_or(4096) as u64;
+                    let page = page_size()?;
                     let opts = experiment::limit::Options {
                         limit: l.limit,
                         step: l.step,
@@ -131,10 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     &common,
                 )?,
                 Experiment::Kmem(k) => {
-                    let cpu = k
-                        .cpu
-                        .or_else(|| experiment::online_cpus().last().copied())
-                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    let cpu = workload_cpu(k.cpu)?;
                     experiment::kmem::run(
                         &hier,
                         experiment::kmem::Params {
@@ -147,10 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     )?
                 }
                 Experiment::Shmem(m) => {
-                    let cpu = m
-                        .cpu
-                        .or_else(|| experiment::online_cpus().last().copied())
-                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    let cpu = workload_cpu(m.cpu)?;
                     experiment::shmem::run(
                         &hier,
                         experiment::shmem::Params {
@@ -162,12 +155,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     )?
                 }
                 Experiment::Threshold(t) => {
-                    let cpu = t
-                        .cpu
-                        .or_else(|| experiment::online_cpus().last().copied())
-                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
-                    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?
-                        .unwrap_or(4096) as u64;
+                    let cpu = workload_cpu(t.cpu)?;
+                    let page = page_size()?;
                     let top = t.threshold.iter().copied().max().unwrap_or(0);
                     experiment::threshold::run(
                         &hier,
@@ -181,10 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     )?
                 }
                 Experiment::Swap(a) => {
-                    let cpu = a
-                        .cpu
-                        .or_else(|| experiment::online_cpus().last().copied())
-                        .ok_or_else(|| anyhow::anyhow!("no online CPU"))?;
+                    let cpu = workload_cpu(a.cpu)?;
                     experiment::swap::run(
                         &hier,
                         experiment::swap::Params {
@@ -194,6 +180,47 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                             steps: a.steps,
                             cpu,
                             swapoff: a.swapoff,
+                        },
+                        &common,
+                    )?
+                }
+                Experiment::Migrate(a) => {
+                    let cpu = workload_cpu(a.cpu)?;
+                    let page = page_size()?;
+                    experiment::migrate::run(
+                        &hier,
+                        experiment::migrate::Params {
+                            pages: a.size.div_ceil(page),
+                            from: a.from,
+                            to: Some(a.to),
+                            cpu,
+                            method: experiment::migrate::Method::Cpuset,
+                        },
+                        &common,
+                    )?
+                }
+                Experiment::Hotplug(a) => {
+                    let cpu = workload_cpu(a.cpu)?;
+                    let page = page_size()?;
+                    let nodes = experiment::migrate::memory_nodes();
+                    // Without --node: the first offlinable node (validate refuses when none).
+                    let node = a
+                        .node
+                        .or_else(|| {
+                            experiment::hotplug::offlinable_nodes(&nodes)
+                                .first()
+                                .copied()
+                        })
+                        .or_else(|| nodes.last().copied())
+                        .unwrap_or(0);
+                    experiment::migrate::run(
+                        &hier,
+                        experiment::migrate::Params {
+                            pages: a.size.div_ceil(page),
+                            from: node,
+                            to: None,
+                            cpu,
+                            method: experiment::migrate::Method::Offline,
                         },
                         &common,
                     )?
@@ -238,4 +265,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Workload => unreachable!("handled in main"),
     }
+}
+
+/// `--cpu` of an experiment's workload, or the last online CPU.
+fn workload_cpu(cpu: Option<usize>) -> anyhow::Result<usize> {
+    cpu.or_else(|| experiment::online_cpus().last().copied())
+        .ok_or_else(|| anyhow::anyhow!("no online CPU"))
+}
+
+/// The page size, bytes.
+fn page_size() -> anyhow::Result<u64> {
+    Ok(nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64)
 }

@@ -16,8 +16,10 @@
 
 pub mod batch_skew;
 pub mod churn;
+pub mod hotplug;
 pub mod kmem;
 pub mod limit;
+pub mod migrate;
 pub mod report;
 pub mod shmem;
 pub mod swap;

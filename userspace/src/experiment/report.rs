@@ -578,6 +578,7 @@ pub fn render_text(r: &Report) -> String {
         "shmem" => super::shmem::render(r),
         "threshold" => super::threshold::render(r),
         "swap" => super::swap::render(r),
+        "migrate" | "hotplug" => super::migrate::render(r),
         _ => Ok(format!("results: {}\n", r.results)),
     };
     match section {

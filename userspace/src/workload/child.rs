@@ -175,6 +175,31 @@ impl Child {
         true
     }
 
+    /// `set_mempolicy(MPOL_BIND, {node})`: the process's later page allocations on `node`
+    /// only; where the node has only `ZONE_MOVABLE` the kernel applies the binding to movable
+    /// allocations only (`apply_policy_zone`), so pipe buffers and the like still succeed.
+    fn bind_node(&mut self, node: u64) -> Result<u64, (&'static str, i32)> {
+        const MPOL_BIND: libc::c_long = 2;
+        if node >= 1024 {
+            return Err(("node out of range", libc::EINVAL));
+        }
+        let mut mask = [0u64; 16];
+        mask[(node / 64) as usize] |= 1 << (node % 64);
+        // SAFETY: set_mempolicy reads `maxnode` bits from `mask`, which holds 16 * 64.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_set_mempolicy,
+                MPOL_BIND,
+                mask.as_ptr(),
+                (mask.len() * 64) as libc::c_ulong,
+            )
+        };
+        if rc != 0 {
+            return Err(("set_mempolicy", errno()));
+        }
+        Ok(node)
+    }
+
     fn set_cpu(&mut self, cpu: usize) -> Result<usize, (&'static str, i32)> {
         if cpu >= libc::CPU_SETSIZE as usize {
             return Err(("cpu out of range", libc::EINVAL));
@@ -606,6 +631,15 @@ impl Child {
                     Err((what, e)) => err(&mut self.reply, what, e),
                 },
             },
+            b"bind" => match parse_u64(args) {
+                None => err(r, "usage: bind NODE", 0),
+                Some(n) => match self.bind_node(n) {
+                    Ok(n) => {
+                        let _ = write!(self.reply, "ok bound {n}");
+                    }
+                    Err((what, e)) => err(&mut self.reply, what, e),
+                },
+            },
             b"touch" => match parse_u64(args) {
                 None => err(r, "usage: touch N", 0),
                 Some(n) => match self.touch(n) {
@@ -877,7 +911,7 @@ pub(super) fn serve() -> i32 {
         }
     }
     // Error paths included: a first-time code page is a (file-backed) fault too.
-    let warm_up: [&[u8]; 28] = [
+    let warm_up: [&[u8]; 30] = [
         b"sockets 1 1",
         b"closesockets",
         b"sockets 0",
@@ -900,6 +934,8 @@ pub(super) fn serve() -> i32 {
         b"touch x",
         b"cpu 100000",
         b"cpu x",
+        b"bind 100000",
+        b"bind x",
         b"file /nonexistent/memcg-drift 1",
         b"write /nonexistent/memcg-drift 1",
         b"file x",

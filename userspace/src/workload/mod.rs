@@ -512,6 +512,21 @@ impl Workload {
         self.set_cpu(self.cpu)
     }
 
+    /// Binds the workload's later page allocations to NUMA node `node` (`MPOL_BIND`; on a
+    /// node of `ZONE_MOVABLE` only, movable allocations only: anon pages go there, pipe
+    /// buffers elsewhere).
+    pub fn bind_node(&mut self, node: u32) -> Result<(), WorkloadError> {
+        let got = self.numbered(&format!("bind {node}"), "bound")?;
+        if got != u64::from(node) {
+            return Err(WorkloadError::Protocol {
+                pid: self.pid,
+                command: format!("bind {node}"),
+                reply: format!("bound {got}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Pins the workload to exactly CPU `cpu`; returns once it runs there.
     pub fn set_cpu(&mut self, cpu: usize) -> Result<(), WorkloadError> {
         let got = self.numbered(&format!("cpu {cpu}"), "cpu")?;

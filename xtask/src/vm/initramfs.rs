@@ -46,6 +46,10 @@ pub struct GuestConfig {
     pub swap_mib: Option<u32>,
     /// Kernel modules to load before the tests (in this order), as `/lib/modules/<name>`.
     pub modules: Vec<PathBuf>,
+    /// NUMA nodes QEMU gives the guest (the tests see `MEMCG_DRIFT_NUMA_NODES` when > 1).
+    pub numa_nodes: u32,
+    /// The guest has a hot-pluggable memory node (the tests see `MEMCG_DRIFT_HOTPLUG=1`).
+    pub hotplug: bool,
 }
 
 /// Returns the cached base archive, building it if busybox or `/init` changed.
@@ -174,6 +178,12 @@ fn config_text(config: &GuestConfig, tests: &[&str]) -> String {
             "VMTEST_BENCH_SET=1\nVMTEST_BENCH={}\n",
             shell_quote(bench)
         ));
+    }
+    if config.numa_nodes > 1 {
+        conf.push_str(&format!("VMTEST_NUMA_NODES={}\n", config.numa_nodes));
+    }
+    if config.hotplug {
+        conf.push_str("VMTEST_HOTPLUG=1\n");
     }
     if let Some(mib) = config.swap_mib {
         let names: Vec<String> = config
@@ -360,6 +370,8 @@ mod tests {
             bench: None,
             swap_mib: None,
             modules: Vec::new(),
+            numa_nodes: 1,
+            hotplug: false,
         };
         let plain = config_text(&config, &["explain"]);
         assert_eq!(plain, "VMTEST_CGROUP='v2'\nVMTEST_TESTS='explain'\n");
@@ -371,6 +383,12 @@ mod tests {
         );
         assert!(bench.contains("VMTEST_TESTS=''\n"), "{bench}");
         assert!(!bench.contains("SWAP"), "{bench}");
+        assert!(!bench.contains("NUMA"), "{bench}");
+        config.numa_nodes = 2;
+        config.hotplug = true;
+        assert!(config_text(&config, &[]).ends_with("VMTEST_NUMA_NODES=2\nVMTEST_HOTPLUG=1\n"));
+        config.numa_nodes = 1;
+        config.hotplug = false;
         config.swap_mib = Some(512);
         config.modules = vec![
             PathBuf::from("/c/modules/zsmalloc.ko"),

@@ -29,6 +29,11 @@ pub struct Launch<'a> {
     pub cpus: u32,
     /// `-m`, in MiB.
     pub memory_mib: u32,
+    /// NUMA nodes (`-numa`; 1: none given).
+    pub numa_nodes: u32,
+    /// MiB of hot-pluggable memory: a `pc-dimm` on a node of its own (no CPU, no boot
+    /// memory), onlined movable (`memhp_default_state=online_movable`); 0: none.
+    pub hotplug_mib: u32,
     /// Where the logs go.
     pub run_dir: &'a Path,
     /// Host wall-clock limit; QEMU is killed after it.
@@ -55,20 +60,64 @@ pub const RESULTS_LOG: &str = "results.log";
 /// QEMU's own stdout and stderr.
 pub const QEMU_LOG: &str = "qemu.log";
 
+/// `-object memory-backend-ram` and `-numa node` arguments splitting `memory_mib` and `cpus`
+/// evenly over `nodes` (the last node takes what does not divide); none for one node. With
+/// `hotplug_mib`, one more node (number `nodes`, no CPU, no boot memory) holding a `pc-dimm`
+/// of that size.
+pub fn numa_args(cpus: u32, memory_mib: u32, nodes: u32, hotplug_mib: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    if nodes <= 1 && hotplug_mib == 0 {
+        return out;
+    }
+    let nodes = nodes.max(1);
+    let mem = memory_mib / nodes;
+    for i in 0..nodes {
+        let size = if i + 1 == nodes {
+            memory_mib - mem * (nodes - 1)
+        } else {
+            mem
+        };
+        let first = i * cpus / nodes;
+        let last = (i + 1) * cpus / nodes - 1;
+        out.push("-object".into());
+        out.push(format!("memory-backend-ram,id=mem{i},size={size}M"));
+        out.push("-numa".into());
+        out.push(format!("node,nodeid={i},cpus={first}-{last},memdev=mem{i}"));
+    }
+    if hotplug_mib > 0 {
+        out.push("-numa".into());
+        out.push(format!("node,nodeid={nodes}"));
+        out.push("-object".into());
+        out.push(format!("memory-backend-ram,id=hp0,size={hotplug_mib}M"));
+        out.push("-device".into());
+        out.push(format!("pc-dimm,id=dimm0,memdev=hp0,node={nodes}"));
+    }
+    out
+}
+
 /// Boots the guest and waits for it to power off or for the deadline.
 pub fn run(launch: &Launch<'_>) -> Result<Outcome> {
     let console = launch.run_dir.join(CONSOLE_LOG);
     let results = launch.run_dir.join(RESULTS_LOG);
     let qemu_log = launch.run_dir.join(QEMU_LOG);
-    let append = "console=ttyS0 panic=-1 loglevel=4 lpj=4000000";
+    let mut append = "console=ttyS0 panic=-1 loglevel=4 lpj=4000000".to_string();
+    let mut mem = format!("{}M", launch.memory_mib);
+    if launch.hotplug_mib > 0 {
+        append.push_str(" memhp_default_state=online_movable");
+        mem = format!(
+            "{mem},slots=1,maxmem={}M",
+            launch.memory_mib + launch.hotplug_mib
+        );
+    }
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg,thread=single", "-cpu", "max"])
-        .args([
-            "-smp",
-            &launch.cpus.to_string(),
-            "-m",
-            &format!("{}M", launch.memory_mib),
-        ])
+        .args(["-smp", &launch.cpus.to_string(), "-m", &mem])
+        .args(numa_args(
+            launch.cpus,
+            launch.memory_mib,
+            launch.numa_nodes,
+            launch.hotplug_mib,
+        ))
         .args(["-display", "none", "-monitor", "none"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
@@ -78,7 +127,7 @@ pub fn run(launch: &Launch<'_>) -> Result<Outcome> {
         .arg(&launch.kernel.image)
         .arg("-initrd")
         .arg(launch.initrd)
-        .args(["-append", append]);
+        .args(["-append", &append]);
     let cmdline: Vec<String> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| shell_word(&a.to_string_lossy()))
@@ -194,5 +243,49 @@ fn shell_word(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numa_splits_memory_and_cpus_evenly() {
+        assert!(numa_args(2, 4096, 1, 0).is_empty());
+        assert_eq!(
+            numa_args(2, 4097, 2, 0),
+            [
+                "-object",
+                "memory-backend-ram,id=mem0,size=2048M",
+                "-numa",
+                "node,nodeid=0,cpus=0-0,memdev=mem0",
+                "-object",
+                "memory-backend-ram,id=mem1,size=2049M",
+                "-numa",
+                "node,nodeid=1,cpus=1-1,memdev=mem1",
+            ]
+        );
+        let four = numa_args(8, 4096, 4, 0);
+        assert_eq!(four[3], "node,nodeid=0,cpus=0-1,memdev=mem0");
+        assert_eq!(four[15], "node,nodeid=3,cpus=6-7,memdev=mem3");
+        // The hot-pluggable DIMM on a node of its own, also next to a single boot node.
+        let hp = numa_args(2, 4096, 1, 256);
+        assert_eq!(
+            hp,
+            [
+                "-object",
+                "memory-backend-ram,id=mem0,size=4096M",
+                "-numa",
+                "node,nodeid=0,cpus=0-1,memdev=mem0",
+                "-numa",
+                "node,nodeid=1",
+                "-object",
+                "memory-backend-ram,id=hp0,size=256M",
+                "-device",
+                "pc-dimm,id=dimm0,memdev=hp0,node=1",
+            ]
+        );
+        assert_eq!(numa_args(2, 4096, 2, 256)[9], "node,nodeid=2");
     }
 }
