@@ -22,6 +22,7 @@ mod memcg;
 mod mount;
 mod parse;
 mod run;
+mod signals;
 
 use std::{io, path::PathBuf};
 
@@ -35,8 +36,10 @@ pub use parse::{
 };
 pub use run::{
     CleanupReport, RUN_PARENT, RunGroup, cleanup_live_runs, cleanup_stale, cpuset_available,
-    exit_for_pending_signal, install_cleanup_on_panic, install_cleanup_on_signals, owner_dir,
-    pending_signal,
+    owner_dir,
+};
+pub use signals::{
+    exit_for_pending_signal, install_cleanup_on_panic, install_cleanup_on_signals, pending_signal,
 };
 
 /// Resolves a `--cgroup` argument: a path inside the memory hierarchy, a path relative to its
