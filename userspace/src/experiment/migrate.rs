@@ -346,7 +346,6 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         Method::Cpuset => format!("move to node {dest_list}"),
         Method::Offline => format!("offline node {}", p.from),
     };
-    let t0 = std::time::Instant::now();
     let mut offlined = None;
     let mut offlined_blocks = 0;
     s.phase(move_name.clone(), |_| {
@@ -362,7 +361,6 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         }
         Ok(())
     })?;
-    let migrate_ms = t0.elapsed().as_secs_f64() * 1e3;
     let (after, r_after) = Snapshot::take(&mut ex, &m, page)?;
     drop(ex);
     s.phase("exit", |_| {
@@ -372,10 +370,10 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     if let Some(o) = offlined {
         s.phase(format!("node {} online again", p.from), |_| o.restore())?;
     }
-    let (traced_anon_net, traced_anon_updates) = s
-        .phases()
-        .iter()
-        .find(|ph| ph.name == move_name)
+    // The move's own phase record: its duration and the anon updates traced in it.
+    let moved_phase = s.phases().iter().find(|ph| ph.name == move_name);
+    let migrate_ms = moved_phase.map_or(0.0, |ph| ph.end_ms - ph.start_ms);
+    let (traced_anon_net, traced_anon_updates) = moved_phase
         .and_then(|ph| ph.stat("m", ANON))
         .map_or((0, 0), |st| (st.total, st.events));
     let results = Results {
