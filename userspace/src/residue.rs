@@ -759,6 +759,10 @@ pub struct MemcgResidue {
     pub pending: Vec<i64>,
     /// Per CPU, per slot: `state - state_prev`, updates not flushed yet.
     pub cpu_delta: Vec<Vec<i64>>,
+    /// A fingerprint of every CPU's `state_prev`: a flush that moves any update of this memcg
+    /// into its aggregate rewrites `state_prev`, so two snapshots with the same mark had no
+    /// flush of this memcg between them (one that found nothing pending changes nothing).
+    pub flush_mark: u64,
     /// Per CPU `stats_updates` (6.8+; zeros before): update units not yet moved to
     /// `flush_updates`.
     pub stats_updates: Vec<u64>,
@@ -889,6 +893,7 @@ impl Residues {
                 state: o.state[..nslots].to_vec(),
                 pending: o.state_pending[..nslots].to_vec(),
                 cpu_delta,
+                flush_mark: flush_mark(per, nslots),
                 stats_updates: per.iter().map(|p| p.stats_updates).collect(),
                 flush_updates: l.stats.vs_stats_updates.map(|_| u64::from(o.flush_updates)),
                 read_errors,
@@ -949,6 +954,19 @@ impl Residues {
 /// one) still shows as a change. The lru_add batch is compared whole: a folio of the subtree
 /// appended after the open frame was charged already but is in neither the batch read nor an
 /// LRU list, and only the batch's bytes tell.
+/// FNV-1a over each CPU's `state_prev` slots (see [`MemcgResidue::flush_mark`]).
+fn flush_mark(per: &[MemcgCpuStat], nslots: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in per {
+        for v in &p.state_prev[..nslots] {
+            for b in v.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    h
+}
+
 fn cpu_moved(
     o: &CpuFrame,
     c: &CpuFrame,
@@ -1333,6 +1351,15 @@ mod tests {
             );
             assert_eq!(r.cpus[0].batch.len(), 1);
             assert!(r.cpus[0].batch[0].anon && r.cpus[0].batch[0].counted);
+
+            // The flush mark follows state_prev only: a new update leaves it, a flush (which
+            // moves state into state_prev) changes it.
+            let mark = r.memcgs[0].flush_mark;
+            let mut updated = raw.clone();
+            updated.pcpu[0][0].state[0] = 11;
+            assert_eq!(Residues::decode(&updated, &l).memcgs[0].flush_mark, mark);
+            updated.pcpu[0][0].state_prev[0] = 11;
+            assert_ne!(Residues::decode(&updated, &l).memcgs[0].flush_mark, mark);
 
             // A flush between open and close: inconsistent.
             let mut moved = raw.clone();

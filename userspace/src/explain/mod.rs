@@ -113,6 +113,10 @@ pub struct SnapshotInfo {
     pub cpus: usize,
     /// Why stocks and batches could not be read, if so.
     pub static_percpu_error: Option<String>,
+    /// The target's flush mark: a fingerprint of its per-CPU `state_prev`, which a flush
+    /// that moves any of its updates rewrites. Two reports with the same mark saw no flush
+    /// of the target between them; a different mark means one happened.
+    pub flush_mark: u64,
 }
 
 /// The whole report (`--json`, docs/json.md).
@@ -474,6 +478,7 @@ impl Explainer {
                 left_out: tree.left_out,
                 cpus: self.reader.nr_cpus(),
                 static_percpu_error: r.static_percpu.clone().err(),
+                flush_mark: r.memcgs.first().map_or(0, |m| m.flush_mark),
             },
         }
     }

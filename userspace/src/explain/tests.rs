@@ -125,6 +125,7 @@ fn report() -> ExplainReport {
             left_out: 0,
             cpus: 2,
             static_percpu_error: None,
+            flush_mark: 0x1234,
         },
     }
 }
