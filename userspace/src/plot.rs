@@ -1,33 +1,25 @@
-//! SVG plots of run records and ledgers (plotters' SVG backend): `run … --svg DIR`,
-//! `report FILE --svg DIR`, `explain --svg FILE`. Pure rendering of finished reports: nothing
-//! here reads the kernel.
+//! SVG charts (plotters' SVG backend): the line chart and stacked bars every plot is drawn
+//! with, the `explain --svg FILE` plot, and writing plots into a directory. Pure rendering:
+//! nothing here reads the kernel. The plots of run records (`run … --svg DIR`, `report FILE
+//! --svg DIR`) belong to their experiments ([`crate::experiment::plots`]).
 //!
-//! - limit: usage, limit, peak and the anon/file/shmem split over the run's time, the OOM kill
-//!   marked; limit hits (failcnt / `max` events), reclaim rounds and OOM events per step; the
-//!   charge stock after each step with the kernel's bound;
-//! - batch-skew: each CPU's never-flushed NR_ANON_MAPPED residue and charge stock per iteration,
-//!   with the stock's bound (the observed charge batch) drawn;
-//! - churn: dying cgroups over time; each churned cgroup's rmdir-to-release lifetime;
-//! - kmem and shmem (and any run with ledgers): the ledger's terms per phase, stacked;
-//! - explain: one stacked bar per ledger term, split by CPU (the per-CPU part) and the flushed
-//!   aggregate.
-//!
-//! Every plot has a title naming the run, axes labelled with units, a legend, on white.
+//! Every plot has a title naming what it shows, axes labelled with units, a legend, on white.
 
 use std::path::Path;
 
+use crate::explain::ExplainReport;
 use plotters::prelude::*;
-use serde_json::Value;
-
-use crate::{experiment::report::Report, explain::ExplainReport};
 
 const SIZE: (u32, u32) = (960, 540);
-const MIB: f64 = 1048576.0;
+/// Bytes per MiB, for the axes.
+pub const MIB: f64 = 1048576.0;
 
 /// One line of a line chart.
-struct Series {
-    name: String,
-    points: Vec<(f64, f64)>,
+pub struct Series {
+    /// Its legend entry.
+    pub name: String,
+    /// (x, y) points.
+    pub points: Vec<(f64, f64)>,
 }
 
 fn color(i: usize) -> RGBColor {
@@ -67,7 +59,7 @@ fn range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
 
 /// A line chart; `marks` are vertical lines at x with a label (e.g. the OOM kill); `hlines`
 /// horizontal ones.
-fn line_chart(
+pub fn line_chart(
     title: &str,
     x_desc: &str,
     y_desc: &str,
@@ -187,7 +179,7 @@ fn legend(
 
 /// A stacked bar chart: one bar per category, one segment per entry of `segments`
 /// (name, value per category); positive values stack up from 0, negative ones down.
-fn stacked_bars(
+pub fn stacked_bars(
     title: &str,
     y_desc: &str,
     categories: &[String],
@@ -268,296 +260,6 @@ fn stacked_bars(
         legend(&root, &entries)?;
         root.present()?;
     }
-    Ok(out)
-}
-
-fn title(r: &Report, what: &str) -> String {
-    format!("{} run {}: {what}", r.experiment, r.run_id)
-}
-
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64()
-}
-
-/// limit: the timeline (usage, limit, peak, anon/file/shmem; the OOM kill) and the events.
-fn limit(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
-    let steps = r.results["timeline"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut t = 0.0;
-    let mut at = Vec::new();
-    for s in &steps {
-        t += num(&s["duration_ms"]).unwrap_or(0.0);
-        at.push(t);
-    }
-    let series = |key: &str, name: &str| Series {
-        name: name.into(),
-        points: steps
-            .iter()
-            .zip(&at)
-            .filter_map(|(s, t)| Some((*t, num(&s[key])? / MIB)))
-            .collect(),
-    };
-    let marks: Vec<(f64, String)> = steps
-        .iter()
-        .zip(&at)
-        .filter(|(s, _)| num(&s["oom_kill_delta"]).is_some_and(|k| k > 0.0))
-        .map(|(s, t)| {
-            (
-                *t,
-                format!("OOM kill ({})", s["phase"].as_str().unwrap_or("")),
-            )
-        })
-        .take(1)
-        .collect();
-    let usage = line_chart(
-        &title(r, "usage against the limit"),
-        "time since the first step (ms)",
-        "MiB",
-        &[
-            series("usage_bytes", "usage (page_counter)"),
-            series("limit_bytes", "limit"),
-            series("peak_bytes", "peak"),
-            series("anon_bytes", "anon (memory.stat)"),
-            series("file_bytes", "file (memory.stat)"),
-            series("shmem_bytes", "shmem (memory.stat)"),
-        ],
-        &marks,
-        &[],
-    )?;
-    let count = |key: &str, name: &str| Series {
-        name: name.into(),
-        points: steps
-            .iter()
-            .zip(&at)
-            .map(|(s, t)| (*t, num(&s[key]).unwrap_or(0.0)))
-            .collect(),
-    };
-    let events = line_chart(
-        &title(r, "limit hits, reclaim and OOM per step"),
-        "time since the first step (ms)",
-        "events per step",
-        &[
-            count("failcnt_delta", "limit hits (failcnt / max events)"),
-            count("reclaim_rounds", "memcg reclaim rounds"),
-            count("high_events_delta", "high events"),
-            count("oom_events_delta", "oom events"),
-        ],
-        &marks,
-        &[],
-    )?;
-    let mut out = vec![
-        ("limit.svg".into(), usage),
-        ("limit-events.svg".into(), events),
-    ];
-    let stock = Series {
-        name: "charge stock, all CPUs".into(),
-        points: steps
-            .iter()
-            .zip(&at)
-            .filter_map(|(s, t)| Some((*t, num(&s["stock_pages"])?)))
-            .collect(),
-    };
-    if !stock.points.is_empty() {
-        let bound: Vec<(f64, String)> = r.results["stock_bound_pages"]
-            .as_f64()
-            .map(|b| (b, format!("the kernel's bound ({b} pages)")))
-            .into_iter()
-            .collect();
-        out.push((
-            "limit-stock.svg".into(),
-            line_chart(
-                &title(r, "charge stock of the limited cgroup"),
-                "time since the first step (ms)",
-                "pages charged ahead (stock)",
-                &[stock],
-                &marks,
-                &bound,
-            )?,
-        ));
-    }
-    Ok(out)
-}
-
-/// batch-skew: per-CPU residues and stock per iteration.
-fn batch_skew(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
-    let iters = r.results["iterations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut cpus: Vec<u64> = iters
-        .iter()
-        .flat_map(|i| i["cpus"].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["cpu"].as_u64())
-        .collect();
-    cpus.sort_unstable();
-    cpus.dedup();
-    let per_cpu = |key: &str, what: &str| -> Vec<Series> {
-        cpus.iter()
-            .map(|cpu| Series {
-                name: format!("cpu{cpu} {what}"),
-                points: iters
-                    .iter()
-                    .filter_map(|i| {
-                        let x = num(&i["index"])?;
-                        let row = i["cpus"]
-                            .as_array()?
-                            .iter()
-                            .find(|c| c["cpu"].as_u64() == Some(*cpu))?;
-                        Some((x, num(&row[key])?))
-                    })
-                    .collect(),
-            })
-            .collect()
-    };
-    let residues = line_chart(
-        &title(r, "never-flushed NR_ANON_MAPPED per CPU"),
-        "iteration",
-        "pages (per-CPU residue)",
-        &per_cpu("residue", "residue"),
-        &[],
-        &[],
-    )?;
-    let batch = r.results["observed_batch"].as_f64();
-    let hl: Vec<(f64, String)> = batch
-        .map(|b| (b, format!("observed charge batch ({b} pages)")))
-        .into_iter()
-        .collect();
-    let stock = line_chart(
-        &title(r, "charge stock per CPU after each touch"),
-        "iteration",
-        "pages in the stock",
-        &per_cpu("stock_after_touch", "stock"),
-        &[],
-        &hl,
-    )?;
-    Ok(vec![
-        ("batch-skew-residues.svg".into(), residues),
-        ("batch-skew-stock.svg".into(), stock),
-    ])
-}
-
-/// churn: dying over time and lifetimes.
-fn churn(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
-    let pts = r.results["dying_over_time"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut series = vec![Series {
-        name: "dying (css walk)".into(),
-        points: pts
-            .iter()
-            .filter_map(|p| Some((num(&p["ms"])?, num(&p["walk"])?)))
-            .collect(),
-    }];
-    let kernel: Vec<(f64, f64)> = pts
-        .iter()
-        .filter_map(|p| Some((num(&p["ms"])?, num(&p["nr_dying_descendants"])?)))
-        .collect();
-    if !kernel.is_empty() {
-        series.push(Series {
-            name: "nr_dying_descendants (v2 cgroup.stat)".into(),
-            points: kernel,
-        });
-    }
-    let dying = line_chart(
-        &title(r, "dying cgroups under the run"),
-        "time since the start (ms)",
-        "dying cgroups",
-        &series,
-        &[],
-        &[],
-    )?;
-    let churned = r.results["churned"].as_array().cloned().unwrap_or_default();
-    let life = |pinned: bool, name: &str| Series {
-        name: name.into(),
-        points: churned
-            .iter()
-            .filter(|c| c["pinned"].as_bool() == Some(pinned))
-            .filter_map(|c| {
-                let ms = num(&c["traced_lifetime_ms"])
-                    .or_else(|| c["lifetime_ms"].as_array().and_then(|a| num(a.get(1)?)))?;
-                Some((num(&c["index"])?, ms))
-            })
-            .collect(),
-    };
-    let lifetimes = line_chart(
-        &title(r, "rmdir to release, per churned cgroup"),
-        "churned cgroup (index)",
-        "lifetime after rmdir (ms)",
-        &[life(false, "unpinned"), life(true, "pinned by page cache")],
-        &[],
-        &[],
-    )?;
-    Ok(vec![
-        ("churn-dying.svg".into(), dying),
-        ("churn-lifetimes.svg".into(), lifetimes),
-    ])
-}
-
-/// Any run with ledgers (kmem, shmem, ...): the terms per ledger, stacked.
-fn ledgers(r: &Report) -> anyhow::Result<Option<(String, String)>> {
-    if r.ledgers.is_empty() {
-        return Ok(None);
-    }
-    let cats: Vec<String> = r
-        .ledgers
-        .iter()
-        .map(|l| format!("{} ({})", l.label, l.cgroup))
-        .collect();
-    let mut names: Vec<String> = Vec::new();
-    for l in &r.ledgers {
-        for t in l.json["terms"].as_array().into_iter().flatten() {
-            if let Some(n) = t["term"].as_str()
-                && !names.iter().any(|x| x == n)
-            {
-                names.push(n.to_string());
-            }
-        }
-    }
-    let mut segs: Vec<(String, Vec<f64>)> = names
-        .iter()
-        .map(|n| {
-            let vals = r
-                .ledgers
-                .iter()
-                .map(|l| {
-                    l.json["terms"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|t| t["term"].as_str() == Some(n))
-                        .and_then(|t| num(&t["bytes"]))
-                        .unwrap_or(0.0)
-                        / MIB
-                })
-                .collect();
-            (n.clone(), vals)
-        })
-        .collect();
-    segs.push((
-        "unexplained".into(),
-        r.ledgers
-            .iter()
-            .map(|l| l.unexplained_pages as f64 * r.page_size as f64 / MIB)
-            .collect(),
-    ));
-    Ok(Some((
-        format!("{}-ledgers.svg", r.experiment),
-        stacked_bars(&title(r, "ledger terms per phase"), "MiB", &cats, &segs)?,
-    )))
-}
-
-/// The plots of a run record: (file name, SVG text).
-pub fn run_plots(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = match r.experiment.as_str() {
-        "limit" => limit(r)?,
-        "batch-skew" => batch_skew(r)?,
-        "churn" => churn(r)?,
-        _ => Vec::new(),
-    };
-    out.extend(ledgers(r)?);
     Ok(out)
 }
 

@@ -147,6 +147,12 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[
     ("plot", "charge", "a renderer never attaches"),
     ("plot", "collect", "a renderer never reads probes"),
     ("plot", "residue", "a renderer never reads the kernel"),
+    // The charts know no experiment: each experiment draws its own plots with them.
+    (
+        "plot",
+        "experiment",
+        "experiments draw with the charts, not the reverse",
+    ),
     // The bottom: plain helpers that import nothing above them.
     ("units", "*", "value parsers are a leaf"),
     ("safefs", "*", "safe file creation is a leaf"),

@@ -228,14 +228,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             // Plots first: a failed check still draws what happened.
             if let Some(dir) = &a.svg {
-                crate::plot::write_all(dir, &crate::plot::run_plots(&report)?)?;
+                crate::plot::write_all(dir, &crate::experiment::plots::run_plots(&report)?)?;
             }
             experiment::emit(&report, &common).map(|c| c as u8)
         }
         Command::Report(a) => {
             let r = experiment::load(&a.file)?;
             if let Some(dir) = &a.svg {
-                crate::plot::write_all(dir, &crate::plot::run_plots(&r)?)?;
+                crate::plot::write_all(dir, &crate::experiment::plots::run_plots(&r)?)?;
             }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -650,9 +650,19 @@ fn verdict(r: &Results, checks: &[Check], v: CgroupVersion, page: i64) -> Verdic
     }
 }
 
+/// `run kmem` in the experiment registry.
+pub struct Kmem;
+
+impl super::Experiment for Kmem {
+    const NAMES: &'static [&'static str] = &["kmem"];
+    type Results = Results;
+    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+        render(res)
+    }
+}
+
 /// The text section of a kmem report.
-pub fn render(r: &Report) -> anyhow::Result<String> {
-    let res: Results = serde_json::from_value(r.results.clone())?;
+fn render(res: &Results) -> anyhow::Result<String> {
     let mut out = String::new();
     let p = &res.params;
     let _ = writeln!(

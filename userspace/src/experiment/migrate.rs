@@ -568,9 +568,19 @@ fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
     )
 }
 
+/// `run migrate and run hotplug (one record type)` in the experiment registry.
+pub struct Migrate;
+
+impl super::Experiment for Migrate {
+    const NAMES: &'static [&'static str] = &["migrate", "hotplug"];
+    type Results = Results;
+    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+        render(res)
+    }
+}
+
 /// The text section of a migrate or hotplug report.
-pub fn render(r: &Report) -> anyhow::Result<String> {
-    let res: Results = serde_json::from_value(r.results.clone())?;
+fn render(res: &Results) -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,

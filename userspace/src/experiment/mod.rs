@@ -20,6 +20,8 @@ pub mod hotplug;
 pub mod kmem;
 pub mod limit;
 pub mod migrate;
+pub mod plots;
+mod registry;
 pub mod report;
 pub mod shmem;
 pub mod swap;
@@ -35,6 +37,7 @@ use std::{
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use registry::{Experiment, REGISTRY, Registered, registered};
 pub use report::*;
 
 use crate::{

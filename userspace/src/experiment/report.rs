@@ -570,16 +570,9 @@ pub fn render_text(r: &Report) -> String {
     out.push('\n');
     render_phases(&mut out, r);
     out.push('\n');
-    let section = match r.experiment.as_str() {
-        "batch-skew" => super::batch_skew::render(r),
-        "limit" => super::limit::render(r),
-        "churn" => super::churn::render(r),
-        "kmem" => super::kmem::render(r),
-        "shmem" => super::shmem::render(r),
-        "threshold" => super::threshold::render(r),
-        "swap" => super::swap::render(r),
-        "migrate" | "hotplug" => super::migrate::render(r),
-        _ => Ok(format!("results: {}\n", r.results)),
+    let section = match super::registered(&r.experiment) {
+        Some(e) => (e.render)(r),
+        None => Ok(format!("results: {}\n", r.results)),
     };
     match section {
         Ok(s) => out.push_str(&s),

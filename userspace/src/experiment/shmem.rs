@@ -508,9 +508,19 @@ fn verdict(r: &Results, checks: &[Check], page: i64) -> Verdict {
     }
 }
 
+/// `run shmem` in the experiment registry.
+pub struct Shmem;
+
+impl super::Experiment for Shmem {
+    const NAMES: &'static [&'static str] = &["shmem"];
+    type Results = Results;
+    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+        render(res)
+    }
+}
+
 /// The text section of a shmem report.
-pub fn render(r: &Report) -> anyhow::Result<String> {
-    let res: Results = serde_json::from_value(r.results.clone())?;
+fn render(res: &Results) -> anyhow::Result<String> {
     let p = &res.params;
     let mut out = String::new();
     let _ = writeln!(

@@ -379,9 +379,19 @@ fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
     )
 }
 
+/// `run threshold` in the experiment registry.
+pub struct Threshold;
+
+impl super::Experiment for Threshold {
+    const NAMES: &'static [&'static str] = &["threshold"];
+    type Results = Results;
+    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+        render(res)
+    }
+}
+
 /// The text section of a threshold report.
-pub fn render(r: &Report) -> anyhow::Result<String> {
-    let res: Results = serde_json::from_value(r.results.clone())?;
+fn render(res: &Results) -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,

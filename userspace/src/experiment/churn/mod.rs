@@ -64,13 +64,14 @@ use crate::{
 };
 
 mod checks;
+mod plots;
 mod poll;
 mod render;
 mod results;
 
 use checks::*;
 use poll::*;
-pub use render::render;
+pub use render::Churn;
 pub use results::*;
 
 /// Most churned cgroups in one run: the css walk (poller and ledger) reads up to

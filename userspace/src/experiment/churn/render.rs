@@ -5,9 +5,22 @@ use super::*;
 /// Rows of the churned-cgroup table shown at each end when there are more than twice this.
 pub(super) const TABLE_ENDS: usize = 20;
 
+/// `run churn` in the experiment registry.
+pub struct Churn;
+
+impl crate::experiment::Experiment for Churn {
+    const NAMES: &'static [&'static str] = &["churn"];
+    type Results = Results;
+    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+        render(res)
+    }
+    fn plots(r: &Report, _res: &Results) -> anyhow::Result<Vec<(String, String)>> {
+        super::plots::plots(r)
+    }
+}
+
 /// The text section of a churn report.
-pub fn render(r: &Report) -> anyhow::Result<String> {
-    let res: Results = serde_json::from_value(r.results.clone())?;
+fn render(res: &Results) -> anyhow::Result<String> {
     let p = &res.params;
     let mut out = String::new();
     let _ = writeln!(

@@ -62,6 +62,7 @@ use crate::{
 mod checks;
 mod kmsg;
 mod params;
+mod plots;
 mod render;
 mod results;
 
@@ -70,7 +71,7 @@ pub use kmsg::parse_kmsg;
 use kmsg::*;
 use params::*;
 pub use params::{Options, Params, parse_size, validate};
-pub use render::render;
+pub use render::Limit;
 pub use results::*;
 
 fn swap_total() -> u64 {

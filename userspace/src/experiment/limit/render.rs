@@ -11,9 +11,22 @@ pub(super) fn opt_n(v: Option<u64>) -> String {
     v.map(|b| b.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// `run limit` in the experiment registry.
+pub struct Limit;
+
+impl crate::experiment::Experiment for Limit {
+    const NAMES: &'static [&'static str] = &["limit"];
+    type Results = Results;
+    fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
+        render(r, res)
+    }
+    fn plots(r: &Report, _res: &Results) -> anyhow::Result<Vec<(String, String)>> {
+        super::plots::plots(r)
+    }
+}
+
 /// The text section of a limit report.
-pub fn render(r: &Report) -> anyhow::Result<String> {
-    let res: Results = serde_json::from_value(r.results.clone())?;
+fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
     let p = &res.params;
     let mut out = String::new();
     let _ = writeln!(

@@ -22,6 +22,8 @@
 //!   value. Old kernels (the seed's 4.x) kept per-CPU counters with a per-CPU threshold of 32
 //!   and never flushed a dead cgroup's remainder: the parent's statistics drifted for good.
 
+mod plots;
+
 use std::{fmt::Write as _, time::Duration};
 
 use anyhow::Context as _;
@@ -613,9 +615,22 @@ fn verdict(r: &Results, checks: &[Check], page: u64) -> Verdict {
     Verdict::judged(status, summary, checks.to_vec())
 }
 
+/// `run batch-skew` in the experiment registry.
+pub struct BatchSkew;
+
+impl super::Experiment for BatchSkew {
+    const NAMES: &'static [&'static str] = &["batch-skew"];
+    type Results = Results;
+    fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
+        render(r, res)
+    }
+    fn plots(r: &Report, _res: &Results) -> anyhow::Result<Vec<(String, String)>> {
+        plots::plots(r)
+    }
+}
+
 /// The text section of a batch-skew report.
-pub fn render(r: &Report) -> anyhow::Result<String> {
-    let res: Results = serde_json::from_value(r.results.clone())?;
+fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
