@@ -33,6 +33,9 @@
 //! On kernels where the charge path cannot be probed (the 6.18 host: fentry refused, no
 //! kprobes) the same tests check that the tracer says so in one line and that the OOM-path
 //! tracepoints still see the OOM.
+//!
+//! Longer than 800 lines on purpose: one suite is one test executable, which every guest boot
+//! runs whole (docs/vm.md), and its tests share the set-up and the charge rule above.
 
 use std::time::Duration;
 

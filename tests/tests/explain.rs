@@ -24,6 +24,9 @@
 //!
 //! A snapshot is retried until nothing moved between its open and close (`snapshot.consistent`);
 //! the tests fail if it never is.
+//!
+//! Longer than 800 lines on purpose: one suite is one test executable, which every guest boot
+//! runs whole (docs/vm.md), and its tests share the rules above and their helpers.
 
 use std::{
     path::PathBuf,
@@ -171,7 +174,9 @@ fn anon_window(n: i64) -> bool {
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     // Reading memory.stat after r0 would flush X when enough updates are pending (the
     // spawn makes many): the window is read without it.
-    let mut ex = Explainer::new(&hier, cg.clone()).unwrap().without_stat_file();
+    let mut ex = Explainer::new(&hier, cg.clone())
+        .unwrap()
+        .without_stat_file();
     let r0 = report(&mut ex);
     closes(&r0, "before touching");
     w.touch(n as u64).unwrap();
@@ -211,7 +216,11 @@ fn anon_window(n: i64) -> bool {
         for row in &r1.stat_book {
             assert_eq!(
                 row.shown_bytes,
-                r0.stat_book.iter().find(|s| s.item == row.item).unwrap().shown_bytes,
+                r0.stat_book
+                    .iter()
+                    .find(|s| s.item == row.item)
+                    .unwrap()
+                    .shown_bytes,
                 "{}, with the same flush mark:\n{text}",
                 row.item
             );

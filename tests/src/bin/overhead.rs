@@ -40,6 +40,9 @@
 //! `memcg-drift explain <subtree> --json` on it `--explain-runs` times: wall time and the
 //! process's peak resident set (`wait4` rusage), with the memcgs read and the ledger's
 //! unexplained pages. `--json` prints one document instead. Root only.
+//!
+//! Longer than 800 lines on purpose: the harness is one binary that `cargo xtask bench` runs
+//! on the host and inside guests (`vm-test --bench`), with nothing to share it with.
 
 use std::{
     io::{BufRead as _, BufReader, Read},
