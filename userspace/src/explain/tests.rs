@@ -103,6 +103,7 @@ fn report() -> ExplainReport {
             lru_add_pages: 1,
             kmem_pages: 3,
             stock_pages: 64,
+            stock_slots: 1,
         }],
         obj_stock: None,
         swap: None,
@@ -161,6 +162,7 @@ fn thousands_of_dying_descendants_list_the_largest_and_sum_the_rest() {
             lru_add_pages: 0,
             kmem_pages: 1,
             stock_pages: 0,
+            stock_slots: 0,
         })
         .collect();
     let text = render_text(&r, false);

@@ -186,15 +186,18 @@ impl<'a> Calc<'a> {
         })
     }
 
-    pub(super) fn stock(&self) -> (Term, Vec<i64>) {
+    /// The stock term, and per node of the tree: its pages and the slots caching it.
+    pub(super) fn stock(&self) -> (Term, Vec<i64>, Vec<u32>) {
         let mut per_cpu = vec![0; self.ncpu];
         let mut by_member = ByMember::default();
         let mut per_node = vec![0; self.tree.nodes.len()];
+        let mut slots_per_node = vec![0; self.tree.nodes.len()];
         for (c, cpu) in self.r.cpus.iter().enumerate() {
             for s in &cpu.stock {
                 if let Some(i) = self.member_of(s.memcg) {
                     per_cpu[c] += s.pages as i64;
                     per_node[i] += s.pages as i64;
+                    slots_per_node[i] += 1;
                     self.add_member(&mut by_member, i, s.pages as i64);
                 }
             }
@@ -226,6 +229,7 @@ impl<'a> Calc<'a> {
                 unmapped_per_cpu: None,
             },
             per_node,
+            slots_per_node,
         )
     }
 

@@ -191,10 +191,12 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         });
     }
     let mut stock_per_node = vec![0; tree.nodes.len()];
+    let mut stock_slots_per_node = vec![0; tree.nodes.len()];
     match (&static_ok, &l.stock) {
         (Ok(()), Ok(_)) => {
-            let (t, per_node) = calc.stock();
+            let (t, per_node, slots) = calc.stock();
             stock_per_node = per_node;
+            stock_slots_per_node = slots;
             terms.push(t);
         }
         (Err(e), _) | (_, Err(e)) => missing.push(Missing {
@@ -372,6 +374,7 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
             lru_add_pages: batch_per_node[i],
             kmem_pages: kmem_own.as_ref().map_or(0, |v| v[i]),
             stock_pages: stock_per_node[i],
+            stock_slots: stock_slots_per_node[i],
         })
         .collect();
     let count = |c: Class| calc.class.iter().filter(|x| **x == c).count();

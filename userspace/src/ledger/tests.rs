@@ -105,6 +105,12 @@ fn scenario(l: &ResidueLayout) -> (Tree, Residues) {
                     memcg: 0x999,
                     pages: 64,
                 },
+                // Emptied by consumption, still caching the dead child (a css reference).
+                StockSlot {
+                    slot: 2,
+                    memcg: 0x300,
+                    pages: 0,
+                },
             ],
             obj: None,
             batch: vec![
@@ -257,6 +263,7 @@ fn identity_closes_with_every_term() {
         assert_eq!(led.dying[0].path, "dead");
         assert_eq!(led.dying[0].lru_pages, 95);
         assert_eq!(led.dying[0].stock_pages, 7);
+        assert_eq!(led.dying[0].stock_slots, 2);
         assert_eq!(led.dying[0].lru_add_pages, 0);
         assert_eq!(led.dying[0].usage_pages, 150);
         assert_eq!(led.members, (1, 1, 1, 0));

@@ -141,6 +141,9 @@ pub struct Dying {
     pub kmem_pages: i64,
     /// Pages in its charge stock slots.
     pub stock_pages: i64,
+    /// Charge stock slots caching it, empty ones included: a cached memcg keeps a css
+    /// reference until its slot is drained, so it cannot be freed before.
+    pub stock_slots: u32,
 }
 
 /// The object stocks' kernel-memory bytes (inside MEMCG_KMEM; informational).

@@ -16,6 +16,9 @@ pub struct Holding {
     pub kmem_pages: i64,
     /// Pages in charge stock slots.
     pub stock_pages: i64,
+    /// Charge stock slots caching it (each keeps a css reference; 0 in older records).
+    #[serde(default)]
+    pub stock_slots: u32,
     /// What keeps it, in words.
     pub pinned_by: Vec<String>,
 }
@@ -38,8 +41,11 @@ impl Holding {
         if d.kmem_pages > 0 {
             by.push(format!("{} kernel-memory page(s)", d.kmem_pages));
         }
-        if d.stock_pages > 0 {
-            by.push(format!("{} page(s) in charge stocks", d.stock_pages));
+        if d.stock_slots > 0 {
+            by.push(format!(
+                "{} charge stock slot(s) caching it, {} page(s)",
+                d.stock_slots, d.stock_pages
+            ));
         }
         if by.is_empty() {
             by.push(
@@ -54,6 +60,7 @@ impl Holding {
             lru_add_pages: d.lru_add_pages,
             kmem_pages: d.kmem_pages,
             stock_pages: d.stock_pages,
+            stock_slots: d.stock_slots,
             pinned_by: by,
         }
     }
