@@ -89,7 +89,9 @@ fn assert_exact(r: &Report, p: &Params) {
                 integration_tests::charge_batch() as i64
             ))
         );
-        assert!(it.charged_in_touch >= touch);
+        // (`charged_in_touch` is anon plus the net kernel memory: kernel objects of the spawn
+        // freed late, on the alloc CPU, can make the kernel part negative; their pages went back
+        // to the stock, which the rule above accounts for. The anon part is `touch`, above.)
         let need = (it.charged_in_touch - s0).max(0) as u64;
         assert_eq!(
             it.batches,
