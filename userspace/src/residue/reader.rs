@@ -134,13 +134,17 @@ impl Pooled {
 impl std::ops::Deref for Pooled {
     type Target = ResidueReader;
     fn deref(&self) -> &ResidueReader {
-        self.0.as_ref().expect("a pooled reader is present until dropped")
+        self.0
+            .as_ref()
+            .expect("a pooled reader is present until dropped")
     }
 }
 
 impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut ResidueReader {
-        self.0.as_mut().expect("a pooled reader is present until dropped")
+        self.0
+            .as_mut()
+            .expect("a pooled reader is present until dropped")
     }
 }
 

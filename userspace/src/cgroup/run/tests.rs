@@ -173,8 +173,7 @@ fn manifest_lines() {
 
 #[test]
 fn private_dirs_are_recorded_and_removed_with_the_run() {
-    let Some(hier) = root_hierarchy("private_dirs_are_recorded_and_removed_with_the_run")
-    else {
+    let Some(hier) = root_hierarchy("private_dirs_are_recorded_and_removed_with_the_run") else {
         return;
     };
     let run = RunGroup::create(&hier).unwrap();
@@ -268,8 +267,7 @@ fn cleanup_report_text() {
     };
     let s = r.to_string();
     assert!(
-        s.contains("removed /m/memcg-drift/1-2\n")
-            && s.contains("left alone /m/memcg-drift/3-4"),
+        s.contains("removed /m/memcg-drift/1-2\n") && s.contains("left alone /m/memcg-drift/3-4"),
         "{s}"
     );
     assert!(

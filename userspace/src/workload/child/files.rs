@@ -228,7 +228,11 @@ impl Child {
     }
 
     /// Creates `n` more empty files `dir/md-<k>` (one dentry and one inode each).
-    pub(super) fn create_dentries(&mut self, n: u64, dir: &[u8]) -> Result<u64, (&'static str, i32)> {
+    pub(super) fn create_dentries(
+        &mut self,
+        n: u64,
+        dir: &[u8],
+    ) -> Result<u64, (&'static str, i32)> {
         let n = usize::try_from(n).map_err(|_| ("too many files", libc::EINVAL))?;
         if n == 0 || n > MAX_DENTRIES - self.ndentries {
             return Err(("dentries N needs 1..=1048576 files in all", libc::EINVAL));
