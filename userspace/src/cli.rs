@@ -198,9 +198,10 @@ pub enum Experiment {
     /// Write a tmpfs file from a cgroup, move the writer to a sibling (seeds 001, 002): who
     /// stays charged, and how memory.stat files tmpfs pages (shmem/file) next to anon.
     Shmem(ShmemArgs),
-    /// Register v1 usage thresholds (cgroup.event_control) and grow and shrink anonymous
-    /// memory across them (seed 002 §9.10): where each event fires, and what memory.stat is
-    /// short of the usage then (stock, unflushed deltas, lru_add batches). v1 only.
+    /// Register usage thresholds (v1 cgroup.event_control; v2: each as memory.high in turn,
+    /// memory.events watched) and grow anonymous memory across them (seed 002 §9.10): where
+    /// each event fires, and what memory.stat is short of the usage then (stock, unflushed
+    /// deltas, lru_add batches).
     Threshold(ThresholdArgs),
     /// Grow anonymous memory past a memory limit with swap on (seed 001: limited but never
     /// OOM-killed), then cap the swap (seed 002 §9.8 case B): how many pages the kernel
@@ -357,8 +358,8 @@ pub struct ShmemArgs {
 /// Options of `run threshold`.
 #[derive(Debug, Args)]
 pub struct ThresholdArgs {
-    /// Thresholds on memory.usage_in_bytes, ascending (`512K`, `4M`, ...; comma-separated or
-    /// repeated).
+    /// Thresholds above the starting usage, ascending (`512K`, `4M`, ...; comma-separated or
+    /// repeated): v1 registers them on memory.usage_in_bytes, v2 sets each as memory.high.
     #[arg(long, value_name = "SIZE", value_delimiter = ',', default_value = "4M", value_parser = crate::units::parse_size)]
     pub threshold: Vec<u64>,
     /// Anonymous memory grown to, then freed (default: twice the highest threshold).

@@ -1,6 +1,6 @@
-//! `run threshold` (seed 002 §9.10): v1 memory usage thresholds. Where does a threshold
-//! registered on `memory.usage_in_bytes` fire, and why does `memory.stat` disagree with it
-//! at that moment?
+//! `run threshold` (seed 002 §9.10): memory usage thresholds (v1) and `memory.high` events
+//! (v2). Where does a threshold fire, and why does `memory.stat` disagree with it at that
+//! moment?
 //!
 //! A workload in the child cgroup `t`, pinned to one CPU, touches anonymous pages `--step` at
 //! a time up to `--grow-to`, then frees them the same way. Each `--threshold` is registered
@@ -22,7 +22,13 @@
 //! `memory.stat` can be short of the usage by the stock, the unflushed per-CPU deltas and the
 //! lru_add batches: the ledger at each event names those terms.
 //!
-//! v2 has no usage thresholds (`cgroup.event_control` is v1 only): the run refuses there.
+//! v2 has no usage thresholds (`cgroup.event_control` is v1 only); its notification is
+//! `memory.events`, whose `high` count rises when usage is found above `memory.high`. There
+//! each threshold becomes `memory.high` in turn (`high.rs`, with that path's rules).
+
+mod high;
+#[cfg(test)]
+mod tests;
 
 use std::{
     fmt::Write as _,
@@ -88,7 +94,19 @@ pub fn validate(p: &Params, page: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One signal of a threshold's eventfd.
+/// How the thresholds were watched.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mechanism {
+    /// v1: usage thresholds on `memory.usage_in_bytes` (`cgroup.event_control`, eventfds).
+    #[default]
+    V1Thresholds,
+    /// v2: each threshold as `memory.high` in turn, `memory.events`' `high` count and poll.
+    V2High,
+}
+
+/// One signal of a threshold's eventfd (v1), or the first `high` events of a `memory.high`
+/// (v2).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// The threshold, bytes above the usage the workload started with.
@@ -119,6 +137,21 @@ pub struct Event {
     pub clamped_pages: i64,
     /// ... unexplained (0 when the ledger closes).
     pub unexplained_pages: i64,
+    /// v2: the page_counter before the step with the event, bytes.
+    #[serde(default)]
+    pub usage_before_bytes: Option<u64>,
+    /// v2: its watermark (`memory.peak`) before that step, bytes.
+    #[serde(default)]
+    pub peak_before_bytes: Option<u64>,
+    /// v2: its watermark after it (the crossing, which reclaim may have undone since), bytes.
+    #[serde(default)]
+    pub peak_bytes: Option<u64>,
+    /// v2: a poll on `memory.events` saw the kernel's notification.
+    #[serde(default)]
+    pub notified: Option<bool>,
+    /// v2: how long the step with the event took, ms (the kernel's throttling sleeps in it).
+    #[serde(default)]
+    pub step_ms: Option<f64>,
 }
 
 /// The results section.
@@ -134,8 +167,14 @@ pub struct Results {
     pub events: Vec<Event>,
     /// Steps taken (up and down).
     pub steps: u64,
-    /// memory.usage_in_bytes once the workload had started, bytes.
+    /// The page_counter once the workload had started, bytes.
     pub baseline_bytes: u64,
+    /// How the thresholds were watched (v1 in older records).
+    #[serde(default)]
+    pub mechanism: Mechanism,
+    /// v2: `MEMCG_CHARGE_BATCH` as measured (`None`: not measured), pages.
+    #[serde(default)]
+    pub charge_batch: Option<u64>,
 }
 
 /// A registered threshold.
@@ -177,11 +216,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     if !super::online_cpus().contains(&p.cpu) {
         anyhow::bail!("--cpu {} is not an online CPU", p.cpu);
     }
-    if hier.version != CgroupVersion::V1 {
-        anyhow::bail!(
-            "run threshold needs cgroup v1: usage thresholds are registered through \
-             cgroup.event_control, which v2 does not have"
-        );
+    if hier.version == CgroupVersion::V2 {
+        return high::run(hier, p, common, page);
     }
     let grow_pages = p.grow_to.div_ceil(page);
     let worst = grow_pages * page + (32 << 20);
@@ -246,6 +282,11 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
                 lru_add_pages: r.gap.lru_add_pages,
                 clamped_pages: r.gap.clamped_pages,
                 unexplained_pages: r.unexplained_pages,
+                usage_before_bytes: None,
+                peak_before_bytes: None,
+                peak_bytes: None,
+                notified: None,
+                step_ms: None,
             });
         }
         Ok(())
@@ -287,6 +328,8 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         events,
         steps,
         baseline_bytes: baseline,
+        mechanism: Mechanism::V1Thresholds,
+        charge_batch: None,
     };
     let checks = checks(&results);
     let verdict = verdict(&results, checks);
@@ -300,6 +343,67 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
 }
 
 fn checks(r: &Results) -> Vec<Check> {
+    match r.mechanism {
+        Mechanism::V1Thresholds => checks_v1(r),
+        Mechanism::V2High => checks_v2(r),
+    }
+}
+
+/// v2: per threshold, the first `high` events came in the step whose batch took the
+/// page_counter past `memory.high`, by less than a batch, and were notified to a poller.
+fn checks_v2(r: &Results) -> Vec<Check> {
+    let mut out = Vec::new();
+    let page = r.page_size;
+    for &t in &r.params.thresholds {
+        let Some(e) = r.events.iter().find(|e| e.threshold == t) else {
+            out.push(Check::rule(
+                &format!("{t} bytes: a high event while growing"),
+                "at least one".into(),
+                "none".into(),
+                false,
+            ));
+            continue;
+        };
+        let peak0 = e.peak_before_bytes.unwrap_or(u64::MAX);
+        let peak1 = e.peak_bytes.unwrap_or(0);
+        out.push(Check::rule(
+            &format!(
+                "{t} bytes: the first high events came in the step whose charge took the \
+                 page_counter past memory.high"
+            ),
+            format!("peak before <= {} < peak after", e.registered_bytes),
+            format!(
+                "peak {peak0} -> {peak1} bytes, usage after {} ({} event(s))",
+                e.usage_bytes, e.signals
+            ),
+            peak0 <= e.registered_bytes && peak1 > e.registered_bytes && e.signals >= 1,
+        ));
+        if let (Some(b), Some(u0)) = (r.charge_batch, e.usage_before_bytes) {
+            // Steps near the threshold are shorter than a batch, so the crossing charged one.
+            out.push(Check::eq(
+                &format!(
+                    "{t} bytes: the crossing step charged one batch (peak - usage before, pages)"
+                ),
+                b as i64,
+                (peak1 as i64 - u0 as i64) / page as i64,
+            ));
+        }
+        out.push(Check::eq(
+            &format!("{t} bytes: poll on memory.events saw the notification"),
+            true,
+            e.notified == Some(true),
+        ));
+        out.push(Check::eq(
+            &format!("{t} bytes: the ledger at the event closes (unexplained pages)"),
+            0,
+            e.unexplained_pages,
+        ));
+    }
+    out
+}
+
+/// v1: each threshold signalled once each way, after the crossing, within a check interval.
+fn checks_v1(r: &Results) -> Vec<Check> {
     let mut out = Vec::new();
     let bound = r.events_target + r.params.step_pages;
     for &t in &r.params.thresholds {
@@ -344,6 +448,9 @@ fn checks(r: &Results) -> Vec<Check> {
 }
 
 fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
+    if r.mechanism == Mechanism::V2High {
+        return verdict_v2(r, checks);
+    }
     let mut summary = format!(
         "{} threshold(s) on memory.usage_in_bytes, anon grown to {} pages and freed, {} page(s) \
          a step. The kernel compares its page_counter (moved by whole charge batches) and checks \
@@ -379,6 +486,60 @@ fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
     )
 }
 
+fn verdict_v2(r: &Results, checks: Vec<Check>) -> Verdict {
+    let page = r.page_size;
+    let mut summary = format!(
+        "{} threshold(s) as memory.high in turn, anon grown across each, {} page(s) a step (at \
+         most a batch less a page near it). The kernel compares memory.high with its \
+         page_counter only when a charge moved it (a whole batch{}), and raises a high event \
+         in memory.events on the task's way back to user space:\n",
+        r.params.thresholds.len(),
+        r.params.step_pages,
+        r.charge_batch
+            .map(|b| format!(" of {b} pages"))
+            .unwrap_or_default()
+    );
+    for e in &r.events {
+        let _ = writeln!(
+            summary,
+            "- {} bytes: memory.high {} pages; the step from {} to {} pages charged crossed it \
+             with {} pages held; {} high event(s){}, {}; memory.stat short of the usage by {} \
+             (stock {}, unflushed {}, lru_add {}, unexplained {}).",
+            e.threshold,
+            e.registered_bytes / page,
+            e.usage_before_bytes.map_or(0, |u| u / page),
+            e.usage_bytes / page,
+            e.pages_held,
+            e.signals,
+            e.step_ms
+                .map(|ms| format!(" in a step of {ms:.1} ms"))
+                .unwrap_or_default(),
+            if e.notified == Some(true) {
+                "notified to the poller"
+            } else {
+                "not notified"
+            },
+            e.gap_pages,
+            e.stock_pages,
+            e.unflushed_pages,
+            e.lru_add_pages,
+            e.unexplained_pages
+        );
+    }
+    if r.events.iter().any(|e| e.signals > 1) {
+        summary.push_str(
+            "More than one event in a step: the overage was worth a throttling penalty and \
+             reclaim freed nothing, so the kernel retried reclaim (an event each time) before \
+             sleeping (mem_cgroup_handle_over_high).\n",
+        );
+    }
+    Verdict::judged(
+        "memory.high fires when a charge batch takes the page_counter past it",
+        summary.trim_end().to_string(),
+        checks,
+    )
+}
+
 /// `run threshold` in the experiment registry.
 pub struct Threshold;
 
@@ -393,10 +554,14 @@ impl super::Experiment for Threshold {
 /// The text section of a threshold report.
 fn render(res: &Results) -> anyhow::Result<String> {
     let mut out = String::new();
+    let how = match res.mechanism {
+        Mechanism::V1Thresholds => "usage thresholds (v1 cgroup.event_control)",
+        Mechanism::V2High => "memory.high in turn (v2 memory.events)",
+    };
     let _ = writeln!(
         out,
-        "threshold: {:?} bytes above the workload's starting usage ({} pages), grow to {} bytes, \
-         {} page(s) a step, CPU {}",
+        "threshold: {how}, {:?} bytes above the workload's starting usage ({} pages), grow to \
+         {} bytes, {} page(s) a step, CPU {}",
         res.params.thresholds,
         res.baseline_bytes / res.page_size,
         res.params.grow_to,
@@ -436,77 +601,4 @@ fn render(res: &Results) -> anyhow::Result<String> {
         );
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params() -> Params {
-        Params {
-            thresholds: vec![1 << 20, 2 << 20],
-            grow_to: 4 << 20,
-            step_pages: 1,
-            cpu: 0,
-        }
-    }
-
-    #[test]
-    fn options_are_checked() {
-        assert!(validate(&params(), 4096).is_ok());
-        let bad = |f: &dyn Fn(&mut Params)| {
-            let mut p = params();
-            f(&mut p);
-            validate(&p, 4096).unwrap_err().to_string()
-        };
-        assert!(bad(&|p| p.thresholds.clear()).contains("--threshold"));
-        assert!(bad(&|p| p.thresholds = vec![2 << 20, 1 << 20]).contains("ascending"));
-        assert!(bad(&|p| p.grow_to = 2 << 20).contains("--grow-to"));
-        assert!(bad(&|p| p.step_pages = 0).contains("--step"));
-        assert!(bad(&|p| p.thresholds = vec![100]).contains("a page"));
-    }
-
-    #[test]
-    fn checks_want_one_signal_each_way_within_the_interval() {
-        let ev = |t: u64, dir: &str, held: u64, crossed: Option<u64>| Event {
-            threshold: t,
-            registered_bytes: t,
-            direction: dir.into(),
-            pages_held: held,
-            signals: 1,
-            usage_bytes: 0,
-            crossed_at_pages: crossed,
-            lag_pages: crossed.map(|c| held.abs_diff(c)),
-            gap_pages: 0,
-            stock_pages: 0,
-            unflushed_pages: 0,
-            lru_add_pages: 0,
-            clamped_pages: 0,
-            unexplained_pages: 0,
-        };
-        let mut r = Results {
-            params: Params {
-                thresholds: vec![1 << 20],
-                ..params()
-            },
-            page_size: 4096,
-            events_target: THRESHOLDS_EVENTS_TARGET,
-            events: vec![
-                ev(1 << 20, "up", 300, Some(200)),
-                ev(1 << 20, "down", 150, Some(190)),
-            ],
-            steps: 0,
-            baseline_bytes: 0,
-        };
-        assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
-        // Fired before the usage was past it, or too late, or twice: failures.
-        r.events[0].crossed_at_pages = None;
-        r.events[0].lag_pages = None;
-        assert!(!checks(&r).iter().all(|c| c.ok));
-        r.events[0] = ev(1 << 20, "up", 400, Some(200));
-        assert!(!checks(&r).iter().all(|c| c.ok));
-        r.events[0] = ev(1 << 20, "up", 300, Some(200));
-        r.events.push(ev(1 << 20, "down", 100, Some(190)));
-        assert!(!checks(&r).iter().all(|c| c.ok));
-    }
 }

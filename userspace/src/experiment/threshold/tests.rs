@@ -1,0 +1,138 @@
+//! Unit tests of the threshold options and checks.
+
+use super::*;
+
+fn params() -> Params {
+    Params {
+        thresholds: vec![1 << 20, 2 << 20],
+        grow_to: 4 << 20,
+        step_pages: 1,
+        cpu: 0,
+    }
+}
+
+#[test]
+fn options_are_checked() {
+    assert!(validate(&params(), 4096).is_ok());
+    let bad = |f: &dyn Fn(&mut Params)| {
+        let mut p = params();
+        f(&mut p);
+        validate(&p, 4096).unwrap_err().to_string()
+    };
+    assert!(bad(&|p| p.thresholds.clear()).contains("--threshold"));
+    assert!(bad(&|p| p.thresholds = vec![2 << 20, 1 << 20]).contains("ascending"));
+    assert!(bad(&|p| p.grow_to = 2 << 20).contains("--grow-to"));
+    assert!(bad(&|p| p.step_pages = 0).contains("--step"));
+    assert!(bad(&|p| p.thresholds = vec![100]).contains("a page"));
+}
+
+#[test]
+fn checks_want_one_signal_each_way_within_the_interval() {
+    let ev = |t: u64, dir: &str, held: u64, crossed: Option<u64>| Event {
+        threshold: t,
+        registered_bytes: t,
+        direction: dir.into(),
+        pages_held: held,
+        signals: 1,
+        usage_bytes: 0,
+        crossed_at_pages: crossed,
+        lag_pages: crossed.map(|c| held.abs_diff(c)),
+        gap_pages: 0,
+        stock_pages: 0,
+        unflushed_pages: 0,
+        lru_add_pages: 0,
+        clamped_pages: 0,
+        unexplained_pages: 0,
+        usage_before_bytes: None,
+        peak_before_bytes: None,
+        peak_bytes: None,
+        notified: None,
+        step_ms: None,
+    };
+    let mut r = Results {
+        params: Params {
+            thresholds: vec![1 << 20],
+            ..params()
+        },
+        page_size: 4096,
+        events_target: THRESHOLDS_EVENTS_TARGET,
+        events: vec![
+            ev(1 << 20, "up", 300, Some(200)),
+            ev(1 << 20, "down", 150, Some(190)),
+        ],
+        steps: 0,
+        baseline_bytes: 0,
+        mechanism: Mechanism::V1Thresholds,
+        charge_batch: None,
+    };
+    assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
+    // Fired before the usage was past it, or too late, or twice: failures.
+    r.events[0].crossed_at_pages = None;
+    r.events[0].lag_pages = None;
+    assert!(!checks(&r).iter().all(|c| c.ok));
+    r.events[0] = ev(1 << 20, "up", 400, Some(200));
+    assert!(!checks(&r).iter().all(|c| c.ok));
+    r.events[0] = ev(1 << 20, "up", 300, Some(200));
+    r.events.push(ev(1 << 20, "down", 100, Some(190)));
+    assert!(!checks(&r).iter().all(|c| c.ok));
+}
+
+#[test]
+fn v2_checks_want_the_crossing_step_one_batch_and_a_notification() {
+    let page = 4096;
+    let high = 1000 * page;
+    let ev = |before: u64, peak: u64, notified: bool| Event {
+        threshold: high,
+        registered_bytes: high,
+        direction: "up".into(),
+        pages_held: 0,
+        signals: 1,
+        usage_bytes: (before + 2) * page,
+        crossed_at_pages: Some(0),
+        lag_pages: Some(0),
+        gap_pages: 0,
+        stock_pages: 0,
+        unflushed_pages: 0,
+        lru_add_pages: 0,
+        clamped_pages: 0,
+        unexplained_pages: 0,
+        usage_before_bytes: Some(before * page),
+        peak_before_bytes: Some(before * page),
+        peak_bytes: Some(peak * page),
+        notified: Some(notified),
+        step_ms: Some(1.0),
+    };
+    let mut r = Results {
+        params: Params {
+            thresholds: vec![high],
+            ..params()
+        },
+        page_size: page,
+        events_target: THRESHOLDS_EVENTS_TARGET,
+        events: vec![ev(990, 1054, true)],
+        steps: 0,
+        baseline_bytes: 0,
+        mechanism: Mechanism::V2High,
+        charge_batch: Some(64),
+    };
+    assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
+    // Already above before the step (the event came late), not one batch in the step, not
+    // notified, or no event at all: failures. (The usage after may be back under memory.high:
+    // reclaim; the peak keeps the crossing.)
+    for bad in [
+        ev(1001, 1065, true),
+        ev(990, 1055, true),
+        ev(990, 999, true),
+        ev(990, 1054, false),
+    ] {
+        r.events = vec![bad];
+        assert!(!checks(&r).iter().all(|c| c.ok), "{:?}", r.events);
+    }
+    r.events.clear();
+    assert!(!checks(&r).iter().all(|c| c.ok));
+    // Older records (no mechanism) read as v1.
+    let mut v = serde_json::to_value(&r).unwrap();
+    v.as_object_mut().unwrap().remove("mechanism");
+    let old: Results = serde_json::from_value(v).unwrap();
+    assert_eq!(old.mechanism, Mechanism::V1Thresholds);
+}
