@@ -96,8 +96,9 @@ fn assert_exact(r: &Report, p: &Params) {
         assert_eq!(
             it.batches,
             need.div_ceil(integration_tests::charge_batch()),
-            "iteration {}",
-            it.index
+            "iteration {}:\n{}",
+            it.index,
+            memcg_drift::experiment::render_text(r)
         );
         assert_eq!(
             it.batch_pages,

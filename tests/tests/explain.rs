@@ -177,6 +177,8 @@ fn anon_window(n: i64) -> bool {
     let mut ex = Explainer::new(&hier, cg.clone())
         .unwrap()
         .without_stat_file();
+    // The spawn's deferred kernel frees uncharge through the stock: let them land first.
+    ex.wait_settled(Duration::from_secs(2)).unwrap();
     let r0 = report(&mut ex);
     closes(&r0, "before touching");
     w.touch(n as u64).unwrap();
@@ -355,6 +357,7 @@ fn freeing_on_another_cpu_closes() {
     let cg = run.child("x").unwrap();
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     let mut ex = Explainer::new(&hier, cg.clone()).unwrap();
+    ex.wait_settled(Duration::from_secs(2)).unwrap();
     w.touch(1000).unwrap();
     let r0 = report(&mut ex);
     closes(&r0, "after touching");
@@ -436,6 +439,7 @@ fn page_cache_then_dying_child_kept_by_it() {
     let file = dir.join("data");
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     let mut ex = Explainer::new(&hier, cg.clone()).unwrap();
+    ex.wait_settled(Duration::from_secs(2)).unwrap();
     let r0 = report(&mut ex);
     let pages = 300;
     assert_eq!(w.write_file(&file, pages * 4096).unwrap(), pages * 4096);
@@ -512,6 +516,7 @@ fn kernel_memory_of_hundreds_of_dentries_closes() {
     let dir = ShmDir::new("kmem");
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     let mut ex = Explainer::new(&hier, cg.clone()).unwrap();
+    ex.wait_settled(Duration::from_secs(2)).unwrap();
     let r0 = report(&mut ex);
     for i in 0..400 {
         w.write_file(&dir.join(&format!("f{i}")), 1).unwrap();
@@ -551,6 +556,8 @@ fn explain_agrees_with_cgroupfs() {
     let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
     w.touch(500).unwrap();
     let mut ex = Explainer::new(&hier, cg.clone()).unwrap();
+    // The spawn's kernel objects freed after a grace period uncharge meanwhile: wait for them.
+    ex.wait_settled(Duration::from_secs(2)).unwrap();
     let before = cg.usage_bytes().unwrap().unwrap();
     let r = report(&mut ex);
     let after = cg.usage_bytes().unwrap().unwrap();

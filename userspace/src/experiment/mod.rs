@@ -213,6 +213,19 @@ impl Session {
         Ok(cg)
     }
 
+    /// Re-bases the charge inference of `cg` on its page_counter now, before a phase: what
+    /// moved it since its last stat event with no stat event after (a stock drained by a
+    /// workqueue, kernel objects freed between phases) would otherwise be counted at the next
+    /// phase's first stat event, as if that phase had done it.
+    pub fn rebase_inference(&mut self, cg: &MemCgroup) -> anyhow::Result<()> {
+        if let Some(c) = &mut self.charge
+            && let Some(bytes) = cg.usage_bytes()?
+        {
+            c.seed_usage(cg.id(), bytes / self.page_size)?;
+        }
+        Ok(())
+    }
+
     /// The cgroup version.
     pub fn version(&self) -> CgroupVersion {
         self.hier.version

@@ -331,6 +331,41 @@ impl Explainer {
         self
     }
 
+    /// Waits until the target's charges stop moving: reports 10 ms apart until three in a row
+    /// agree on the charged usage, every CPU's stock and MEMCG_KMEM, at most `max`. A process
+    /// just started in the cgroup leaves kernel objects that are freed after an RCU grace
+    /// period (the pre-exec image's page tables among them), each free uncharging through a
+    /// CPU's stock: an experiment that predicts the stock from its own charges waits for them
+    /// first. Returns whether it settled.
+    pub fn wait_settled(&mut self, max: Duration) -> anyhow::Result<bool> {
+        let key = |r: &ExplainReport| {
+            let stock = r
+                .terms
+                .iter()
+                .find(|t| t.term == "stock")
+                .map(|t| t.per_cpu.clone());
+            let kmem = r
+                .stat_book
+                .iter()
+                .find(|x| x.item == "MEMCG_KMEM")
+                .map(|x| x.exact_bytes);
+            (r.charge.usage_pages, stock, kmem)
+        };
+        let start = std::time::Instant::now();
+        let mut last = key(&self.report()?);
+        let mut same = 0;
+        while same < 2 {
+            if start.elapsed() >= max {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            let next = key(&self.report()?);
+            same = if next == last { same + 1 } else { 0 };
+            last = next;
+        }
+        Ok(true)
+    }
+
     /// One report.
     pub fn report(&mut self) -> anyhow::Result<ExplainReport> {
         Ok(self.report_with_items(&[])?.0)

@@ -238,6 +238,9 @@ fn root_usage(hier: &MemoryHierarchy) -> Option<u64> {
     MemCgroup::root(hier).ok()?.usage_bytes().ok().flatten()
 }
 
+/// Longest wait for an iteration's cgroup to settle before its touch.
+const SETTLE_MAX: Duration = Duration::from_secs(1);
+
 /// Runs the experiment.
 pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
     let online = super::online_cpus();
@@ -284,6 +287,13 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
             pins.push(f);
         }
         let mut ex = Explainer::new(hier, cg.clone())?.without_stat_file();
+        // The workload's start still has kernel objects to free (after an RCU grace period),
+        // each uncharging through the stock: wait for them, or they land in the touch and move
+        // the stock the checks predict (the checks judge what follows either way).
+        ex.wait_settled(SETTLE_MAX)?;
+        // A drain of the stock meanwhile (another iteration's rmdir drains whole CPU stocks)
+        // moved the page_counter with no stat event: not the touch's doing.
+        s.rebase_inference(&cg)?;
         let pre = Snap::take(&mut ex)?;
         s.phase(format!("{name} touch"), |_| Ok(w.touch(touch_pages)?))?;
         let mid = Snap::take(&mut ex)?;
