@@ -27,16 +27,9 @@ fn v1() -> bool {
     detect_layout().unwrap().memory.unwrap().version == CgroupVersion::V1
 }
 
-#[test]
-fn thresholds_fire_once_each_way_within_a_check_interval() {
-    if !require_kernel("thresholds_fire_once_each_way_within_a_check_interval") {
-        return;
-    }
-    let _serial = serial();
-    if !v1() {
-        // v2: the test below.
-        return;
-    }
+/// `run threshold --threshold 1M,2M --grow-to 3M`: its JSON, and its record rendered again
+/// as text.
+fn run_1m_2m() -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("threshold.json");
     let doc = integration_tests::run_report(&[
@@ -50,8 +43,20 @@ fn thresholds_fire_once_each_way_within_a_check_interval() {
         "--record",
         record.to_str().unwrap(),
     ]);
-    // The record renders again as text.
-    let text = integration_tests::report_text(&record);
+    (doc, integration_tests::report_text(&record))
+}
+
+#[test]
+fn thresholds_fire_once_each_way_within_a_check_interval() {
+    if !require_kernel("thresholds_fire_once_each_way_within_a_check_interval") {
+        return;
+    }
+    let _serial = serial();
+    if !v1() {
+        // v2: the test below.
+        return;
+    }
+    let (doc, text) = run_1m_2m();
     for want in [
         "THRESHOLD",
         "LAG",
@@ -122,20 +127,7 @@ fn memory_high_fires_in_the_step_whose_batch_crosses_it() {
         // v1: the test above.
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("threshold.json");
-    let doc = integration_tests::run_report(&[
-        "run",
-        "threshold",
-        "--threshold",
-        "1M,2M",
-        "--grow-to",
-        "3M",
-        "--json",
-        "--record",
-        record.to_str().unwrap(),
-    ]);
-    let text = integration_tests::report_text(&record);
+    let (doc, text) = run_1m_2m();
     for want in [
         "memory.high in turn",
         "ledger at the high event of 1048576 bytes",

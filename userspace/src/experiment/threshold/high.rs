@@ -188,13 +188,5 @@ pub(super) fn run(
         mechanism: Mechanism::V2High,
         charge_batch: batch,
     };
-    let checks = super::checks(&results);
-    let verdict = super::verdict(&results, checks);
-    s.finish(
-        serde_json::to_value(&p)?,
-        serde_json::to_value(&results)?,
-        ledgers,
-        Vec::new(),
-        verdict,
-    )
+    super::finish(s, results, ledgers)
 }

@@ -39,7 +39,7 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Common, LedgerAt, Report, Verdict};
+use super::{Check, Common, LedgerAt, Report, Session, Verdict};
 use crate::{
     cgroup::{CgroupVersion, MemoryHierarchy},
     explain::Explainer,
@@ -331,10 +331,15 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         mechanism: Mechanism::V1Thresholds,
         charge_batch: None,
     };
+    finish(s, results, ledgers)
+}
+
+/// Judges the results and ends the run (either mechanism).
+fn finish(s: Session, results: Results, ledgers: Vec<LedgerAt>) -> anyhow::Result<Report> {
     let checks = checks(&results);
     let verdict = verdict(&results, checks);
     s.finish(
-        serde_json::to_value(&p)?,
+        serde_json::to_value(&results.params)?,
         serde_json::to_value(&results)?,
         ledgers,
         Vec::new(),
