@@ -127,7 +127,9 @@ impl Residues {
                     "memcg #{i} changed (counters or flushed statistics)"
                 ));
             }
-            if o.err & residue_err::GONE != 0 {
+            // Gone at the open or by the close: freed during the read, its per-CPU reads
+            // followed a pointer out of freed memory and are not its statistics.
+            if (o.err | c.err) & residue_err::GONE != 0 {
                 memcgs.push(MemcgResidue {
                     gone: true,
                     ..Default::default()

@@ -317,6 +317,13 @@ fn decode_judges_consistency_and_the_percpu_route() {
         gone.open[0].err = residue_err::GONE;
         gone.close[0].err = residue_err::GONE;
         assert!(Residues::decode(&gone, &l).memcgs[0].gone);
+        // Freed during the read (gone by the close only): gone too, its reads discarded.
+        let mut freed = raw.clone();
+        freed.close[0].err = residue_err::GONE;
+        freed.pcpu[0][0].state[0] = i64::MAX / 3;
+        let r = Residues::decode(&freed, &l);
+        assert!(r.memcgs[0].gone && r.memcgs[0].cpu_delta.is_empty());
+        assert!(r.consistent.is_err());
         // No static route in the layout.
         l.percpu = Err("none".into());
         let r = Residues::decode(&raw, &l);
