@@ -17,7 +17,7 @@ use crate::{
     ledger::{
         self, Bound, Context, Dying, Gap, Ledger, Missing, ObjStockDetail, SwapBook, Term, Unit,
     },
-    residue::{self, Pooled, ResidueReader, Tree},
+    residue::{self, ResidueReader, Tree},
     workload::batch::{BatchError, ChargeBatch, charge_batch},
 };
 
@@ -239,7 +239,7 @@ fn online_cpus() -> usize {
 
 /// Everything one `explain` session keeps between reports.
 pub struct Explainer {
-    reader: Pooled,
+    reader: ResidueReader,
     target: MemCgroup,
     root_id: u64,
     ids: Vec<u64>,
@@ -261,7 +261,7 @@ impl std::fmt::Debug for Explainer {
 impl Explainer {
     /// Resolves the layout and loads the reader for `target`.
     pub fn new(hier: &MemoryHierarchy, target: MemCgroup) -> anyhow::Result<Self> {
-        let reader = Pooled::take(START_CAPACITY)?;
+        let reader = ResidueReader::open(START_CAPACITY)?;
         let page_size =
             nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
         let root = &target.hierarchy().root;
@@ -296,7 +296,7 @@ impl Explainer {
     fn walk(&mut self) -> anyhow::Result<Tree> {
         let limit = probes_common::RES_MAX_MEMCGS as usize;
         let layout = self.reader_layout();
-        let tree = residue::walk(&mut *self.reader, &layout, self.root_id, &self.ids, limit)
+        let tree = residue::walk(&mut self.reader, &layout, self.root_id, &self.ids, limit)
             .map_err(|e| {
                 anyhow::anyhow!(
                     "{}: cannot find its memcg: {e}",
@@ -305,7 +305,7 @@ impl Explainer {
             })?;
         if tree.nodes.len() > self.reader.capacity() {
             let want = (tree.nodes.len() * 3 / 2).min(limit);
-            self.reader = Pooled::new(ResidueReader::load(layout, want)?);
+            self.reader = ResidueReader::load(layout, want)?;
         }
         Ok(tree)
     }

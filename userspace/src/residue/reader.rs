@@ -88,77 +88,6 @@ pub fn describe_err(bits: u32) -> String {
     }
 }
 
-/// Readers loaded by this process and held by nobody now, for the next [`Pooled::take`]:
-/// an experiment explains many cgroups, and each new reader would resolve the layout and load
-/// and verify the programs again (about 30 ms here).
-static IDLE: std::sync::Mutex<Vec<ResidueReader>> = std::sync::Mutex::new(Vec::new());
-
-/// Readers this process has loaded (each one a load of the object).
-static LOADED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// How many readers this process has loaded so far.
-pub fn readers_loaded() -> usize {
-    LOADED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Idle readers kept at most (a reader reloaded bigger leaves the smaller one behind).
-const MAX_IDLE: usize = 2;
-
-fn idle() -> std::sync::MutexGuard<'static, Vec<ResidueReader>> {
-    IDLE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A reader on loan from this process's idle readers, given back when dropped.
-pub struct Pooled(Option<ResidueReader>);
-
-impl Pooled {
-    /// An idle reader of at least `capacity` memcgs, or a new one.
-    pub fn take(capacity: usize) -> Result<Self, ResidueError> {
-        let reused = {
-            let mut idle = idle();
-            let at = idle.iter().position(|r| r.capacity >= capacity);
-            at.map(|i| idle.swap_remove(i))
-        };
-        match reused {
-            Some(r) => Ok(Self(Some(r))),
-            None => Ok(Self(Some(ResidueReader::open(capacity)?))),
-        }
-    }
-
-    /// Wraps a reader loaded by the caller (given back like the others).
-    pub fn new(r: ResidueReader) -> Self {
-        Self(Some(r))
-    }
-}
-
-impl std::ops::Deref for Pooled {
-    type Target = ResidueReader;
-    fn deref(&self) -> &ResidueReader {
-        self.0
-            .as_ref()
-            .expect("a pooled reader is present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for Pooled {
-    fn deref_mut(&mut self) -> &mut ResidueReader {
-        self.0
-            .as_mut()
-            .expect("a pooled reader is present until dropped")
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some(r) = self.0.take() {
-            let mut idle = idle();
-            if idle.len() < MAX_IDLE {
-                idle.push(r);
-            }
-        }
-    }
-}
-
 /// The loaded residue programs.
 pub struct ResidueReader {
     ebpf: Ebpf,
@@ -251,7 +180,6 @@ impl ResidueReader {
         capacity: usize,
     ) -> Result<Self, ResidueError> {
         let obj = crate::attach::object().map_err(|e| ResidueError::Load(e.to_string()))?;
-        LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nr_cpus = possible_cpus().map_err(ResidueError::Load)?;
         if nr_cpus > RES_MAX_CPUS as usize {
             return Err(ResidueError::Load(format!(

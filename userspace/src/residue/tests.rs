@@ -331,19 +331,3 @@ fn decode_judges_consistency_and_the_percpu_route() {
         assert!(r.cpus.is_empty());
     }
 }
-
-/// A reader given back is the next one taken: an experiment that explains many cgroups loads
-/// the object once.
-#[test]
-fn a_dropped_reader_is_taken_again() {
-    if crate::cgroup::test_support::root_hierarchy("a_dropped_reader_is_taken_again").is_none() {
-        return;
-    }
-    let a = Pooled::take(1).unwrap();
-    let loads = readers_loaded();
-    assert!(loads >= 1);
-    drop(a);
-    let b = Pooled::take(1).unwrap();
-    assert_eq!(readers_loaded(), loads, "the idle reader was not reused");
-    drop(b);
-}
