@@ -97,7 +97,10 @@ pub(super) fn run(
     let mut w = s.phase("start in t", |_| Ok(Workload::spawn(&bin, &t, p.cpu)?))?;
     let baseline = t.usage_bytes()?.unwrap_or(0);
     let mut ex = Explainer::new(hier, t.clone())?;
-    let batch = ex.report()?.charge_batch.map(|b| b.pages);
+    // Measured once per process; what the ledgers report beside it.
+    let batch = crate::workload::batch::charge_batch(hier)
+        .ok()
+        .map(|b| b.pages);
     let mut counts = EventsFile::open(&t)?;
     let mut events: Vec<Event> = Vec::new();
     let mut ledgers = Vec::new();
@@ -153,17 +156,12 @@ pub(super) fn run(
                     usage_bytes: u1,
                     crossed_at_pages: crossed,
                     lag_pages: crossed.map(|c| held - c),
-                    gap_pages: r.gap.pages,
-                    stock_pages: r.gap.stock_pages,
-                    unflushed_pages: r.gap.unflushed_pages,
-                    lru_add_pages: r.gap.lru_add_pages,
-                    clamped_pages: r.gap.clamped_pages,
-                    unexplained_pages: r.unexplained_pages,
                     usage_before_bytes: Some(u0),
                     peak_before_bytes: Some(peak0),
                     peak_bytes: Some(peak1),
                     notified: Some(notified),
                     step_ms: Some(step_ms),
+                    ..Event::ledger_at(&r)
                 }));
             }
             Ok(None)

@@ -107,7 +107,7 @@ pub enum Mechanism {
 
 /// One signal of a threshold's eventfd (v1), or the first `high` events of a `memory.high`
 /// (v2).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// The threshold, bytes above the usage the workload started with.
     pub threshold: u64,
@@ -152,6 +152,22 @@ pub struct Event {
     /// v2: how long the step with the event took, ms (the kernel's throttling sleeps in it).
     #[serde(default)]
     pub step_ms: Option<f64>,
+}
+
+impl Event {
+    /// The fields the `explain` ledger taken at the event gives (what memory.stat is short of
+    /// the usage by, and why); the rest default, for the caller to fill.
+    fn ledger_at(r: &crate::explain::ExplainReport) -> Event {
+        Event {
+            gap_pages: r.gap.pages,
+            stock_pages: r.gap.stock_pages,
+            unflushed_pages: r.gap.unflushed_pages,
+            lru_add_pages: r.gap.lru_add_pages,
+            clamped_pages: r.gap.clamped_pages,
+            unexplained_pages: r.unexplained_pages,
+            ..Event::default()
+        }
+    }
 }
 
 /// The results section.
@@ -276,17 +292,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
                 usage_bytes: u,
                 crossed_at_pages: crossed[k],
                 lag_pages: lag,
-                gap_pages: r.gap.pages,
-                stock_pages: r.gap.stock_pages,
-                unflushed_pages: r.gap.unflushed_pages,
-                lru_add_pages: r.gap.lru_add_pages,
-                clamped_pages: r.gap.clamped_pages,
-                unexplained_pages: r.unexplained_pages,
-                usage_before_bytes: None,
-                peak_before_bytes: None,
-                peak_bytes: None,
-                notified: None,
-                step_ms: None,
+                ..Event::ledger_at(&r)
             });
         }
         Ok(())
