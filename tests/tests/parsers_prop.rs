@@ -39,7 +39,7 @@ proptest! {
     #[test]
     fn sizes_never_panic(s in texty()) {
         if let Err(e) = parse_size(&s) {
-            prop_assert!(one_line(&e), "{e}");
+            prop_assert!(one_line(&e.to_string()), "{e}");
         }
     }
 
@@ -65,7 +65,7 @@ proptest! {
     fn durations_never_panic(s in texty()) {
         match parse_duration(&s) {
             Ok(d) => prop_assert!(!d.is_zero()),
-            Err(e) => prop_assert!(one_line(&e), "{e}"),
+            Err(e) => prop_assert!(one_line(&e.to_string()), "{e}"),
         }
     }
 
@@ -79,7 +79,7 @@ proptest! {
     fn cpu_lists_never_panic(s in texty()) {
         match parse_cpu_list(&s) {
             Ok(v) => prop_assert!(v.windows(2).all(|w| w[0] < w[1])),
-            Err(e) => prop_assert!(one_line(&e), "{e}"),
+            Err(e) => prop_assert!(one_line(&e.to_string()), "{e}"),
         }
     }
 
@@ -188,9 +188,9 @@ proptest! {
 fn errors_escape_control_characters() {
     for bad in ["a \n", "_ \na \n", "1\u{1b}[2J"] {
         let errs = [
-            parse_size(bad).unwrap_err(),
-            parse_duration(bad).unwrap_err(),
-            parse_cpu_list(bad).unwrap_err(),
+            parse_size(bad).unwrap_err().to_string(),
+            parse_duration(bad).unwrap_err().to_string(),
+            parse_cpu_list(bad).unwrap_err().to_string(),
         ];
         for e in errs {
             assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");

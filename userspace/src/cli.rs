@@ -439,7 +439,7 @@ pub enum CpuChoice {
     List(Vec<usize>),
 }
 
-fn parse_cpus(s: &str) -> Result<CpuChoice, String> {
+fn parse_cpus(s: &str) -> Result<CpuChoice, crate::units::UnitsError> {
     if s == "all" {
         return Ok(CpuChoice::All);
     }
