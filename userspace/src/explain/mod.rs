@@ -505,14 +505,14 @@ impl Explainer {
             snapshot: SnapshotInfo {
                 attempts: taken.attempts,
                 consistent: r.consistent.is_ok(),
-                moved: r.consistent.clone().err(),
+                moved: r.consistent.as_ref().err().map(|e| e.to_string()),
                 memcgs: tree.nodes.len(),
                 live_descendants: led.members.1,
                 dying_descendants: led.members.2,
                 freed_during_read: led.members.3,
                 left_out: tree.left_out,
                 cpus: self.reader.nr_cpus(),
-                static_percpu_error: r.static_percpu.clone().err(),
+                static_percpu_error: r.static_percpu.as_ref().err().map(|e| e.to_string()),
                 flush_mark: r.memcgs.first().map_or(0, |m| m.flush_mark),
             },
         }

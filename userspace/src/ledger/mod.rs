@@ -159,9 +159,13 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
             batch_per_node = per_node;
             terms.push(t);
         }
-        (Err(e), _) | (_, Err(e)) => missing.push(Missing {
+        (Err(e), _) => missing.push(Missing {
             term: "lru_add".into(),
-            reason: e.clone(),
+            reason: e.to_string(),
+        }),
+        (_, Err(e)) => missing.push(Missing {
+            term: "lru_add".into(),
+            reason: e.to_string(),
         }),
     }
     let mut extra = vec![("kmem", "MEMCG_KMEM")];
@@ -199,9 +203,13 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
             stock_slots_per_node = slots;
             terms.push(t);
         }
-        (Err(e), _) | (_, Err(e)) => missing.push(Missing {
+        (Err(e), _) => missing.push(Missing {
             term: "stock".into(),
-            reason: e.clone(),
+            reason: e.to_string(),
+        }),
+        (_, Err(e)) => missing.push(Missing {
+            term: "stock".into(),
+            reason: e.to_string(),
         }),
     }
     if ctx.is_root
@@ -380,7 +388,7 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
     let count = |c: Class| calc.class.iter().filter(|x| **x == c).count();
     let (swap, swap_not_read) = match swap_book(&calc, r.memcgs.first(), usage_pages, ctx) {
         Ok(b) => (Some(b), None),
-        Err(why) => (None, Some(why)),
+        Err(why) => (None, Some(why.to_string())),
     };
     Ledger {
         usage_pages,
@@ -408,31 +416,44 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
     }
 }
 
+/// Why there is no swap book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SwapNotRead {
+    /// The root's swap is not charged to a counter.
+    #[error(
+        "the root's swap entries are not charged to a counter (mem_cgroup_is_root in \
+         __mem_cgroup_try_charge_swap and memcg1_swapout)"
+    )]
+    Root,
+    /// The residue reader did not read the swap counter.
+    #[error("the swap counter was not read")]
+    NoCounter,
+    /// No statistic slot for `MEMCG_SWAP`.
+    #[error("MEMCG_SWAP has no memcg statistic slot on this kernel")]
+    NoSlot,
+}
+
 /// The swap book of X (`x`, whose memory usage is `usage_pages`).
 fn swap_book(
     calc: &Calc<'_>,
     x: Option<&MemcgResidue>,
     usage_pages: i64,
     ctx: &Context,
-) -> Result<SwapBook, String> {
+) -> Result<SwapBook, SwapNotRead> {
     if ctx.is_root {
-        return Err(
-            "the root's swap entries are not charged to a counter (mem_cgroup_is_root \
-                    in __mem_cgroup_try_charge_swap and memcg1_swapout)"
-                .into(),
-        );
+        return Err(SwapNotRead::Root);
     }
     let counter = x
         .and_then(|m| m.swap)
         .map(|pages| pages as i64)
-        .ok_or("the swap counter was not read")?;
+        .ok_or(SwapNotRead::NoCounter)?;
     let (name, usage) = match ctx.version {
         CgroupVersion::V2 => ("swap", counter),
         CgroupVersion::V1 => ("memsw - memory", counter - usage_pages),
     };
     let entries = calc
         .stat_term("swap", "MEMCG_SWAP")
-        .ok_or("MEMCG_SWAP has no memcg statistic slot on this kernel")?;
+        .ok_or(SwapNotRead::NoSlot)?;
     Ok(SwapBook {
         counter: name.into(),
         usage_pages: usage,

@@ -318,7 +318,11 @@ fn unreadable_static_percpu_names_the_missing_terms() {
     for g in Gen::ALL {
         let l = layout(g);
         let (tree, mut r) = scenario(&l);
-        r.static_percpu = Err("per-CPU route check failed".into());
+        r.static_percpu = Err(crate::residue::StaticPercpuError::RouteCheck {
+            cpu: 1,
+            this_cpu_off: 0x1000,
+            base: 0x2000,
+        });
         r.cpus.clear();
         let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
         let names: Vec<&str> = led.missing.iter().map(|m| m.term.as_str()).collect();

@@ -104,10 +104,77 @@ pub struct Residues {
     pub cpus: Vec<CpuResidue>,
     /// `Ok` or what moved between the snapshot's open and close.
     #[serde(skip)]
-    pub consistent: Result<(), String>,
+    pub consistent: Result<(), Moved>,
     /// `Ok` or why the static per-CPU data (stocks, batches) cannot be trusted.
     #[serde(skip)]
-    pub static_percpu: Result<(), String>,
+    pub static_percpu: Result<(), StaticPercpuError>,
+}
+
+/// What moved between a snapshot's open and close (the first thing found).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Moved {
+    /// A memcg's frame differs.
+    #[error("memcg #{0} changed (counters or flushed statistics)")]
+    Memcg(usize),
+    /// A part of a CPU's static per-CPU data that matters to the subtree.
+    #[error("CPU {cpu}'s {what} changed")]
+    CpuPart {
+        /// The CPU.
+        cpu: usize,
+        /// What changed ("charge stock of the subtree", ...).
+        what: &'static str,
+    },
+    /// A CPU's lru_add batch could not be decoded.
+    #[error("CPU {cpu}: {err}")]
+    Batch {
+        /// The CPU.
+        cpu: usize,
+        /// Why.
+        err: BatchError,
+    },
+}
+
+/// Why a CPU's lru_add batch could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Fewer folio details read than the batch holds.
+    #[error("batch folio {0} not read")]
+    NotRead(usize),
+    /// The folio read is not the one in the batch slot any more.
+    #[error("lru_add batch slot {0} changed")]
+    SlotChanged(usize),
+    /// Reading the folio failed.
+    #[error("batch folio {slot}: {}", describe_err(*bits))]
+    Folio {
+        /// The batch slot.
+        slot: usize,
+        /// [`residue_err`] bits.
+        bits: u32,
+    },
+}
+
+/// Why the static per-CPU data (stocks, batches) of a snapshot cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StaticPercpuError {
+    /// The layout has no route to it.
+    #[error(transparent)]
+    Layout(#[from] crate::kernel::layout::PartError),
+    /// A CPU's offset was not found.
+    #[error("no per-CPU offset for CPU {0}")]
+    NoOffset(usize),
+    /// The route's cross-check failed.
+    #[error(
+        "per-CPU route check failed on CPU {cpu}: this_cpu_off {this_cpu_off:#x} != offset \
+         {base:#x}"
+    )]
+    RouteCheck {
+        /// The CPU.
+        cpu: usize,
+        /// `this_cpu_off` read in the CPU's static area.
+        this_cpu_off: u64,
+        /// The offset the route gave.
+        base: u64,
+    },
 }
 
 impl Residues {
@@ -115,7 +182,7 @@ impl Residues {
     pub fn decode(raw: &RawSnapshot, l: &ResidueLayout) -> Residues {
         let nslots = l.stats.index.len;
         let mut consistent = Ok(());
-        let mut moved = |what: String| {
+        let mut moved = |what: Moved| {
             if consistent.is_ok() {
                 consistent = Err(what);
             }
@@ -123,9 +190,7 @@ impl Residues {
         let mut memcgs = Vec::new();
         for (i, (o, c)) in raw.open.iter().zip(&raw.close).enumerate() {
             if o != c {
-                moved(format!(
-                    "memcg #{i} changed (counters or flushed statistics)"
-                ));
+                moved(Moved::Memcg(i));
             }
             // Gone at the open or by the close: freed during the read, its per-CPU reads
             // followed a pointer out of freed memory and are not its statistics.
@@ -176,32 +241,36 @@ impl Residues {
             .map(|f| f.memcg)
             .filter(|&m| m != 0)
             .collect();
-        let mut static_percpu = l.percpu.clone().map(|_| ());
+        let mut static_percpu = l
+            .percpu
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| StaticPercpuError::Layout(e.clone()));
         let mut cpus = Vec::new();
         if static_percpu.is_ok() {
             for (cpu, (o, c)) in raw.cpu_open.iter().zip(&raw.cpu_close).enumerate() {
                 if o.err & residue_err::PERCPU != 0 || o.base == 0 {
-                    static_percpu = Err(format!("no per-CPU offset for CPU {cpu}"));
+                    static_percpu = Err(StaticPercpuError::NoOffset(cpu));
                     break;
                 }
                 // The route's cross-check: `this_cpu_off` inside CPU c's static area is c's
                 // own offset (arch/x86 setup_per_cpu_areas). Anything else means the area was
                 // located wrongly, and no stock or batch read can be trusted.
                 if o.this_cpu_off != o.base {
-                    static_percpu = Err(format!(
-                        "per-CPU route check failed on CPU {cpu}: this_cpu_off {:#x} != offset \
-                         {:#x}",
-                        o.this_cpu_off, o.base
-                    ));
+                    static_percpu = Err(StaticPercpuError::RouteCheck {
+                        cpu,
+                        this_cpu_off: o.this_cpu_off,
+                        base: o.base,
+                    });
                     break;
                 }
                 if let Some(what) = cpu_moved(o, c, &ours, l) {
-                    moved(format!("CPU {cpu}'s {what} changed"));
+                    moved(Moved::CpuPart { cpu, what });
                 }
                 let folios = raw.folios.get(cpu).map(Vec::as_slice).unwrap_or(&[]);
                 match decode_cpu(o, folios, l) {
                     Ok(r) => cpus.push(r),
-                    Err(e) => moved(format!("CPU {cpu}: {e}")),
+                    Err(err) => moved(Moved::Batch { cpu, err }),
                 }
             }
         }
@@ -295,7 +364,11 @@ fn decode_stock(o: &CpuFrame, l: &ResidueLayout) -> Vec<StockSlot> {
     out
 }
 
-fn decode_cpu(o: &CpuFrame, folios: &[FolioInfo], l: &ResidueLayout) -> Result<CpuResidue, String> {
+fn decode_cpu(
+    o: &CpuFrame,
+    folios: &[FolioInfo],
+    l: &ResidueLayout,
+) -> Result<CpuResidue, BatchError> {
     let mut r = CpuResidue {
         stock: decode_stock(o, l),
         ..Default::default()
@@ -321,13 +394,16 @@ fn decode_cpu(o: &CpuFrame, folios: &[FolioInfo], l: &ResidueLayout) -> Result<C
             let ptr = le_u64(&b, bl.folios as usize + 8 * j);
             let f = folios
                 .get(j)
-                .ok_or_else(|| format!("batch folio {j} not read"))?;
+                .ok_or(BatchError::NotRead(j))?;
             // The folio details were read after the frame: the same folio must sit there.
             if f.folio != ptr {
-                return Err(format!("lru_add batch slot {j} changed"));
+                return Err(BatchError::SlotChanged(j));
             }
             if f.err != 0 {
-                return Err(format!("batch folio {j}: {}", describe_err(f.err as u32)));
+                return Err(BatchError::Folio {
+                    slot: j,
+                    bits: f.err as u32,
+                });
             }
             let large = f.flags & (1u64 << bl.pg_head) != 0;
             let pages = if large {

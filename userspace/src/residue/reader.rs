@@ -148,8 +148,19 @@ fn load_programs(ebpf: &mut Ebpf) -> Result<(), ResidueError> {
 }
 
 /// Possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU data exists for each.
-pub fn possible_cpus() -> Result<usize, String> {
-    aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))
+pub fn possible_cpus() -> Result<usize, PossibleCpusError> {
+    aya::util::nr_cpus().map_err(|(what, err)| PossibleCpusError { what, err })
+}
+
+/// The possible CPUs could not be read. The I/O error is part of the one-line message (it is
+/// not also the `source`, so an anyhow chain does not print it twice).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {err}")]
+pub struct PossibleCpusError {
+    /// What was read (aya names the file).
+    pub what: &'static str,
+    /// The I/O error.
+    pub err: std::io::Error,
 }
 
 impl ResidueReader {
@@ -180,7 +191,7 @@ impl ResidueReader {
         capacity: usize,
     ) -> Result<Self, ResidueError> {
         let obj = crate::attach::object().map_err(|e| ResidueError::Load(e.to_string()))?;
-        let nr_cpus = possible_cpus().map_err(ResidueError::Load)?;
+        let nr_cpus = possible_cpus().map_err(|e| ResidueError::Load(e.to_string()))?;
         if nr_cpus > RES_MAX_CPUS as usize {
             return Err(ResidueError::Load(format!(
                 "{nr_cpus} possible CPUs, more than the {RES_MAX_CPUS} the reader supports"
@@ -275,18 +286,18 @@ impl ResidueReader {
             })
     }
 
-    fn peek_raw(&mut self, addr: u64, len: usize, current: bool) -> Result<Vec<u8>, String> {
+    fn peek_raw(&mut self, addr: u64, len: usize, current: bool) -> Result<Vec<u8>, PeekError> {
         if len == 0 || len > RES_PEEK_BYTES {
-            return Err(format!("peek of {len} bytes"));
+            return Err(PeekError::Length(len));
         }
         self.run("residue_peek", &[addr, len as u64, u64::from(current)])
             .map_err(|e| match e {
                 ResidueError::Program { bits, .. } if bits & residue_err::READ != 0 => {
-                    format!("kernel address {addr:#x} unreadable")
+                    PeekError::Unreadable(addr)
                 }
-                e => e.to_string(),
+                e => PeekError::Reader(e),
             })?;
-        let buf: PeekBuf = self.get(MAP_RES_PEEK, 0).map_err(|e| e.to_string())?;
+        let buf: PeekBuf = self.get(MAP_RES_PEEK, 0)?;
         let mut bytes = words_to_bytes(&buf.data);
         bytes.truncate(len);
         Ok(bytes)
@@ -416,10 +427,10 @@ impl ResidueReader {
 }
 
 impl KernelMem for ResidueReader {
-    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, PeekError> {
         self.peek_raw(addr, len, false)
     }
-    fn read_current(&mut self, off: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn read_current(&mut self, off: u64, len: usize) -> Result<Vec<u8>, PeekError> {
         self.peek_raw(off, len, true)
     }
 }

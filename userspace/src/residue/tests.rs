@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::kernel::{
-    layout::ResidueLayout,
+    layout::{Lack, PartError, ResidueLayout},
     testkernels::{Gen, layout},
 };
 
@@ -29,7 +29,7 @@ impl FakeMem {
 }
 
 impl KernelMem for FakeMem {
-    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, PeekError> {
         let mut out = Vec::new();
         let start = addr & !7;
         let mut a = start;
@@ -40,7 +40,7 @@ impl KernelMem for FakeMem {
         let skip = (addr - start) as usize;
         Ok(out[skip..skip + len].to_vec())
     }
-    fn read_current(&mut self, off: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn read_current(&mut self, off: u64, len: usize) -> Result<Vec<u8>, PeekError> {
         let c = self.current;
         self.read(c + off, len)
     }
@@ -141,7 +141,7 @@ fn walk_finds_target_by_path_ids_and_lists_dying_descendants() {
         assert_eq!(t.nodes[0].name, "memcg-drift");
         // A path that does not exist.
         let e = walk(&mut m, &l, 1, &[60, 99], 100).unwrap_err();
-        assert!(e.contains("cgroup id 99"), "{e}");
+        assert!(e.to_string().contains("cgroup id 99"), "{e}");
     }
 }
 
@@ -253,7 +253,7 @@ fn decode_judges_consistency_and_the_percpu_route() {
         let mut moved = raw.clone();
         moved.close[0].state[0] = 13;
         let r = Residues::decode(&moved, &l);
-        assert!(r.consistent.unwrap_err().contains("memcg #0"));
+        assert!(r.consistent.unwrap_err().to_string().contains("memcg #0"));
         // Another memcg's stock slot or object stock moving: still consistent (they are not
         // in the books); the subtree's slot moving, or a slot taken by the subtree: not.
         let other = |f: &mut CpuFrame, slot: u64, memcg: u64, pages: u8| {
@@ -277,6 +277,7 @@ fn decode_judges_consistency_and_the_percpu_route() {
                 Residues::decode(&busy, &l)
                     .consistent
                     .unwrap_err()
+                    .to_string()
                     .contains("charge stock of the subtree")
             );
         }
@@ -290,6 +291,7 @@ fn decode_judges_consistency_and_the_percpu_route() {
             Residues::decode(&moved, &l)
                 .consistent
                 .unwrap_err()
+                .to_string()
                 .contains("object stock")
         );
         // The lru_add batch is compared whole (an appended folio of the subtree is charged
@@ -300,6 +302,7 @@ fn decode_judges_consistency_and_the_percpu_route() {
             Residues::decode(&moved, &l)
                 .consistent
                 .unwrap_err()
+                .to_string()
                 .contains("lru_add batch")
         );
         // A batch drained between the frame and the folio read: inconsistent.
@@ -310,7 +313,7 @@ fn decode_judges_consistency_and_the_percpu_route() {
         let mut bad = raw.clone();
         bad.cpu_open[0].this_cpu_off = 0x5000;
         let r = Residues::decode(&bad, &l);
-        assert!(r.static_percpu.unwrap_err().contains("route check"));
+        assert!(r.static_percpu.unwrap_err().to_string().contains("route check"));
         assert!(r.cpus.is_empty());
         // A gone memcg.
         let mut gone = raw.clone();
@@ -325,9 +328,10 @@ fn decode_judges_consistency_and_the_percpu_route() {
         assert!(r.memcgs[0].gone && r.memcgs[0].cpu_delta.is_empty());
         assert!(r.consistent.is_err());
         // No static route in the layout.
-        l.percpu = Err("none".into());
+        let none = PartError::NoRoute(Lack::PercpuVar("runqueues".into()));
+        l.percpu = Err(none.clone());
         let r = Residues::decode(&raw, &l);
-        assert_eq!(r.static_percpu, Err("none".into()));
+        assert_eq!(r.static_percpu, Err(StaticPercpuError::Layout(none)));
         assert!(r.cpus.is_empty());
     }
 }

@@ -9,15 +9,63 @@ const MAX_DEPTH: usize = 256;
 /// Longest cgroup name read.
 const MAX_NAME: usize = 256;
 
+/// Why kernel memory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PeekError {
+    /// A length the peek program does not take.
+    #[error("peek of {0} bytes")]
+    Length(usize),
+    /// The kernel read failed.
+    #[error("kernel address {0:#x} unreadable")]
+    Unreadable(u64),
+    /// Running the peek program or reading its map failed.
+    #[error(transparent)]
+    Reader(#[from] ResidueError),
+}
+
+/// Why the css tree walk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// Kernel memory could not be read.
+    #[error(transparent)]
+    Peek(#[from] PeekError),
+    /// A cgroup without its kernfs node.
+    #[error("cgroup {0:#x} has no kernfs node")]
+    NoKernfsNode(u64),
+    /// The calling task's `css_set` pointer is null.
+    #[error("the tool's task has no css_set")]
+    NoCssSet,
+    /// The calling task has no memory css.
+    #[error("the tool's task has no memory css (memory controller disabled?)")]
+    NoMemoryCss,
+    /// The css ancestry does not end.
+    #[error("css ancestry deeper than {MAX_DEPTH}", MAX_DEPTH = MAX_DEPTH)]
+    TooDeep,
+    /// A `children` list that does not end.
+    #[error("children list of css {0:#x} longer than {MAX_LIST}", MAX_LIST = MAX_LIST)]
+    LongList(u64),
+    /// No child with the cgroup id on the path.
+    #[error(
+        "no memory css with cgroup id {id} at depth {depth} (the cgroup was removed, or it \
+         has no memory controller)"
+    )]
+    NotFound {
+        /// The cgroup id looked for.
+        id: u64,
+        /// Its depth below the hierarchy's root (1 for a child of the root).
+        depth: usize,
+    },
+}
+
 /// Reads kernel memory (the residue programs' peek; a fake in tests).
 pub trait KernelMem {
     /// `len` bytes at kernel address `addr`.
-    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, String>;
+    fn read(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, PeekError>;
     /// `len` bytes at `current + off` (the calling task's `task_struct`).
-    fn read_current(&mut self, off: u64, len: usize) -> Result<Vec<u8>, String>;
+    fn read_current(&mut self, off: u64, len: usize) -> Result<Vec<u8>, PeekError>;
 
     /// A little-endian u64 at `addr`.
-    fn u64_at(&mut self, addr: u64) -> Result<u64, String> {
+    fn u64_at(&mut self, addr: u64) -> Result<u64, PeekError> {
         let b = self.read(addr, 8)?;
         Ok(le_u64(&b, 0))
     }
@@ -71,7 +119,7 @@ struct Css {
     flags: u32,
 }
 
-fn read_css(mem: &mut dyn KernelMem, l: &ResidueLayout, css: u64) -> Result<Css, String> {
+fn read_css(mem: &mut dyn KernelMem, l: &ResidueLayout, css: u64) -> Result<Css, WalkError> {
     let c = &l.cgroup;
     let b = mem.read(css, c.css_span as usize)?;
     Ok(Css {
@@ -88,10 +136,10 @@ fn cgroup_kn(
     mem: &mut dyn KernelMem,
     l: &ResidueLayout,
     cgroup: u64,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), WalkError> {
     let kn = mem.u64_at(cgroup + l.cgroup.cgroup_kn)?;
     if kn == 0 {
-        return Err(format!("cgroup {cgroup:#x} has no kernfs node"));
+        return Err(WalkError::NoKernfsNode(cgroup));
     }
     let id = mem.u64_at(kn + l.cgroup.kn_id)?;
     let name = mem.u64_at(kn + l.cgroup.kn_name)?;
@@ -118,15 +166,15 @@ fn read_name(mem: &mut dyn KernelMem, addr: u64) -> String {
 /// The css of the mounted hierarchy's root: from the calling task's memory css up to the css
 /// whose cgroup id is `root_id` (the mount root's inode; inside a cgroup namespace the mount
 /// root is not the kernel's root), or to the top when none matches.
-fn root_css(mem: &mut dyn KernelMem, l: &ResidueLayout, root_id: u64) -> Result<u64, String> {
+fn root_css(mem: &mut dyn KernelMem, l: &ResidueLayout, root_id: u64) -> Result<u64, WalkError> {
     let c = &l.cgroup;
     let cset = le_u64(&mem.read_current(c.task_cgroups, 8)?, 0);
     if cset == 0 {
-        return Err("the tool's task has no css_set".into());
+        return Err(WalkError::NoCssSet);
     }
     let mut css = mem.u64_at(cset + c.css_set_subsys + 8 * c.memory_cgrp_id)?;
     if css == 0 {
-        return Err("the tool's task has no memory css (memory controller disabled?)".into());
+        return Err(WalkError::NoMemoryCss);
     }
     for _ in 0..MAX_DEPTH {
         let info = read_css(mem, l, css)?;
@@ -135,7 +183,7 @@ fn root_css(mem: &mut dyn KernelMem, l: &ResidueLayout, root_id: u64) -> Result<
         }
         css = info.parent;
     }
-    Err(format!("css ancestry deeper than {MAX_DEPTH}"))
+    Err(WalkError::TooDeep)
 }
 
 /// The children of a css, as (child css, its fields).
@@ -143,15 +191,13 @@ fn children(
     mem: &mut dyn KernelMem,
     l: &ResidueLayout,
     css: u64,
-) -> Result<Vec<(u64, Css)>, String> {
+) -> Result<Vec<(u64, Css)>, WalkError> {
     let head = css + l.cgroup.css_children;
     let mut pos = read_css(mem, l, css)?.children_next;
     let mut out = Vec::new();
     while pos != head && pos != 0 {
         if out.len() >= MAX_LIST {
-            return Err(format!(
-                "children list of css {css:#x} longer than {MAX_LIST}"
-            ));
+            return Err(WalkError::LongList(css));
         }
         let child = pos.wrapping_sub(l.cgroup.css_sibling);
         let info = read_css(mem, l, child)?;
@@ -170,7 +216,7 @@ pub fn walk(
     root_id: u64,
     path_ids: &[u64],
     limit: usize,
-) -> Result<Tree, String> {
+) -> Result<Tree, WalkError> {
     let mut css = root_css(mem, l, root_id)?;
     for (depth, id) in path_ids.iter().enumerate() {
         let mut found = None;
@@ -182,12 +228,9 @@ pub fn walk(
                 break;
             }
         }
-        css = found.ok_or_else(|| {
-            format!(
-                "no memory css with cgroup id {id} at depth {} (the cgroup was removed, or it \
-                 has no memory controller)",
-                depth + 1
-            )
+        css = found.ok_or(WalkError::NotFound {
+            id: *id,
+            depth: depth + 1,
         })?;
     }
     let info = read_css(mem, l, css)?;

@@ -403,41 +403,125 @@ pub struct ResidueLayout {
     /// every CPU's `__per_cpu_offset` (the dynamic per-CPU route, needed for statistics).
     pub bpf_array_pptrs: u64,
     /// Route to other CPUs' static per-CPU data.
-    pub percpu: Result<PercpuRoute, String>,
+    pub percpu: Result<PercpuRoute, PartError>,
     /// Charge stock.
-    pub stock: Result<StockLayout, String>,
+    pub stock: Result<StockLayout, PartError>,
     /// Object stock.
-    pub obj_stock: Result<ObjStockLayout, String>,
+    pub obj_stock: Result<ObjStockLayout, PartError>,
     /// lru_add batches.
-    pub lru_add: Result<BatchLayout, String>,
+    pub lru_add: Result<BatchLayout, PartError>,
+}
+
+/// Something this kernel's BTF lacks, as a phrase ("BTF lacks {}").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Lack {
+    /// A struct member.
+    #[error("member `{member}` in struct {ty}")]
+    Member {
+        /// The struct.
+        ty: String,
+        /// The member (a dotted path allowed).
+        member: String,
+    },
+    /// A per-CPU variable.
+    #[error("per-CPU variable `{0}` in .data..percpu")]
+    PercpuVar(String),
+    /// The size of a struct member.
+    #[error("size of `{member}` in struct {ty}")]
+    Size {
+        /// The struct.
+        ty: String,
+        /// The member.
+        member: String,
+    },
+    /// The length of an array member.
+    #[error("array member `{member}` in struct {ty}")]
+    Array {
+        /// The struct.
+        ty: String,
+        /// The member.
+        member: String,
+    },
+    /// An enumerator.
+    #[error("enumerator {0}")]
+    Enumerator(String),
+}
+
+/// Why one per-CPU part of the layout ([`ResidueLayout::percpu`], `stock`, `obj_stock`,
+/// `lru_add`) is unknown on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartError {
+    /// No route to other CPUs' static per-CPU data.
+    #[error("no route to other CPUs' static per-CPU data: BTF lacks {0}")]
+    NoRoute(Lack),
+    /// No `task_struct.se.cfs_rq` (a kernel without group scheduling).
+    #[error("no route to other CPUs' static per-CPU data: BTF lacks {0} (CONFIG_FAIR_GROUP_SCHED off?)")]
+    NoCfsRq(Lack),
+    /// Charge stock: a field is missing.
+    #[error("charge stock layout unknown: BTF lacks {0}")]
+    StockLacks(Lack),
+    /// Charge stock: `cached[]` and `nr_pages[]` differ in length.
+    #[error("charge stock layout unknown: cached[{cached}] but nr_pages length {nr_pages:?}")]
+    StockLengths {
+        /// Length of `cached[]`.
+        cached: u32,
+        /// Length of `nr_pages[]`, if an array.
+        nr_pages: Option<u32>,
+    },
+    /// Charge stock: `cached` of an unknown kind.
+    #[error("charge stock layout unknown: `cached` is neither a pointer nor an array")]
+    StockCachedKind,
+    /// Charge stock: `nr_pages` elements of an unreadable width.
+    #[error("charge stock layout unknown: nr_pages elements of {0} bytes")]
+    StockNrPagesWidth(u64),
+    /// Charge stock: larger than the reader copies.
+    #[error("charge stock slots end at byte {0}, past the {RES_STOCK_BYTES} copied", RES_STOCK_BYTES = RES_STOCK_BYTES)]
+    StockTooLarge(u64),
+    /// Object stock: a field is missing.
+    #[error("object stock layout unknown: BTF lacks {0}")]
+    ObjStockLacks(Lack),
+    /// Object stock: larger than the reader copies.
+    #[error("object stock fields end at byte {0}, past the {RES_OBJ_BYTES} copied", RES_OBJ_BYTES = RES_OBJ_BYTES)]
+    ObjStockTooLarge(u64),
+    /// lru_add batch: a field is missing.
+    #[error("lru_add batch layout unknown: BTF lacks {0}")]
+    BatchLacks(Lack),
+    /// lru_add batch: `folio_batch.nr` wider than a byte.
+    #[error("lru_add batch layout unknown: folio_batch.nr is not one byte")]
+    BatchNrWidth,
+    /// lru_add batch: more folios than the reader copies.
+    #[error("lru_add batches hold {0} folios, more than the {RES_MAX_FOLIOS} read", RES_MAX_FOLIOS = RES_MAX_FOLIOS)]
+    BatchTooLarge(usize),
 }
 
 /// Offsets by name with one-line reasons.
 struct Finder<'a>(&'a KernelBtf);
 
 impl Finder<'_> {
-    fn off(&self, s: &str, m: &str) -> Result<u64, String> {
-        self.0
-            .member_offset(s, m)
-            .ok_or_else(|| format!("member `{m}` in struct {s}"))
+    fn off(&self, s: &str, m: &str) -> Result<u64, Lack> {
+        self.0.member_offset(s, m).ok_or_else(|| Lack::Member {
+            ty: s.into(),
+            member: m.into(),
+        })
     }
-    fn pcpu(&self, var: &str) -> Result<u64, String> {
+    fn pcpu(&self, var: &str) -> Result<u64, Lack> {
         self.0
             .percpu_var_offset(var)
-            .ok_or_else(|| format!("per-CPU variable `{var}` in .data..percpu"))
+            .ok_or_else(|| Lack::PercpuVar(var.into()))
     }
-    fn size(&self, s: &str, m: &str) -> Result<u64, String> {
-        self.0
-            .member_size(s, m)
-            .ok_or_else(|| format!("size of `{m}` in struct {s}"))
+    fn size(&self, s: &str, m: &str) -> Result<u64, Lack> {
+        self.0.member_size(s, m).ok_or_else(|| Lack::Size {
+            ty: s.into(),
+            member: m.into(),
+        })
     }
-    fn end(&self, s: &str, m: &str) -> Result<u64, String> {
+    fn end(&self, s: &str, m: &str) -> Result<u64, Lack> {
         Ok(self.off(s, m)? + self.size(s, m)?)
     }
 }
 
-fn missing(e: String) -> LayoutError {
-    LayoutError::Missing(e)
+fn missing(e: Lack) -> LayoutError {
+    LayoutError::Missing(e.to_string())
 }
 
 impl ResidueLayout {
@@ -479,10 +563,14 @@ impl ResidueLayout {
             + 16;
         let css_online = btf
             .anon_enumerator("CSS_ONLINE")
-            .ok_or_else(|| missing("enumerator CSS_ONLINE".into()))?;
+            .ok_or_else(|| missing(Lack::Enumerator("CSS_ONLINE".into())))?;
         let memory_cgrp_id = btf
             .enum_value("cgroup_subsys_id", "memory_cgrp_id")
-            .ok_or_else(|| missing("enumerator memory_cgrp_id (no memory controller)".into()))?;
+            .ok_or_else(|| {
+                missing(Lack::Enumerator(
+                    "memory_cgrp_id (no memory controller)".into(),
+                ))
+            })?;
         Ok(CgroupLayout {
             memcg_css: f.off("mem_cgroup", "css").map_err(missing)?,
             css_cgroup,
@@ -526,14 +614,19 @@ impl ResidueLayout {
 
     fn stats(btf: &KernelBtf, f: &Finder<'_>) -> Result<StatLayout, LayoutError> {
         if btf.member_is_pointer("mem_cgroup", "vmstats") != Some(true) {
-            return Err(missing(
+            return Err(LayoutError::Missing(
                 "pointer member `vmstats` in struct mem_cgroup".into(),
             ));
         }
         let vsp = "memcg_vmstats_percpu";
         let len = btf
             .array_len(vsp, "state")
-            .ok_or_else(|| missing(format!("array member `state` in struct {vsp}")))?
+            .ok_or_else(|| {
+                missing(Lack::Array {
+                    ty: vsp.into(),
+                    member: "state".into(),
+                })
+            })?
             as usize;
         if len > RES_MAX_STATE {
             return Err(LayoutError::StatIndex(format!(

@@ -4,21 +4,21 @@
 use super::*;
 
 impl ResidueLayout {
-    pub(super) fn percpu(f: &Finder<'_>) -> Result<PercpuRoute, String> {
-        let why = |e: String| format!("no route to other CPUs' static per-CPU data: BTF lacks {e}");
+    pub(super) fn percpu(f: &Finder<'_>) -> Result<PercpuRoute, PartError> {
+        let why = PartError::NoRoute;
         Ok(PercpuRoute {
             task_se_cfs_rq: f
                 .off("task_struct", "se.cfs_rq")
-                .map_err(|e| why(format!("{e} (CONFIG_FAIR_GROUP_SCHED off?)")))?,
+                .map_err(PartError::NoCfsRq)?,
             cfs_rq_rq: f.off("cfs_rq", "rq").map_err(why)?,
             runqueues: f.pcpu("runqueues").map_err(why)?,
             this_cpu_off: f.pcpu("this_cpu_off").map_err(why)?,
         })
     }
 
-    pub(super) fn stock(btf: &KernelBtf, f: &Finder<'_>) -> Result<StockLayout, String> {
+    pub(super) fn stock(btf: &KernelBtf, f: &Finder<'_>) -> Result<StockLayout, PartError> {
         let s = "memcg_stock_pcp";
-        let why = |e: String| format!("charge stock layout unknown: BTF lacks {e}");
+        let why = PartError::StockLacks;
         let var = f.pcpu("memcg_stock").map_err(why)?;
         let cached = f.off(s, "cached").map_err(why)?;
         let nr_pages = f.off(s, "nr_pages").map_err(why)?;
@@ -27,9 +27,10 @@ impl ResidueLayout {
             Some(n) => {
                 let nr_len = btf.array_len(s, "nr_pages");
                 if nr_len != Some(n) {
-                    return Err(format!(
-                        "charge stock layout unknown: cached[{n}] but nr_pages length {nr_len:?}"
-                    ));
+                    return Err(PartError::StockLengths {
+                        cached: n,
+                        nr_pages: nr_len,
+                    });
                 }
                 let total = f.size(s, "nr_pages").map_err(why)?;
                 (n as usize, total / u64::from(n.max(1)))
@@ -37,28 +38,20 @@ impl ResidueLayout {
             // up to 6.15: struct mem_cgroup *cached; unsigned int nr_pages
             None => {
                 if btf.member_is_pointer(s, "cached") != Some(true) {
-                    return Err(
-                        "charge stock layout unknown: `cached` is neither a pointer \
-                                nor an array"
-                            .into(),
-                    );
+                    return Err(PartError::StockCachedKind);
                 }
                 (1, f.size(s, "nr_pages").map_err(why)?)
             }
         };
         if !matches!(nr_pages_size, 1 | 2 | 4 | 8) {
-            return Err(format!(
-                "charge stock layout unknown: nr_pages elements of {nr_pages_size} bytes"
-            ));
+            return Err(PartError::StockNrPagesWidth(nr_pages_size));
         }
         let size = f
             .end(s, "cached")
             .map_err(why)?
             .max(f.end(s, "nr_pages").map_err(why)?);
         if size > RES_STOCK_BYTES as u64 {
-            return Err(format!(
-                "charge stock slots end at byte {size}, past the {RES_STOCK_BYTES} copied"
-            ));
+            return Err(PartError::StockTooLarge(size));
         }
         Ok(StockLayout {
             var,
@@ -70,8 +63,8 @@ impl ResidueLayout {
         })
     }
 
-    pub(super) fn obj_stock(btf: &KernelBtf, f: &Finder<'_>) -> Result<ObjStockLayout, String> {
-        let why = |e: String| format!("object stock layout unknown: BTF lacks {e}");
+    pub(super) fn obj_stock(btf: &KernelBtf, f: &Finder<'_>) -> Result<ObjStockLayout, PartError> {
+        let why = PartError::ObjStockLacks;
         // 6.16+ keeps it in its own per-CPU variable; before, inside memcg_stock_pcp.
         let (var_name, s) = if btf.percpu_var_offset("obj_stock").is_some()
             && btf.struct_size("obj_stock_pcp").is_some()
@@ -94,15 +87,13 @@ impl ResidueLayout {
             f.end(s, "nr_slab_unreclaimable_b"),
         ]
         .into_iter()
-        .collect::<Result<Vec<u64>, String>>()
+        .collect::<Result<Vec<u64>, Lack>>()
         .map_err(why)?
         .into_iter()
         .max()
         .unwrap_or(0);
         if size > RES_OBJ_BYTES as u64 {
-            return Err(format!(
-                "object stock fields end at byte {size}, past the {RES_OBJ_BYTES} copied"
-            ));
+            return Err(PartError::ObjStockTooLarge(size));
         }
         Ok(ObjStockLayout {
             var_name,
@@ -115,25 +106,28 @@ impl ResidueLayout {
         })
     }
 
-    pub(super) fn lru_add(btf: &KernelBtf, f: &Finder<'_>) -> Result<BatchLayout, String> {
-        let why = |e: String| format!("lru_add batch layout unknown: BTF lacks {e}");
+    pub(super) fn lru_add(btf: &KernelBtf, f: &Finder<'_>) -> Result<BatchLayout, PartError> {
+        let why = PartError::BatchLacks;
         let var =
             f.pcpu("cpu_fbatches").map_err(why)? + f.off("cpu_fbatches", "lru_add").map_err(why)?;
         let fb = "folio_batch";
         let nr = f.off(fb, "nr").map_err(why)?;
         if f.size(fb, "nr").map_err(why)? != 1 {
-            return Err("lru_add batch layout unknown: folio_batch.nr is not one byte".into());
+            return Err(PartError::BatchNrWidth);
         }
         let folios = f.off(fb, "folios").map_err(why)?;
         let capacity = btf
             .array_len(fb, "folios")
-            .ok_or_else(|| why("array member `folios` in struct folio_batch".into()))?
+            .ok_or_else(|| {
+                why(Lack::Array {
+                    ty: fb.into(),
+                    member: "folios".into(),
+                })
+            })?
             as usize;
         let size = folios + 8 * capacity as u64;
         if capacity > RES_MAX_FOLIOS as usize || size > RES_BATCH_BYTES as u64 {
-            return Err(format!(
-                "lru_add batches hold {capacity} folios, more than the {RES_MAX_FOLIOS} read"
-            ));
+            return Err(PartError::BatchTooLarge(capacity));
         }
         // The order of a large folio: `_flags_1 & 0xff` since 6.2 (`folio_large_order`),
         // `_folio_order` before (6.1 mm_types.h:313).
@@ -143,10 +137,10 @@ impl ResidueLayout {
             .map_err(why)?;
         let pg_head = btf
             .enum_value("pageflags", "PG_head")
-            .ok_or_else(|| why("enumerator PG_head".into()))?;
+            .ok_or_else(|| why(Lack::Enumerator("PG_head".into())))?;
         let data_flags = btf
             .enum_value("page_memcg_data_flags", "__NR_MEMCG_DATA_FLAGS")
-            .ok_or_else(|| why("enumerator __NR_MEMCG_DATA_FLAGS".into()))?;
+            .ok_or_else(|| why(Lack::Enumerator("__NR_MEMCG_DATA_FLAGS".into())))?;
         Ok(BatchLayout {
             var,
             size,

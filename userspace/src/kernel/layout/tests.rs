@@ -168,7 +168,7 @@ fn missing_parts_are_reasons_not_failures() {
     let (blob, _) = synthetic(Gen::Mid);
     let btf = KernelBtf::from_bytes(&blob).unwrap();
     let mut l = ResidueLayout::resolve(&btf).unwrap();
-    l.percpu = Err("no route".into());
+    l.percpu = Err(PartError::NoRoute(Lack::PercpuVar("runqueues".into())));
     let cfg = l.config(2, 8);
     assert_eq!(cfg.flags & residue_flags::STATIC_PERCPU, 0);
     assert_eq!(cfg.flags & residue_flags::STOCK, 0);
