@@ -50,7 +50,10 @@ pub fn start_all(
     filter: Filter,
     only: Option<Flavour>,
     sizes: MapSizes,
-) -> anyhow::Result<(StatTracer, Result<crate::charge::ChargeTracer, String>)> {
+) -> anyhow::Result<(
+    StatTracer,
+    Result<crate::charge::ChargeTracer, crate::charge::ChargeUnavailable>,
+)> {
     let facts = Arc::new(KernelFacts::gather());
     let kbtf = facts.btf()?;
     let mut cfg = attach::probe_config(kbtf, filter)?;
@@ -74,8 +77,8 @@ pub fn start_all(
             &unusable,
             &stat.outcomes,
         )
-        .map_err(|e| format!("{e:#}")),
-        Err(e) => Err(format!("{e:#}")),
+        .map_err(crate::charge::ChargeUnavailable),
+        Err(e) => Err(crate::charge::ChargeUnavailable(e)),
     };
     Ok((stat, charge))
 }

@@ -98,10 +98,17 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Why the charge tracer did not start: the error that stopped it with its whole chain of
+/// causes, as one line (`{:#}`). Not a `source` chain itself, so an outer chain does not
+/// print the causes twice.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct ChargeUnavailable(pub anyhow::Error);
+
 /// Records the charge section over a window; never fails the caller: a tracer that cannot
 /// start becomes an "unavailable" section naming why.
 pub struct ChargeRecorder {
-    tracer: Result<ChargeTracer, String>,
+    tracer: Result<ChargeTracer, ChargeUnavailable>,
     filter: Filter,
     start: Option<(ChargeSnapshot, u64)>,
 }
@@ -126,13 +133,13 @@ impl ChargeRecorder {
     /// Starts the charge tracer (see [`ChargeTracer::start`]).
     pub fn start(filter: Filter, only: Option<Flavour>) -> Self {
         Self::new(
-            ChargeTracer::start(filter, only).map_err(|e| format!("{e:#}")),
+            ChargeTracer::start(filter, only).map_err(ChargeUnavailable),
             filter,
         )
     }
 
     /// Wraps a tracer started elsewhere (see [`crate::tracer::start_all`]).
-    pub fn new(tracer: Result<ChargeTracer, String>, filter: Filter) -> Self {
+    pub fn new(tracer: Result<ChargeTracer, ChargeUnavailable>, filter: Filter) -> Self {
         Self {
             tracer,
             filter,

@@ -158,7 +158,7 @@ impl Session {
         let (stat, charge) = crate::tracer::start_all(filter, None, sizes)?;
         let (charge, charge_error) = match charge {
             Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e.to_string())),
         };
         let page_size =
             nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
