@@ -19,6 +19,62 @@ use crate::{
     plan::{Candidate, Flavour, FlavourSupport, HookPlan, Target},
 };
 
+/// Why a candidate (or a flavour's trial program) did not load or attach.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttachError {
+    /// The object lacks the program.
+    #[error("program {0} missing from the object")]
+    MissingProgram(String),
+    /// aya or the kernel refused (one line, see [`short_error`]).
+    #[error("{0}")]
+    Program(String),
+    /// The probes object did not load (its one-line message).
+    #[error("{0}")]
+    Object(String),
+    /// The tracepoint's `format` file could not be read.
+    #[error("format file unreadable")]
+    FormatUnreadable,
+    /// The tracepoint record's layout is not the one the probe reads.
+    #[error("record layout differs from the probe's ({field} not at {offset}/{size})")]
+    RecordLayout {
+        /// The field.
+        field: &'static str,
+        /// Its expected offset.
+        offset: usize,
+        /// Its expected size.
+        size: usize,
+    },
+    /// tracefs is unavailable.
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    /// The candidate has no program.
+    #[error("no program")]
+    NoProgram,
+    /// The flavour needs the kernel's BTF and there is none.
+    #[error("needs kernel BTF")]
+    NeedsBtf,
+    /// No kprobe PMU.
+    #[error("kernel has no kprobe PMU (CONFIG_KPROBES off)")]
+    NoKprobePmu,
+    /// No single `.part.N` clone to attach to.
+    #[error(transparent)]
+    PartClone(#[from] crate::kernel::symbols::PartCloneError),
+    /// The flavour does not attach to that kind of target.
+    #[error("flavour {flavour} cannot attach to {target:?}")]
+    Mismatch {
+        /// The flavour.
+        flavour: Flavour,
+        /// The target.
+        target: Target,
+    },
+    /// No target for a flavour's trial in this kernel.
+    #[error("no trial target found in this kernel")]
+    NoTrialTarget,
+    /// Not root: no trial loads.
+    #[error("not root: cannot load eBPF programs")]
+    NotRoot,
+}
+
 /// One loaded probes object shared by the tracers attached on it.
 pub type SharedEbpf = std::sync::Arc<std::sync::Mutex<aya::Ebpf>>;
 
@@ -231,27 +287,36 @@ pub struct UsedCandidate {
     pub program: &'static str,
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, AttachError>
 where
     &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
     let p = ebpf
         .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?;
-    p.try_into().map_err(|e: ProgramError| short_error(&e))
+        .ok_or_else(|| AttachError::MissingProgram(name.into()))?;
+    p.try_into()
+        .map_err(|e: ProgramError| AttachError::Program(short_error(&e)))
 }
 
 /// Checks that a classic tracepoint's record has the layout the probe reads
 /// (`id`@8, `item`@16, `val`@20, see `probes-ebpf/src/stat.rs`).
-fn check_stat_tracepoint_format(facts: &KernelFacts, cat: &str, name: &str) -> Result<(), String> {
+fn check_stat_tracepoint_format(
+    facts: &KernelFacts,
+    cat: &str,
+    name: &str,
+) -> Result<(), AttachError> {
     let t = facts.tracefs.as_ref().map_err(Clone::clone)?;
-    let fmt = t.format(cat, name).ok_or("format file unreadable")?;
+    let fmt = t
+        .format(cat, name)
+        .ok_or(AttachError::FormatUnreadable)?;
     let want = [("id", 8, 8), ("item", 16, 4), ("val", 20, 4)];
-    for (field, off, size) in want {
-        if tracefs::field_offset(&fmt, field) != Some((off, size)) {
-            return Err(format!(
-                "record layout differs from the probe's ({field} not at {off}/{size})"
-            ));
+    for (field, offset, size) in want {
+        if tracefs::field_offset(&fmt, field) != Some((offset, size)) {
+            return Err(AttachError::RecordLayout {
+                field,
+                offset,
+                size,
+            });
         }
     }
     Ok(())
@@ -264,8 +329,8 @@ pub fn attach_candidate(
     cand: &Candidate,
     btf: Option<&Btf>,
     facts: &KernelFacts,
-) -> Result<&'static str, String> {
-    let name = cand.program.ok_or("no program")?;
+) -> Result<&'static str, AttachError> {
+    let name = cand.program.ok_or(AttachError::NoProgram)?;
     // Each arm loads then attaches; a failed attach unloads the program again so that the next
     // candidate can load it for another target.
     macro_rules! load_attach {
@@ -273,12 +338,12 @@ pub fn attach_candidate(
             let p: &mut $ty = program(ebpf, name)?;
             #[allow(clippy::redundant_closure_call)]
             let r = $load(&mut *p)
-                .map_err(|e: ProgramError| short_error(&e))
+                .map_err(|e: ProgramError| AttachError::Program(short_error(&e)))
                 .and_then(|()| {
                     #[allow(clippy::redundant_closure_call)]
                     $attach(&mut *p)
                         .map(|_| ())
-                        .map_err(|e: ProgramError| short_error(&e))
+                        .map_err(|e: ProgramError| AttachError::Program(short_error(&e)))
                 });
             if r.is_err() {
                 let _ = p.unload();
@@ -286,8 +351,8 @@ pub fn attach_candidate(
             r
         }};
     }
-    let btf_required = || btf.ok_or_else(|| "needs kernel BTF".to_string());
-    let res: Result<(), String> = match (&cand.flavour, &cand.target) {
+    let btf_required = || btf.ok_or(AttachError::NeedsBtf);
+    let res: Result<(), AttachError> = match (&cand.flavour, &cand.target) {
         (Flavour::TpBtf, Target::BtfTracepoint(tp)) => {
             let btf = btf_required()?;
             load_attach!(
@@ -308,7 +373,7 @@ pub fn attach_candidate(
                 check_stat_tracepoint_format(facts, cat, tp)?;
             }
             if let Err(e) = &facts.tracefs {
-                return Err(e.clone());
+                return Err(e.clone().into());
             }
             load_attach!(
                 TracePoint,
@@ -328,20 +393,23 @@ pub fn attach_candidate(
         }
         (Flavour::Kprobe | Flavour::Kretprobe, Target::Function(f)) => {
             if !facts.kprobe_pmu {
-                return Err("kernel has no kprobe PMU (CONFIG_KPROBES off)".into());
+                return Err(AttachError::NoKprobePmu);
             }
             load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p
                 .attach(f, 0))
         }
         (Flavour::Kprobe, Target::PartClone(f)) => {
             if !facts.kprobe_pmu {
-                return Err("kernel has no kprobe PMU (CONFIG_KPROBES off)".into());
+                return Err(AttachError::NoKprobePmu);
             }
             let full = facts.kallsyms.part_clone(f)?;
             load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p
                 .attach(full.as_str(), 0))
         }
-        (f, t) => Err(format!("flavour {f} cannot attach to {t:?}")),
+        (f, t) => Err(AttachError::Mismatch {
+            flavour: *f,
+            target: t.clone(),
+        }),
     };
     res.map(|()| name)
 }
@@ -381,7 +449,7 @@ pub fn attach_plans_after(
                 })
             });
             let res = if shared {
-                cand.program.ok_or_else(|| "no program".to_string())
+                cand.program.ok_or(AttachError::NoProgram)
             } else {
                 attach_candidate(ebpf, cand, Some(btf), facts)
             };
@@ -394,7 +462,7 @@ pub fn attach_plans_after(
                     });
                     break;
                 }
-                Err(e) => failed.push((cand.flavour, target, e)),
+                Err(e) => failed.push((cand.flavour, target, e.to_string())),
             }
         }
         out.push(HookOutcome {
@@ -410,13 +478,13 @@ pub fn attach_plans_after(
 /// Trial-loads a do-nothing program of every flavour and attaches it to a target that exists
 /// here, so doctor and the plan know what the kernel really allows (fentry can be listed in
 /// BTF and still be refused with EPERM).
-pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport {
+pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport<AttachError> {
     let mut out = FlavourSupport::new();
     let mut ebpf = match load(&ProbeConfig::ZERO) {
         Ok(e) => e,
         Err(e) => {
             for f in Flavour::ALL {
-                out.insert(f, Err(e.to_string()));
+                out.insert(f, Err(AttachError::Object(e.to_string())));
             }
             return out;
         }
@@ -450,7 +518,7 @@ pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport 
             )),
         };
         let res = match cand {
-            None => Err("no trial target found in this kernel".to_string()),
+            None => Err(AttachError::NoTrialTarget),
             Some((target, program)) => {
                 let cand = Candidate {
                     flavour: f,

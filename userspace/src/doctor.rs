@@ -4,14 +4,48 @@
 //! of the design is planned against the kernel's BTF, kallsyms and tracefs, and the hooks the
 //! tool has programs for are attached for real once (then detached) to confirm the plan.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::{
     attach,
-    cgroup::{self, Layout},
-    kernel::KernelFacts,
+    cgroup::{self, CgroupError, Layout},
+    kernel::{KernelFacts, btf::BtfError, tracefs::TracefsError},
     plan::{self, Flavour, HookPlan},
 };
+
+/// Why a part of the report is unavailable. Serialised as its one-line message.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// The kernel's BTF.
+    #[error(transparent)]
+    Btf(Arc<BtfError>),
+    /// tracefs.
+    #[error(transparent)]
+    Tracefs(TracefsError),
+    /// The cgroup layout.
+    #[error(transparent)]
+    Cgroup(Arc<CgroupError>),
+    /// The batch measurement needs the cgroup layout.
+    #[error("cgroup layout: {0}")]
+    CgroupLayout(Arc<CgroupError>),
+    /// No memory controller to measure the batch in.
+    #[error("no cgroup memory controller is mounted")]
+    NoMemoryController,
+    /// The batch measurement needs root.
+    #[error("not root: cannot create a cgroup to measure it in")]
+    NotRootCgroup,
+    /// The batch measurement failed.
+    #[error("{0}")]
+    ChargeBatch(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Serialize for Unavailable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 /// One flavour's trial result.
 #[derive(Debug, Serialize)]
@@ -47,17 +81,17 @@ pub struct DoctorReport {
     /// Running as root.
     pub root: bool,
     /// Kernel BTF availability.
-    pub btf: Result<String, String>,
+    pub btf: Result<String, Unavailable>,
     /// tracefs mount point (or why not).
-    pub tracefs: Result<String, String>,
+    pub tracefs: Result<String, Unavailable>,
     /// kprobe PMU present.
     pub kprobe_pmu: bool,
     /// Online CPUs.
     pub cpus_online: usize,
     /// Cgroup layout.
-    pub cgroup: Result<Layout, String>,
+    pub cgroup: Result<Layout, Unavailable>,
     /// `MEMCG_CHARGE_BATCH` measured on this kernel (`workload::batch`), or why not.
-    pub charge_batch: Result<crate::workload::batch::ChargeBatch, String>,
+    pub charge_batch: Result<crate::workload::batch::ChargeBatch, Unavailable>,
     /// Flavour trials.
     pub flavours: Vec<FlavourReport>,
     /// Hooks.
@@ -85,7 +119,7 @@ pub fn gather() -> DoctorReport {
     } else {
         Flavour::ALL
             .iter()
-            .map(|f| (*f, Err("not root: cannot load eBPF programs".to_string())))
+            .map(|f| (*f, Err(attach::AttachError::NotRoot)))
             .collect()
     };
     let flavours = support
@@ -93,7 +127,7 @@ pub fn gather() -> DoctorReport {
         .map(|(f, r)| FlavourReport {
             flavour: *f,
             usable: r.is_ok(),
-            error: r.as_ref().err().cloned(),
+            error: r.as_ref().err().map(|e| e.to_string()),
         })
         .collect();
     let mut plans: Vec<HookPlan> = plan::hooks()
@@ -141,14 +175,15 @@ pub fn gather() -> DoctorReport {
         })
         .collect();
 
-    let cgroup = cgroup::detect_layout().map_err(|e| e.to_string());
+    let cgroup = cgroup::detect_layout().map_err(Arc::new);
     let charge_batch = match (&cgroup, root) {
         (Ok(l), true) => match &l.memory {
-            Some(h) => crate::workload::batch::charge_batch(h).map_err(|e| e.to_string()),
-            None => Err("no cgroup memory controller is mounted".into()),
+            Some(h) => crate::workload::batch::charge_batch(h)
+                .map_err(|e| Unavailable::ChargeBatch(e.into())),
+            None => Err(Unavailable::NoMemoryController),
         },
-        (Ok(_), false) => Err("not root: cannot create a cgroup to measure it in".into()),
-        (Err(e), _) => Err(format!("cgroup layout: {e}")),
+        (Ok(_), false) => Err(Unavailable::NotRootCgroup),
+        (Err(e), _) => Err(Unavailable::CgroupLayout(e.clone())),
     };
     let mut problems = Vec::new();
     if !root {
@@ -158,7 +193,7 @@ pub fn gather() -> DoctorReport {
         );
     }
     if let Err(e) = &facts.btf {
-        problems.push(e.clone());
+        problems.push(e.to_string());
     }
     match &cgroup {
         Ok(l) if l.memory.is_none() => {
@@ -182,7 +217,7 @@ pub fn gather() -> DoctorReport {
             .btf
             .as_ref()
             .map(|_| crate::kernel::btf::VMLINUX_BTF.to_string())
-            .map_err(Clone::clone),
+            .map_err(|e| Unavailable::Btf(e.clone())),
         tracefs: facts
             .tracefs
             .as_ref()
@@ -197,10 +232,10 @@ pub fn gather() -> DoctorReport {
                     }
                 )
             })
-            .map_err(Clone::clone),
+            .map_err(|e| Unavailable::Tracefs(e.clone())),
         kprobe_pmu: facts.kprobe_pmu,
         cpus_online: aya::util::online_cpus().map(|c| c.len()).unwrap_or(0),
-        cgroup,
+        cgroup: cgroup.map_err(Unavailable::Cgroup),
         charge_batch,
         flavours,
         hooks,
@@ -214,7 +249,7 @@ pub fn gather() -> DoctorReport {
 pub fn render_text(r: &DoctorReport) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let res = |r: &Result<String, String>| match r {
+    let res = |r: &Result<String, Unavailable>| match r {
         Ok(v) => v.clone(),
         Err(e) => format!("UNAVAILABLE: {e}"),
     };

@@ -157,7 +157,7 @@ impl StatTracer {
 /// The plans of the stat hooks. Flavour support is learned by attaching for real (no trial
 /// programs needed).
 fn stat_plans(facts: &KernelFacts, only: Option<Flavour>) -> Vec<plan::HookPlan> {
-    let support = FlavourSupport::new();
+    let support = FlavourSupport::<std::convert::Infallible>::new();
     plan::hooks()
         .iter()
         .filter(|h| h.group == Group::Stat)

@@ -55,7 +55,7 @@ impl ChargeTracer {
     ) -> anyhow::Result<Self> {
         let mut guard = lock(&ebpf);
         let ebpf_mut: &mut Ebpf = &mut guard;
-        let support = FlavourSupport::new();
+        let support = FlavourSupport::<std::convert::Infallible>::new();
         let mut plans: Vec<HookPlan> = plan::hooks()
             .iter()
             .filter(|h| {

@@ -11,11 +11,11 @@ pub(crate) mod testbtf;
 #[cfg(test)]
 pub(crate) mod testkernels;
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
-use btf::KernelBtf;
-use symbols::{Kallsyms, SymbolState};
-use tracefs::Tracefs;
+use btf::{BtfError, KernelBtf};
+use symbols::{Kallsyms, PartCloneError, SymbolState};
+use tracefs::{Tracefs, TracefsError};
 
 use crate::plan::{Target, TargetFacts};
 
@@ -76,17 +76,57 @@ const FACT_TYPES: &[&str] = &[
     "try_charge_memcg",
 ];
 
+/// Why a probe target is not usable in the running kernel.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TargetMissing {
+    /// Only compiler clones of the function exist.
+    #[error("only compiler clones exist ({}); their arguments are not the C signature", .0.join(", "))]
+    ClonesOnly(Vec<String>),
+    /// /proc/kallsyms could not be read.
+    #[error("kallsyms unavailable")]
+    NoKallsyms,
+    /// No text symbol of that name.
+    #[error("no symbol (inlined or not in this kernel)")]
+    NoSymbol,
+    /// No BTF FUNC of that name.
+    #[error("no BTF FUNC (inlined, renamed or not in this kernel)")]
+    NoBtfFunc,
+    /// No `btf_trace_<name>` typedef.
+    #[error("no BTF tracepoint btf_trace_{0}")]
+    NoBtfTracepoint(String),
+    /// No tracefs event.
+    #[error("no tracepoint {category}:{name}")]
+    NoTracepoint {
+        /// The event category.
+        category: String,
+        /// The event name.
+        name: String,
+    },
+    /// The kernel's BTF is unavailable.
+    #[error(transparent)]
+    Btf(Arc<BtfError>),
+    /// tracefs is unavailable.
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// No single `.part.N` clone.
+    #[error(transparent)]
+    PartClone(#[from] PartCloneError),
+    /// No single `.part.N` clone, and kallsyms was unreadable.
+    #[error("kallsyms unavailable ({0})")]
+    PartCloneNoKallsyms(PartCloneError),
+}
+
 /// Everything the plan needs to know about the running kernel.
 #[derive(Debug)]
 pub struct KernelFacts {
     /// `uname -r`.
     pub release: String,
     /// The kernel's BTF, or why it is unavailable.
-    pub btf: Result<KernelBtf, String>,
+    pub btf: Result<KernelBtf, Arc<BtfError>>,
     /// Text symbols (empty when unreadable).
     pub kallsyms: Kallsyms,
     /// tracefs, or why it is unavailable.
-    pub tracefs: Result<Tracefs, String>,
+    pub tracefs: Result<Tracefs, TracefsError>,
     /// The kprobe PMU exists (CONFIG_KPROBES and perf kprobe support).
     pub kprobe_pmu: bool,
 }
@@ -102,7 +142,7 @@ impl KernelFacts {
         // The names the plans and layouts then ask about are fetched meanwhile, in one scan.
         let (btf, kallsyms) = std::thread::scope(|scope| {
             let kallsyms = scope.spawn(|| Kallsyms::load().unwrap_or_default());
-            let btf = KernelBtf::from_sys_fs().map_err(|e| e.to_string());
+            let btf = KernelBtf::from_sys_fs().map_err(Arc::new);
             if let Ok(btf) = &btf {
                 btf.prefetch(FACT_TYPES);
             }
@@ -124,38 +164,38 @@ impl KernelFacts {
 }
 
 impl TargetFacts for KernelFacts {
-    fn target_exists(&self, target: &Target) -> Result<(), String> {
+    type Missing = TargetMissing;
+
+    fn target_exists(&self, target: &Target) -> Result<(), TargetMissing> {
         match target {
             Target::Function(name) => match self.kallsyms.state(name) {
                 SymbolState::Present => Ok(()),
-                SymbolState::ClonesOnly(c) => Err(format!(
-                    "only compiler clones exist ({}); their arguments are not the C signature",
-                    c.join(", ")
-                )),
-                SymbolState::Absent if self.kallsyms.is_empty() => {
-                    Err("kallsyms unavailable".into())
-                }
-                SymbolState::Absent => Err("no symbol (inlined or not in this kernel)".into()),
+                SymbolState::ClonesOnly(c) => Err(TargetMissing::ClonesOnly(c)),
+                SymbolState::Absent if self.kallsyms.is_empty() => Err(TargetMissing::NoKallsyms),
+                SymbolState::Absent => Err(TargetMissing::NoSymbol),
             },
             Target::BtfFunction(name) => match &self.btf {
                 Ok(b) if b.has_func(name) => Ok(()),
-                Ok(_) => Err("no BTF FUNC (inlined, renamed or not in this kernel)".into()),
-                Err(e) => Err(e.clone()),
+                Ok(_) => Err(TargetMissing::NoBtfFunc),
+                Err(e) => Err(TargetMissing::Btf(e.clone())),
             },
             Target::BtfTracepoint(name) => match &self.btf {
                 Ok(b) if b.has_btf_tracepoint(name) => Ok(()),
-                Ok(_) => Err(format!("no BTF tracepoint btf_trace_{name}")),
-                Err(e) => Err(e.clone()),
+                Ok(_) => Err(TargetMissing::NoBtfTracepoint((*name).into())),
+                Err(e) => Err(TargetMissing::Btf(e.clone())),
             },
             Target::Tracepoint(cat, name) => match &self.tracefs {
                 Ok(t) if t.has_event(cat, name) => Ok(()),
-                Ok(_) => Err(format!("no tracepoint {cat}:{name}")),
-                Err(e) => Err(e.clone()),
+                Ok(_) => Err(TargetMissing::NoTracepoint {
+                    category: (*cat).into(),
+                    name: (*name).into(),
+                }),
+                Err(e) => Err(e.clone().into()),
             },
             Target::PartClone(name) => match self.kallsyms.part_clone(name) {
                 Ok(_) => Ok(()),
-                Err(e) if self.kallsyms.is_empty() => Err(format!("kallsyms unavailable ({e})")),
-                Err(e) => Err(e),
+                Err(e) if self.kallsyms.is_empty() => Err(TargetMissing::PartCloneNoKallsyms(e)),
+                Err(e) => Err(e.into()),
             },
         }
     }

@@ -4,6 +4,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Why a function has no single `.part.N` clone to probe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartCloneError {
+    /// No `.part.N` clone.
+    #[error("no {0}.part.N clone")]
+    None(String),
+    /// Several: which one a caller uses is unknown.
+    #[error("{count} .part clones of {name}; which one a caller uses is unknown")]
+    Many {
+        /// The function.
+        name: String,
+        /// How many clones.
+        count: usize,
+    },
+}
+
 /// What kallsyms says about one function name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SymbolState {
@@ -69,7 +85,7 @@ impl Kallsyms {
     }
 
     /// The full name of the one `.part.N` clone of `name`, or why there is none.
-    pub fn part_clone(&self, name: &str) -> Result<String, String> {
+    pub fn part_clone(&self, name: &str) -> Result<String, PartCloneError> {
         let prefix = format!("{name}.part.");
         let parts: Vec<&String> = self
             .clones
@@ -78,11 +94,11 @@ impl Kallsyms {
             .unwrap_or_default();
         match parts.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(format!("no {name}.part.N clone")),
-            many => Err(format!(
-                "{} .part clones of {name}; which one a caller uses is unknown",
-                many.len()
-            )),
+            [] => Err(PartCloneError::None(name.into())),
+            many => Err(PartCloneError::Many {
+                name: name.into(),
+                count: many.len(),
+            }),
         }
     }
 

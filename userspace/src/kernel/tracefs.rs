@@ -8,6 +8,19 @@ use std::path::{Path, PathBuf};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
+/// tracefs is unavailable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TracefsError {
+    /// Nothing was mounted and mounting it failed.
+    #[error("tracefs is not mounted and mounting it at {} failed: {err}", target.display())]
+    Mount {
+        /// Where it was to be mounted.
+        target: PathBuf,
+        /// mount(2)'s error.
+        err: nix::errno::Errno,
+    },
+}
+
 /// An available tracefs; unmounts on drop if this process mounted it.
 #[derive(Debug)]
 pub struct Tracefs {
@@ -17,7 +30,7 @@ pub struct Tracefs {
 
 impl Tracefs {
     /// Finds a mounted tracefs, or mounts one at `/sys/kernel/tracing`.
-    pub fn open_or_mount() -> Result<Self, String> {
+    pub fn open_or_mount() -> Result<Self, TracefsError> {
         for c in CANDIDATES {
             if Path::new(c).join("events").is_dir() {
                 return Ok(Self {
@@ -34,11 +47,9 @@ impl Tracefs {
             nix::mount::MsFlags::empty(),
             None::<&str>,
         )
-        .map_err(|e| {
-            format!(
-                "tracefs is not mounted and mounting it at {} failed: {e}",
-                target.display()
-            )
+        .map_err(|err| TracefsError::Mount {
+            target: target.into(),
+            err,
         })?;
         Ok(Self {
             root: target.into(),

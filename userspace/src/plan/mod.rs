@@ -102,8 +102,10 @@ impl std::fmt::Display for Target {
 
 /// Answers whether a target exists in the running kernel (and why not).
 pub trait TargetFacts {
+    /// Why a target does not exist (one line).
+    type Missing: std::fmt::Display;
     /// `Ok` if it exists, else the reason it does not.
-    fn target_exists(&self, target: &Target) -> Result<(), String>;
+    fn target_exists(&self, target: &Target) -> Result<(), Self::Missing>;
 }
 
 /// One way to attach a hook.
@@ -579,8 +581,9 @@ pub fn hooks() -> Vec<HookSpec> {
     ]
 }
 
-/// Whether each flavour can load and attach on this kernel (from trial loads), keyed by flavour.
-pub type FlavourSupport = std::collections::BTreeMap<Flavour, Result<(), String>>;
+/// Whether each flavour can load and attach on this kernel (from trial loads), keyed by flavour;
+/// `E` says why not.
+pub type FlavourSupport<E> = std::collections::BTreeMap<Flavour, Result<(), E>>;
 
 /// The verdict on one candidate.
 #[derive(Debug, Clone, Serialize)]
@@ -629,10 +632,10 @@ pub const NO_PROGRAM: &str = "no program for this hook in this version";
 
 /// Decides every candidate of `spec`: flavour forced off, flavour unsupported, target missing,
 /// or no program. `only` restricts to one flavour (the `--attach` option).
-pub fn plan_hook(
+pub fn plan_hook<F: TargetFacts + ?Sized, E>(
     spec: &HookSpec,
-    facts: &dyn TargetFacts,
-    support: &FlavourSupport,
+    facts: &F,
+    support: &FlavourSupport<E>,
     only: Option<Flavour>,
 ) -> HookPlan {
     let candidates = spec
@@ -647,7 +650,7 @@ pub fn plan_hook(
             } else if let Some(Err(_)) = support.get(&cand.flavour) {
                 Some(format!("{} unusable on this kernel", cand.flavour))
             } else if let Err(e) = facts.target_exists(&cand.target) {
-                Some(e)
+                Some(e.to_string())
             } else if cand.program.is_none() {
                 Some(NO_PROGRAM.to_string())
             } else {

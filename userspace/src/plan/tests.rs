@@ -8,7 +8,9 @@ use super::*;
 struct Fake(BTreeSet<String>);
 
 impl TargetFacts for Fake {
-    fn target_exists(&self, t: &Target) -> Result<(), String> {
+    type Missing = &'static str;
+
+    fn target_exists(&self, t: &Target) -> Result<(), &'static str> {
         let key = match t {
             Target::Function(n) => format!("sym:{n}"),
             Target::BtfFunction(n) => format!("btf:{n}"),
@@ -19,7 +21,7 @@ impl TargetFacts for Fake {
         if self.0.contains(&key) {
             Ok(())
         } else {
-            Err("absent".into())
+            Err("absent")
         }
     }
 }
@@ -28,14 +30,14 @@ fn fake(items: &[&str]) -> Fake {
     Fake(items.iter().map(|s| s.to_string()).collect())
 }
 
-fn support(bad: &[Flavour]) -> FlavourSupport {
+fn support(bad: &[Flavour]) -> FlavourSupport<&'static str> {
     Flavour::ALL
         .iter()
         .map(|f| {
             (
                 *f,
                 if bad.contains(f) {
-                    Err("EPERM".to_string())
+                    Err("EPERM")
                 } else {
                     Ok(())
                 },
