@@ -162,6 +162,27 @@ pub enum CgroupError {
         /// Why (processes left, last errno).
         reason: String,
     },
+    /// A v1 memory hierarchy without the cpuset controller co-mounted.
+    #[error(
+        "the v1 memory hierarchy at {} has no cpuset controller (mount cpuset and memory \
+         together, -o cpuset,memory)",
+        root.display()
+    )]
+    NoV1Cpuset {
+        /// The hierarchy's root.
+        root: PathBuf,
+    },
+    /// cgroup2 without cpuset in the root's `cgroup.subtree_control`.
+    #[error(
+        "cpuset is not enabled in {} (the tool does not change the root's controllers; \
+         enable it with: echo +cpuset > {})",
+        path.display(),
+        path.display()
+    )]
+    CpusetNotEnabled {
+        /// The root's `cgroup.subtree_control`.
+        path: PathBuf,
+    },
 }
 
 impl CgroupError {

@@ -23,7 +23,7 @@ use super::{CgroupError, cleanup_live_runs};
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 /// The first cleanup signal received (0: none yet).
 static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
-static SIGNALS_INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+static SIGNALS_INSTALLED: OnceLock<Result<(), std::sync::Arc<io::Error>>> = OnceLock::new();
 const CLEANUP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -45,9 +45,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// `tokio::signal`) chains to this one or replaces it. Code that treats SIGINT as a normal
 /// "stop" should not call this, and instead drop its runs or call [`cleanup_live_runs`].
 pub fn install_cleanup_on_signals() -> Result<(), CgroupError> {
-    let r = SIGNALS_INSTALLED.get_or_init(|| install_signals().map_err(|e| e.to_string()));
+    let r = SIGNALS_INSTALLED.get_or_init(|| install_signals().map_err(std::sync::Arc::new));
     r.clone()
-        .map_err(|e| CgroupError::io("signal handlers", io::Error::other(e)))
+        .map_err(|e| CgroupError::io("signal handlers", io::Error::new(e.kind(), e)))
 }
 
 fn install_signals() -> io::Result<()> {

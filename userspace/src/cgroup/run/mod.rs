@@ -184,17 +184,15 @@ fn enable_controller(dir: &Path, controller: &str) -> Result<(), CgroupError> {
 /// co-mounted with memory (its root has `cpuset.mems`), v2 when the root's
 /// `cgroup.subtree_control` has `cpuset` (the tool enables it below its own parent only,
 /// never in the root). `Err` says in one line why not.
-pub fn cpuset_available(hier: &MemoryHierarchy) -> Result<(), String> {
+pub fn cpuset_available(hier: &MemoryHierarchy) -> Result<(), CgroupError> {
     match hier.version {
         CgroupVersion::V1 => {
             if hier.root.join("cpuset.mems").exists() {
                 Ok(())
             } else {
-                Err(format!(
-                    "the v1 memory hierarchy at {} has no cpuset controller (mount cpuset and \
-                     memory together, -o cpuset,memory)",
-                    hier.root.display()
-                ))
+                Err(CgroupError::NoV1Cpuset {
+                    root: hier.root.clone(),
+                })
             }
         }
         CgroupVersion::V2 => {
@@ -203,12 +201,7 @@ pub fn cpuset_available(hier: &MemoryHierarchy) -> Result<(), String> {
             if current.split_whitespace().any(|c| c == "cpuset") {
                 Ok(())
             } else {
-                Err(format!(
-                    "cpuset is not enabled in {} (the tool does not change the root's \
-                     controllers; enable it with: echo +cpuset > {})",
-                    path.display(),
-                    path.display()
-                ))
+                Err(CgroupError::CpusetNotEnabled { path })
             }
         }
     }
