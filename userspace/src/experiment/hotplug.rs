@@ -81,19 +81,33 @@ pub struct Offlined {
     undo: Undo,
 }
 
-fn online(blocks: &Mutex<Vec<PathBuf>>) -> Result<(), String> {
+/// Memory blocks whose `state` file refused `online_movable`: each with its error, on one
+/// line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe_failed(.0))]
+struct StillOffline(Vec<(PathBuf, std::io::Error)>);
+
+fn describe_failed(failed: &[(PathBuf, std::io::Error)]) -> String {
+    failed
+        .iter()
+        .map(|(state, e)| format!("{}: {e}", state.display()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn online(blocks: &Mutex<Vec<PathBuf>>) -> Result<(), StillOffline> {
     let mut b = blocks.lock().unwrap_or_else(|e| e.into_inner());
     let mut failed = Vec::new();
     for blk in b.drain(..) {
         let state = blk.join("state");
         if let Err(e) = fs::write(&state, "online_movable") {
-            failed.push(format!("{}: {e}", state.display()));
+            failed.push((state, e));
         }
     }
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(failed.join("; "))
+        Err(StillOffline(failed))
     }
 }
 

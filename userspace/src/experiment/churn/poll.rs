@@ -160,7 +160,7 @@ impl Poller {
     ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(PollState::default()));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let (st, sp) = (state.clone(), stop.clone());
         let handle = std::thread::Builder::new()
             .name("churn-poll".into())
@@ -171,7 +171,7 @@ impl Poller {
                         w
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
@@ -202,7 +202,7 @@ impl Poller {
             })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => anyhow::bail!("starting the css-walk poller: {e}"),
+            Ok(Err(e)) => return Err(e.context("starting the css-walk poller")),
             Err(_) => anyhow::bail!("the css-walk poller ended before it started"),
         }
         Ok(Poller {
