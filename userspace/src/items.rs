@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 
 use crate::kernel::btf::KernelBtf;
 
+/// The kernel's BTF names no statistic item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("kernel BTF has neither enum node_stat_item nor enum memcg_stat_item")]
+pub struct NoItemEnums;
+
 /// Item value -> name map of this kernel.
 #[derive(Debug, Clone, Default)]
 pub struct ItemNames {
@@ -17,7 +22,7 @@ pub struct ItemNames {
 
 impl ItemNames {
     /// Builds the map from BTF; errors if neither enum is present.
-    pub fn from_btf(btf: &KernelBtf) -> anyhow::Result<Self> {
+    pub fn from_btf(btf: &KernelBtf) -> Result<Self, NoItemEnums> {
         let mut names = BTreeMap::new();
         let mut found = false;
         for e in ["node_stat_item", "memcg_stat_item"] {
@@ -41,7 +46,7 @@ impl ItemNames {
             }
         }
         if !found {
-            anyhow::bail!("kernel BTF has neither enum node_stat_item nor enum memcg_stat_item");
+            return Err(NoItemEnums);
         }
         Ok(Self { names })
     }

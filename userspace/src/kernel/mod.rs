@@ -116,6 +116,13 @@ pub enum TargetMissing {
     PartCloneNoKallsyms(PartCloneError),
 }
 
+/// The kernel's BTF could not be read: the [`BtfError`]'s one-line message. Deliberately not a
+/// `source` chain: `BtfError::Read` already names its I/O error in its message, and an anyhow
+/// chain (`{:#}`) would print it twice.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BtfUnavailable(pub Arc<BtfError>);
+
 /// Everything the plan needs to know about the running kernel.
 #[derive(Debug)]
 pub struct KernelFacts {
@@ -158,8 +165,8 @@ impl KernelFacts {
     }
 
     /// The BTF or a one-line error.
-    pub fn btf(&self) -> anyhow::Result<&KernelBtf> {
-        self.btf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    pub fn btf(&self) -> Result<&KernelBtf, BtfUnavailable> {
+        self.btf.as_ref().map_err(|e| BtfUnavailable(e.clone()))
     }
 }
 
