@@ -53,13 +53,24 @@ pub struct StatSnapshot {
     pub counters: Counters,
 }
 
+/// Why the stat maps could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The loaded object lacks a map.
+    #[error("map {0} missing")]
+    MissingMap(&'static str),
+    /// aya could not read a map.
+    #[error(transparent)]
+    Map(#[from] aya::maps::MapError),
+}
+
 impl StatSnapshot {
     /// Reads the maps of a loaded probe set whose filter targets `target` (the cgroup whose
     /// aggregates are kept in the dense array).
-    pub fn read(ebpf: &Ebpf, target: Option<u64>) -> anyhow::Result<Self> {
+    pub fn read(ebpf: &Ebpf, target: Option<u64>) -> Result<Self, CollectError> {
         let agg: PerCpuHashMap<_, StatKey, StatValue> = PerCpuHashMap::try_from(
             ebpf.map(MAP_STAT_AGG)
-                .ok_or_else(|| anyhow::anyhow!("map {MAP_STAT_AGG} missing"))?,
+                .ok_or(CollectError::MissingMap(MAP_STAT_AGG))?,
         )?;
         let mut rows: BTreeMap<StatKey, Vec<StatValue>> = BTreeMap::new();
         for item in agg.iter() {
@@ -69,7 +80,7 @@ impl StatSnapshot {
         if let Some(cgroup_id) = target {
             let dense: PerCpuArray<_, StatValue> = PerCpuArray::try_from(
                 ebpf.map(MAP_STAT_DENSE)
-                    .ok_or_else(|| anyhow::anyhow!("map {MAP_STAT_DENSE} missing"))?,
+                    .ok_or(CollectError::MissingMap(MAP_STAT_DENSE))?,
             )?;
             for hook in [hook::MEMCG_STATE, hook::LRUVEC_STATE] {
                 for item in 0..STAT_DENSE_ITEMS {
@@ -88,9 +99,9 @@ impl StatSnapshot {
         }
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
             ebpf.map(MAP_COUNTERS)
-                .ok_or_else(|| anyhow::anyhow!("map {MAP_COUNTERS} missing"))?,
+                .ok_or(CollectError::MissingMap(MAP_COUNTERS))?,
         )?;
-        let sum = |slot: u32| -> anyhow::Result<u64> { Ok(arr.get(&slot, 0)?.iter().sum()) };
+        let sum = |slot: u32| -> Result<u64, CollectError> { Ok(arr.get(&slot, 0)?.iter().sum()) };
         // Recorded events are counted by the aggregates themselves; every event seen ends in
         // exactly one of recorded, filtered, map full or read failed.
         let recorded = rows.values().flatten().map(|v| v.events).sum();

@@ -150,7 +150,7 @@ impl StatTracer {
 
     /// Reads the aggregates now.
     pub fn snapshot(&self) -> anyhow::Result<StatSnapshot> {
-        StatSnapshot::read(&lock(&self.ebpf), self.target)
+        Ok(StatSnapshot::read(&lock(&self.ebpf), self.target)?)
     }
 }
 
