@@ -10,6 +10,17 @@ use std::path::Path;
 use crate::explain::ExplainReport;
 use plotters::prelude::*;
 
+/// Why a plot could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// plotters failed to draw.
+    #[error(transparent)]
+    Draw(#[from] DrawingAreaErrorKind<std::io::Error>),
+    /// The output directory or a file in it was refused or could not be written.
+    #[error(transparent)]
+    Write(#[from] crate::safefs::SafeFsError),
+}
+
 const SIZE: (u32, u32) = (960, 540);
 /// Bytes per MiB, for the axes.
 pub const MIB: f64 = 1048576.0;
@@ -66,7 +77,7 @@ pub fn line_chart(
     series: &[Series],
     marks: &[(f64, String)],
     hlines: &[(f64, String)],
-) -> anyhow::Result<String> {
+) -> Result<String, PlotError> {
     // Counted x axes (iterations, indices) label whole numbers only.
     let integer_x = series
         .iter()
@@ -149,7 +160,7 @@ enum Swatch {
 fn legend(
     root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     entries: &[(String, Swatch)],
-) -> anyhow::Result<()> {
+) -> Result<(), PlotError> {
     let x = (root.dim_in_pixel().0 - LEGEND_WIDTH + 24) as i32;
     for (i, (name, sw)) in entries.iter().enumerate() {
         let y = 60 + 20 * i as i32;
@@ -184,7 +195,7 @@ pub fn stacked_bars(
     y_desc: &str,
     categories: &[String],
     segments: &[(String, Vec<f64>)],
-) -> anyhow::Result<String> {
+) -> Result<String, PlotError> {
     let n = categories.len().max(1);
     let mut tops = vec![(0.0f64, 0.0f64); n];
     for (_, vals) in segments {
@@ -264,7 +275,7 @@ pub fn stacked_bars(
 }
 
 /// The ledger of an `explain` report: one stacked bar per term, split by CPU.
-pub fn explain_plot(r: &ExplainReport) -> anyhow::Result<String> {
+pub fn explain_plot(r: &ExplainReport) -> Result<String, PlotError> {
     let cats: Vec<String> = r.terms.iter().map(|t| t.term.clone()).collect();
     let ps = r.page_size as f64;
     let cpus = r.terms.iter().map(|t| t.per_cpu.len()).max().unwrap_or(0);
@@ -302,7 +313,7 @@ pub fn explain_plot(r: &ExplainReport) -> anyhow::Result<String> {
 pub fn write_all(
     dir: &Path,
     plots: &[(String, String)],
-) -> anyhow::Result<Vec<std::path::PathBuf>> {
+) -> Result<Vec<std::path::PathBuf>, PlotError> {
     crate::safefs::prepare_output_dir(dir, "--svg")?;
     let mut out = Vec::new();
     for (name, text) in plots {
