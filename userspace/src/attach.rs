@@ -75,6 +75,28 @@ pub enum AttachError {
     NotRoot,
 }
 
+/// Why the probes object could not be configured or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Built without the eBPF toolchain: the object is empty.
+    #[error(
+        "this memcg-drift was built without its eBPF probes (the eBPF toolchain was missing); \
+         run `cargo xtask setup`, then rebuild"
+    )]
+    NoProbes,
+    /// The probes' kernel layout names a member BTF lacks.
+    #[error("kernel BTF has no member `{member}` in struct {ty}")]
+    MissingMember {
+        /// The struct.
+        ty: String,
+        /// The member.
+        member: String,
+    },
+    /// aya refused the object (its message only, as one line).
+    #[error("loading the probes object failed: {0}")]
+    Load(aya::EbpfError),
+}
+
 /// One loaded probes object shared by the tracers attached on it.
 pub type SharedEbpf = std::sync::Arc<std::sync::Mutex<aya::Ebpf>>;
 
@@ -85,12 +107,9 @@ pub fn lock(ebpf: &SharedEbpf) -> std::sync::MutexGuard<'_, aya::Ebpf> {
 }
 
 /// The probes object with a clear error when it was built without the eBPF toolchain.
-pub fn object() -> anyhow::Result<&'static [u8]> {
+pub fn object() -> Result<&'static [u8], LoadError> {
     if crate::probes::OBJECT.is_empty() {
-        anyhow::bail!(
-            "this memcg-drift was built without its eBPF probes (the eBPF toolchain was missing); \
-             run `cargo xtask setup`, then rebuild"
-        );
+        return Err(LoadError::NoProbes);
     }
     Ok(crate::probes::OBJECT)
 }
@@ -175,10 +194,13 @@ pub struct Filter {
 }
 
 /// Resolves the probes' kernel layout from BTF; names the first missing member.
-pub fn probe_config(btf: &KernelBtf, filter: Filter) -> anyhow::Result<ProbeConfig> {
+pub fn probe_config(btf: &KernelBtf, filter: Filter) -> Result<ProbeConfig, LoadError> {
     let off = |s: &str, m: &str| {
         btf.member_offset(s, m)
-            .ok_or_else(|| anyhow::anyhow!("kernel BTF has no member `{m}` in struct {s}"))
+            .ok_or_else(|| LoadError::MissingMember {
+                ty: s.into(),
+                member: m.into(),
+            })
     };
     let mut f = 0;
     // The memory hierarchy's root with its descendants is every memcg: nothing to filter (the
@@ -220,7 +242,7 @@ pub fn bump_memlock() {
 }
 
 /// Loads the probes object with its configuration (programs are loaded when attached).
-pub fn load(cfg: &ProbeConfig) -> anyhow::Result<Ebpf> {
+pub fn load(cfg: &ProbeConfig) -> Result<Ebpf, LoadError> {
     load_with(cfg, |_| {})
 }
 
@@ -228,7 +250,7 @@ pub fn load(cfg: &ProbeConfig) -> anyhow::Result<Ebpf> {
 pub fn load_with<'a>(
     cfg: &'a ProbeConfig,
     more: impl FnOnce(&mut EbpfLoader<'a>),
-) -> anyhow::Result<Ebpf> {
+) -> Result<Ebpf, LoadError> {
     let obj = object()?;
     bump_memlock();
     let mut loader = EbpfLoader::new();
@@ -239,7 +261,7 @@ pub fn load_with<'a>(
     more(&mut loader);
     loader
         .load(obj)
-        .map_err(|e| anyhow::anyhow!("loading the probes object failed: {e}"))
+        .map_err(LoadError::Load)
 }
 
 /// One line from an aya error and its causes (the verifier log is cut to its last line).

@@ -237,7 +237,7 @@ pub fn load(
     cfg: &ProbeConfig,
     ccfg: &ChargeConfig,
     sizes: &attach::MapSizes,
-) -> anyhow::Result<Ebpf> {
+) -> Result<Ebpf, attach::LoadError> {
     attach::load_with(cfg, |l| {
         l.override_global(GLOBAL_CHARGE_CONFIG, ccfg, true);
         sizes.apply(l);
@@ -270,5 +270,5 @@ pub fn load_for_doctor(
     let scfg = attach::probe_config(kbtf, Filter::default())?;
     let (ccfg, unusable) = charge_config(kbtf, facts)?;
     reject_unusable(plans, &unusable);
-    load(&scfg, &ccfg, &attach::MapSizes::default())
+    Ok(load(&scfg, &ccfg, &attach::MapSizes::default())?)
 }
