@@ -78,7 +78,7 @@ pub fn start_all(
             &stat.outcomes,
         )
         .map_err(crate::charge::ChargeUnavailable),
-        Err(e) => Err(crate::charge::ChargeUnavailable(e)),
+        Err(e) => Err(crate::charge::ChargeUnavailable(e.into())),
     };
     Ok((stat, charge))
 }

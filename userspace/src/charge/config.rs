@@ -3,6 +3,28 @@
 
 use super::*;
 
+/// Why the charge probes cannot be configured or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeConfigError {
+    /// A required member is missing from BTF.
+    #[error("kernel BTF has no member `{member}` in struct {ty}")]
+    MissingMember {
+        /// The struct.
+        ty: String,
+        /// The member.
+        member: String,
+    },
+    /// No `memory_cgrp_id` enumerator (no memory controller).
+    #[error("kernel BTF has no enumerator memory_cgrp_id")]
+    NoMemoryCgrpId,
+    /// Configuring or loading the probes object failed.
+    #[error(transparent)]
+    Load(#[from] attach::LoadError),
+}
+
+/// Hooks or programs this kernel's layout rules out: (hook id or program, why).
+pub type Unusable = Vec<(&'static str, String)>;
+
 /// Resolves the charge probes' kernel layout from BTF (and the `oom:mark_victim` record format
 /// from tracefs). Required members are errors naming the member; optional ones
 /// (`memsw`/`swap`, `kmem`, `tcpmem`, the stock layout) are [`ChargeConfig::ABSENT`] or noted
@@ -10,10 +32,13 @@ use super::*;
 pub fn charge_config(
     btf: &KernelBtf,
     facts: &KernelFacts,
-) -> anyhow::Result<(ChargeConfig, Vec<(&'static str, String)>)> {
+) -> Result<(ChargeConfig, Unusable), ChargeConfigError> {
     let off = |s: &str, m: &str| {
         btf.member_offset(s, m)
-            .ok_or_else(|| anyhow::anyhow!("kernel BTF has no member `{m}` in struct {s}"))
+            .ok_or_else(|| ChargeConfigError::MissingMember {
+                ty: s.into(),
+                member: m.into(),
+            })
     };
     let opt = |s: &str, m: &str| btf.member_offset(s, m).unwrap_or(ChargeConfig::ABSENT);
     let mut unusable = Vec::new();
@@ -24,7 +49,7 @@ pub fn charge_config(
     };
     let memory_cgrp_id = btf
         .enum_value("cgroup_subsys_id", "memory_cgrp_id")
-        .ok_or_else(|| anyhow::anyhow!("kernel BTF has no enumerator memory_cgrp_id"))?;
+        .ok_or(ChargeConfigError::NoMemoryCgrpId)?;
     // The charge stock: one cached memcg with an `unsigned int nr_pages` up to 6.15
     // (`drain_stock(stock)`); from 6.16 arrays `cached[NR_MEMCG_STOCK]` and `uint8_t
     // nr_pages[NR_MEMCG_STOCK]`, and `drain_stock(stock, i)` drains slot i. The fentry program
@@ -266,7 +291,7 @@ pub fn load_for_doctor(
     kbtf: &KernelBtf,
     facts: &KernelFacts,
     plans: &mut [HookPlan],
-) -> anyhow::Result<Ebpf> {
+) -> Result<Ebpf, ChargeConfigError> {
     let scfg = attach::probe_config(kbtf, Filter::default())?;
     let (ccfg, unusable) = charge_config(kbtf, facts)?;
     reject_unusable(plans, &unusable);
