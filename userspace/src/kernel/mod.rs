@@ -117,8 +117,8 @@ pub enum TargetMissing {
 }
 
 /// The kernel's BTF could not be read: the [`BtfError`]'s one-line message. Deliberately not a
-/// `source` chain: `BtfError::Read` already names its I/O error in its message, and an anyhow
-/// chain (`{:#}`) would print it twice.
+/// `source` chain: `BtfError::Read` already names its I/O error in its message, and an error
+/// chain printed with `{:#}` would show it twice.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct BtfUnavailable(pub Arc<BtfError>);

@@ -153,7 +153,7 @@ pub fn possible_cpus() -> Result<usize, PossibleCpusError> {
 }
 
 /// The possible CPUs could not be read. The I/O error is part of the one-line message (it is
-/// not also the `source`, so an anyhow chain does not print it twice).
+/// not also the `source`, so an error chain printed with `{:#}` does not show it twice).
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {err}")]
 pub struct PossibleCpusError {
