@@ -27,6 +27,41 @@ pub enum ValueUnit {
 
 pub use crate::attach::{SharedEbpf, lock};
 
+/// The charge tracer of [`start_all`], or why it did not start.
+pub type ChargeStart = Result<crate::charge::ChargeTracer, crate::charge::ChargeUnavailable>;
+
+/// Why the stat tracer (or the benchmark's floor) could not start or be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    /// The kernel's BTF is unavailable.
+    #[error(transparent)]
+    Btf(#[from] crate::kernel::BtfUnavailable),
+    /// aya could not read the kernel's BTF.
+    #[error("aya cannot read kernel BTF: {0}")]
+    AyaBtf(aya::BtfError),
+    /// Configuring or loading the probes object failed.
+    #[error(transparent)]
+    Load(#[from] attach::LoadError),
+    /// BTF names no statistic item.
+    #[error(transparent)]
+    Items(#[from] crate::items::NoItemEnums),
+    /// No stat hook attached: every candidate's reason.
+    #[error("no stat-path hook could be attached ({})", .0.join("; "))]
+    NoStatHook(Vec<String>),
+    /// A floor program did not attach.
+    #[error("a floor program could not be attached: {0:?}")]
+    NoFloor(Vec<HookOutcome>),
+    /// The stat maps could not be read.
+    #[error(transparent)]
+    Collect(#[from] crate::collect::CollectError),
+    /// The loaded object lacks a map.
+    #[error("map {0} missing")]
+    MissingMap(&'static str),
+    /// aya could not read a map.
+    #[error(transparent)]
+    Map(#[from] aya::maps::MapError),
+}
+
 /// Attached stat probes.
 pub struct StatTracer {
     ebpf: SharedEbpf,
@@ -50,14 +85,11 @@ pub fn start_all(
     filter: Filter,
     only: Option<Flavour>,
     sizes: MapSizes,
-) -> anyhow::Result<(
-    StatTracer,
-    Result<crate::charge::ChargeTracer, crate::charge::ChargeUnavailable>,
-)> {
+) -> Result<(StatTracer, ChargeStart), TracerError> {
     let facts = Arc::new(KernelFacts::gather());
     let kbtf = facts.btf()?;
     let mut cfg = attach::probe_config(kbtf, filter)?;
-    let btf = Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+    let btf = Btf::from_sys_fs().map_err(TracerError::AyaBtf)?;
     let charge_cfg = crate::charge::charge_config(kbtf, &facts);
     let ebpf = match &charge_cfg {
         Ok((ccfg, _)) => {
@@ -86,12 +118,11 @@ pub fn start_all(
 impl StatTracer {
     /// Attaches the stat hooks with `filter`. `only` forces one flavour. Fails when no stat hook
     /// could be attached, naming every candidate's error.
-    pub fn start(filter: Filter, only: Option<Flavour>) -> anyhow::Result<Self> {
+    pub fn start(filter: Filter, only: Option<Flavour>) -> Result<Self, TracerError> {
         let facts = Arc::new(KernelFacts::gather());
         let kbtf = facts.btf()?;
         let cfg = attach::probe_config(kbtf, filter)?;
-        let btf =
-            Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let btf = Btf::from_sys_fs().map_err(TracerError::AyaBtf)?;
         let ebpf = attach::load(&cfg)?;
         Self::attach_on(ebpf, facts, &btf, filter, only)
     }
@@ -103,7 +134,7 @@ impl StatTracer {
         btf: &Btf,
         filter: Filter,
         only: Option<Flavour>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, TracerError> {
         let items = ItemNames::from_btf(facts.btf()?)?;
         let plans = stat_plans(&facts, only);
         let outcomes = attach::attach_plans(&mut ebpf, &plans, btf, &facts);
@@ -127,7 +158,7 @@ impl StatTracer {
                     })
                 }))
                 .collect();
-            anyhow::bail!("no stat-path hook could be attached ({})", why.join("; "));
+            return Err(TracerError::NoStatHook(why));
         }
         let unit = if outcomes
             .iter()
@@ -149,7 +180,7 @@ impl StatTracer {
     }
 
     /// Reads the aggregates now.
-    pub fn snapshot(&self) -> anyhow::Result<StatSnapshot> {
+    pub fn snapshot(&self) -> Result<StatSnapshot, TracerError> {
         Ok(StatSnapshot::read(&lock(&self.ebpf), self.target)?)
     }
 }
@@ -177,10 +208,9 @@ pub struct FloorProbes {
 
 impl FloorProbes {
     /// Attaches the floor programs; `only` forces one flavour.
-    pub fn start(only: Option<Flavour>) -> anyhow::Result<Self> {
+    pub fn start(only: Option<Flavour>) -> Result<Self, TracerError> {
         let facts = KernelFacts::gather();
-        let btf =
-            Btf::from_sys_fs().map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let btf = Btf::from_sys_fs().map_err(TracerError::AyaBtf)?;
         let mut ebpf = attach::load(&probes_common::ProbeConfig::ZERO)?;
         let mut plans = stat_plans(&facts, only);
         for p in &mut plans {
@@ -190,18 +220,18 @@ impl FloorProbes {
         }
         let outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
         if outcomes.iter().any(|o| o.used.is_none()) {
-            anyhow::bail!("a floor program could not be attached: {outcomes:?}");
+            return Err(TracerError::NoFloor(outcomes));
         }
         Ok(Self { ebpf, outcomes })
     }
 
     /// Events the floor programs have seen, summed over CPUs.
-    pub fn events(&self) -> anyhow::Result<u64> {
+    pub fn events(&self) -> Result<u64, TracerError> {
         let name = probes_common::MAP_FLOOR;
         let arr: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(
             self.ebpf
                 .map(name)
-                .ok_or_else(|| anyhow::anyhow!("map {name} missing"))?,
+                .ok_or(TracerError::MissingMap(name))?,
         )?;
         Ok(arr.get(&0, 0)?.iter().sum())
     }
