@@ -38,7 +38,8 @@ pub enum Command {
     /// limit, every ledger term, per-CPU stock and unflushed deltas, dying descendants, memory
     /// events; the kernel is read once per --interval whatever the scrapes.
     Export(ExportArgs),
-    /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs).
+    /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs),
+    /// and this boot's cached MEMCG_CHARGE_BATCH.
     Cleanup,
     /// Internal: the controlled workload process (spoken to over stdin/stdout).
     #[command(name = "__workload", hide = true)]

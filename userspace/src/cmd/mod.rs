@@ -260,6 +260,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             require_root("cleanup")?;
             let hier = memory_hierarchy()?;
             let report = cgroup::cleanup_stale(&hier)?;
+            match crate::workload::batch::remove_cache() {
+                Ok(Some(p)) => println!(
+                    "removed {} (this boot's MEMCG_CHARGE_BATCH; the next run measures it again)",
+                    p.display()
+                ),
+                Ok(None) => {}
+                Err(e) => println!("could not remove the charge-batch cache: {e}"),
+            }
             println!("{report}");
             Ok(0)
         }
