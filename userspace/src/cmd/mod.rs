@@ -165,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                             grow_to: t.grow_to.unwrap_or(2 * top),
                             step_pages: (t.step / page).max(1),
                             cpu,
+                            root: t.root,
                         },
                         &common,
                     )?
