@@ -693,6 +693,60 @@ fn cli_text_json_and_errors() {
     run.remove().unwrap();
 }
 
+/// `MEMCG_CHARGE_BATCH` is measured once per boot (workload::batch): `explain` reads the cache
+/// (its source says so) and reports the batch measured now without it; the cache is the
+/// tool's private file; `cleanup` removes it and the next `explain` measures and caches again.
+#[test]
+fn the_charge_batch_is_measured_once_per_boot() {
+    if !require_kernel("the_charge_batch_is_measured_once_per_boot") {
+        return;
+    }
+    let _serial = serial();
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let fresh = memcg_drift::workload::batch::measure_uncached(&hier()).unwrap();
+    assert!(fresh.source.starts_with("measured: "), "{}", fresh.source);
+    let cache = memcg_drift::cgroup::owner_dir().join(memcg_drift::workload::batch::CACHE_NAME);
+    let explain_batch = || -> (u64, String) {
+        let o = cli(&["explain", "/", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let b = &v["charge_batch"];
+        (
+            b["pages"].as_u64().unwrap(),
+            b["source"].as_str().unwrap().to_string(),
+        )
+    };
+    let o = cli(&["cleanup"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!cache.exists());
+    let (pages, source) = explain_batch();
+    assert_eq!(pages, fresh.pages);
+    assert!(
+        source.starts_with("measured: ") && !source.contains("cached"),
+        "{source}"
+    );
+    let md = std::fs::symlink_metadata(&cache).unwrap();
+    assert!(md.file_type().is_file());
+    assert_eq!((md.uid(), md.permissions().mode() & 0o777), (0, 0o600));
+    let (pages, source) = explain_batch();
+    assert_eq!(pages, fresh.pages);
+    assert!(source.starts_with("measured: "), "{source}");
+    assert!(
+        source.contains(&format!("cached for this boot in {}", cache.display())),
+        "{source}"
+    );
+    let o = cli(&["cleanup"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("removed {}", cache.display())),
+        "{text}"
+    );
+    assert!(!cache.exists());
+    let (_, source) = explain_batch();
+    assert!(!source.contains("cached"), "{source}");
+    assert!(cache.exists());
+}
+
 /// `--watch` reports again every interval until SIGINT, then exits 0.
 #[test]
 fn watch_repeats_until_interrupted() {

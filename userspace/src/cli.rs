@@ -38,7 +38,8 @@ pub enum Command {
     /// limit, every ledger term, per-CPU stock and unflushed deltas, dying descendants, memory
     /// events; the kernel is read once per --interval whatever the scrapes.
     Export(ExportArgs),
-    /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs).
+    /// Remove cgroups that a killed memcg-drift run left behind (never touches live runs),
+    /// and this boot's cached MEMCG_CHARGE_BATCH.
     Cleanup,
     /// Internal: the controlled workload process (spoken to over stdin/stdout).
     #[command(name = "__workload", hide = true)]
@@ -371,6 +372,12 @@ pub struct ThresholdArgs {
     /// CPU of the workload (default: the last online CPU).
     #[arg(long, value_name = "C")]
     pub cpu: Option<usize>,
+    /// v1: also register the thresholds on the root cgroup (above its usage at the start).
+    /// Its usage is a sum of global or statistics counters, not a page_counter; the report
+    /// says which. The registration writes the root's cgroup.event_control and lasts as long
+    /// as the run's eventfds (closed on every exit path, so nothing is left on the root).
+    #[arg(long)]
+    pub root: bool,
 }
 
 /// Options of `run swap`.

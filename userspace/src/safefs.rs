@@ -153,6 +153,67 @@ pub fn create_private_subdir(path: &Path) -> Result<(), SafeFsError> {
     }
 }
 
+/// Writes `bytes` as the file `name` of `dir`, a directory made private by
+/// [`ensure_private_root`]: through a temporary file of an unpredictable name
+/// (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600) renamed over `name`, so a reader sees the old
+/// file or the new one, never half of one, and two writers racing each leave a whole file.
+pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, SafeFsError> {
+    ensure_private_root(dir)?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", random_suffix()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| SafeFsError::io(&tmp, e))?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(SafeFsError::io(&path, e));
+    }
+    Ok(path)
+}
+
+/// Reads a file written by [`write_private_file`]: opened `O_NOFOLLOW` (a symlink is refused),
+/// and used only when the directory is private and the file is a regular file owned by the
+/// tool's user that nobody else may write. `Ok(None)` when there is no such file.
+pub fn read_private_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, SafeFsError> {
+    let dmd = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SafeFsError::io(dir, e)),
+    };
+    if !dmd.file_type().is_dir() || dmd.uid() != euid() || dmd.mode() & 0o077 != 0 {
+        return Err(SafeFsError::unsafe_path(
+            dir,
+            "is not a private directory of the tool's own",
+        ));
+    }
+    let path = dir.join(name);
+    let mut f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SafeFsError::io(&path, e)),
+    };
+    let md = f.metadata().map_err(|e| SafeFsError::io(&path, e))?;
+    if !md.file_type().is_file() || md.uid() != euid() || md.mode() & 0o022 != 0 {
+        return Err(SafeFsError::unsafe_path(
+            &path,
+            "is not a regular file of the tool's own that only it may write",
+        ));
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut f, &mut bytes).map_err(|e| SafeFsError::io(&path, e))?;
+    Ok(Some(bytes))
+}
+
 /// Device and inode of a file: how a run recognises what it created (with the owner, which
 /// another user cannot fake: a filesystem may give a new file a freed inode number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,6 +553,37 @@ mod tests {
         let d = std::env::temp_dir().join(format!("memcg-drift-safefs-{tag}-{}", random_suffix()));
         fs::create_dir(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn private_files_round_trip_and_links_or_foreign_files_are_refused() {
+        let base = scratch("private");
+        let dir = base.join("own");
+        ensure_private_root(&dir).unwrap();
+        assert_eq!(read_private_file(&dir, "f").unwrap(), None);
+        write_private_file(&dir, "f", b"one").unwrap();
+        write_private_file(&dir, "f", b"two").unwrap();
+        assert_eq!(
+            read_private_file(&dir, "f").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        let md = fs::metadata(dir.join("f")).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o600);
+        // No temporary file is left.
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        // A symlink at the name is not followed.
+        let target = base.join("target");
+        fs::write(&target, b"secret").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("link")).unwrap();
+        assert!(read_private_file(&dir, "link").is_err());
+        // A file others may write is not trusted.
+        fs::set_permissions(dir.join("f"), fs::Permissions::from_mode(0o666)).unwrap();
+        let e = read_private_file(&dir, "f").unwrap_err().to_string();
+        assert!(e.contains("only it may write"), "{e}");
+        // A directory others may enter is not private.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(read_private_file(&dir, "f").is_err());
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                             grow_to: t.grow_to.unwrap_or(2 * top),
                             step_pages: (t.step / page).max(1),
                             cpu,
+                            root: t.root,
                         },
                         &common,
                     )?
@@ -260,6 +261,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             require_root("cleanup")?;
             let hier = memory_hierarchy()?;
             let report = cgroup::cleanup_stale(&hier)?;
+            match crate::workload::batch::remove_cache() {
+                Ok(Some(p)) => println!(
+                    "removed {} (this boot's MEMCG_CHARGE_BATCH; the next run measures it again)",
+                    p.display()
+                ),
+                Ok(None) => {}
+                Err(e) => println!("could not remove the charge-batch cache: {e}"),
+            }
             println!("{report}");
             Ok(0)
         }

@@ -29,8 +29,12 @@ pub use render::render_text;
 
 /// Snapshots tried before a report says the kernel kept moving.
 const ATTEMPTS: usize = 8;
-/// Pause between attempts.
-const ATTEMPT_PAUSE: Duration = Duration::from_millis(20);
+/// Pause before the second attempt, doubled before each next one up to [`ATTEMPT_PAUSE_MAX`]
+/// (2, 4, ..., 40 ms: eight attempts span about as long as seven fixed 20 ms pauses did, and a
+/// movement of a few milliseconds costs a few milliseconds).
+const ATTEMPT_PAUSE: Duration = Duration::from_millis(2);
+/// The longest pause between attempts.
+const ATTEMPT_PAUSE_MAX: Duration = Duration::from_millis(40);
 /// Memcgs the reader starts with; it is reloaded bigger when the subtree needs it.
 const START_CAPACITY: usize = 64;
 /// Text width.
@@ -379,7 +383,13 @@ impl Explainer {
     ) -> anyhow::Result<(ExplainReport, Vec<ItemResidue>)> {
         let tree = self.walk()?;
         let before = self.target.usage_bytes().ok().flatten();
-        let taken = residue::take(&mut self.reader, &tree.nodes, ATTEMPTS, ATTEMPT_PAUSE)?;
+        let taken = residue::take(
+            &mut self.reader,
+            &tree.nodes,
+            ATTEMPTS,
+            ATTEMPT_PAUSE,
+            ATTEMPT_PAUSE_MAX,
+        )?;
         let after = self.target.usage_bytes().ok().flatten();
         let stat = if self.read_stat_file {
             self.target.stat().ok().flatten()

@@ -82,15 +82,20 @@ pub struct Taken {
     pub attempts: usize,
 }
 
-/// Takes snapshots until one is consistent, at most `max_attempts`, waiting `pause` in
-/// between. The last is returned either way; its `consistent` says which.
+/// Takes snapshots until one is consistent, at most `max_attempts`, waiting in between
+/// `first_pause`, then twice as long each time up to `max_pause`: most movements (a charge, a
+/// flush under way) are over within a few milliseconds, so the first retries come soon and
+/// only a subtree that keeps moving waits as long as a fixed long pause would. The last
+/// snapshot is returned either way; its `consistent` says which.
 pub fn take(
     reader: &mut ResidueReader,
     nodes: &[MemcgNode],
     max_attempts: usize,
-    pause: Duration,
+    first_pause: Duration,
+    max_pause: Duration,
 ) -> Result<Taken, ResidueError> {
     let mut attempts = 0;
+    let mut pause = first_pause;
     loop {
         attempts += 1;
         let raw = reader.raw_snapshot(nodes)?;
@@ -99,5 +104,6 @@ pub fn take(
             return Ok(Taken { residues, attempts });
         }
         std::thread::sleep(pause);
+        pause = (pause * 2).min(max_pause);
     }
 }

@@ -13,12 +13,18 @@
 //! rise seen [`STEPS`] times, and the measurement fails rather than guess when no rise repeats
 //! within [`MAX_PAGES`] faults.
 //!
-//! The measurement is taken once per process ([`charge_batch`]) and costs a cgroup and a
-//! workload for a few milliseconds; the reports that use the batch say where it came from.
+//! The measurement costs a cgroup and a workload for a few milliseconds (a quarter of an
+//! `explain`), and its answer is a constant of the running kernel. So it is taken once per
+//! boot: [`charge_batch`] keeps it for the process, and in [`CACHE_NAME`] under the tool's
+//! private directory (`/run/memcg-drift`, tmpfs, mode 0700) keyed by the boot id and the
+//! kernel's release and version; a cache of another boot or kernel, or one the tool cannot
+//! trust (not its own, writable by others, a symlink, unparsable), is ignored and measured
+//! again. The reports that use the batch say where it came from, cached or not;
+//! `memcg-drift cleanup` removes the cache.
 
-use std::sync::OnceLock;
+use std::{path::Path, sync::OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Workload, workload_binary};
 use crate::cgroup::{MemCgroup, MemoryHierarchy, RunGroup};
@@ -72,10 +78,110 @@ impl From<super::WorkloadError> for BatchError {
 
 static MEASURED: OnceLock<Result<ChargeBatch, BatchError>> = OnceLock::new();
 
-/// The charge batch of the running kernel: measured on the first call (in a cgroup of the
-/// tool under `hier`), the same answer afterwards.
+/// The file of the tool's private directory that keeps the batch for this boot.
+pub const CACHE_NAME: &str = "charge-batch";
+
+/// The charge batch of the running kernel: read from this boot's cache, or measured (in a
+/// cgroup of the tool under `hier`) and cached; the same answer for the rest of the process.
 pub fn charge_batch(hier: &MemoryHierarchy) -> Result<ChargeBatch, BatchError> {
-    MEASURED.get_or_init(|| measure(hier)).clone()
+    MEASURED
+        .get_or_init(|| {
+            let dir = crate::cgroup::owner_dir();
+            let key = BootKey::current();
+            if let Some(b) = key.as_ref().and_then(|k| cached(&dir, k)) {
+                return Ok(b);
+            }
+            let measured = measure(hier);
+            if let (Ok(b), Some(k)) = (&measured, key) {
+                // A cache that cannot be written costs the next process a measurement, no more.
+                let _ = store(&dir, k, b);
+            }
+            measured
+        })
+        .clone()
+}
+
+/// Measures the batch now, neither reading nor writing the cache (for checks of the cache).
+pub fn measure_uncached(hier: &MemoryHierarchy) -> Result<ChargeBatch, BatchError> {
+    measure(hier)
+}
+
+/// Removes this boot's cache (`memcg-drift cleanup`): the path when there was one. `unlink`
+/// removes a name, never what a symlink at it points to.
+pub fn remove_cache() -> std::io::Result<Option<std::path::PathBuf>> {
+    let path = crate::cgroup::owner_dir().join(CACHE_NAME);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(Some(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a cached batch is valid for: one boot of one kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootKey {
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+    /// `uname -r`.
+    pub release: String,
+    /// `uname -v`.
+    pub version: String,
+}
+
+impl BootKey {
+    /// The running boot's key; `None` when the boot id cannot be read (nothing is cached then).
+    pub fn current() -> Option<BootKey> {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let u = nix::sys::utsname::uname().ok()?;
+        Some(BootKey {
+            boot_id: boot_id.trim().to_string(),
+            release: u.release().to_string_lossy().into_owned(),
+            version: u.version().to_string_lossy().into_owned(),
+        })
+    }
+}
+
+/// The cache file's content (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheFile {
+    #[serde(flatten)]
+    key: BootKey,
+    pages: u64,
+    /// The measurement's own `source` text.
+    source: String,
+    /// When it was measured (RFC 3339, UTC).
+    measured_at: String,
+}
+
+/// Writes `b` as this boot's cache in `dir`.
+pub fn store(dir: &Path, key: BootKey, b: &ChargeBatch) -> Result<(), crate::safefs::SafeFsError> {
+    let file = CacheFile {
+        key,
+        pages: b.pages,
+        source: b.source.clone(),
+        measured_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    let mut bytes = serde_json::to_vec(&file).expect("a cache entry serialises");
+    bytes.push(b'\n');
+    crate::safefs::write_private_file(dir, CACHE_NAME, &bytes).map(|_| ())
+}
+
+/// The batch cached in `dir` for `key`, if there is a cache the tool can trust for this boot.
+pub fn cached(dir: &Path, key: &BootKey) -> Option<ChargeBatch> {
+    let bytes = crate::safefs::read_private_file(dir, CACHE_NAME).ok()??;
+    let file: CacheFile = serde_json::from_slice(&bytes).ok()?;
+    let plausible = file.pages > 0
+        && file.pages <= MAX_PAGES / STEPS as u64
+        && file.source.starts_with("measured: ");
+    (file.key == *key && plausible).then(|| ChargeBatch {
+        pages: file.pages,
+        source: format!(
+            "{}; at {}, cached for this boot in {}",
+            file.source,
+            file.measured_at,
+            dir.join(CACHE_NAME).display()
+        ),
+    })
 }
 
 /// The charged usage of `cg` in pages.
@@ -186,6 +292,64 @@ mod tests {
         assert_eq!((rises.clone(), falls), (vec![64, 31, 64, 64, 64], 1));
         assert_eq!(batch_of(&rises), Ok(64));
         assert_eq!(batch_of(&[31, 30, 64, 31, 64, 64]), Ok(64));
+    }
+
+    #[test]
+    fn the_cache_holds_for_its_boot_only_and_is_trusted_only_when_private() {
+        let dir = std::env::temp_dir().join(format!(
+            "memcg-drift-batch-cache-{}",
+            crate::safefs::random_suffix()
+        ));
+        let key = BootKey {
+            boot_id: "b1".into(),
+            release: "6.18.44".into(),
+            version: "#1 SMP".into(),
+        };
+        let b = ChargeBatch {
+            pages: 64,
+            source: "measured: 163 one-page faults on CPU 0".into(),
+        };
+        assert_eq!(cached(&dir, &key), None, "no cache yet");
+        store(&dir, key.clone(), &b).unwrap();
+        let c = cached(&dir, &key).unwrap();
+        assert_eq!(c.pages, 64);
+        assert!(
+            c.source.starts_with("measured: 163 one-page faults"),
+            "{}",
+            c.source
+        );
+        assert!(c.source.contains("cached for this boot in"), "{}", c.source);
+        for other in [
+            BootKey {
+                boot_id: "b2".into(),
+                ..key.clone()
+            },
+            BootKey {
+                release: "6.12.1".into(),
+                ..key.clone()
+            },
+            BootKey {
+                version: "#2 SMP".into(),
+                ..key.clone()
+            },
+        ] {
+            assert_eq!(cached(&dir, &other), None, "{other:?}");
+        }
+        // Implausible or foreign content is measured again, not believed.
+        let file = dir.join(CACHE_NAME);
+        for bad in [
+            r##"{"boot_id":"b1","release":"6.18.44","version":"#1 SMP","pages":0,"source":"measured: x","measured_at":"t"}"##,
+            r##"{"boot_id":"b1","release":"6.18.44","version":"#1 SMP","pages":64,"source":"a guess","measured_at":"t"}"##,
+            "not json",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert_eq!(cached(&dir, &key), None, "{bad}");
+        }
+        store(&dir, key.clone(), &b).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o646)).unwrap();
+        assert_eq!(cached(&dir, &key), None, "a file others may write");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -185,6 +185,7 @@ pub(super) fn run(
         baseline_bytes: baseline,
         mechanism: Mechanism::V2High,
         charge_batch: batch,
+        root: None,
     };
     super::finish(s, results, ledgers)
 }

@@ -25,8 +25,12 @@
 //! v2 has no usage thresholds (`cgroup.event_control` is v1 only); its notification is
 //! `memory.events`, whose `high` count rises when usage is found above `memory.high`. There
 //! each threshold becomes `memory.high` in turn (`high.rs`, with that path's rules).
+//!
+//! `--root` (v1) registers the same thresholds on the root cgroup too, whose usage is not a
+//! page_counter but a sum of counters (`root.rs`).
 
 mod high;
+mod root;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +69,9 @@ pub struct Params {
     pub step_pages: u64,
     /// The workload's CPU.
     pub cpu: usize,
+    /// v1: also register the thresholds on the root cgroup (`--root`).
+    #[serde(default)]
+    pub root: bool,
 }
 
 /// Checks the options against the page size (before anything is created).
@@ -191,7 +198,12 @@ pub struct Results {
     /// v2: `MEMCG_CHARGE_BATCH` as measured (`None`: not measured), pages.
     #[serde(default)]
     pub charge_batch: Option<u64>,
+    /// `--root`: the root's thresholds and events.
+    #[serde(default)]
+    pub root: Option<root::RootResults>,
 }
+
+pub use root::{Formula, RootEvent, RootResults};
 
 /// A registered threshold.
 struct Watch {
@@ -233,6 +245,11 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         anyhow::bail!("--cpu {} is not an online CPU", p.cpu);
     }
     if hier.version == CgroupVersion::V2 {
+        if p.root {
+            anyhow::bail!(
+                "--root: cgroup v2 has no usage thresholds, and its root has no memory.high"
+            );
+        }
         return high::run(hier, p, common, page);
     }
     let grow_pages = p.grow_to.div_ceil(page);
@@ -259,12 +276,24 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         watches.push(Watch { threshold, at, efd });
     }
     let mut ex = Explainer::new(hier, t.clone())?;
+    // The root's thresholds sit above its usage once this process has loaded its reader (its
+    // own heap is in the global counters the root's usage may be made of).
+    let mut roots = if p.root {
+        ex.report()?;
+        Some(root::RootWatches::register(hier, &p.thresholds, page)?)
+    } else {
+        None
+    };
     let mut events: Vec<Event> = Vec::new();
     let mut ledgers = Vec::new();
     // Per threshold: the pages held when the usage was first seen past it in each phase.
     let mut crossed: Vec<Option<u64>> = vec![None; watches.len()];
     let read_usage = || -> anyhow::Result<u64> { Ok(t.usage_bytes()?.unwrap_or(0)) };
-    let mut observe = |held: u64, up: bool, crossed: &mut Vec<Option<u64>>| -> anyhow::Result<()> {
+    let mut observe = |held: u64,
+                       up: bool,
+                       crossed: &mut Vec<Option<u64>>,
+                       roots: &mut Option<root::RootWatches>|
+     -> anyhow::Result<()> {
         let u = read_usage()?;
         for (k, wt) in watches.iter().enumerate() {
             let past = if up { u >= wt.at } else { u < wt.at };
@@ -295,6 +324,9 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
                 ..Event::ledger_at(&r)
             });
         }
+        if let Some(rw) = roots.as_mut() {
+            rw.observe(held, up)?;
+        }
         Ok(())
     };
     let step = p.step_pages;
@@ -306,19 +338,22 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
                 let n = step.min(grow_pages - held);
                 w.touch(n)?;
                 held += n;
-                observe(held, true, &mut crossed)?;
+                observe(held, true, &mut crossed, &mut roots)?;
             }
             Ok(())
         },
     )?;
     crossed.iter_mut().for_each(|c| *c = None);
+    if let Some(rw) = roots.as_mut() {
+        rw.end_phase(true);
+    }
     s.phase(format!("free {grow_pages} pages, {step} at a time"), |_| {
         let mut held = grow_pages;
         while held > 0 {
             let n = step.min(held);
             w.free_pages(n)?;
             held -= n;
-            observe(held, false, &mut crossed)?;
+            observe(held, false, &mut crossed, &mut roots)?;
         }
         Ok(())
     })?;
@@ -327,6 +362,9 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         Ok(())
     })?;
     drop(watches);
+    if let Some(rw) = roots.as_mut() {
+        rw.end_phase(false);
+    }
     let results = Results {
         params: p.clone(),
         page_size: page,
@@ -336,6 +374,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         baseline_bytes: baseline,
         mechanism: Mechanism::V1Thresholds,
         charge_batch: None,
+        root: roots.map(|r| r.results),
     };
     finish(s, results, ledgers)
 }
@@ -354,10 +393,14 @@ fn finish(s: Session, results: Results, ledgers: Vec<LedgerAt>) -> anyhow::Resul
 }
 
 fn checks(r: &Results) -> Vec<Check> {
-    match r.mechanism {
+    let mut out = match r.mechanism {
         Mechanism::V1Thresholds => checks_v1(r),
         Mechanism::V2High => checks_v2(r),
+    };
+    if let Some(root) = &r.root {
+        out.extend(root::checks(r, root));
     }
+    out
 }
 
 /// v2: per threshold, the first `high` events came in the step whose batch took the
@@ -490,6 +533,9 @@ fn verdict(r: &Results, checks: Vec<Check>) -> Verdict {
             e.unexplained_pages
         );
     }
+    if let Some(root) = &r.root {
+        summary.push_str(&root::summary(r, root));
+    }
     Verdict::judged(
         "thresholds fire on the page_counter, checked every few page events",
         summary.trim_end().to_string(),
@@ -610,6 +656,9 @@ fn render(res: &Results) -> anyhow::Result<String> {
             e.lru_add_pages,
             e.unexplained_pages
         );
+    }
+    if let Some(root) = &res.root {
+        out.push_str(&root::render(res, root));
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@ fn params() -> Params {
         grow_to: 4 << 20,
         step_pages: 1,
         cpu: 0,
+        root: false,
     }
 }
 
@@ -64,6 +65,7 @@ fn checks_want_one_signal_each_way_within_the_interval() {
         baseline_bytes: 0,
         mechanism: Mechanism::V1Thresholds,
         charge_batch: None,
+        root: None,
     };
     assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
     // Fired before the usage was past it, or too late, or twice: failures.
@@ -114,6 +116,7 @@ fn v2_checks_want_the_crossing_step_one_batch_and_a_notification() {
         baseline_bytes: 0,
         mechanism: Mechanism::V2High,
         charge_batch: Some(64),
+        root: None,
     };
     assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
     // Already above before the step (the event came late), not one batch in the step, not
@@ -135,4 +138,85 @@ fn v2_checks_want_the_crossing_step_one_batch_and_a_notification() {
     v.as_object_mut().unwrap().remove("mechanism");
     let old: Results = serde_json::from_value(v).unwrap();
     assert_eq!(old.mechanism, Mechanism::V1Thresholds);
+}
+
+#[test]
+fn root_checks_want_the_sum_and_a_signal_where_its_usage_was_seen_past() {
+    let base = Results {
+        params: Params {
+            thresholds: vec![1 << 20],
+            root: true,
+            ..params()
+        },
+        page_size: 4096,
+        events_target: THRESHOLDS_EVENTS_TARGET,
+        events: vec![],
+        steps: 0,
+        baseline_bytes: 0,
+        mechanism: Mechanism::V1Thresholds,
+        charge_batch: None,
+        root: None,
+    };
+    let ev = |dir: &str, held: u64, crossed: u64| RootEvent {
+        threshold: 1 << 20,
+        registered_bytes: 1 << 20,
+        direction: dir.into(),
+        pages_held: held,
+        signals: 1,
+        usage_bytes: 0,
+        crossed_at_pages: Some(crossed),
+        lag_pages: Some(held.abs_diff(crossed)),
+        stat_bytes: None,
+    };
+    let mut root = RootResults {
+        formula: Formula {
+            source: "global".into(),
+            ..Formula::default()
+        },
+        events: vec![ev("up", 300, 250)],
+        seen_past: [
+            ("1048576 up".to_string(), Some(250)),
+            // The rest of the machine kept the usage above it on the way down.
+            ("1048576 down".to_string(), None),
+        ]
+        .into(),
+        rest_pages: Some((1000, 1100)),
+        quiet_bound_pages: Some(112),
+        ..RootResults::default()
+    };
+    let root_checks = |root: &RootResults| root::checks(&base, root);
+    let c = root_checks(&root);
+    assert!(c.iter().all(|c| c.ok), "{c:?}");
+    // Not expected where never seen past, so: the formula, one signal and its lag.
+    assert_eq!(c.len(), 3, "{c:?}");
+    let failing = |root: &RootResults| -> Vec<String> {
+        root_checks(root)
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.what)
+            .collect()
+    };
+    // Seen past on the way down but never signalled.
+    root.seen_past.insert("1048576 down".into(), Some(200));
+    assert_eq!(
+        failing(&root),
+        ["root 1048576 bytes: signalled on the way down"]
+    );
+    // Signalled a check interval too late.
+    root.events.push(ev("down", 10, 200));
+    assert_eq!(
+        failing(&root),
+        ["root 1048576 bytes down: fired after its usage crossed, within a check interval"]
+    );
+    // A machine whose other memory moved more than folding explains: only the formula.
+    root.rest_pages = Some((1000, 1113));
+    assert_eq!(root_checks(&root).len(), 1);
+    root.rest_pages = Some((1000, 1100));
+    // A usage that is neither sum.
+    root.events[1] = ev("down", 150, 200);
+    root.formula.source = "neither".into();
+    assert_eq!(
+        failing(&root),
+        ["the root's usage is a sum of counters, not a page_counter"]
+    );
 }
