@@ -259,9 +259,7 @@ pub fn load_with<'a>(
     // ms); tp_btf and fentry programs are given the BTF they need when they load.
     loader.btf(None).override_global(GLOBAL_CONFIG, cfg, true);
     more(&mut loader);
-    loader
-        .load(obj)
-        .map_err(LoadError::Load)
+    loader.load(obj).map_err(LoadError::Load)
 }
 
 /// One line from an aya error and its causes (the verifier log is cut to its last line).
@@ -328,9 +326,7 @@ fn check_stat_tracepoint_format(
     name: &str,
 ) -> Result<(), AttachError> {
     let t = facts.tracefs.as_ref().map_err(Clone::clone)?;
-    let fmt = t
-        .format(cat, name)
-        .ok_or(AttachError::FormatUnreadable)?;
+    let fmt = t.format(cat, name).ok_or(AttachError::FormatUnreadable)?;
     let want = [("id", 8, 8), ("item", 16, 4), ("val", 20, 4)];
     for (field, offset, size) in want {
         if tracefs::field_offset(&fmt, field) != Some((offset, size)) {

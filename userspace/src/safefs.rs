@@ -161,20 +161,27 @@ pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBu
     ensure_private_root(dir)?;
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.tmp", random_suffix()));
+    write_through_temp(&tmp, &path, bytes, 0o600)?;
+    Ok(path)
+}
+
+/// Writes `bytes` to `tmp`, a new name (`O_CREAT | O_EXCL | O_NOFOLLOW`, `mode`), and renames
+/// it over `path`; the temporary file is removed when anything fails.
+fn write_through_temp(tmp: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), SafeFsError> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| SafeFsError::io(&tmp, e))?;
+        .mode(mode)
+        .open(tmp)
+        .map_err(|e| SafeFsError::io(tmp, e))?;
     let written = f.write_all(bytes).and_then(|()| f.sync_all());
     drop(f);
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(SafeFsError::io(&path, e));
+    if let Err(e) = written.and_then(|()| fs::rename(tmp, path)) {
+        let _ = fs::remove_file(tmp);
+        return Err(SafeFsError::io(path, e));
     }
-    Ok(path)
+    Ok(())
 }
 
 /// Reads a file written by [`write_private_file`]: opened `O_NOFOLLOW` (a symlink is refused),
@@ -478,20 +485,7 @@ pub fn write_user_output(path: &Path, bytes: &[u8], what: &str) -> Result<(), Sa
     tmp_name.push(&name);
     tmp_name.push(format!(".{}.tmp", random_suffix()));
     let tmp = dir.join(tmp_name);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(|e| SafeFsError::io(&tmp, e))?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(SafeFsError::io(path, e));
-    }
-    Ok(())
+    write_through_temp(&tmp, path, bytes, 0o644)
 }
 
 /// Prepares `dir`, a directory a user named for the tool's output files (`--svg DIR`): created

@@ -229,9 +229,7 @@ impl FloorProbes {
     pub fn events(&self) -> Result<u64, TracerError> {
         let name = probes_common::MAP_FLOOR;
         let arr: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(
-            self.ebpf
-                .map(name)
-                .ok_or(TracerError::MissingMap(name))?,
+            self.ebpf.map(name).ok_or(TracerError::MissingMap(name))?,
         )?;
         Ok(arr.get(&0, 0)?.iter().sum())
     }

@@ -144,7 +144,12 @@ mod tests {
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("0-3,8"), Ok(vec![0, 1, 2, 3, 8]));
         assert_eq!(parse_cpu_list("1,1,0"), Ok(vec![0, 1]));
-        assert!(parse_cpu_list("3-1").unwrap_err().to_string().contains("3-1"));
+        assert!(
+            parse_cpu_list("3-1")
+                .unwrap_err()
+                .to_string()
+                .contains("3-1")
+        );
         assert!(parse_cpu_list("x").unwrap_err().to_string().contains("`x`"));
         assert!(parse_cpu_list("0,,1").is_err());
     }

@@ -392,9 +392,7 @@ fn decode_cpu(
         r.batch_len = nr;
         for j in 0..nr {
             let ptr = le_u64(&b, bl.folios as usize + 8 * j);
-            let f = folios
-                .get(j)
-                .ok_or(BatchError::NotRead(j))?;
+            let f = folios.get(j).ok_or(BatchError::NotRead(j))?;
             // The folio details were read after the frame: the same folio must sit there.
             if f.folio != ptr {
                 return Err(BatchError::SlotChanged(j));

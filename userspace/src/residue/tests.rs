@@ -313,7 +313,12 @@ fn decode_judges_consistency_and_the_percpu_route() {
         let mut bad = raw.clone();
         bad.cpu_open[0].this_cpu_off = 0x5000;
         let r = Residues::decode(&bad, &l);
-        assert!(r.static_percpu.unwrap_err().to_string().contains("route check"));
+        assert!(
+            r.static_percpu
+                .unwrap_err()
+                .to_string()
+                .contains("route check")
+        );
         assert!(r.cpus.is_empty());
         // A gone memcg.
         let mut gone = raw.clone();

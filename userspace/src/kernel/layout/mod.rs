@@ -455,7 +455,9 @@ pub enum PartError {
     #[error("no route to other CPUs' static per-CPU data: BTF lacks {0}")]
     NoRoute(Lack),
     /// No `task_struct.se.cfs_rq` (a kernel without group scheduling).
-    #[error("no route to other CPUs' static per-CPU data: BTF lacks {0} (CONFIG_FAIR_GROUP_SCHED off?)")]
+    #[error(
+        "no route to other CPUs' static per-CPU data: BTF lacks {0} (CONFIG_FAIR_GROUP_SCHED off?)"
+    )]
     NoCfsRq(Lack),
     /// Charge stock: a field is missing.
     #[error("charge stock layout unknown: BTF lacks {0}")]
@@ -619,15 +621,12 @@ impl ResidueLayout {
             ));
         }
         let vsp = "memcg_vmstats_percpu";
-        let len = btf
-            .array_len(vsp, "state")
-            .ok_or_else(|| {
-                missing(Lack::Array {
-                    ty: vsp.into(),
-                    member: "state".into(),
-                })
-            })?
-            as usize;
+        let len = btf.array_len(vsp, "state").ok_or_else(|| {
+            missing(Lack::Array {
+                ty: vsp.into(),
+                member: "state".into(),
+            })
+        })? as usize;
         if len > RES_MAX_STATE {
             return Err(LayoutError::StatIndex(format!(
                 "state[] has {len} slots, more than the {RES_MAX_STATE} this version copies"

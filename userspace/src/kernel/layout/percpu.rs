@@ -116,15 +116,12 @@ impl ResidueLayout {
             return Err(PartError::BatchNrWidth);
         }
         let folios = f.off(fb, "folios").map_err(why)?;
-        let capacity = btf
-            .array_len(fb, "folios")
-            .ok_or_else(|| {
-                why(Lack::Array {
-                    ty: fb.into(),
-                    member: "folios".into(),
-                })
-            })?
-            as usize;
+        let capacity = btf.array_len(fb, "folios").ok_or_else(|| {
+            why(Lack::Array {
+                ty: fb.into(),
+                member: "folios".into(),
+            })
+        })? as usize;
         let size = folios + 8 * capacity as u64;
         if capacity > RES_MAX_FOLIOS as usize || size > RES_BATCH_BYTES as u64 {
             return Err(PartError::BatchTooLarge(capacity));
