@@ -115,25 +115,40 @@ pub(super) struct RootWatches {
     pub results: RootResults,
 }
 
-fn root_stat_pages(root: &MemCgroup, page: u64) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(root.path().join("memory.stat"))
-        .context("the root's memory.stat")?;
-    let field = |k: &str| -> anyhow::Result<u64> {
+/// The sum of the `key value` lines `keys` of the file `path` (`what` names it in errors).
+fn sum_of(path: &std::path::Path, keys: [&str; 2], what: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| what.to_string())?;
+    keys.iter().try_fold(0, |sum, k| {
         text.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')?.trim().parse().ok())
-            .with_context(|| format!("no {k} in the root's memory.stat"))
-    };
-    Ok((field("total_cache")? + field("total_rss")?) / page)
+            .find_map(|l| {
+                l.strip_prefix(k)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|v| sum + v)
+            .with_context(|| format!("no {k} in {what}"))
+    })
 }
 
+/// The root's memory.stat `total_cache + total_rss`, pages.
+fn root_stat_pages(root: &MemCgroup, page: u64) -> anyhow::Result<u64> {
+    let path = root.path().join("memory.stat");
+    Ok(sum_of(
+        &path,
+        ["total_cache", "total_rss"],
+        "the root's memory.stat",
+    )? / page)
+}
+
+/// `/proc/vmstat` `nr_file_pages + nr_anon_pages`.
 fn vmstat_pages() -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string("/proc/vmstat").context("/proc/vmstat")?;
-    let field = |k: &str| -> anyhow::Result<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')?.trim().parse().ok())
-            .with_context(|| format!("no {k} in /proc/vmstat"))
-    };
-    Ok(field("nr_file_pages")? + field("nr_anon_pages")?)
+    sum_of(
+        std::path::Path::new("/proc/vmstat"),
+        ["nr_file_pages", "nr_anon_pages"],
+        "/proc/vmstat",
+    )
 }
 
 /// The largest "vm stats threshold" in `/proc/zoneinfo`, if it lists any.
@@ -159,10 +174,10 @@ fn vmstat_threshold() -> Option<u64> {
 ///   pending machine-wide passed `(online CPUs + 1) x MEMCG_CHARGE_BATCH`, each CPU holding up
 ///   to a batch more of its own uncounted (`memcg_rstat_updated`, `mem_cgroup_flush_stats`;
 ///   docs/ledger.md), so `(2 x online CPUs + 1)` batches.
-fn quiet_bound(hier: &MemoryHierarchy, f: &Formula) -> Option<u64> {
+fn quiet_bound(hier: &MemoryHierarchy, f: &Formula, vmstat_threshold: Option<u64>) -> Option<u64> {
     let cpus = crate::experiment::online_cpus().len() as u64;
     match f.source.as_str() {
-        "global" => vmstat_threshold().map(|t| 2 * t * cpus),
+        "global" => vmstat_threshold.map(|t| 2 * t * cpus),
         "memcg" => crate::workload::batch::charge_batch(hier)
             .ok()
             .map(|b| (2 * cpus + 1) * b.pages),
@@ -214,7 +229,8 @@ impl RootWatches {
     pub fn register(hier: &MemoryHierarchy, thresholds: &[u64], page: u64) -> anyhow::Result<Self> {
         let root = MemCgroup::root(hier)?;
         let formula = formula(&root, page)?;
-        let quiet_bound_pages = quiet_bound(hier, &formula);
+        let vmstat_threshold_pages = vmstat_threshold();
+        let quiet_bound_pages = quiet_bound(hier, &formula, vmstat_threshold_pages);
         let usage_file = std::fs::File::open(root.path().join("memory.usage_in_bytes"))
             .context("the root's memory.usage_in_bytes")?;
         let baseline = root.usage_bytes()?.unwrap_or(0);
@@ -236,7 +252,7 @@ impl RootWatches {
             results: RootResults {
                 baseline_bytes: baseline,
                 formula,
-                vmstat_threshold_pages: vmstat_threshold(),
+                vmstat_threshold_pages,
                 quiet_bound_pages,
                 rest_pages: None,
                 events: Vec::new(),
