@@ -214,6 +214,22 @@ struct Watch {
 }
 
 impl Watch {
+    /// Registers a threshold of `at` bytes on the usage file `usage` of the cgroup at `cg`
+    /// (`cgroup.event_control`) with a new eventfd.
+    fn register(
+        cg: &std::path::Path,
+        usage: &std::fs::File,
+        threshold: u64,
+        at: u64,
+    ) -> anyhow::Result<Watch> {
+        let efd = eventfd()?;
+        let line = format!("{} {} {at}", efd.as_raw_fd(), usage.as_raw_fd());
+        let ctl = cg.join("cgroup.event_control");
+        std::fs::write(&ctl, &line)
+            .with_context(|| format!("registering {at} bytes in {}", ctl.display()))?;
+        Ok(Watch { threshold, at, efd })
+    }
+
     /// Signals since the last read (0 when none: the eventfd is non-blocking).
     fn take(&self) -> anyhow::Result<u64> {
         let mut f = std::fs::File::from(self.efd.try_clone()?);
@@ -267,13 +283,12 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
         .context("memory.usage_in_bytes")?;
     let mut watches = Vec::new();
     for &threshold in &p.thresholds {
-        let efd = eventfd()?;
-        let at = baseline + threshold;
-        let line = format!("{} {} {at}", efd.as_raw_fd(), usage.as_raw_fd());
-        let ctl = t.path().join("cgroup.event_control");
-        std::fs::write(&ctl, &line)
-            .with_context(|| format!("registering {at} bytes in {}", ctl.display()))?;
-        watches.push(Watch { threshold, at, efd });
+        watches.push(Watch::register(
+            t.path(),
+            &usage,
+            threshold,
+            baseline + threshold,
+        )?);
     }
     let mut ex = Explainer::new(hier, t.clone())?;
     // The root's thresholds sit above its usage once this process has loaded its reader (its

@@ -18,12 +18,12 @@
 //! removes it when the descriptor is closed, which the exit of the process does on every path
 //! (SIGKILL included); nothing is left on the root.
 
-use std::{fmt::Write as _, os::fd::AsRawFd as _};
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Results, Watch, eventfd};
+use super::{Check, Results, Watch};
 use crate::cgroup::{MemCgroup, MemoryHierarchy};
 
 /// Attempts at reading the usage and the two sums while the usage holds still.
@@ -234,16 +234,10 @@ impl RootWatches {
         let usage_file = std::fs::File::open(root.path().join("memory.usage_in_bytes"))
             .context("the root's memory.usage_in_bytes")?;
         let baseline = root.usage_bytes()?.unwrap_or(0);
-        let ctl = root.path().join("cgroup.event_control");
-        let mut watches = Vec::new();
-        for &threshold in thresholds {
-            let efd = eventfd()?;
-            let at = baseline + threshold;
-            let line = format!("{} {} {at}", efd.as_raw_fd(), usage_file.as_raw_fd());
-            std::fs::write(&ctl, &line)
-                .with_context(|| format!("--root: registering {at} bytes in {}", ctl.display()))?;
-            watches.push(Watch { threshold, at, efd });
-        }
+        let watches = thresholds
+            .iter()
+            .map(|&t| Watch::register(root.path(), &usage_file, t, baseline + t).context("--root"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             root,
             page,
