@@ -44,7 +44,9 @@ pub struct RootEvent {
     pub signals: u64,
     /// The root's `memory.usage_in_bytes` right after that step.
     pub usage_bytes: u64,
-    /// Pages held after the first step whose root usage was past the threshold.
+    /// Pages held after the step from which the root's usage was seen past the threshold
+    /// without a break (the rest of the machine can move it back and forth across: the
+    /// kernel's check interval counts from its latest crossing).
     pub crossed_at_pages: Option<u64>,
     /// Page events between that step and the event.
     pub lag_pages: Option<u64>,
@@ -65,6 +67,29 @@ pub struct Formula {
     pub source: String,
     /// Reads it took for the usage to hold still.
     pub attempts: usize,
+}
+
+/// Where a threshold was seen crossed in one phase, from the usage read after each step.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Crossing {
+    /// Pages held when the usage was first seen past it.
+    pub first: Option<u64>,
+    /// Pages held when the usage was last seen crossing to past it (`None` while it is not
+    /// past): the rest of the machine can move the root's usage back across, and the kernel's
+    /// check interval counts from the latest crossing, not the first.
+    pub latest: Option<u64>,
+}
+
+impl Crossing {
+    /// One step's reading: whether the usage was past the threshold with `held` pages held.
+    pub fn see(&mut self, past: bool, held: u64) {
+        if !past {
+            self.latest = None;
+        } else if self.latest.is_none() {
+            self.latest = Some(held);
+            self.first.get_or_insert(held);
+        }
+    }
 }
 
 /// The root's part of the results.
@@ -110,7 +135,8 @@ pub(super) struct RootWatches {
     root: MemCgroup,
     page: u64,
     watches: Vec<Watch>,
-    crossed: Vec<Option<u64>>,
+    /// Per watch, in this phase.
+    crossed: Vec<Crossing>,
     /// What is reported.
     pub results: RootResults,
 }
@@ -241,7 +267,7 @@ impl RootWatches {
         Ok(Self {
             root,
             page,
-            crossed: vec![None; watches.len()],
+            crossed: vec![Crossing::default(); watches.len()],
             watches,
             results: RootResults {
                 baseline_bytes: baseline,
@@ -262,7 +288,7 @@ impl RootWatches {
         for (wt, c) in self.watches.iter().zip(self.crossed.iter_mut()) {
             self.results
                 .seen_past
-                .insert(format!("{} {dir}", wt.threshold), c.take());
+                .insert(format!("{} {dir}", wt.threshold), std::mem::take(c).first);
         }
     }
 
@@ -274,9 +300,7 @@ impl RootWatches {
         *r = Some(r.map_or((rest, rest), |(lo, hi)| (lo.min(rest), hi.max(rest))));
         for (k, wt) in self.watches.iter().enumerate() {
             let past = if up { u >= wt.at } else { u < wt.at };
-            if past && self.crossed[k].is_none() {
-                self.crossed[k] = Some(held);
-            }
+            self.crossed[k].see(past, held);
             let n = wt.take()?;
             if n == 0 {
                 continue;
@@ -288,8 +312,8 @@ impl RootWatches {
                 pages_held: held,
                 signals: n,
                 usage_bytes: u,
-                crossed_at_pages: self.crossed[k],
-                lag_pages: self.crossed[k].map(|c| held.abs_diff(c)),
+                crossed_at_pages: self.crossed[k].latest,
+                lag_pages: self.crossed[k].latest.map(|c| held.abs_diff(c)),
                 stat_bytes: root_stat_pages(&self.root, self.page)
                     .ok()
                     .map(|p| p * self.page),
@@ -301,7 +325,8 @@ impl RootWatches {
 
 /// The root's checks: its usage is one of the two sums, exactly; each threshold the root's
 /// usage was seen past is signalled that way, the first time after it was seen past and within
-/// a check interval (the workload's own page events check the root's thresholds). Other tasks
+/// a check interval of its latest crossing (the workload's own page events check the root's
+/// thresholds; the rest of the machine can move the usage back across meanwhile). Other tasks
 /// (this one's own heap included) move the root's usage too: a threshold may be signalled more
 /// than once, and one the usage was never seen past on the way down (the rest of the machine
 /// grew meanwhile) is reported, not expected to fire.
@@ -354,7 +379,7 @@ pub(super) fn checks(r: &Results, root: &RootResults) -> Vec<Check> {
                     format!("0 <= lag < {bound} page events"),
                     match (e.crossed_at_pages, e.lag_pages) {
                         (Some(c), Some(l)) => {
-                            format!("crossed at {c} pages, fired at {} ({l})", e.pages_held)
+                            format!("last crossed at {c} pages, fired at {} ({l})", e.pages_held)
                         }
                         _ => format!(
                             "fired at {} pages, before its usage was seen past it",

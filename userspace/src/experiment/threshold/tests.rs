@@ -220,3 +220,19 @@ fn root_checks_want_the_sum_and_a_signal_where_its_usage_was_seen_past() {
         ["the root's usage is a sum of counters, not a page_counter"]
     );
 }
+
+#[test]
+fn a_root_crossing_counts_from_the_latest_time_the_usage_went_past() {
+    let mut c = root::Crossing::default();
+    c.see(false, 10);
+    assert_eq!(c, root::Crossing::default());
+    c.see(true, 263);
+    c.see(true, 264);
+    assert_eq!((c.first, c.latest), (Some(263), Some(263)));
+    // The rest of the machine took the usage back under it for a step.
+    c.see(false, 300);
+    assert_eq!((c.first, c.latest), (Some(263), None));
+    c.see(true, 301);
+    c.see(true, 392);
+    assert_eq!((c.first, c.latest), (Some(263), Some(301)));
+}
