@@ -198,8 +198,10 @@ fn root_thresholds_fire_on_a_sum_of_counters() {
         let at = up["registered_bytes"].as_u64().unwrap();
         assert_eq!(at, base + t, "{up}");
         assert!(up["usage_bytes"].as_u64().unwrap() >= at, "{up}");
+        // Checks are THRESHOLDS_EVENTS_TARGET + 1 page events apart, and the check of a
+        // page's own charge runs before the root's statistics count that page.
         let lag = up["lag_pages"].as_u64().unwrap();
-        assert!(lag < THRESHOLDS_EVENTS_TARGET + 1, "{up}");
+        assert!(lag <= THRESHOLDS_EVENTS_TARGET + 1, "{up}");
     }
     let text = integration_tests::report_text(&record);
     for want in [

@@ -50,8 +50,8 @@ use crate::{
     workload::{Workload, workload_binary},
 };
 
-/// Page events between two threshold checks of one memcg on one CPU:
-/// `THRESHOLDS_EVENTS_TARGET`, mm/memcontrol-v1.c:42 (6.18.5), mm/memcontrol.c (6.1.192). A
+/// How far ahead of its page events on a CPU a memcg's next threshold check is set (it runs
+/// once they are passed, so checks are this + 1 events apart): `THRESHOLDS_EVENTS_TARGET`, mm/memcontrol-v1.c:42 (6.18.5), mm/memcontrol.c (6.1.192). A
 /// `#define`, not in BTF; the report gives the lag it observed beside it.
 pub const THRESHOLDS_EVENTS_TARGET: u64 = 128;
 

@@ -348,9 +348,19 @@ pub(super) fn checks(r: &Results, root: &RootResults) -> Vec<Check> {
         // was, and which crossing a check saw, are not the workload's; nothing to judge.
         return out;
     }
-    let bound = r.events_target + r.params.step_pages;
     for &t in &r.params.thresholds {
         for dir in ["up", "down"] {
+            // A memcg's check runs when its page events pass the target, which is then set
+            // `THRESHOLDS_EVENTS_TARGET` ahead (`mem_cgroup_event_ratelimit`: `next - val < 0`),
+            // so checks are that many + 1 events apart. `t`'s usage is its page_counter,
+            // charged before the check of the same fault, so a crossing at page c is seen by
+            // the check of c or by one within the target after it. The root's usage is a sum
+            // of statistics, and a new page is counted in them (`NR_ANON_MAPPED` at its rmap,
+            // `NR_FILE_PAGES` at its page cache insertion) only after its charge ran the check:
+            // the check of page c sees c - 1, so on the way up the root's bound is one page
+            // more. On the way down a page leaves the statistics (unmap) before its uncharge
+            // runs the check.
+            let bound = r.events_target + r.params.step_pages + u64::from(dir == "up");
             let evs: Vec<&RootEvent> = root
                 .events
                 .iter()

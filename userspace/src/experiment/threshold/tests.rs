@@ -173,7 +173,9 @@ fn root_checks_want_the_sum_and_a_signal_where_its_usage_was_seen_past() {
             source: "global".into(),
             ..Formula::default()
         },
-        events: vec![ev("up", 300, 250)],
+        // The up way's bound is a page more than t's (129 + 1 at a step of one page): the
+        // root's statistics count a page after its charge ran the check.
+        events: vec![ev("up", 379, 250)],
         seen_past: [
             ("1048576 up".to_string(), Some(250)),
             // The rest of the machine kept the usage above it on the way down.
@@ -196,6 +198,13 @@ fn root_checks_want_the_sum_and_a_signal_where_its_usage_was_seen_past() {
             .map(|c| c.what)
             .collect()
     };
+    // 130 page events late on the way up is past even the root's bound.
+    root.events[0] = ev("up", 380, 250);
+    assert_eq!(
+        failing(&root),
+        ["root 1048576 bytes up: fired after its usage crossed, within a check interval"]
+    );
+    root.events[0] = ev("up", 379, 250);
     // Seen past on the way down but never signalled.
     root.seen_past.insert("1048576 down".into(), Some(200));
     assert_eq!(
