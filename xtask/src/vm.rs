@@ -104,6 +104,106 @@ pub const SWAP_MIB: u32 = 1024;
 /// The test executables the swap guests run (filtered to the tests named `*swap*`).
 pub const SWAP_TESTS: [&str; 2] = ["explain", "exp_swap"];
 
+/// The guests `cargo xtask test` boots, longest first: [`run_many`] starts them in this order
+/// on as many lanes as guests may run at once, so the long ones do not end up in one lane.
+/// - The three kernels with every test on cgroup v2; on 6.12 and 6.18 the swap tests then run
+///   again in the same boot with a swap device (`--then-swap`, issue 13).
+/// - 6.1 with memory co-mounted with cpuset and cpu on v1 (seed 002 9.6, issue 15): the tool's
+///   own paths (explain, trace, the experiments) on such a hierarchy, then the swap tests on
+///   v1 (memsw) in the same boot.
+/// - The per-CPU charge stock must scale with the CPU count (issue 5's proof): the residue
+///   test once more on a 32-vCPU guest.
+pub fn ci_guests() -> Vec<VmArgs> {
+    let mut out = Vec::new();
+    for kernel in ["6.12", "6.1", "6.18"] {
+        let mut g = VmArgs::for_kernel(kernel);
+        if kernel != "6.1" {
+            g.then_swap = SWAP_MIB;
+        }
+        out.push(g.with_ci_numa());
+    }
+    let mut comounted = VmArgs::for_kernel("6.1");
+    comounted.cgroup = CgroupMode::V1Cpuset;
+    comounted.tests = COMOUNTED_TESTS.map(String::from).to_vec();
+    comounted.then_swap = SWAP_MIB;
+    out.push(comounted.with_ci_numa());
+    let mut wide = VmArgs::for_kernel("6.12");
+    wide.cpus = 32;
+    wide.filter = Some("charge_stock_residue_scales_with_cpus".into());
+    out.push(wide);
+    out
+}
+
+/// Runs `guests`, each in a `vm-test` child process of its own, up to [`guest_slots`] at
+/// once, taking them in order. Each guest's output is printed whole when it ends. Returns
+/// each guest's failure, if it failed, in the order given.
+pub fn run_many(guests: &[VmArgs]) -> Result<Vec<Option<String>>> {
+    let workspace = crate::workspace_root();
+    // One build for all: the children's cargo calls then find everything fresh.
+    payload::build(&workspace, &[], true, false)?;
+    let exe = std::env::current_exe().context("finding xtask's own executable")?;
+    let logs = target_dir(&workspace).join("vm-runs");
+    fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(vec![None; guests.len()]);
+    let print = std::sync::Mutex::new(());
+    let lanes = guest_slots().min(guests.len());
+    std::thread::scope(|scope| {
+        for _ in 0..lanes {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(g) = guests.get(k) else { break };
+                    let name = g.run_dir_name();
+                    let log = logs.join(format!("{name}.out"));
+                    let started = Instant::now();
+                    eprintln!("vm-test: {name}: started (output in {})", log.display());
+                    let outcome = run_child(&exe, g, &log);
+                    let text = fs::read_to_string(&log).unwrap_or_default();
+                    let failure = match outcome {
+                        Ok(true) => None,
+                        Ok(false) => Some(
+                            text.lines()
+                                .rev()
+                                .find(|l| l.starts_with("xtask: "))
+                                .unwrap_or("failed")
+                                .trim_start_matches("xtask: ")
+                                .to_string(),
+                        ),
+                        Err(e) => Some(format!("{e:#}")),
+                    };
+                    let _p = print.lock().unwrap_or_else(|e| e.into_inner());
+                    println!(
+                        "==== vm-test {name} ({}, {:.0} s) ====",
+                        if failure.is_none() { "PASS" } else { "FAIL" },
+                        started.elapsed().as_secs_f64()
+                    );
+                    print!("{text}");
+                    results.lock().unwrap_or_else(|e| e.into_inner())[k] = failure;
+                }
+            });
+        }
+    });
+    Ok(results.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// One `vm-test` child with its output in `log`: whether it passed.
+fn run_child(exe: &Path, g: &VmArgs, log: &Path) -> Result<bool> {
+    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .context("duplicating the log's descriptor")?;
+    let status = std::process::Command::new(exe)
+        .arg("vm-test")
+        .args(g.to_args())
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    Ok(status.success())
+}
+
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct VmArgs {
@@ -149,6 +249,11 @@ pub struct VmArgs {
     /// zram module and its dependencies come from the kernel's package). 0: no swap.
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     pub swap: u32,
+    /// After the tests, in the same boot: a zram swap device of this many MiB, then the swap
+    /// tests ([`SWAP_TESTS`]: explain, exp_swap) again, filtered to the tests named `*swap*`
+    /// (reported as `<name>+swap`). 0: no second phase.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub then_swap: u32,
     /// NUMA nodes of the guest (QEMU `-numa`): memory and vCPUs split evenly among them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub numa_nodes: u32,
@@ -175,6 +280,7 @@ impl VmArgs {
             test_bin: Vec::new(),
             bench: None,
             swap: 0,
+            then_swap: 0,
             numa_nodes: 1,
             hotplug: 0,
         }
@@ -190,6 +296,9 @@ impl VmArgs {
         if self.swap > 0 {
             suffix.push_str("-swap");
         }
+        if self.then_swap > 0 {
+            suffix.push_str("-thenswap");
+        }
         if self.numa_nodes > 1 {
             suffix.push_str(&format!("-numa{}", self.numa_nodes));
         }
@@ -197,6 +306,50 @@ impl VmArgs {
             suffix.push_str("-hotplug");
         }
         format!("{}-{}{suffix}", self.kernel, self.cpus)
+    }
+
+    /// The `cargo xtask vm-test` arguments that give these options.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--kernel".to_string(),
+            self.kernel.clone(),
+            "--cpus".into(),
+            self.cpus.to_string(),
+            "--timeout".into(),
+            self.timeout.to_string(),
+            "--cgroup".into(),
+            self.cgroup.as_str().into(),
+            "--swap".into(),
+            self.swap.to_string(),
+            "--then-swap".into(),
+            self.then_swap.to_string(),
+            "--numa-nodes".into(),
+            self.numa_nodes.to_string(),
+            "--hotplug".into(),
+            self.hotplug.to_string(),
+        ];
+        if let Some(m) = self.memory {
+            a.extend(["--memory".into(), m.to_string()]);
+        }
+        if let Some(f) = &self.filter {
+            a.extend(["--filter".into(), f.clone()]);
+        }
+        if !self.tests.is_empty() {
+            a.extend(["--tests".into(), self.tests.join(",")]);
+        }
+        if self.keep {
+            a.push("--keep".into());
+        }
+        if self.debuginfo {
+            a.push("--debuginfo".into());
+        }
+        for t in &self.test_bin {
+            a.extend(["--test-bin".into(), t.display().to_string()]);
+        }
+        if let Some(b) = &self.bench {
+            a.extend(["--bench".into(), b.clone()]);
+        }
+        a
     }
 
     fn memory_mib(&self) -> u32 {
@@ -221,6 +374,9 @@ pub fn run(args: &VmArgs) -> Result<()> {
             args.cgroup.as_str(),
             args.kernel
         );
+    }
+    if args.swap > 0 && args.then_swap > 0 {
+        bail!("--swap and --then-swap: swap from the start, or only after the tests, not both");
     }
     if args.numa_nodes > args.cpus {
         bail!(
@@ -250,7 +406,7 @@ pub fn run(args: &VmArgs) -> Result<()> {
             "another vm-test is preparing the cache",
         )?;
         let kernel = kernel::prepare(&cache, &args.kernel)?;
-        let modules = if args.swap > 0 {
+        let modules = if args.swap > 0 || args.then_swap > 0 {
             kernel::swap_modules(&cache, &kernel)?
         } else {
             Vec::new()
@@ -270,7 +426,27 @@ pub fn run(args: &VmArgs) -> Result<()> {
     // With --bench, test executables run only when --tests names some.
     let with_tests = args.bench.is_none() || !args.tests.is_empty();
     let mut payload = payload::build(&workspace, &args.test_bin, with_tests, args.bench.is_some())?;
-    payload.select(&args.tests)?;
+    let swap_tests: Vec<String> = if args.then_swap > 0 {
+        SWAP_TESTS.map(String::from).to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut wanted = args.tests.clone();
+    if !wanted.is_empty() {
+        wanted.extend(
+            swap_tests
+                .iter()
+                .filter(|t| !args.tests.contains(t))
+                .cloned(),
+        );
+    }
+    payload.select(&wanted)?;
+    let first: Vec<String> = payload
+        .tests
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|n| args.tests.is_empty() || args.tests.contains(n))
+        .collect();
     let build = build_start.elapsed();
 
     let run_dir = target_dir(&workspace)
@@ -283,10 +459,12 @@ pub fn run(args: &VmArgs) -> Result<()> {
 
     let config = initramfs::GuestConfig {
         cgroup: args.cgroup.as_str().to_string(),
+        tests: first.clone(),
         filter: args.filter.clone(),
         debuginfo: args.debuginfo,
         bench: args.bench.clone(),
         swap_mib: (args.swap > 0).then_some(args.swap),
+        then_swap: (args.then_swap > 0).then(|| (args.then_swap, swap_tests.clone())),
         modules,
         numa_nodes: args.numa_nodes + u32::from(args.hotplug > 0),
         hotplug: args.hotplug > 0,
@@ -303,15 +481,16 @@ pub fn run(args: &VmArgs) -> Result<()> {
         "vm-test: initramfs {:.0} MB with {} test executable(s); booting {} vCPUs, {} NUMA node(s) \
          (timeout {} s)",
         size as f64 / 1e6,
-        payload.tests.len(),
+        first.len() + swap_tests.len(),
         args.cpus,
         args.numa_nodes,
         args.timeout
     );
 
     let outcome = {
-        // The host has few cores: run one guest at a time, also across concurrent vm-tests.
-        let _lock = lock(&cache.join("qemu.lock"), "another vm-test guest is running")?;
+        // TCG with `thread=single` emulates every vCPU of a guest on one host thread: at most
+        // one guest per host CPU, also across concurrent vm-tests.
+        let _slot = guest_slot(&cache)?;
         qemu::run(&qemu::Launch {
             kernel: &kernel,
             initrd: &initrd,
@@ -333,7 +512,11 @@ pub fn run(args: &VmArgs) -> Result<()> {
         pvh: kernel.pvh,
         cpus: args.cpus,
         cgroup: args.cgroup.as_str(),
-        tests: payload.tests.iter().map(|t| t.name.clone()).collect(),
+        tests: first
+            .iter()
+            .cloned()
+            .chain(swap_tests.iter().map(|t| format!("{t}+swap")))
+            .collect(),
         bench: args.bench.is_some(),
         build,
         timeout: Duration::from_secs(args.timeout),
@@ -371,6 +554,44 @@ fn target_dir(workspace: &Path) -> PathBuf {
 }
 
 /// Takes an exclusive lock on `path`, saying why when it has to wait.
+/// How many guests may run at once: one per host CPU (`$MEMCG_DRIFT_VM_SLOTS` overrides).
+pub fn guest_slots() -> usize {
+    std::env::var("MEMCG_DRIFT_VM_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Takes one of the [`guest_slots`] slot locks (`qemu-<k>.lock` in the cache), waiting for
+/// one to free up when all are taken.
+fn guest_slot(cache: &Path) -> Result<fs::File> {
+    let slots = guest_slots();
+    let mut said = false;
+    loop {
+        for k in 0..slots {
+            let path = cache.join(format!("qemu-{k}.lock"));
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            if file.try_lock().is_ok() {
+                return Ok(file);
+            }
+        }
+        if !said {
+            eprintln!(
+                "vm-test: waiting: {slots} guest(s) already running (one per host CPU; \
+                 MEMCG_DRIFT_VM_SLOTS sets another number)"
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn lock(path: &Path, why: &str) -> Result<fs::File> {
     let file = fs::OpenOptions::new()
         .create(true)
@@ -384,4 +605,56 @@ fn lock(path: &Path, why: &str) -> Result<fs::File> {
             .with_context(|| format!("locking {}", path.display()))?;
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        vm: VmArgs,
+    }
+
+    fn parse(args: &[String]) -> VmArgs {
+        Cli::try_parse_from(std::iter::once("vm-test".to_string()).chain(args.iter().cloned()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .vm
+    }
+
+    #[test]
+    fn every_ci_guest_survives_its_command_line() {
+        let guests = ci_guests();
+        for g in &guests {
+            let back = parse(&g.to_args());
+            assert_eq!(format!("{back:?}"), format!("{g:?}"));
+        }
+        let mut g = guests[0].clone();
+        g.memory = Some(2048);
+        g.keep = true;
+        g.debuginfo = true;
+        g.test_bin = vec!["/x/t".into()];
+        g.bench = Some("--rounds 3 --no-scale".into());
+        g.tests = vec!["cli".into(), "explain".into()];
+        assert_eq!(format!("{:?}", parse(&g.to_args())), format!("{g:?}"));
+    }
+
+    #[test]
+    fn ci_guests_run_each_suite_once_and_swap_after_the_tests() {
+        let names: Vec<String> = ci_guests().iter().map(VmArgs::run_dir_name).collect();
+        assert_eq!(
+            names,
+            [
+                "6.12-2-thenswap-numa2-hotplug",
+                "6.1-2",
+                "6.18-2-thenswap",
+                "6.1-2-v1-cpuset-thenswap-numa2-hotplug",
+                "6.12-32",
+            ]
+        );
+        assert!(ci_guests().iter().all(|g| g.swap == 0));
+    }
 }

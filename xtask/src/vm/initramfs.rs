@@ -33,6 +33,9 @@ const HOST_TOOLS: &[&str] = &["bpftool"];
 pub struct GuestConfig {
     /// `v1`, `v1-cpuset` or `v2`.
     pub cgroup: String,
+    /// The test executables of the first phase, in order (all the payload's unless
+    /// `--tests` named some).
+    pub tests: Vec<String>,
     /// libtest name filter passed to every test executable.
     pub filter: Option<String>,
     /// Keep DWARF debug info in `memcg-drift` and the test executables. Stripped by default:
@@ -44,7 +47,10 @@ pub struct GuestConfig {
     pub bench: Option<String>,
     /// Size of the zram swap device set up before the tests, when set.
     pub swap_mib: Option<u32>,
-    /// Kernel modules to load before the tests (in this order), as `/lib/modules/<name>`.
+    /// A second phase after the tests: a zram swap device of this many MiB, then these test
+    /// executables again, filtered to the tests named `*swap*` (framed as `test:<name>+swap`).
+    pub then_swap: Option<(u32, Vec<String>)>,
+    /// Kernel modules to load before swap is set up (in this order), as `/lib/modules/<name>`.
     pub modules: Vec<PathBuf>,
     /// NUMA nodes QEMU gives the guest (the tests see `MEMCG_DRIFT_NUMA_NODES` when > 1).
     pub numa_nodes: u32,
@@ -140,8 +146,8 @@ pub fn build(
             Err(e) => eprintln!("vm-test: {tool} will be missing in the guest: {e:#}"),
         }
     }
-    let names: Vec<&str> = payload.tests.iter().map(|t| t.name.as_str()).collect();
-    let conf = config_text(config, &names);
+    let first: Vec<&str> = config.tests.iter().map(String::as_str).collect();
+    let conf = config_text(config, &first);
     write_file(&stage.join("vmtest/config"), conf.as_bytes(), 0o644)?;
 
     let payload_cpio = run_dir.join("payload.cpio");
@@ -186,13 +192,22 @@ fn config_text(config: &GuestConfig, tests: &[&str]) -> String {
         conf.push_str("VMTEST_HOTPLUG=1\n");
     }
     if let Some(mib) = config.swap_mib {
+        conf.push_str(&format!("VMTEST_SWAP_MIB={mib}\n"));
+    }
+    if let Some((mib, tests)) = &config.then_swap {
+        conf.push_str(&format!(
+            "VMTEST_THEN_SWAP_MIB={mib}\nVMTEST_SWAP_TESTS={}\n",
+            shell_quote(&tests.join(" "))
+        ));
+    }
+    if config.swap_mib.is_some() || config.then_swap.is_some() {
         let names: Vec<String> = config
             .modules
             .iter()
             .filter_map(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
         conf.push_str(&format!(
-            "VMTEST_SWAP_MIB={mib}\nVMTEST_MODULES={}\n",
+            "VMTEST_MODULES={}\n",
             shell_quote(&names.join(" "))
         ));
     }
@@ -365,10 +380,12 @@ mod tests {
     fn config_asks_for_the_bench_only_when_given() {
         let mut config = GuestConfig {
             cgroup: "v2".into(),
+            tests: Vec::new(),
             filter: None,
             debuginfo: false,
             bench: None,
             swap_mib: None,
+            then_swap: None,
             modules: Vec::new(),
             numa_nodes: 1,
             hotplug: false,
@@ -399,6 +416,19 @@ mod tests {
             swap.ends_with("VMTEST_SWAP_MIB=512\nVMTEST_MODULES='zsmalloc.ko zram.ko'\n"),
             "{swap}"
         );
+        // Swap only after the tests: the second phase's tests, and the modules it loads.
+        config.swap_mib = None;
+        config.bench = None;
+        config.then_swap = Some((1024, vec!["explain".into(), "exp_swap".into()]));
+        let then = config_text(&config, &["cli"]);
+        assert!(
+            then.ends_with(
+                "VMTEST_TESTS='cli'\nVMTEST_THEN_SWAP_MIB=1024\n\
+                 VMTEST_SWAP_TESTS='explain exp_swap'\nVMTEST_MODULES='zsmalloc.ko zram.ko'\n"
+            ),
+            "{then}"
+        );
+        assert!(!then.contains("VMTEST_SWAP_MIB"), "{then}");
     }
 
     #[test]
