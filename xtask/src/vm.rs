@@ -28,11 +28,13 @@ mod kernel;
 mod payload;
 mod qemu;
 
-/// The Debian kernels the guest suites run on.
+/// The Debian kernels `vm-test` boots.
 /// 6.1 and 6.12 are the generations issue 5 names (bookworm); 6.18 (trixie-backports) is this
 /// machine's own generation with kprobes and fentry allowed, where the multi-slot charge stock
-/// and the memcg tracepoints can be checked against direct probes.
-pub const KERNELS: [&str; 3] = ["6.1", "6.12", "6.18"];
+/// and the memcg tracepoints can be checked against direct probes. 5.10 (bullseye) is the
+/// seed's era (issue 12: 32-page charge batch, no memcg tracepoints); it boots, but the suites
+/// do not pass there yet, so `cargo xtask test` ([`ci_guests`]) does not run it.
+pub const KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", "6.18"];
 
 /// The test executables `cargo xtask test` runs on the co-mounted v1 guest
 /// ([`CgroupMode::V1Cpuset`]): explain, trace's stat path and every experiment, `threshold`
@@ -368,9 +370,9 @@ pub fn run(args: &VmArgs) -> Result<()> {
             KERNELS.join(", ")
         );
     }
-    if args.cgroup != CgroupMode::V2 && args.kernel != "6.1" {
+    if args.cgroup != CgroupMode::V2 && !["5.10", "6.1"].contains(&args.kernel.as_str()) {
         bail!(
-            "--cgroup {} needs --kernel 6.1: {} has no cgroup v1 memory controller",
+            "--cgroup {} needs --kernel 5.10 or 6.1: {} has no cgroup v1 memory controller",
             args.cgroup.as_str(),
             args.kernel
         );

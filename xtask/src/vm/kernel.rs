@@ -3,8 +3,8 @@
 //! bzImage so QEMU can boot it through the PVH entry (see `shared/docs/qemu.md`).
 //!
 //! 6.1 and 6.12 come from the host's own apt sources (bookworm and bookworm-security: their
-//! `-unsigned` images). 6.18 comes from trixie-backports, which the host's sources do not list:
-//! a private apt configuration in the cache (its own `sources.list` and package lists, checked
+//! `-unsigned` images). 6.18 comes from trixie-backports and 5.10 from bullseye and
+//! bullseye-security, which the host's sources do not list: a private apt configuration in the cache (its own `sources.list` and package lists, checked
 //! against Debian's archive keyring like any apt source) finds and fetches it, and the host's apt
 //! state is never touched.
 //!
@@ -41,9 +41,15 @@ enum Source {
     /// (its `-unsigned` twin is what gets downloaded).
     Host { meta: &'static str },
     /// A Debian suite the host does not list, through a private apt configuration in the
-    /// cache; the image is the newest `linux-image-<series>.<n>+<abi>-amd64` of the suite
-    /// (backports carry no per-series meta package and no `-unsigned` twins).
-    Suite { suite: &'static str },
+    /// cache (with its `-security` suite when `security`). Without `meta`, the image is the
+    /// newest `linux-image-<series>.<n>+<abi>-amd64` of the suite (backports carry no
+    /// per-series meta package and no `-unsigned` twins); with it, as for the host's sources,
+    /// the `-unsigned` twin of the image `meta` depends on.
+    Suite {
+        suite: &'static str,
+        security: bool,
+        meta: Option<&'static str>,
+    },
 }
 
 /// The Debian archive a series comes from.
@@ -57,21 +63,33 @@ fn source(series: &str) -> Result<Source> {
         }),
         "6.18" => Ok(Source::Suite {
             suite: "trixie-backports",
+            security: false,
+            meta: None,
         }),
-        other => bail!("unknown kernel series {other:?} (expected 6.1, 6.12 or 6.18)"),
+        // Debian 11's kernel: the seed's era (32-page charge batch, no memcg tracepoints).
+        "5.10" => Ok(Source::Suite {
+            suite: "bullseye",
+            security: true,
+            meta: Some("linux-image-amd64"),
+        }),
+        other => bail!("unknown kernel series {other:?} (expected 5.10, 6.1, 6.12 or 6.18)"),
     }
 }
 
-/// Debian's mirror and the keyring its Release files are checked against (the bookworm
-/// keyring package also carries the trixie keys).
+/// Debian's mirror, its security mirror, and the keyring their Release files are checked
+/// against (the bookworm keyring package also carries the bullseye and trixie keys).
 const MIRROR: &str = "http://deb.debian.org/debian";
+const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// The apt options a series needs: none for the host's sources; for another suite, a private
 /// configuration under `cache/apt/<suite>` (created on first use) that replaces the host's
 /// source list, package lists, package cache and pinning, so the host's apt is untouched.
 fn apt_options(cache: &Path, src: &Source) -> Result<Vec<String>> {
-    let Source::Suite { suite } = src else {
+    let Source::Suite {
+        suite, security, ..
+    } = src
+    else {
         return Ok(Vec::new());
     };
     let root = cache.join("apt").join(suite);
@@ -86,7 +104,12 @@ fn apt_options(cache: &Path, src: &Source) -> Result<Vec<String>> {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let list = root.join("sources.list");
-    let line = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
+    let mut line = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
+    if *security {
+        line.push_str(&format!(
+            "deb [signed-by={KEYRING}] {SECURITY_MIRROR} {suite}-security main\n"
+        ));
+    }
     if fs::read_to_string(&list).ok().as_deref() != Some(line.as_str()) {
         fs::write(&list, &line).with_context(|| format!("writing {}", list.display()))?;
     }
@@ -204,13 +227,18 @@ fn apt_update(apt: &[String]) -> Result<()> {
 /// Asks apt for the image package of `series` and its candidate version.
 fn resolve(series: &str, src: &Source, apt: &[String]) -> Result<(String, String)> {
     let package = match src {
-        Source::Host { meta } => {
-            let image = depends_image(meta, series)?.with_context(|| {
+        Source::Host { meta }
+        | Source::Suite {
+            meta: Some(meta), ..
+        } => {
+            let image = depends_image(meta, series, apt)?.with_context(|| {
                 format!("apt knows no linux-image-{series}.* dependency of {meta}")
             })?;
             format!("{image}-unsigned")
         }
-        Source::Suite { suite } => newest_image(series, apt)?
+        Source::Suite {
+            suite, meta: None, ..
+        } => newest_image(series, apt)?
             .with_context(|| format!("apt knows no linux-image-{series}.*-amd64 in {suite}"))?,
     };
     let out = Command::new("apt-cache")
@@ -229,8 +257,9 @@ fn resolve(series: &str, src: &Source, apt: &[String]) -> Result<(String, String
 }
 
 /// The `linux-image-<series>.*` package that `meta` depends on, if apt knows `meta`.
-fn depends_image(meta: &str, series: &str) -> Result<Option<String>> {
+fn depends_image(meta: &str, series: &str, apt: &[String]) -> Result<Option<String>> {
     let out = Command::new("apt-cache")
+        .args(apt)
         .args(["depends", meta])
         .output()
         .context("starting apt-cache depends")?;
