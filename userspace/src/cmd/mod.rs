@@ -255,7 +255,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_cgroups: a.max_cgroups as usize,
                 interval: a.interval,
             };
-            crate::export::run(&opts, target, &hier).map(|c| c as u8)
+            Ok(crate::export::run(&opts, target, &hier)? as u8)
         }
         Command::Cleanup => {
             require_root("cleanup")?;
