@@ -64,7 +64,7 @@ mod tests {
             call: "bpf_map_lookup_elem",
             io_error: std::io::Error::from_raw_os_error(libc::EPERM),
         }));
-        // As `{:#}` printed it when the inner error was an anyhow::Error: every cause, one line.
+        // As `{:#}` printed it when the inner error was untyped: every cause, on one line.
         assert_eq!(
             ChargeUnavailable(e).to_string(),
             "`bpf_map_lookup_elem` failed: Operation not permitted (os error 1)"
