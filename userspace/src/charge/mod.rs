@@ -59,6 +59,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unavailable_is_one_line_with_every_cause() {
+        let e = ChargeTracerError::from(aya::maps::MapError::from(aya::sys::SyscallError {
+            call: "bpf_map_lookup_elem",
+            io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+        }));
+        // As `{:#}` printed it when the inner error was untyped: every cause, on one line.
+        assert_eq!(
+            ChargeUnavailable(e).to_string(),
+            "`bpf_map_lookup_elem` failed: Operation not permitted (os error 1)"
+        );
+        let missing = ChargeUnavailable(ChargeTracerError::MissingMap("CHARGE_AGG"));
+        assert_eq!(missing.to_string(), "map CHARGE_AGG missing");
+    }
+
+    #[test]
     fn proc_cgroups_hierarchy_of_memory() {
         let text =
             "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\nmemory\t7\t120\t1\n";

@@ -99,11 +99,23 @@ fn monotonic_ns() -> u64 {
 }
 
 /// Why the charge tracer did not start: the error that stopped it with its whole chain of
-/// causes, as one line (`{:#}`). Not a `source` chain itself, so an outer chain does not
-/// print the causes twice.
+/// causes, as one line (`a: b: c`, as `{:#}` prints a chain). Not a `source` chain itself, so
+/// an outer chain does not print the causes twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct ChargeUnavailable(pub anyhow::Error);
+#[error("{}", with_causes(.0))]
+pub struct ChargeUnavailable(pub ChargeTracerError);
+
+/// An error and its causes, joined by `: `.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
 
 /// Records the charge section over a window; never fails the caller: a tracer that cannot
 /// start becomes an "unavailable" section naming why.
@@ -153,7 +165,7 @@ impl ChargeRecorder {
     }
 
     /// Marks the start of the window; seeds the target's page_counter reading for inference.
-    pub fn begin(&mut self) -> anyhow::Result<()> {
+    pub fn begin(&mut self) -> Result<(), ChargeTracerError> {
         if let Ok(t) = &mut self.tracer {
             if let Some(id) = self.filter.target
                 && let Ok(hier) = crate::cgroup::MemoryHierarchy::detect()
@@ -177,7 +189,7 @@ impl ChargeRecorder {
         &self,
         paths: &BTreeMap<u64, String>,
         version: Option<CgroupVersion>,
-    ) -> anyhow::Result<ChargeSection> {
+    ) -> Result<ChargeSection, ChargeTracerError> {
         let t = match &self.tracer {
             Ok(t) => t,
             Err(e) => {

@@ -2,6 +2,29 @@
 
 use super::*;
 
+/// Why the charge tracer could not start or be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeTracerError {
+    /// The kernel's BTF is unavailable.
+    #[error(transparent)]
+    Btf(#[from] crate::kernel::BtfUnavailable),
+    /// aya could not read the kernel's BTF.
+    #[error("aya cannot read kernel BTF: {0}")]
+    AyaBtf(aya::BtfError),
+    /// The stat configuration could not be built, or the probes object did not load.
+    #[error(transparent)]
+    Load(#[from] attach::LoadError),
+    /// The charge probes' kernel layout could not be resolved.
+    #[error(transparent)]
+    Config(#[from] ChargeConfigError),
+    /// The loaded object lacks a map.
+    #[error("map {0} missing")]
+    MissingMap(&'static str),
+    /// aya could not read or write a map.
+    #[error(transparent)]
+    Map(#[from] aya::maps::MapError),
+}
+
 /// The attached charge and OOM probes.
 pub struct ChargeTracer {
     ebpf: SharedEbpf,
@@ -24,14 +47,13 @@ impl ChargeTracer {
     /// exit twin included). Hooks that cannot attach are reported in `outcomes`, not errors;
     /// the error cases are a missing BTF, a kernel layout without a required member, and a
     /// probes object that does not load.
-    pub fn start(filter: Filter, only: Option<Flavour>) -> anyhow::Result<Self> {
+    pub fn start(filter: Filter, only: Option<Flavour>) -> Result<Self, ChargeTracerError> {
         let facts = Arc::new(KernelFacts::gather());
         let kbtf = facts.btf()?;
         let mut scfg = attach::probe_config(kbtf, filter)?;
         scfg.flags |= probes_common::flags::INFER;
         let (ccfg, unusable) = charge_config(kbtf, &facts)?;
-        let btf = aya::Btf::from_sys_fs()
-            .map_err(|e| anyhow::anyhow!("aya cannot read kernel BTF: {e}"))?;
+        let btf = aya::Btf::from_sys_fs().map_err(ChargeTracerError::AyaBtf)?;
         let ebpf = Arc::new(Mutex::new(load(
             &scfg,
             &ccfg,
@@ -52,7 +74,7 @@ impl ChargeTracer {
         only: Option<Flavour>,
         unusable: &[(&'static str, String)],
         prior: &[HookOutcome],
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ChargeTracerError> {
         let mut guard = lock(&ebpf);
         let ebpf_mut: &mut Ebpf = &mut guard;
         let support = FlavourSupport::<std::convert::Infallible>::new();
@@ -136,7 +158,7 @@ impl ChargeTracer {
             let mut rt: Array<_, u32> = Array::try_from(
                 ebpf_mut
                     .map_mut(MAP_CHARGE_RUNTIME)
-                    .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_RUNTIME} missing"))?,
+                    .ok_or(ChargeTracerError::MissingMap(MAP_CHARGE_RUNTIME))?,
             )?;
             rt.set(0, bits, 0)?;
         }
@@ -184,12 +206,12 @@ impl ChargeTracer {
     /// Sets the baseline reading of a cgroup's memory page_counter (pages) for inference, so
     /// that the first movement after it is counted too (otherwise the first stat event of the
     /// cgroup only sets the baseline).
-    pub fn seed_usage(&mut self, cgroup_id: u64, pages: u64) -> anyhow::Result<()> {
+    pub fn seed_usage(&mut self, cgroup_id: u64, pages: u64) -> Result<(), ChargeTracerError> {
         let mut e = lock(&self.ebpf);
         if self.target == Some(cgroup_id) {
             let mut m: Array<&mut MapData, u64> = Array::try_from(
                 e.map_mut(MAP_INFER_TARGET)
-                    .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_TARGET} missing"))?,
+                    .ok_or(ChargeTracerError::MissingMap(MAP_INFER_TARGET))?,
             )?;
             // The slot holds reading + 1 (0: no reading yet).
             m.set(0, pages + 1, 0)?;
@@ -197,7 +219,7 @@ impl ChargeTracer {
         }
         let mut m: aya::maps::HashMap<&mut MapData, u64, u64> = aya::maps::HashMap::try_from(
             e.map_mut(MAP_INFER_LAST)
-                .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_LAST} missing"))?,
+                .ok_or(ChargeTracerError::MissingMap(MAP_INFER_LAST))?,
         )?;
         m.insert(cgroup_id, pages, 0)?;
         Ok(())
@@ -209,7 +231,10 @@ impl ChargeTracer {
     /// their true baseline; on v1 (no such file) a pre-existing cgroup's earlier events are
     /// counted with its first new one, and so are its earlier swap events on v2 (only the
     /// hierarchical `memory.swap.events` exists). Returns the number of cgroups seeded.
-    pub fn seed_memory_events(&mut self, cg: &crate::cgroup::MemCgroup) -> anyhow::Result<usize> {
+    pub fn seed_memory_events(
+        &mut self,
+        cg: &crate::cgroup::MemCgroup,
+    ) -> Result<usize, ChargeTracerError> {
         let names = memory_event_names(&self.facts);
         if names.is_empty() {
             return Ok(0);
@@ -217,7 +242,7 @@ impl ChargeTracer {
         let mut e = lock(&self.ebpf);
         let mut m: aya::maps::HashMap<&mut MapData, u64, MemEvents> = aya::maps::HashMap::try_from(
             e.map_mut(MAP_MEMCG_EVENTS)
-                .ok_or_else(|| anyhow::anyhow!("map {MAP_MEMCG_EVENTS} missing"))?,
+                .ok_or(ChargeTracerError::MissingMap(MAP_MEMCG_EVENTS))?,
         )?;
         let mut seeded = 0;
         for c in std::iter::once(cg.clone()).chain(cg.descendants().unwrap_or_default()) {
@@ -237,18 +262,18 @@ impl ChargeTracer {
     }
 
     /// The memory page_counter (pages) at the cgroup's last stat event, if any was seen.
-    pub fn last_reading(&self, cgroup_id: u64) -> anyhow::Result<Option<u64>> {
+    pub fn last_reading(&self, cgroup_id: u64) -> Result<Option<u64>, ChargeTracerError> {
         let e = lock(&self.ebpf);
         if self.target == Some(cgroup_id) {
             let m: Array<&MapData, u64> = Array::try_from(
                 e.map(MAP_INFER_TARGET)
-                    .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_TARGET} missing"))?,
+                    .ok_or(ChargeTracerError::MissingMap(MAP_INFER_TARGET))?,
             )?;
             return Ok(m.get(&0, 0)?.checked_sub(1));
         }
         let m: aya::maps::HashMap<&MapData, u64, u64> = aya::maps::HashMap::try_from(
             e.map(MAP_INFER_LAST)
-                .ok_or_else(|| anyhow::anyhow!("map {MAP_INFER_LAST} missing"))?,
+                .ok_or(ChargeTracerError::MissingMap(MAP_INFER_LAST))?,
         )?;
         match m.get(&cgroup_id, 0) {
             Ok(v) => Ok(Some(v)),
@@ -258,11 +283,11 @@ impl ChargeTracer {
     }
 
     /// Reads the aggregates and counters now, and drains the OOM ring buffer.
-    pub fn snapshot(&self) -> anyhow::Result<ChargeSnapshot> {
+    pub fn snapshot(&self) -> Result<ChargeSnapshot, ChargeTracerError> {
         let e = lock(&self.ebpf);
         let agg: PerCpuHashMap<_, ChargeKey, ChargeValue> = PerCpuHashMap::try_from(
             e.map(MAP_CHARGE_AGG)
-                .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_AGG} missing"))?,
+                .ok_or(ChargeTracerError::MissingMap(MAP_CHARGE_AGG))?,
         )?;
         let mut rows = BTreeMap::new();
         for item in agg.iter() {
@@ -271,9 +296,10 @@ impl ChargeTracer {
         }
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
             e.map(MAP_CHARGE_COUNTERS)
-                .ok_or_else(|| anyhow::anyhow!("map {MAP_CHARGE_COUNTERS} missing"))?,
+                .ok_or(ChargeTracerError::MissingMap(MAP_CHARGE_COUNTERS))?,
         )?;
-        let sum = |slot: u32| -> anyhow::Result<u64> { Ok(arr.get(&slot, 0)?.iter().sum()) };
+        let sum =
+            |slot: u32| -> Result<u64, ChargeTracerError> { Ok(arr.get(&slot, 0)?.iter().sum()) };
         let counters = ChargeCounters {
             seen: sum(ccounter::SEEN)?,
             recorded: sum(ccounter::RECORDED)?,

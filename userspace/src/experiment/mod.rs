@@ -426,7 +426,7 @@ impl Session {
     /// An `explain` report of one of the run's cgroups, taken now.
     pub fn explain(&self, cg: &MemCgroup) -> anyhow::Result<ExplainReport> {
         let mut ex = Explainer::new(&self.hier, cg.clone())?;
-        ex.report()
+        Ok(ex.report()?)
     }
 
     /// How the charge path was seen in this run.

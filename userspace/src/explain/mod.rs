@@ -7,7 +7,12 @@
 //! residue reader (`residue`), walks the css tree, takes a consistent snapshot, reads cgroupfs
 //! around it, computes the ledger (`ledger`) and renders the report.
 
-use std::{fmt::Write as _, os::unix::fs::MetadataExt, path::Path, time::Duration};
+use std::{
+    fmt::Write as _,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -17,7 +22,7 @@ use crate::{
     ledger::{
         self, Bound, Context, Dying, Gap, Ledger, Missing, ObjStockDetail, SwapBook, Term, Unit,
     },
-    residue::{self, ResidueReader, Tree},
+    residue::{self, ResidueError, ResidueReader, Tree, WalkError},
     workload::batch::{BatchError, ChargeBatch, charge_batch},
 };
 
@@ -26,6 +31,44 @@ mod render;
 mod tests;
 
 pub use render::render_text;
+
+/// Why an `explain` session could not start or take a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// Loading or running the residue reader failed.
+    #[error(transparent)]
+    Residue(#[from] ResidueError),
+    /// The page size could not be read.
+    #[error(transparent)]
+    PageSize(#[from] nix::errno::Errno),
+    /// The hierarchy's root directory could not be read.
+    #[error("{}: {err}", path.display())]
+    Root {
+        /// The root's path.
+        path: PathBuf,
+        /// The I/O error.
+        err: std::io::Error,
+    },
+    /// A directory on the way down to the target could not be read.
+    #[error("{}: {err} (removed while reading?)", path.display())]
+    PathGone {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        err: std::io::Error,
+    },
+    /// The css tree walk did not find the target's memcg.
+    #[error("{}: cannot find its memcg: {err}", path.display())]
+    NoMemcg {
+        /// The target's path.
+        path: PathBuf,
+        /// Why the walk failed.
+        err: WalkError,
+    },
+    /// The target was removed during the snapshot.
+    #[error("{}: the cgroup was removed while reading it", .0.display())]
+    Removed(PathBuf),
+}
 
 /// Snapshots tried before a report says the kernel kept moving.
 const ATTEMPTS: usize = 8;
@@ -193,13 +236,15 @@ pub struct ItemResidue {
 }
 
 /// Directory ids from below the hierarchy root down to `target` (empty for the root).
-fn path_ids(hier_root: &Path, target: &MemCgroup) -> anyhow::Result<Vec<u64>> {
+fn path_ids(hier_root: &Path, target: &MemCgroup) -> Result<Vec<u64>, ExplainError> {
     let mut ids = Vec::new();
     let mut p = hier_root.to_path_buf();
     for comp in target.rel_path().components().skip(1) {
         p.push(comp);
-        let meta = std::fs::metadata(&p)
-            .map_err(|e| anyhow::anyhow!("{}: {e} (removed while reading?)", p.display()))?;
+        let meta = std::fs::metadata(&p).map_err(|err| ExplainError::PathGone {
+            path: p.clone(),
+            err,
+        })?;
         ids.push(meta.ino());
     }
     Ok(ids)
@@ -264,13 +309,16 @@ impl std::fmt::Debug for Explainer {
 
 impl Explainer {
     /// Resolves the layout and loads the reader for `target`.
-    pub fn new(hier: &MemoryHierarchy, target: MemCgroup) -> anyhow::Result<Self> {
+    pub fn new(hier: &MemoryHierarchy, target: MemCgroup) -> Result<Self, ExplainError> {
         let reader = ResidueReader::open(START_CAPACITY)?;
         let page_size =
             nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
         let root = &target.hierarchy().root;
         let root_id = std::fs::metadata(root)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?
+            .map_err(|err| ExplainError::Root {
+                path: root.clone(),
+                err,
+            })?
             .ino();
         let ids = path_ids(root, &target)?;
         let kernel = nix::sys::utsname::uname()
@@ -297,15 +345,13 @@ impl Explainer {
     }
 
     /// Walks the subtree, reloading the reader bigger if it does not fit.
-    fn walk(&mut self) -> anyhow::Result<Tree> {
+    fn walk(&mut self) -> Result<Tree, ExplainError> {
         let limit = probes_common::RES_MAX_MEMCGS as usize;
         let layout = self.reader_layout();
         let tree = residue::walk(&mut self.reader, &layout, self.root_id, &self.ids, limit)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: cannot find its memcg: {e}",
-                    self.target.path().display()
-                )
+            .map_err(|err| ExplainError::NoMemcg {
+                path: self.target.path().to_path_buf(),
+                err,
             })?;
         if tree.nodes.len() > self.reader.capacity() {
             let want = (tree.nodes.len() * 3 / 2).min(limit);
@@ -320,7 +366,7 @@ impl Explainer {
 
     /// Points the session at another cgroup of the same hierarchy, keeping the loaded reader
     /// (the exporter reads many cgroups with one).
-    pub fn retarget(&mut self, target: MemCgroup) -> anyhow::Result<()> {
+    pub fn retarget(&mut self, target: MemCgroup) -> Result<(), ExplainError> {
         self.ids = path_ids(&target.hierarchy().root, &target)?;
         self.ctx.is_root = target.is_root();
         self.target = target;
@@ -341,7 +387,7 @@ impl Explainer {
     /// period (the pre-exec image's page tables among them), each free uncharging through a
     /// CPU's stock: an experiment that predicts the stock from its own charges waits for them
     /// first. Returns whether it settled.
-    pub fn wait_settled(&mut self, max: Duration) -> anyhow::Result<bool> {
+    pub fn wait_settled(&mut self, max: Duration) -> Result<bool, ExplainError> {
         let key = |r: &ExplainReport| {
             let stock = r
                 .terms
@@ -371,7 +417,7 @@ impl Explainer {
     }
 
     /// One report.
-    pub fn report(&mut self) -> anyhow::Result<ExplainReport> {
+    pub fn report(&mut self) -> Result<ExplainReport, ExplainError> {
         Ok(self.report_with_items(&[])?.0)
     }
 
@@ -380,7 +426,7 @@ impl Explainer {
     pub fn report_with_items(
         &mut self,
         items: &[&str],
-    ) -> anyhow::Result<(ExplainReport, Vec<ItemResidue>)> {
+    ) -> Result<(ExplainReport, Vec<ItemResidue>), ExplainError> {
         let tree = self.walk()?;
         let before = self.target.usage_bytes().ok().flatten();
         let taken = residue::take(
@@ -398,10 +444,7 @@ impl Explainer {
         };
         let r = &taken.residues;
         if r.memcgs.first().is_none_or(|m| m.gone) {
-            anyhow::bail!(
-                "{}: the cgroup was removed while reading it",
-                self.target.path().display()
-            );
+            return Err(ExplainError::Removed(self.target.path().to_path_buf()));
         }
         let layout = self.reader_layout();
         let x = &r.memcgs[0];

@@ -29,8 +29,27 @@ use axum::{
 
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
-    explain::Explainer,
+    explain::{ExplainError, Explainer},
 };
+
+/// Why the exporter could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The `--listen` address could not be bound.
+    #[error("--listen {addr}: {err}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        err: std::io::Error,
+    },
+    /// The first `explain` session could not start.
+    #[error(transparent)]
+    Explain(#[from] ExplainError),
+    /// The HTTP server (its runtime, its signal handlers) failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// What `export` serves, and how often it reads the kernel.
 #[derive(Debug, Clone)]
@@ -195,16 +214,15 @@ async fn index() -> impl IntoResponse {
 }
 
 /// Binds `addr` now, so that a busy port or a bad address fails at once, in one line.
-fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
-    let l =
-        std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?;
-    l.set_nonblocking(true)
-        .map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?;
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ExportError> {
+    let listen = |err| ExportError::Listen { addr, err };
+    let l = std::net::TcpListener::bind(addr).map_err(listen)?;
+    l.set_nonblocking(true).map_err(listen)?;
     Ok(l)
 }
 
 /// Serves `target` (and its subtree) until SIGINT or SIGTERM.
-pub fn run(args: &Options, target: MemCgroup, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
+pub fn run(args: &Options, target: MemCgroup, hier: &MemoryHierarchy) -> Result<i32, ExportError> {
     let listener = bind(args.listen)?;
     let mut ex = Explainer::new(hier, target.clone())?.without_stat_file();
     let sh = Arc::new(Shared {
@@ -261,7 +279,7 @@ pub fn run(args: &Options, target: MemCgroup, hier: &MemoryHierarchy) -> anyhow:
 }
 
 /// Serves HTTP on a current-thread tokio runtime until SIGINT or SIGTERM.
-fn serve(listener: std::net::TcpListener, sh: Arc<Shared>) -> anyhow::Result<()> {
+fn serve(listener: std::net::TcpListener, sh: Arc<Shared>) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -282,6 +300,6 @@ fn serve(listener: std::net::TcpListener, sh: Arc<Shared>) -> anyhow::Result<()>
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await?;
-        anyhow::Ok(())
+        Ok(())
     })
 }

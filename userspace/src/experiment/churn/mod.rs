@@ -421,7 +421,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     })?;
     let ledger_report: ExplainReport = s.phase("ledger at the end of the hold", |_| {
         let mut ex = Explainer::new(hier, run_cg.clone())?.without_stat_file();
-        ex.report()
+        Ok(ex.report()?)
     })?;
     let end_ms = s.now_ms();
     let end_of_hold = EndOfHold {
