@@ -93,20 +93,25 @@ fn run() -> Result<()> {
         }
         Cmd::Test { no_vm, args } => {
             setup::setup(!no_vm)?;
-            // The release profile, as the guests' payload and the daily commands use: the
-            // scale suite's userspace work took 413 s unoptimised on the host. The CLI tests
-            // run the binary itself (target/release/memcg-drift).
-            build_release()?;
-            let mut totals = cargo_test(
-                &[
-                    "test",
-                    "--release",
-                    "--workspace",
-                    "--exclude",
-                    "probes-ebpf",
-                ],
-                &args,
-            )?;
+            // One build for the host suites and the guests: the guests' static release
+            // target (the release profile is also the daily commands'; unoptimised, the scale
+            // suite alone took 413 s on the host). The CLI tests run the binary cargo built
+            // next to them (target/x86_64-unknown-linux-gnu/release/memcg-drift).
+            let ws = workspace_root();
+            run_cargo(vm::static_cargo(
+                &ws,
+                &["build", "--release", "-p", "memcg-drift"],
+            ))?;
+            let mut totals = Totals::default();
+            for packages in [
+                &["-p", "memcg-drift", "-p", "probes-common", "-p", "xtask"][..],
+                &["-p", "integration-tests"][..],
+            ] {
+                let mut cmd =
+                    vm::static_cargo(&ws, &[&["test", "--release"][..], packages].concat());
+                cmd.args(&args);
+                totals.add(&cargo_test(cmd)?);
+            }
             let mut failed = Vec::new();
             if !no_vm {
                 let guests = vm::ci_guests();
@@ -187,16 +192,13 @@ impl Totals {
 }
 
 /// Runs `cargo test`, passing its output through and counting its libtest summaries.
-fn cargo_test(base: &[&str], extra: &[String]) -> Result<Totals> {
+fn cargo_test(mut cmd: Command) -> Result<Totals> {
     use std::io::{BufRead as _, Write as _};
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = Command::new(&cargo)
-        .current_dir(workspace_root())
-        .args(base)
-        .args(extra)
+    let what = format!("{:?}", cmd.get_args().collect::<Vec<_>>());
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {cargo}"))?;
+        .context("starting cargo")?;
     let mut totals = Totals::default();
     let stdout = child.stdout.take().context("cargo stdout")?;
     let mut out = std::io::stdout().lock();
@@ -208,7 +210,7 @@ fn cargo_test(base: &[&str], extra: &[String]) -> Result<Totals> {
     drop(out);
     let status = child.wait()?;
     if !status.success() {
-        bail!("`cargo {}` failed ({status})", base.join(" "));
+        bail!("cargo {what} failed ({status})");
     }
     Ok(totals)
 }
@@ -249,6 +251,18 @@ pub fn cargo(base: &[&str], extra: &[String]) -> Result<()> {
         .with_context(|| format!("starting {cargo}"))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", base.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a prepared cargo command (e.g. [`vm::static_cargo`]) to its end.
+fn run_cargo(mut cmd: Command) -> Result<()> {
+    let status = cmd.status().context("starting cargo")?;
+    if !status.success() {
+        bail!(
+            "cargo {:?} failed ({status})",
+            cmd.get_args().collect::<Vec<_>>()
+        );
     }
     Ok(())
 }

@@ -28,6 +28,8 @@ mod kernel;
 mod payload;
 mod qemu;
 
+pub use payload::static_cargo;
+
 /// The Debian kernels `vm-test` boots.
 /// 6.1 and 6.12 are the generations issue 5 names (bookworm); 6.18 (trixie-backports) is this
 /// machine's own generation with kprobes and fentry allowed, where the multi-slot charge stock

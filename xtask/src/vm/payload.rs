@@ -166,8 +166,10 @@ fn guest_name(file: &str) -> String {
     }
 }
 
-/// Runs cargo with `args` for the static target and returns its artifact messages.
-fn cargo_json(workspace: &std::path::Path, args: &[&str]) -> Result<Vec<Artifact>> {
+/// `cargo <args> --target TARGET` with `crt-static`: the guests' build, which `cargo xtask
+/// test`'s host suites share (one build of everything instead of two). Further arguments
+/// (libtest's after `--`) may be appended.
+pub fn static_cargo(workspace: &std::path::Path, args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
     if !rustflags.contains("crt-static") {
@@ -177,20 +179,23 @@ fn cargo_json(workspace: &std::path::Path, args: &[&str]) -> Result<Vec<Artifact
         "vm-test: cargo {} --target {TARGET} (static)",
         args.join(" ")
     );
-    let out = Command::new(&cargo)
-        .current_dir(workspace)
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
         .args(args)
-        .args([
-            "--target",
-            TARGET,
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["--target", TARGET])
         // With `--target`, RUSTFLAGS reach only target code, not build scripts or proc macros.
         .env("RUSTFLAGS", rustflags.trim())
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd
+}
+
+/// Runs cargo with `args` for the static target and returns its artifact messages.
+fn cargo_json(workspace: &std::path::Path, args: &[&str]) -> Result<Vec<Artifact>> {
+    let out = static_cargo(workspace, args)
+        .arg("--message-format=json-render-diagnostics")
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("starting {cargo}"))?;
+        .context("starting cargo")?;
     if !out.status.success() {
         bail!(
             "`cargo {}` for the guest failed ({})",
