@@ -183,7 +183,7 @@ pub fn run(a: RunArgs, hier: &MemoryHierarchy) -> anyhow::Result<u8> {
     if let Some(dir) = &a.svg {
         crate::plot::write_all(dir, &crate::experiment::plots::run_plots(&report)?)?;
     }
-    experiment::emit(&report, &common).map(|c| c as u8)
+    Ok(experiment::emit(&report, &common)? as u8)
 }
 
 /// Fails early (before anything is created) when `--record FILE` cannot be written.

@@ -16,8 +16,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
-
+use crate::experiment::{Context as _, ExperimentError, Result};
 use crate::undo::Undo;
 
 const NODES: &str = "/sys/devices/system/node";
@@ -126,7 +125,7 @@ impl Offlined {
 
     /// Takes every block of `node` offline (retrying a busy block a few times: a page being
     /// freed or under I/O fails a round of migration with `EBUSY`/`EAGAIN`).
-    pub fn offline_node(&self, node: u32) -> anyhow::Result<usize> {
+    pub fn offline_node(&self, node: u32) -> Result<usize> {
         let all = blocks(node);
         for blk in &all {
             let state = blk.join("state");
@@ -155,9 +154,9 @@ impl Offlined {
     }
 
     /// Puts the blocks back online now; an error names each block that stayed offline.
-    pub fn restore(self) -> anyhow::Result<()> {
+    pub fn restore(self) -> Result<()> {
         let r = online(&self.blocks);
         self.undo.disarm();
-        r.map_err(|e| anyhow::anyhow!("putting memory blocks back online: {e}"))
+        r.map_err(|e| ExperimentError::Failed(format!("putting memory blocks back online: {e}")))
     }
 }

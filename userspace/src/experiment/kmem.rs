@@ -28,10 +28,10 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Common, LedgerAt, Report, Session, Verdict};
+use crate::experiment::{Context as _, Result, refuse};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer},
@@ -120,7 +120,7 @@ impl Snapshot {
         ex: &mut Explainer,
         cg: &MemCgroup,
         label: &str,
-    ) -> anyhow::Result<(Snapshot, ExplainReport)> {
+    ) -> Result<(Snapshot, ExplainReport)> {
         let k0 = cg.kmem_usage_bytes()?;
         let r = ex.report()?;
         let k1 = cg.kmem_usage_bytes()?;
@@ -296,24 +296,24 @@ pub const CLOSE: &str = "close sockets";
 pub const REMOVE: &str = "remove dentries";
 
 /// Validates the options (before anything is created).
-pub fn validate(p: &Params) -> anyhow::Result<()> {
+pub fn validate(p: &Params) -> Result<()> {
     if p.sockets == 0 || p.sockets > MAX_SOCKET_PAIRS as u64 {
-        anyhow::bail!("--sockets must be 1..={MAX_SOCKET_PAIRS}");
+        refuse!("--sockets must be 1..={MAX_SOCKET_PAIRS}");
     }
     if p.unread_bytes > MAX_UNREAD_BYTES as u64 {
-        anyhow::bail!("--unread-bytes must be at most {MAX_UNREAD_BYTES}");
+        refuse!("--unread-bytes must be at most {MAX_UNREAD_BYTES}");
     }
     if p.dentries > 1 << 20 {
-        anyhow::bail!("--dentries must be at most 1048576");
+        refuse!("--dentries must be at most 1048576");
     }
     if !super::online_cpus().contains(&p.cpu) {
-        anyhow::bail!("CPU {} is not online", p.cpu);
+        refuse!("CPU {} is not online", p.cpu);
     }
     Ok(())
 }
 
 /// Runs the experiment.
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     validate(&p)?;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     // Per pair: two sockets with their files, inodes and dentries (< 16 KiB), the unread
@@ -348,10 +348,10 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     snaps.push(prev.clone());
     let mut step = |s: &mut Session,
                     name: &str,
-                    f: &mut dyn FnMut(&mut Workload) -> anyhow::Result<()>,
+                    f: &mut dyn FnMut(&mut Workload) -> Result<()>,
                     w: &mut Workload,
                     ledger: bool|
-     -> anyhow::Result<()> {
+     -> Result<()> {
         s.phase(name, |_| f(w))?;
         let (now, r) = Snapshot::take(&mut ex, &cg, &format!("after {name}"))?;
         steps.push(Step::between(s, name, CG, &prev, &now));
@@ -656,13 +656,13 @@ pub struct Kmem;
 impl super::Experiment for Kmem {
     const NAMES: &'static [&'static str] = &["kmem"];
     type Results = Results;
-    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(_r: &Report, res: &Results) -> Result<String> {
         render(res)
     }
 }
 
 /// The text section of a kmem report.
-fn render(res: &Results) -> anyhow::Result<String> {
+fn render(res: &Results) -> Result<String> {
     let mut out = String::new();
     let p = &res.params;
     let _ = writeln!(

@@ -42,6 +42,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Common, LedgerAt, Report, Session, Verdict};
+use crate::experiment::{ExperimentError, Result, refuse};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer},
@@ -111,13 +112,13 @@ pub fn memory_nodes() -> Vec<u32> {
 
 /// Checks the options against the machine's memory nodes and, for `run hotplug`, the nodes
 /// whose memory can go offline (before anything is created).
-pub fn validate(p: &Params, nodes: &[u32], offlinable: &[u32]) -> anyhow::Result<()> {
+pub fn validate(p: &Params, nodes: &[u32], offlinable: &[u32]) -> Result<()> {
     let name = p.experiment();
     if p.pages == 0 || p.pages > MAX_PAGES {
-        anyhow::bail!("--size must be 1 to {MAX_PAGES} pages");
+        refuse!("--size must be 1 to {MAX_PAGES} pages");
     }
     if nodes.len() < 2 {
-        anyhow::bail!(
+        refuse!(
             "run {name} needs two NUMA nodes with memory; this machine has {} ({})",
             nodes.len(),
             list(nodes)
@@ -128,7 +129,7 @@ pub fn validate(p: &Params, nodes: &[u32], offlinable: &[u32]) -> anyhow::Result
         Method::Offline => "--node",
     };
     if !nodes.contains(&p.from) {
-        anyhow::bail!(
+        refuse!(
             "{from} {} is not a node with memory (nodes: {})",
             p.from,
             list(nodes)
@@ -137,19 +138,19 @@ pub fn validate(p: &Params, nodes: &[u32], offlinable: &[u32]) -> anyhow::Result
     match (p.method, p.to) {
         (Method::Cpuset, Some(to)) => {
             if !nodes.contains(&to) {
-                anyhow::bail!(
+                refuse!(
                     "--to {to} is not a node with memory (nodes: {})",
                     list(nodes)
                 );
             }
             if p.from == to {
-                anyhow::bail!("--from and --to must be different nodes");
+                refuse!("--from and --to must be different nodes");
             }
         }
-        (Method::Cpuset, None) => anyhow::bail!("--to names no node"),
+        (Method::Cpuset, None) => refuse!("--to names no node"),
         (Method::Offline, _) => {
             if !offlinable.contains(&p.from) {
-                anyhow::bail!(
+                refuse!(
                     "--node {}: not every memory block of it is online in ZONE_MOVABLE, so it \
                      cannot be taken offline safely (offlinable: {}; hot-added memory onlined \
                      movable, e.g. with memhp_default_state=online_movable)",
@@ -214,19 +215,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn take(
-        ex: &mut Explainer,
-        cg: &MemCgroup,
-        page: u64,
-    ) -> anyhow::Result<(Self, ExplainReport)> {
+    fn take(ex: &mut Explainer, cg: &MemCgroup, page: u64) -> Result<(Self, ExplainReport)> {
         // The ledger's snapshot first: reading memory.numa_stat flushes the statistics, which
         // the ledger accounts for either way.
         let r = ex.report()?;
-        let text = cg
-            .read_raw("memory.numa_stat")?
-            .ok_or_else(|| anyhow::anyhow!("{} has no memory.numa_stat", cg.path().display()))?;
+        let text = cg.read_raw("memory.numa_stat")?.ok_or_else(|| {
+            ExperimentError::Failed(format!("{} has no memory.numa_stat", cg.path().display()))
+        })?;
         let numa_anon = parse_numa_anon(&text, cg.version(), page).ok_or_else(|| {
-            anyhow::anyhow!("no anon line in {}/memory.numa_stat", cg.path().display())
+            ExperimentError::Failed(format!(
+                "no anon line in {}/memory.numa_stat",
+                cg.path().display()
+            ))
         })?;
         let ps = page as i64;
         let anon_pages = r
@@ -282,7 +282,7 @@ pub struct Results {
 }
 
 /// Runs `run migrate` or `run hotplug` (by `p.method`).
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     let nodes = memory_nodes();
     let offlinable = match p.method {
         Method::Cpuset => Vec::new(),
@@ -291,10 +291,10 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     validate(&p, &nodes, &offlinable)?;
     let name = p.experiment();
     if !super::online_cpus().contains(&p.cpu) {
-        anyhow::bail!("--cpu {} is not an online CPU", p.cpu);
+        refuse!("--cpu {} is not an online CPU", p.cpu);
     }
     crate::cgroup::cpuset_available(hier)
-        .map_err(|e| anyhow::anyhow!("run {name} needs a cpuset: {e}"))?;
+        .map_err(|e| ExperimentError::Failed(format!("run {name} needs a cpuset: {e}")))?;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     // The pages twice over (the old and the new folio during the move) and the workload.
     let worst = 2 * p.pages * page + (32 << 20);
@@ -574,13 +574,13 @@ pub struct Migrate;
 impl super::Experiment for Migrate {
     const NAMES: &'static [&'static str] = &["migrate", "hotplug"];
     type Results = Results;
-    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(_r: &Report, res: &Results) -> Result<String> {
         render(res)
     }
 }
 
 /// The text section of a migrate or hotplug report.
-fn render(res: &Results) -> anyhow::Result<String> {
+fn render(res: &Results) -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,

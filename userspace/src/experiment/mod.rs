@@ -16,6 +16,7 @@
 
 pub mod batch_skew;
 pub mod churn;
+mod error;
 pub mod hotplug;
 pub mod kmem;
 pub mod limit;
@@ -34,9 +35,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use error::{Context, ExperimentError, Result};
+pub(crate) use error::{fail, refuse};
 pub use registry::{Experiment, REGISTRY, Registered, registered};
 pub use report::*;
 
@@ -62,7 +64,7 @@ pub struct Common {
 const MARGIN_BYTES: u64 = 256 << 20;
 
 /// `MemAvailable` of /proc/meminfo, bytes.
-pub fn mem_available() -> anyhow::Result<u64> {
+pub fn mem_available() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
     text.lines()
         .find_map(|l| {
@@ -70,15 +72,15 @@ pub fn mem_available() -> anyhow::Result<u64> {
             let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
             Some(kb * 1024)
         })
-        .ok_or_else(|| anyhow::anyhow!("/proc/meminfo has no MemAvailable line"))
+        .ok_or_else(|| ExperimentError::Failed("/proc/meminfo has no MemAvailable line".into()))
 }
 
 /// Refuses an experiment whose worst case does not fit in the available memory with a margin.
-pub fn check_memory(experiment: &str, worst_case: u64) -> anyhow::Result<()> {
+pub fn check_memory(experiment: &str, worst_case: u64) -> Result<()> {
     let avail = mem_available()?;
     let need = worst_case + MARGIN_BYTES.max(avail / 10);
     if need > avail {
-        anyhow::bail!(
+        refuse!(
             "{experiment} needs up to {} MiB ({} MiB worst case + margin) but only {} MiB are available; choose a smaller size",
             need >> 20,
             worst_case >> 20,
@@ -142,7 +144,7 @@ impl Session {
         worst_case: u64,
         cgroups: usize,
         common: &Common,
-    ) -> anyhow::Result<Session> {
+    ) -> Result<Session> {
         check_memory(experiment, worst_case)?;
         let run = RunGroup::create(hier)?;
         run.cgroup()
@@ -153,7 +155,7 @@ impl Session {
             descendants: true,
         };
         // One probes object for every hook (each kernel hook runs one program).
-        let cpus = crate::residue::possible_cpus().map_err(anyhow::Error::msg)?;
+        let cpus = crate::residue::possible_cpus()?;
         let sizes = crate::attach::MapSizes::for_cgroups(cgroups + 1, cpus, None);
         let (stat, charge) = crate::tracer::start_all(filter, None, sizes)?;
         let (charge, charge_error) = match charge {
@@ -203,7 +205,7 @@ impl Session {
     }
 
     /// Creates a child cgroup of the run (named in records by `name`).
-    pub fn child(&mut self, name: &str) -> anyhow::Result<MemCgroup> {
+    pub fn child(&mut self, name: &str) -> Result<MemCgroup> {
         let cg = self.run.child(name)?;
         self.names.insert(cg.id(), name.to_string());
         if let Some(c) = &mut self.charge {
@@ -217,7 +219,7 @@ impl Session {
     /// moved it since its last stat event with no stat event after (a stock drained by a
     /// workqueue, kernel objects freed between phases) would otherwise be counted at the next
     /// phase's first stat event, as if that phase had done it.
-    pub fn rebase_inference(&mut self, cg: &MemCgroup) -> anyhow::Result<()> {
+    pub fn rebase_inference(&mut self, cg: &MemCgroup) -> Result<()> {
         if let Some(c) = &mut self.charge
             && let Some(bytes) = cg.usage_bytes()?
         {
@@ -236,7 +238,7 @@ impl Session {
         self.t0.elapsed().as_secs_f64() * 1000.0
     }
 
-    fn snapshots(&mut self) -> anyhow::Result<(StatSnapshot, Option<ChargeSnapshot>)> {
+    fn snapshots(&mut self) -> Result<(StatSnapshot, Option<ChargeSnapshot>)> {
         let s = self.stat.snapshot()?;
         let c = self.charge.as_ref().map(|c| c.snapshot()).transpose()?;
         if let Some(c) = &c {
@@ -268,7 +270,7 @@ impl Session {
 
     /// Reads the probes now (outside any phase), so that lifecycle events that happened
     /// since the last reading are collected.
-    pub fn poll(&mut self) -> anyhow::Result<()> {
+    pub fn poll(&mut self) -> Result<()> {
         if let Some(c) = self.charge.as_ref().map(|c| c.snapshot()).transpose()? {
             self.collect_lifecycle(&c);
         }
@@ -280,8 +282,8 @@ impl Session {
     pub fn phase<T>(
         &mut self,
         name: impl Into<String>,
-        f: impl FnOnce(&mut Self) -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         let name = name.into();
         if let Some(pb) = &self.progress {
             pb.set_message(name.clone());
@@ -297,7 +299,7 @@ impl Session {
             _ => None,
         };
         let mut rec = self.build_phase(name, start_ms, end_ms, &sd, cd.as_ref());
-        rec.error = r.as_ref().err().map(|e| format!("{e:#}"));
+        rec.error = r.as_ref().err().map(ExperimentError::chain);
         self.lost += rec.lost_events;
         self.phases.push(rec);
         crate::test_hooks::panic_at_phase(self.phases.len());
@@ -328,7 +330,7 @@ impl Session {
     }
 
     /// Records a moment without a workload step (e.g. a wait), with what happened meanwhile.
-    pub fn wait_phase(&mut self, name: &str, d: Duration) -> anyhow::Result<()> {
+    pub fn wait_phase(&mut self, name: &str, d: Duration) -> Result<()> {
         self.phase(name, |_| {
             std::thread::sleep(d);
             Ok(())
@@ -424,7 +426,7 @@ impl Session {
     }
 
     /// An `explain` report of one of the run's cgroups, taken now.
-    pub fn explain(&self, cg: &MemCgroup) -> anyhow::Result<ExplainReport> {
+    pub fn explain(&self, cg: &MemCgroup) -> Result<ExplainReport> {
         let mut ex = Explainer::new(&self.hier, cg.clone())?;
         Ok(ex.report()?)
     }
@@ -484,7 +486,7 @@ impl Session {
         ledgers: Vec<LedgerAt>,
         oom_kills: Vec<OomKill>,
         verdict: Verdict,
-    ) -> anyhow::Result<Report> {
+    ) -> Result<Report> {
         if let Some(pb) = &self.progress {
             pb.finish_and_clear();
         }
@@ -548,7 +550,7 @@ pub fn kernel_release() -> String {
 }
 
 /// Prints (and records) a finished report; the exit code is 0 when every check held.
-pub fn emit(report: &Report, common: &Common) -> anyhow::Result<i32> {
+pub fn emit(report: &Report, common: &Common) -> Result<i32> {
     if let Some(path) = &common.record {
         report::save(report, path)?;
     }

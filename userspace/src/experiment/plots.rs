@@ -4,12 +4,13 @@
 
 use serde_json::Value;
 
+use crate::experiment::Result;
 use crate::plot::{MIB, stacked_bars};
 
 use super::Report;
 
 /// The plots of a run record: (file name, SVG text).
-pub fn run_plots(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+pub fn run_plots(r: &Report) -> Result<Vec<(String, String)>> {
     let mut out = match super::registered(&r.experiment) {
         Some(e) => (e.plots)(r)?,
         None => Vec::new(),
@@ -29,7 +30,7 @@ pub(crate) fn num(v: &Value) -> Option<f64> {
 }
 
 /// Any run with ledgers (kmem, shmem, ...): the terms per ledger, stacked.
-fn ledgers(r: &Report) -> anyhow::Result<Option<(String, String)>> {
+fn ledgers(r: &Report) -> Result<Option<(String, String)>> {
     if r.ledgers.is_empty() {
         return Ok(None);
     }

@@ -8,6 +8,7 @@
 use serde::{Deserialize as _, de::DeserializeOwned};
 
 use super::Report;
+use crate::experiment::{ExperimentError, Result};
 
 /// Plots: (file name, SVG text).
 pub type Plots = Vec<(String, String)>;
@@ -19,9 +20,9 @@ pub trait Experiment {
     /// Its results, as its record keeps them.
     type Results: DeserializeOwned;
     /// The experiment's own text section.
-    fn render(r: &Report, res: &Self::Results) -> anyhow::Result<String>;
+    fn render(r: &Report, res: &Self::Results) -> Result<String>;
     /// Its own plots (file name, SVG); the ledger plot of any run is drawn besides them.
-    fn plots(_r: &Report, _res: &Self::Results) -> anyhow::Result<Plots> {
+    fn plots(_r: &Report, _res: &Self::Results) -> Result<Plots> {
         Ok(Vec::new())
     }
 }
@@ -31,21 +32,22 @@ pub struct Registered {
     /// The names its records carry.
     pub names: &'static [&'static str],
     /// Its text section.
-    pub render: fn(&Report) -> anyhow::Result<String>,
+    pub render: fn(&Report) -> Result<String>,
     /// Its own plots.
-    pub plots: fn(&Report) -> anyhow::Result<Plots>,
+    pub plots: fn(&Report) -> Result<Plots>,
 }
 
-fn results<E: Experiment>(r: &Report) -> anyhow::Result<E::Results> {
-    E::Results::deserialize(&r.results)
-        .map_err(|e| anyhow::anyhow!("{} results do not read back: {e}", r.experiment))
+fn results<E: Experiment>(r: &Report) -> Result<E::Results> {
+    E::Results::deserialize(&r.results).map_err(|e| {
+        ExperimentError::Failed(format!("{} results do not read back: {e}", r.experiment))
+    })
 }
 
-fn render<E: Experiment>(r: &Report) -> anyhow::Result<String> {
+fn render<E: Experiment>(r: &Report) -> Result<String> {
     E::render(r, &results::<E>(r)?)
 }
 
-fn plots<E: Experiment>(r: &Report) -> anyhow::Result<Plots> {
+fn plots<E: Experiment>(r: &Report) -> Result<Plots> {
     E::plots(r, &results::<E>(r)?)
 }
 

@@ -4,10 +4,10 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::charge::CpuCharge;
+use crate::experiment::{Context as _, Result, refuse};
 
 /// Version of the report document.
 pub const REPORT_FORMAT: u32 = 1;
@@ -385,20 +385,20 @@ impl Report {
 
 /// Writes a report to `path` (atomically, refusing paths another user could have planted: see
 /// [`crate::safefs::write_user_output`]).
-pub fn save(r: &Report, path: &Path) -> anyhow::Result<()> {
+pub fn save(r: &Report, path: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(r)?;
     crate::safefs::write_user_output(path, text.as_bytes(), "--record")?;
     Ok(())
 }
 
 /// Reads a recorded report.
-pub fn load(path: &Path) -> anyhow::Result<Report> {
+pub fn load(path: &Path) -> Result<Report> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let r: Report = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a memcg-drift run record", path.display()))?;
     if r.format != REPORT_FORMAT {
-        anyhow::bail!(
+        refuse!(
             "{}: record format {} (this version reads {REPORT_FORMAT})",
             path.display(),
             r.format

@@ -33,13 +33,13 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{
     Check, Common, LedgerAt, Report, Session, Verdict,
     kmem::{Snapshot, Step},
 };
+use crate::experiment::{Context as _, Result, refuse};
 use crate::{
     cgroup::MemoryHierarchy,
     explain::Explainer,
@@ -91,21 +91,21 @@ pub struct Results {
 }
 
 /// Validates the options (before anything is created).
-pub fn validate(p: &Params) -> anyhow::Result<()> {
+pub fn validate(p: &Params) -> Result<()> {
     if p.pages == 0 || p.pages > 1 << 18 {
-        anyhow::bail!("--pages must be 1..=262144");
+        refuse!("--pages must be 1..=262144");
     }
     if p.anon_pages == 0 || p.anon_pages > 1 << 18 {
-        anyhow::bail!("--anon-pages must be 1..=262144");
+        refuse!("--anon-pages must be 1..=262144");
     }
     if !super::online_cpus().contains(&p.cpu) {
-        anyhow::bail!("CPU {} is not online", p.cpu);
+        refuse!("CPU {} is not online", p.cpu);
     }
     Ok(())
 }
 
 /// Runs the experiment.
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     validate(&p)?;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     let worst = (32 << 20) + 2 * (p.pages + p.anon_pages) * page;
@@ -124,7 +124,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let mut ledgers = Vec::new();
     let mut ex_a = Explainer::new(hier, a.clone())?;
     let mut ex_b = Explainer::new(hier, b.clone())?;
-    let mut take = |_: &Session, label: &str| -> anyhow::Result<_> {
+    let mut take = |_: &Session, label: &str| -> Result<_> {
         let (sa, ra) = Snapshot::take(&mut ex_a, &a, &format!("a {label}"))?;
         let (sb, rb) = Snapshot::take(&mut ex_b, &b, &format!("b {label}"))?;
         Ok(((sa, sb), (ra, rb)))
@@ -134,10 +134,10 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let bytes = p.pages * page;
     let mut go = |s: &mut Session,
                   name: &str,
-                  f: &mut dyn FnMut(&mut Workload) -> anyhow::Result<()>,
+                  f: &mut dyn FnMut(&mut Workload) -> Result<()>,
                   w: &mut Workload,
                   ledger: bool|
-     -> anyhow::Result<()> {
+     -> Result<()> {
         s.phase(name, |_| f(w))?;
         let (now, (ra, rb)) = take(s, &format!("after {name}"))?;
         let prev = snaps.last().expect("first snapshot");
@@ -514,13 +514,13 @@ pub struct Shmem;
 impl super::Experiment for Shmem {
     const NAMES: &'static [&'static str] = &["shmem"];
     type Results = Results;
-    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(_r: &Report, res: &Results) -> Result<String> {
         render(res)
     }
 }
 
 /// The text section of a shmem report.
-fn render(res: &Results) -> anyhow::Result<String> {
+fn render(res: &Results) -> Result<String> {
     let p = &res.params;
     let mut out = String::new();
     let _ = writeln!(

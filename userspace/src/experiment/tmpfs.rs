@@ -5,13 +5,12 @@
 //! directory stays an empty directory. Processes the thread starts afterwards (workloads) see
 //! the mount.
 
+use crate::experiment::{Context as _, Result};
 use std::{
     ffi::CString,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
-
-use anyhow::Context as _;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
@@ -22,7 +21,7 @@ pub struct PrivateTmpfs {
 }
 
 impl PrivateTmpfs {
-    fn mount(dir: &Path, size: u64) -> anyhow::Result<PrivateTmpfs> {
+    fn mount(dir: &Path, size: u64) -> Result<PrivateTmpfs> {
         // SAFETY: unshare(2) of this thread's mount namespace (and fs_struct); no memory is
         // shared with other threads through it.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -54,7 +53,7 @@ impl PrivateTmpfs {
     }
 
     /// Unmounts now (and removes the mount point).
-    pub fn unmount(&mut self) -> anyhow::Result<()> {
+    pub fn unmount(&mut self) -> Result<()> {
         if self.mounted {
             nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH)
                 .with_context(|| format!("unmounting {}", self.dir.display()))?;
@@ -72,7 +71,7 @@ impl Drop for PrivateTmpfs {
 }
 
 /// True when `p` is on a tmpfs.
-pub fn is_tmpfs(p: &Path) -> anyhow::Result<bool> {
+pub fn is_tmpfs(p: &Path) -> Result<bool> {
     let c = CString::new(p.as_os_str().as_bytes())?;
     // SAFETY: a zeroed statfs is valid; statfs(2) fills it from a NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -85,10 +84,7 @@ pub fn is_tmpfs(p: &Path) -> anyhow::Result<bool> {
 
 /// The directory for the run's tmpfs files under `scratch`, the private mount if one was made
 /// (keep it alive while the files are used), and a sentence saying which it is.
-pub fn scratch_tmpfs(
-    scratch: &Path,
-    size: u64,
-) -> anyhow::Result<(PathBuf, Option<PrivateTmpfs>, String)> {
+pub fn scratch_tmpfs(scratch: &Path, size: u64) -> Result<(PathBuf, Option<PrivateTmpfs>, String)> {
     if is_tmpfs(scratch)? {
         return Ok((
             scratch.to_path_buf(),

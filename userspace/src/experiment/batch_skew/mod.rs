@@ -26,10 +26,10 @@ mod plots;
 
 use std::{fmt::Write as _, time::Duration};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Common, LedgerAt, Report, Session, Verdict};
+use crate::experiment::{Context as _, Result, refuse};
 use crate::{
     cgroup::{MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer, ItemResidue},
@@ -206,7 +206,7 @@ struct Snap {
 }
 
 impl Snap {
-    fn take(ex: &mut Explainer) -> anyhow::Result<Snap> {
+    fn take(ex: &mut Explainer) -> Result<Snap> {
         let (report, items) = ex.report_with_items(&WITNESSES)?;
         Ok(Snap { report, items })
     }
@@ -242,18 +242,18 @@ fn root_usage(hier: &MemoryHierarchy) -> Option<u64> {
 const SETTLE_MAX: Duration = Duration::from_secs(1);
 
 /// Runs the experiment.
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     let online = super::online_cpus();
     for c in p.cpus.iter().chain([&p.alloc_cpu]) {
         if !online.contains(c) {
-            anyhow::bail!("CPU {c} is not online (online: {online:?})");
+            refuse!("CPU {c} is not online (online: {online:?})");
         }
     }
     if p.cpus.is_empty() {
-        anyhow::bail!("--cpus names no CPU");
+        refuse!("--cpus names no CPU");
     }
     if p.batch_pages == 0 || p.iterations == 0 {
-        anyhow::bail!("--batch-pages and --iterations must be at least 1");
+        refuse!("--batch-pages and --iterations must be at least 1");
     }
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     let touch_pages = p.cpus.len() as u64 * p.batch_pages;
@@ -631,16 +631,16 @@ pub struct BatchSkew;
 impl super::Experiment for BatchSkew {
     const NAMES: &'static [&'static str] = &["batch-skew"];
     type Results = Results;
-    fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(r: &Report, res: &Results) -> Result<String> {
         render(r, res)
     }
-    fn plots(r: &Report, _res: &Results) -> anyhow::Result<Vec<(String, String)>> {
+    fn plots(r: &Report, _res: &Results) -> Result<Vec<(String, String)>> {
         plots::plots(r)
     }
 }
 
 /// The text section of a batch-skew report.
-fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
+fn render(r: &Report, res: &Results) -> Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,

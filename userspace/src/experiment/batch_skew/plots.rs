@@ -1,6 +1,7 @@
 //! `run batch-skew --svg DIR`: each CPU's never-flushed NR_ANON_MAPPED residue and charge
 //! stock per iteration, with the stock's bound (the observed charge batch) drawn.
 
+use crate::experiment::Result;
 use crate::plot::{Series, line_chart};
 
 use super::super::{
@@ -9,7 +10,7 @@ use super::super::{
 };
 
 /// batch-skew: per-CPU residues and stock per iteration.
-pub(super) fn plots(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn plots(r: &Report) -> Result<Vec<(String, String)>> {
     let iters = r.results["iterations"]
         .as_array()
         .cloned()

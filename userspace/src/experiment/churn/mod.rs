@@ -51,10 +51,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Common, LedgerAt, Report, Session, Verdict};
+use crate::experiment::{Context as _, Result, fail, refuse};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer},
@@ -130,21 +130,21 @@ impl Params {
     }
 
     /// Checks the options (before anything is created).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.cycles == 0 || self.cycles > MAX_CYCLES {
-            anyhow::bail!("--cycles must be 1..={MAX_CYCLES}, not {}", self.cycles);
+            refuse!("--cycles must be 1..={MAX_CYCLES}, not {}", self.cycles);
         }
         if self.siblings > 16 {
-            anyhow::bail!("--siblings must be at most 16, not {}", self.siblings);
+            refuse!("--siblings must be at most 16, not {}", self.siblings);
         }
         if self.poll_ms == 0 || self.poll_ms > 1000 {
-            anyhow::bail!("--poll must be 1ms..=1s, not {} ms", self.poll_ms);
+            refuse!("--poll must be 1ms..=1s, not {} ms", self.poll_ms);
         }
         if self.hold_ms > 600_000 || self.release_wait_ms > 600_000 {
-            anyhow::bail!("--hold and --release-wait must be at most 10min");
+            refuse!("--hold and --release-wait must be at most 10min");
         }
         if self.pin_pages == 0 || self.sibling_pages == 0 {
-            anyhow::bail!("--pin-pages and --sibling-pages must be at least 1");
+            refuse!("--pin-pages and --sibling-pages must be at least 1");
         }
         Ok(())
     }
@@ -167,7 +167,7 @@ pub fn cycles_per_phase(cycles: u32) -> u32 {
 /// hosts) a pinning file is ordinary page cache: reclaim under the run's limit evicted 54 of
 /// 1,250 of them during a 5,000-cycle churn here, each releasing its cgroup long before the
 /// file was removed.
-fn pin_dir(s: &Session) -> anyhow::Result<PathBuf> {
+fn pin_dir(s: &Session) -> Result<PathBuf> {
     let shm = Path::new("/dev/shm");
     let on_tmpfs = |d: &Path| {
         nix::sys::statfs::statfs(d)
@@ -198,7 +198,7 @@ fn cycle(
     env: CycleEnv<'_>,
     i: u32,
     phased: bool,
-) -> anyhow::Result<(Churned, Option<PathBuf>)> {
+) -> Result<(Churned, Option<PathBuf>)> {
     let p = env.p;
     let name = format!("churn-{i}");
     let pinned = p.pinned(i);
@@ -256,7 +256,7 @@ fn job(
     cpu: usize,
     pages: u64,
     pin: Option<(&Path, u64)>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let mut w = Workload::spawn(bin, cg, cpu)?;
     if pages > 0 {
         w.touch(pages)?;
@@ -264,22 +264,18 @@ fn job(
     if let Some((f, bytes)) = pin {
         let n = w.write_file(f, bytes)?;
         if n != bytes {
-            anyhow::bail!("{}: wrote {n} of {bytes} bytes", f.display());
+            fail!("{}: wrote {n} of {bytes} bytes", f.display());
         }
     }
     let st = w.exit()?;
     if !st.success() {
-        anyhow::bail!("the job in {} ended with {st}", cg.path().display());
+        fail!("the job in {} ended with {st}", cg.path().display());
     }
     Ok(())
 }
 
 /// Waits until `done` holds or `limit` passes; true when it held.
-fn wait_for(
-    poller: &Poller,
-    limit: Duration,
-    done: impl Fn(&PollState) -> bool,
-) -> anyhow::Result<bool> {
+fn wait_for(poller: &Poller, limit: Duration, done: impl Fn(&PollState) -> bool) -> Result<bool> {
     let t = Instant::now();
     loop {
         if poller.with(&done)? {
@@ -293,11 +289,11 @@ fn wait_for(
 }
 
 /// Runs the experiment.
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     p.validate()?;
     let online = super::online_cpus();
     if online.is_empty() {
-        anyhow::bail!("no online CPU");
+        refuse!("no online CPU");
     }
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     let pins = (0..p.cycles).filter(|&i| p.pinned(i)).count() as u64;
@@ -365,7 +361,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let mut first = 0;
     while first < p.cycles {
         let last = (first + block).min(p.cycles) - 1;
-        let mut one = |s: &mut Session, i: u32, phased: bool| -> anyhow::Result<()> {
+        let mut one = |s: &mut Session, i: u32, phased: bool| -> Result<()> {
             let c = cycle(
                 s,
                 &poller,

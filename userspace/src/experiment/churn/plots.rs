@@ -1,6 +1,7 @@
 //! `run churn --svg DIR`: dying cgroups over time; each churned cgroup's rmdir-to-release
 //! lifetime.
 
+use crate::experiment::Result;
 use crate::plot::{Series, line_chart};
 
 use super::super::{
@@ -9,7 +10,7 @@ use super::super::{
 };
 
 /// churn: dying over time and lifetimes.
-pub(super) fn plots(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn plots(r: &Report) -> Result<Vec<(String, String)>> {
     let pts = r.results["dying_over_time"]
         .as_array()
         .cloned()

@@ -2,6 +2,7 @@
 //! siblings that keep charging beside the churn.
 
 use super::*;
+use crate::experiment::{ExperimentError, Result, fail};
 
 /// Per memcg id, what the polls saw.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +93,7 @@ pub(super) struct Walker {
 }
 
 impl Walker {
-    pub(super) fn new(target: &MemCgroup) -> anyhow::Result<Walker> {
+    pub(super) fn new(target: &MemCgroup) -> Result<Walker> {
         let reader = ResidueReader::open(1)?;
         let layout = reader.layout().clone();
         let root = &target.hierarchy().root;
@@ -118,7 +119,7 @@ impl Walker {
     }
 
     /// The descendants as (cgroup id, online).
-    pub(super) fn descendants(&mut self) -> anyhow::Result<Vec<(u64, bool)>> {
+    pub(super) fn descendants(&mut self) -> Result<Vec<(u64, bool)>> {
         let tree = residue::walk(
             &mut self.reader,
             &self.layout,
@@ -126,7 +127,7 @@ impl Walker {
             &self.ids,
             probes_common::RES_MAX_MEMCGS as usize,
         )
-        .map_err(|e| anyhow::anyhow!("walking the run's css tree: {e}"))?;
+        .map_err(|e| ExperimentError::Failed(format!("walking the run's css tree: {e}")))?;
         Ok(tree.nodes[1..]
             .iter()
             .map(|n| (n.cgroup_id, n.online))
@@ -157,10 +158,10 @@ impl Poller {
         target: MemCgroup,
         interval: Duration,
         clock: (Instant, f64),
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(PollState::default()));
-        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let (st, sp) = (state.clone(), stop.clone());
         let handle = std::thread::Builder::new()
             .name("churn-poll".into())
@@ -186,7 +187,7 @@ impl Poller {
                     match r {
                         Ok(nodes) => s.record(start, end, &nodes, nr),
                         Err(e) => {
-                            s.error = Some(format!("{e:#}"));
+                            s.error = Some(e.chain());
                             return;
                         }
                     }
@@ -203,7 +204,7 @@ impl Poller {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.context("starting the css-walk poller")),
-            Err(_) => anyhow::bail!("the css-walk poller ended before it started"),
+            Err(_) => fail!("the css-walk poller ended before it started"),
         }
         Ok(Poller {
             stop,
@@ -213,10 +214,10 @@ impl Poller {
     }
 
     /// Runs `f` on the current state; fails if the poller failed.
-    pub(super) fn with<T>(&self, f: impl FnOnce(&PollState) -> T) -> anyhow::Result<T> {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&PollState) -> T) -> Result<T> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = &s.error {
-            anyhow::bail!("css-walk poller: {e}");
+            fail!("css-walk poller: {e}");
         }
         Ok(f(&s))
     }
@@ -230,25 +231,25 @@ impl Poller {
     }
 
     /// Waits until the poller has completed a poll that started after `ms`.
-    pub(super) fn wait_poll_after(&self, ms: f64, timeout: Duration) -> anyhow::Result<()> {
+    pub(super) fn wait_poll_after(&self, ms: f64, timeout: Duration) -> Result<()> {
         let t = Instant::now();
         while !self.with(|s| s.last_start.is_some_and(|l| l > ms))? {
             if t.elapsed() > timeout {
-                anyhow::bail!("the css-walk poller stalled");
+                fail!("the css-walk poller stalled");
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }
 
-    pub(super) fn finish(mut self) -> anyhow::Result<PollState> {
+    pub(super) fn finish(mut self) -> Result<PollState> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = &s.error {
-            anyhow::bail!("css-walk poller: {e}");
+            fail!("css-walk poller: {e}");
         }
         Ok(std::mem::take(&mut *s))
     }
@@ -268,11 +269,11 @@ impl Drop for Poller {
 
 pub(super) struct Siblings {
     pub(super) stop: Arc<AtomicBool>,
-    pub(super) handles: Vec<JoinHandle<anyhow::Result<u64>>>,
+    pub(super) handles: Vec<JoinHandle<Result<u64>>>,
 }
 
 impl Siblings {
-    pub(super) fn start(workloads: Vec<Workload>, pages: u64) -> anyhow::Result<Siblings> {
+    pub(super) fn start(workloads: Vec<Workload>, pages: u64) -> Result<Siblings> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for (k, mut w) in workloads.into_iter().enumerate() {
@@ -297,13 +298,13 @@ impl Siblings {
     }
 
     /// Stops the siblings and returns their rounds.
-    pub(super) fn stop(mut self) -> anyhow::Result<Vec<u64>> {
+    pub(super) fn stop(mut self) -> Result<Vec<u64>> {
         self.stop.store(true, Ordering::SeqCst);
         let mut out = Vec::new();
         for (k, h) in std::mem::take(&mut self.handles).into_iter().enumerate() {
-            let r = h
-                .join()
-                .map_err(|_| anyhow::anyhow!("sibling-{k}: its thread panicked"))?;
+            let r = h.join().map_err(|_| {
+                ExperimentError::Failed(format!("sibling-{k}: its thread panicked"))
+            })?;
             out.push(r.with_context(|| format!("sibling-{k}"))?);
         }
         Ok(out)

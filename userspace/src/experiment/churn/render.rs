@@ -1,6 +1,7 @@
 //! `run churn`: the text section of a record.
 
 use super::*;
+use crate::experiment::Result;
 
 /// Rows of the churned-cgroup table shown at each end when there are more than twice this.
 pub(super) const TABLE_ENDS: usize = 20;
@@ -11,16 +12,16 @@ pub struct Churn;
 impl crate::experiment::Experiment for Churn {
     const NAMES: &'static [&'static str] = &["churn"];
     type Results = Results;
-    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(_r: &Report, res: &Results) -> Result<String> {
         render(res)
     }
-    fn plots(r: &Report, _res: &Results) -> anyhow::Result<Vec<(String, String)>> {
+    fn plots(r: &Report, _res: &Results) -> Result<Vec<(String, String)>> {
         super::plots::plots(r)
     }
 }
 
 /// The text section of a churn report.
-fn render(res: &Results) -> anyhow::Result<String> {
+fn render(res: &Results) -> Result<String> {
     let p = &res.params;
     let mut out = String::new();
     let _ = writeln!(

@@ -49,10 +49,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Common, LedgerAt, OomKill, Report, Session, Verdict};
+use crate::experiment::{Context as _, ExperimentError, Result};
 use crate::{
     cgroup::{CgroupVersion, MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer},
@@ -165,11 +165,8 @@ fn under_oom(cg: &MemCgroup) -> Option<u64> {
     cg.events().ok().flatten()?.get("under_oom")
 }
 
-fn is_exited(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<WorkloadError>(),
-        Some(WorkloadError::Exited { .. })
-    )
+fn is_exited(e: &ExperimentError) -> bool {
+    matches!(e.workload(), Some(WorkloadError::Exited { .. }))
 }
 
 /// Removes the page-cache file on every exit path.
@@ -184,7 +181,7 @@ impl Drop for FileGuard {
 }
 
 /// Runs the experiment (options validated by [`validate`]).
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     let worst = p.grow_to_bytes.max(p.limit_bytes)
         + p.step_bytes
@@ -467,7 +464,7 @@ fn immigrate_phases(
     origin: &MemCgroup,
     limited: &MemCgroup,
     pages: u64,
-) -> anyhow::Result<Immigrate> {
+) -> Result<Immigrate> {
     let mcai = match limited.version() {
         CgroupVersion::V1 => limited
             .read_raw("memory.move_charge_at_immigrate")?
@@ -517,12 +514,12 @@ fn touch_watching_under_oom(
     w: &mut Workload,
     cg: &MemCgroup,
     pages: u64,
-) -> anyhow::Result<(Option<f64>, Option<String>, Option<u64>)> {
+) -> Result<(Option<f64>, Option<String>, Option<u64>)> {
     let t = Instant::now();
     let mut seen = None;
     let mut usage = None;
     let mut released = None;
-    let r = std::thread::scope(|sc| -> anyhow::Result<()> {
+    let r = std::thread::scope(|sc| -> Result<()> {
         let h = sc.spawn(|| w.touch(pages));
         let mut since: Option<Instant> = None;
         while !h.is_finished() {
@@ -549,14 +546,14 @@ fn touch_watching_under_oom(
             }
         }
         h.join()
-            .map_err(|_| anyhow::anyhow!("the touch thread panicked"))??;
+            .map_err(|_| ExperimentError::Failed("the touch thread panicked".into()))??;
         Ok(())
     });
     r?;
     Ok((seen, released, usage))
 }
 
-fn shrink_phase(s: &mut Session, cg: &MemCgroup, to: u64) -> anyhow::Result<(Shrink, bool)> {
+fn shrink_phase(s: &mut Session, cg: &MemCgroup, to: u64) -> Result<(Shrink, bool)> {
     let page = s.page_size as i64;
     let before = s.explain(cg)?;
     // Anon pages on the LRU lists, and those still waiting in lru_add batches (up to

@@ -1,6 +1,7 @@
 //! `run limit`: its options, and their validation before anything is created.
 
 use super::*;
+use crate::experiment::{ExperimentError, Result, refuse};
 
 pub(super) fn mib(b: u64) -> String {
     if b.is_multiple_of(1 << 20) {
@@ -79,33 +80,31 @@ pub(super) const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// Validates the options against the hierarchy (before anything is created) and fills in the
 /// defaults. Errors are one line.
-pub fn validate(hier: &MemoryHierarchy, o: &Options, page: u64) -> anyhow::Result<Params> {
+pub fn validate(hier: &MemoryHierarchy, o: &Options, page: u64) -> Result<Params> {
     let v2 = hier.version == CgroupVersion::V2;
     if o.high.is_some() && !v2 {
-        anyhow::bail!(
+        refuse!(
             "--high needs cgroup v2 (memory.high); this machine's memory controller is cgroup v1"
         );
     }
     if o.oom_disable && v2 {
-        anyhow::bail!(
-            "--oom-disable needs cgroup v1 (memory.oom_control); cgroup v2 has no such switch"
-        );
+        refuse!("--oom-disable needs cgroup v1 (memory.oom_control); cgroup v2 has no such switch");
     }
     if o.limit < (1 << 20) {
-        anyhow::bail!("--limit {} is below the 1M minimum", mib(o.limit));
+        refuse!("--limit {} is below the 1M minimum", mib(o.limit));
     }
     if o.step < page {
-        anyhow::bail!("--step must be at least one page ({page} bytes)");
+        refuse!("--step must be at least one page ({page} bytes)");
     }
     let grow_to = o.grow_to.unwrap_or(match o.shrink_to {
         Some(_) => o.limit / 4 * 3,
         None => o.limit * 2,
     });
     if grow_to < page {
-        anyhow::bail!("--grow-to must be at least one page ({page} bytes)");
+        refuse!("--grow-to must be at least one page ({page} bytes)");
     }
     if grow_to > o.limit.saturating_mul(4) {
-        anyhow::bail!(
+        refuse!(
             "--grow-to {} is more than 4 times --limit {}",
             mib(grow_to),
             mib(o.limit)
@@ -114,30 +113,34 @@ pub fn validate(hier: &MemoryHierarchy, o: &Options, page: u64) -> anyhow::Resul
     if let Some(h) = o.high
         && h >= o.limit
     {
-        anyhow::bail!("--high {} must be below --limit {}", mib(h), mib(o.limit));
+        refuse!("--high {} must be below --limit {}", mib(h), mib(o.limit));
     }
     if let Some(t) = o.shrink_to
         && (t >= o.limit || t < page)
     {
-        anyhow::bail!(
+        refuse!(
             "--shrink-to {} must be at least one page and below --limit {}",
             mib(t),
             mib(o.limit)
         );
     }
     if o.cache_dir.is_some() && o.page_cache == 0 {
-        anyhow::bail!("--cache-dir only goes with --page-cache");
+        refuse!("--cache-dir only goes with --page-cache");
     }
     let cache_dir = if o.page_cache > 0 {
         let d = o
             .cache_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-        let st = nix::sys::statfs::statfs(&d)
-            .map_err(|e| anyhow::anyhow!("--page-cache: cache directory {}: {e}", d.display()))?;
+        let st = nix::sys::statfs::statfs(&d).map_err(|e| {
+            ExperimentError::Refused(format!(
+                "--page-cache: cache directory {}: {e}",
+                d.display()
+            ))
+        })?;
         let ty = st.filesystem_type().0 as i64;
         if ty == TMPFS_MAGIC || ty == RAMFS_MAGIC {
-            anyhow::bail!(
+            refuse!(
                 "--page-cache: {} is on tmpfs/ramfs, whose pages are not reclaimable page cache; name a disk-backed --cache-dir (or use --tmpfs)",
                 d.display()
             );
@@ -149,22 +152,22 @@ pub fn validate(hier: &MemoryHierarchy, o: &Options, page: u64) -> anyhow::Resul
     if o.tmpfs > 0 {
         let d = Path::new(TMPFS_DIR);
         let ty = nix::sys::statfs::statfs(d)
-            .map_err(|e| anyhow::anyhow!("--tmpfs: {TMPFS_DIR}: {e}"))?
+            .map_err(|e| ExperimentError::Refused(format!("--tmpfs: {TMPFS_DIR}: {e}")))?
             .filesystem_type()
             .0 as i64;
         if ty != TMPFS_MAGIC {
-            anyhow::bail!("--tmpfs: {TMPFS_DIR} is not a tmpfs here");
+            refuse!("--tmpfs: {TMPFS_DIR} is not a tmpfs here");
         }
     }
     let online = crate::experiment::online_cpus();
     let cpu = match o.cpu {
         Some(c) if !online.contains(&c) => {
-            anyhow::bail!("--cpu {c} is not online (online: {online:?})")
+            refuse!("--cpu {c} is not online (online: {online:?})")
         }
         Some(c) => c,
         None => *online
             .last()
-            .ok_or_else(|| anyhow::anyhow!("no online CPU"))?,
+            .ok_or_else(|| ExperimentError::Refused("no online CPU".into()))?,
     };
     let round = |b: u64| b / page * page;
     Ok(Params {

@@ -2,6 +2,7 @@
 //! marked) and the events per step (limit hits, reclaim rounds, OOM events), the charge stock
 //! after each step with the kernel's bound.
 
+use crate::experiment::Result;
 use crate::plot::{MIB, Series, line_chart};
 
 use super::super::{
@@ -10,7 +11,7 @@ use super::super::{
 };
 
 /// limit: the timeline (usage, limit, peak, anon/file/shmem; the OOM kill) and the events.
-pub(super) fn plots(r: &Report) -> anyhow::Result<Vec<(String, String)>> {
+pub(super) fn plots(r: &Report) -> Result<Vec<(String, String)>> {
     let steps = r.results["timeline"]
         .as_array()
         .cloned()

@@ -1,6 +1,7 @@
 //! `run limit`: the text section of a record.
 
 use super::*;
+use crate::experiment::Result;
 
 pub(super) fn opt_kib(v: Option<u64>) -> String {
     v.map(|b| (b / 1024).to_string())
@@ -17,16 +18,16 @@ pub struct Limit;
 impl crate::experiment::Experiment for Limit {
     const NAMES: &'static [&'static str] = &["limit"];
     type Results = Results;
-    fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(r: &Report, res: &Results) -> Result<String> {
         render(r, res)
     }
-    fn plots(r: &Report, _res: &Results) -> anyhow::Result<Vec<(String, String)>> {
+    fn plots(r: &Report, _res: &Results) -> Result<Vec<(String, String)>> {
         super::plots::plots(r)
     }
 }
 
 /// The text section of a limit report.
-fn render(r: &Report, res: &Results) -> anyhow::Result<String> {
+fn render(r: &Report, res: &Results) -> Result<String> {
     let p = &res.params;
     let mut out = String::new();
     let _ = writeln!(

@@ -33,7 +33,6 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 mod space;
@@ -42,6 +41,7 @@ mod swapoff;
 pub use space::{SwapDevice, SwapSpace};
 
 use super::{Check, Common, LedgerAt, OomKill, Report, Verdict};
+use crate::experiment::{Context as _, ExperimentError, Result, refuse};
 use crate::{
     cgroup::{MemCgroup, MemoryHierarchy},
     workload::{Workload, WorkloadError, faults, workload_binary},
@@ -69,25 +69,25 @@ pub struct Params {
 }
 
 /// Checks the options (before anything is created).
-pub fn validate(p: &Params, page: u64) -> anyhow::Result<()> {
+pub fn validate(p: &Params, page: u64) -> Result<()> {
     if p.limit < (4 << 20) {
-        anyhow::bail!("--limit must be at least 4M");
+        refuse!("--limit must be at least 4M");
     }
     if p.grow_to <= p.limit {
-        anyhow::bail!(
+        refuse!(
             "--grow-to ({} bytes) must be above --limit ({} bytes): the point is to pass it",
             p.grow_to,
             p.limit
         );
     }
     if p.grow_to > (4 << 30) {
-        anyhow::bail!("--grow-to must be at most 4G");
+        refuse!("--grow-to must be at most 4G");
     }
     if p.steps == 0 || p.steps > MAX_STEPS {
-        anyhow::bail!("--steps must be 1 to {MAX_STEPS}");
+        refuse!("--steps must be 1 to {MAX_STEPS}");
     }
     if p.swap_max.is_some_and(|m| m % page != 0) {
-        anyhow::bail!("--swap-max must be a whole number of pages ({page} bytes)");
+        refuse!("--swap-max must be a whole number of pages ({page} bytes)");
     }
     Ok(())
 }
@@ -248,7 +248,7 @@ fn reread_phase(
     grow_pages: u64,
     base: &Base,
     steps: &mut Vec<Step>,
-) -> anyhow::Result<Reread> {
+) -> Result<Reread> {
     let pid = w.pid();
     let page = s.page_size;
     let resident = rss_swap(pid).0.unwrap_or(0) / page;
@@ -274,19 +274,19 @@ fn reread_phase(
     })
 }
 
-fn is_exited(e: &anyhow::Error) -> Option<String> {
-    match e.downcast_ref::<WorkloadError>() {
+fn is_exited(e: &ExperimentError) -> Option<String> {
+    match e.workload() {
         Some(WorkloadError::Exited { status, .. }) => Some(status.clone()),
         _ => None,
     }
 }
 
 /// Runs the experiment.
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     validate(&p, page)?;
     if !super::online_cpus().contains(&p.cpu) {
-        anyhow::bail!("--cpu {} is not an online CPU", p.cpu);
+        refuse!("--cpu {} is not an online CPU", p.cpu);
     }
     let space = SwapSpace::read()?;
     // Phase 1 puts everything past the limit in swap; a slack of 1/8 for what reclaim
@@ -295,7 +295,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     if let Some(m) = p.swap_max
         && m > space.total_bytes
     {
-        anyhow::bail!(
+        refuse!(
             "--swap-max ({} MiB) is more than the machine's swap ({} MiB)",
             m >> 20,
             space.total_bytes >> 20
@@ -665,13 +665,13 @@ pub struct Swap;
 impl super::Experiment for Swap {
     const NAMES: &'static [&'static str] = &["swap"];
     type Results = Results;
-    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(_r: &Report, res: &Results) -> Result<String> {
         render(res)
     }
 }
 
 /// The text section of a swap report.
-fn render(res: &Results) -> anyhow::Result<String> {
+fn render(res: &Results) -> Result<String> {
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
     let mut out = String::new();
     let _ = writeln!(

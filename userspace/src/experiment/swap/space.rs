@@ -9,8 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
-
+use crate::experiment::{Context as _, Result, refuse};
 use crate::undo::Undo;
 
 /// `swapon(2)` flags (include/uapi/linux/swap.h): use the priority in the low bits.
@@ -31,7 +30,7 @@ pub struct SwapSpace {
 
 impl SwapSpace {
     /// Reads the machine's swap.
-    pub fn read() -> anyhow::Result<SwapSpace> {
+    pub fn read() -> Result<SwapSpace> {
         let swaps = std::fs::read_to_string("/proc/swaps").context("/proc/swaps")?;
         let meminfo = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
         Ok(Self::parse(&swaps, &meminfo))
@@ -66,15 +65,15 @@ impl SwapSpace {
     }
 
     /// Refuses a run that needs `need` bytes of swap, in one line.
-    pub fn check(&self, need: u64) -> anyhow::Result<()> {
+    pub fn check(&self, need: u64) -> Result<()> {
         if self.devices == 0 {
-            anyhow::bail!(
+            refuse!(
                 "run swap needs a swap device: /proc/swaps lists none (the tool never enables \
                  swap on a machine itself)"
             );
         }
         if need > self.free_bytes {
-            anyhow::bail!(
+            refuse!(
                 "run swap would put up to {} MiB in swap but only {} MiB of swap are free; \
                  choose a smaller --grow-to",
                 need >> 20,
@@ -102,7 +101,7 @@ pub struct SwapDevice {
 
 impl SwapDevice {
     /// The devices in use, in `/proc/swaps` order.
-    pub fn all() -> anyhow::Result<Vec<SwapDevice>> {
+    pub fn all() -> Result<Vec<SwapDevice>> {
         let text = std::fs::read_to_string("/proc/swaps").context("/proc/swaps")?;
         Ok(Self::parse_all(&text))
     }
@@ -137,12 +136,12 @@ impl SwapDevice {
     }
 
     /// Turns the device on again; one that is on already (`EBUSY`) is fine.
-    pub fn swapon(&self) -> anyhow::Result<()> {
+    pub fn swapon(&self) -> Result<()> {
         swapon(&self.path, self.flags())
     }
 }
 
-fn swapon(path: &Path, flags: libc::c_int) -> anyhow::Result<()> {
+fn swapon(path: &Path, flags: libc::c_int) -> Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: swapon(2) on a NUL-terminated path.
     if unsafe { libc::swapon(c.as_ptr(), flags) } != 0 {
@@ -168,7 +167,7 @@ impl Reenable {
         let (path, flags) = (dev.path.clone(), dev.flags());
         let undo = Undo::push(move || {
             if let Err(e) = swapon(&path, flags) {
-                eprintln!("memcg-drift: could not turn swap back on: {e:#}");
+                eprintln!("memcg-drift: could not turn swap back on: {}", e.chain());
             }
         });
         Reenable { dev, undo }
@@ -180,7 +179,7 @@ impl Reenable {
     }
 
     /// Turns the device on again now.
-    pub fn restore(self) -> anyhow::Result<()> {
+    pub fn restore(self) -> Result<()> {
         let r = self.dev.swapon();
         self.undo.disarm();
         r

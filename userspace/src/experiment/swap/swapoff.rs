@@ -22,13 +22,13 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{
     super::{Check, LedgerAt, Session},
     Params, SwapDevice, SwapSpace,
 };
+use crate::experiment::{Context as _, Result, refuse};
 use crate::{
     cgroup::{MemCgroup, MemoryStat},
     workload::{Workload, workload_binary},
@@ -55,7 +55,7 @@ fn stat_pages(st: &MemoryStat, keys: &[&str], page: u64) -> Option<u64> {
 
 impl Holding {
     /// Reads `cg` now.
-    pub fn read(cg: &MemCgroup, page: u64) -> anyhow::Result<Holding> {
+    pub fn read(cg: &MemCgroup, page: u64) -> Result<Holding> {
         let st = cg
             .stat()?
             .with_context(|| format!("{}: no memory.stat", cg.path().display()))?;
@@ -146,11 +146,11 @@ impl Outcome {
 }
 
 /// Refuses `--swapoff` when turning every device off would need more memory than is free.
-pub fn check_room(space: &SwapSpace, need: u64) -> anyhow::Result<()> {
+pub fn check_room(space: &SwapSpace, need: u64) -> Result<()> {
     let avail = super::super::mem_available()?;
     let want = space.used_bytes() + need + (64 << 20);
     if want > avail {
-        anyhow::bail!(
+        refuse!(
             "--swapoff brings every swapped page of the machine back: {} MiB in swap now plus \
              {} MiB of the run, but only {} MiB are available",
             space.used_bytes() >> 20,
@@ -161,7 +161,7 @@ pub fn check_room(space: &SwapSpace, need: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dying_charge(s: &Session, d_id: u64) -> anyhow::Result<Option<DyingCharge>> {
+fn dying_charge(s: &Session, d_id: u64) -> Result<Option<DyingCharge>> {
     let r = s.explain(s.run.cgroup())?;
     Ok(r.dying
         .iter()
@@ -179,7 +179,7 @@ pub fn run(
     page: u64,
     tmpfs_dir: &Path,
     tmpfs: String,
-) -> anyhow::Result<(Outcome, Vec<LedgerAt>)> {
+) -> Result<(Outcome, Vec<LedgerAt>)> {
     let d = s.child("d")?;
     let keep = s.child("keep")?;
     let off = s.child("off")?;

@@ -28,10 +28,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{Event, Mechanism, Params, Results, THRESHOLDS_EVENTS_TARGET};
+use crate::experiment::{Context as _, ExperimentError, Result};
 use crate::{
     cgroup::{MemCgroup, MemoryHierarchy},
     experiment::{Common, LedgerAt, Report, Session},
@@ -50,7 +50,7 @@ const NOTIFY_WAIT: Duration = Duration::from_secs(1);
 struct EventsFile(std::fs::File);
 
 impl EventsFile {
-    fn open(t: &MemCgroup) -> anyhow::Result<Self> {
+    fn open(t: &MemCgroup) -> Result<Self> {
         let path = t.path().join("memory.events");
         let f = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
         let mut me = Self(f);
@@ -59,18 +59,18 @@ impl EventsFile {
     }
 
     /// The `high` count (reading re-arms the notification).
-    fn high(&mut self) -> anyhow::Result<u64> {
+    fn high(&mut self) -> Result<u64> {
         let mut text = String::new();
         self.0.rewind()?;
         self.0.read_to_string(&mut text).context("memory.events")?;
         crate::cgroup::parse_flat_keyed(&text)
             .ok()
             .and_then(|k| k.get("high"))
-            .ok_or_else(|| anyhow::anyhow!("memory.events has no high line"))
+            .ok_or_else(|| ExperimentError::Failed("memory.events has no high line".into()))
     }
 
     /// Whether a notification arrived (or arrives within `wait`).
-    fn notified(&self, wait: Duration) -> anyhow::Result<bool> {
+    fn notified(&self, wait: Duration) -> Result<bool> {
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLPRI)];
         let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
         let n = poll(&mut fds, PollTimeout::from(ms)).context("poll on memory.events")?;
@@ -82,12 +82,7 @@ impl EventsFile {
 }
 
 /// Runs the experiment on v2.
-pub(super) fn run(
-    hier: &MemoryHierarchy,
-    p: Params,
-    common: &Common,
-    page: u64,
-) -> anyhow::Result<Report> {
+pub(super) fn run(hier: &MemoryHierarchy, p: Params, common: &Common, page: u64) -> Result<Report> {
     let grow_pages = p.grow_to.div_ceil(page);
     let worst = grow_pages * page + (32 << 20);
     let mut s = Session::start(hier, "threshold", worst, 2, common)?;

@@ -40,10 +40,10 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Common, LedgerAt, Report, Session, Verdict};
+use crate::experiment::{Context as _, Result, fail, refuse};
 use crate::{
     cgroup::{CgroupVersion, MemoryHierarchy},
     explain::Explainer,
@@ -75,28 +75,28 @@ pub struct Params {
 }
 
 /// Checks the options against the page size (before anything is created).
-pub fn validate(p: &Params, page: u64) -> anyhow::Result<()> {
+pub fn validate(p: &Params, page: u64) -> Result<()> {
     if p.thresholds.is_empty() || p.thresholds.len() > MAX_THRESHOLDS {
-        anyhow::bail!("--threshold: give 1 to {MAX_THRESHOLDS} sizes");
+        refuse!("--threshold: give 1 to {MAX_THRESHOLDS} sizes");
     }
     if p.thresholds.windows(2).any(|w| w[0] >= w[1]) {
-        anyhow::bail!("--threshold: the sizes must be distinct and ascending");
+        refuse!("--threshold: the sizes must be distinct and ascending");
     }
     if p.step_pages == 0 {
-        anyhow::bail!("--step must be at least one page");
+        refuse!("--step must be at least one page");
     }
     let top = *p.thresholds.last().expect("not empty");
     if p.grow_to <= top {
-        anyhow::bail!(
+        refuse!(
             "--grow-to ({} bytes) must be above the highest threshold ({top} bytes)",
             p.grow_to
         );
     }
     if p.grow_to > (1 << 30) {
-        anyhow::bail!("--grow-to must be at most 1G");
+        refuse!("--grow-to must be at most 1G");
     }
     if p.thresholds[0] < page {
-        anyhow::bail!("--threshold: each size must be at least a page ({page} bytes)");
+        refuse!("--threshold: each size must be at least a page ({page} bytes)");
     }
     Ok(())
 }
@@ -221,7 +221,7 @@ impl Watch {
         usage: &std::fs::File,
         threshold: u64,
         at: u64,
-    ) -> anyhow::Result<Watch> {
+    ) -> Result<Watch> {
         let efd = eventfd()?;
         let line = format!("{} {} {at}", efd.as_raw_fd(), usage.as_raw_fd());
         let ctl = cg.join("cgroup.event_control");
@@ -231,19 +231,19 @@ impl Watch {
     }
 
     /// Signals since the last read (0 when none: the eventfd is non-blocking).
-    fn take(&self) -> anyhow::Result<u64> {
+    fn take(&self) -> Result<u64> {
         let mut f = std::fs::File::from(self.efd.try_clone()?);
         let mut buf = [0u8; 8];
         match f.read(&mut buf) {
             Ok(8) => Ok(u64::from_ne_bytes(buf)),
-            Ok(n) => anyhow::bail!("eventfd read {n} bytes"),
+            Ok(n) => fail!("eventfd read {n} bytes"),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e).context("reading a threshold eventfd"),
         }
     }
 }
 
-fn eventfd() -> anyhow::Result<OwnedFd> {
+fn eventfd() -> Result<OwnedFd> {
     // SAFETY: eventfd has no pointer arguments; a valid descriptor is owned from here on.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -254,17 +254,15 @@ fn eventfd() -> anyhow::Result<OwnedFd> {
 }
 
 /// Runs the experiment.
-pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result<Report> {
+pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report> {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)?.unwrap_or(4096) as u64;
     validate(&p, page)?;
     if !super::online_cpus().contains(&p.cpu) {
-        anyhow::bail!("--cpu {} is not an online CPU", p.cpu);
+        refuse!("--cpu {} is not an online CPU", p.cpu);
     }
     if hier.version == CgroupVersion::V2 {
         if p.root {
-            anyhow::bail!(
-                "--root: cgroup v2 has no usage thresholds, and its root has no memory.high"
-            );
+            refuse!("--root: cgroup v2 has no usage thresholds, and its root has no memory.high");
         }
         return high::run(hier, p, common, page);
     }
@@ -303,12 +301,12 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
     let mut ledgers = Vec::new();
     // Per threshold: the pages held when the usage was first seen past it in each phase.
     let mut crossed: Vec<Option<u64>> = vec![None; watches.len()];
-    let read_usage = || -> anyhow::Result<u64> { Ok(t.usage_bytes()?.unwrap_or(0)) };
+    let read_usage = || -> Result<u64> { Ok(t.usage_bytes()?.unwrap_or(0)) };
     let mut observe = |held: u64,
                        up: bool,
                        crossed: &mut Vec<Option<u64>>,
                        roots: &mut Option<root::RootWatches>|
-     -> anyhow::Result<()> {
+     -> Result<()> {
         let u = read_usage()?;
         for (k, wt) in watches.iter().enumerate() {
             let past = if up { u >= wt.at } else { u < wt.at };
@@ -395,7 +393,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> anyhow::Result
 }
 
 /// Judges the results and ends the run (either mechanism).
-fn finish(s: Session, results: Results, ledgers: Vec<LedgerAt>) -> anyhow::Result<Report> {
+fn finish(s: Session, results: Results, ledgers: Vec<LedgerAt>) -> Result<Report> {
     let checks = checks(&results);
     let verdict = verdict(&results, checks);
     s.finish(
@@ -618,13 +616,13 @@ pub struct Threshold;
 impl super::Experiment for Threshold {
     const NAMES: &'static [&'static str] = &["threshold"];
     type Results = Results;
-    fn render(_r: &Report, res: &Results) -> anyhow::Result<String> {
+    fn render(_r: &Report, res: &Results) -> Result<String> {
         render(res)
     }
 }
 
 /// The text section of a threshold report.
-fn render(res: &Results) -> anyhow::Result<String> {
+fn render(res: &Results) -> Result<String> {
     let mut out = String::new();
     let how = match res.mechanism {
         Mechanism::V1Thresholds => "usage thresholds (v1 cgroup.event_control)",

@@ -20,11 +20,11 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, Results, Watch};
 use crate::cgroup::{MemCgroup, MemoryHierarchy};
+use crate::experiment::{Context as _, Result};
 
 /// Attempts at reading the usage and the two sums while the usage holds still.
 const FORMULA_ATTEMPTS: usize = 50;
@@ -142,7 +142,7 @@ pub(super) struct RootWatches {
 }
 
 /// The sum of the `key value` lines `keys` of the file `path` (`what` names it in errors).
-fn sum_of(path: &std::path::Path, keys: [&str; 2], what: &str) -> anyhow::Result<u64> {
+fn sum_of(path: &std::path::Path, keys: [&str; 2], what: &str) -> Result<u64> {
     let text = std::fs::read_to_string(path).with_context(|| what.to_string())?;
     keys.iter().try_fold(0, |sum, k| {
         text.lines()
@@ -159,7 +159,7 @@ fn sum_of(path: &std::path::Path, keys: [&str; 2], what: &str) -> anyhow::Result
 }
 
 /// The root's memory.stat `total_cache + total_rss`, pages.
-fn root_stat_pages(root: &MemCgroup, page: u64) -> anyhow::Result<u64> {
+fn root_stat_pages(root: &MemCgroup, page: u64) -> Result<u64> {
     let path = root.path().join("memory.stat");
     Ok(sum_of(
         &path,
@@ -169,7 +169,7 @@ fn root_stat_pages(root: &MemCgroup, page: u64) -> anyhow::Result<u64> {
 }
 
 /// `/proc/vmstat` `nr_file_pages + nr_anon_pages`.
-fn vmstat_pages() -> anyhow::Result<u64> {
+fn vmstat_pages() -> Result<u64> {
     sum_of(
         std::path::Path::new("/proc/vmstat"),
         ["nr_file_pages", "nr_anon_pages"],
@@ -212,8 +212,8 @@ fn quiet_bound(hier: &MemoryHierarchy, f: &Formula, vmstat_threshold: Option<u64
 }
 
 /// Which sum the root's usage equals, read while it holds still.
-fn formula(root: &MemCgroup, page: u64) -> anyhow::Result<Formula> {
-    let usage = || -> anyhow::Result<u64> {
+fn formula(root: &MemCgroup, page: u64) -> Result<Formula> {
+    let usage = || -> Result<u64> {
         root.usage_bytes()?
             .context("the root has no memory.usage_in_bytes")
     };
@@ -252,7 +252,7 @@ fn formula(root: &MemCgroup, page: u64) -> anyhow::Result<Formula> {
 
 impl RootWatches {
     /// Registers `thresholds` (bytes above the root's usage now) on the root.
-    pub fn register(hier: &MemoryHierarchy, thresholds: &[u64], page: u64) -> anyhow::Result<Self> {
+    pub fn register(hier: &MemoryHierarchy, thresholds: &[u64], page: u64) -> Result<Self> {
         let root = MemCgroup::root(hier)?;
         let formula = formula(&root, page)?;
         let vmstat_threshold_pages = vmstat_threshold();
@@ -263,7 +263,7 @@ impl RootWatches {
         let watches = thresholds
             .iter()
             .map(|&t| Watch::register(root.path(), &usage_file, t, baseline + t).context("--root"))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             root,
             page,
@@ -293,7 +293,7 @@ impl RootWatches {
     }
 
     /// After a step: notes crossings and reads the eventfds.
-    pub fn observe(&mut self, held: u64, up: bool) -> anyhow::Result<()> {
+    pub fn observe(&mut self, held: u64, up: bool) -> Result<()> {
         let u = self.root.usage_bytes()?.unwrap_or(0);
         let rest = (u / self.page).saturating_sub(held);
         let r = &mut self.results.rest_pages;
