@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
@@ -71,7 +71,8 @@ fn references(src: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
     out
 }
 
-fn read_graph(src_dir: &Path) -> Graph {
+/// Every `.rs` file under `src_dir`, sorted.
+fn rust_files(src_dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![src_dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -84,6 +85,12 @@ fn read_graph(src_dir: &Path) -> Graph {
             }
         }
     }
+    files.sort();
+    files
+}
+
+fn read_graph(src_dir: &Path) -> Graph {
+    let files = rust_files(src_dir);
     let known: BTreeSet<String> = files
         .iter()
         .map(|f| module_of(f.strip_prefix(src_dir).unwrap()))
@@ -257,6 +264,34 @@ fn the_library_has_no_import_cycle_and_no_upward_edge() {
     assert!(c.is_empty(), "import cycles: {c:?}");
     let v = violations(&g);
     assert!(v.is_empty(), "forbidden edges:\n{}", v.join("\n"));
+}
+
+/// `anyhow` is the binary's edge only (`main.rs`, `cmd/`): the library returns typed errors
+/// (docs/design-notes.md, "Errors"). Any mention counts, comments included.
+#[test]
+fn anyhow_is_only_at_the_binary_edge() {
+    let name = "anyhow";
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src);
+    assert!(files.len() > 50, "read only {} files", files.len());
+    let mut found = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap();
+        if rel == Path::new("main.rs") || rel.starts_with("cmd") {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains(name) {
+                found.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "{name} outside main.rs and cmd/ (the library returns typed errors):\n{}",
+        found.join("\n")
+    );
 }
 
 fn graph(edges: &[(&str, &str)]) -> Graph {
