@@ -197,3 +197,21 @@ macro_rules! fail {
     };
 }
 pub(crate) use fail;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_prints_once_with_its_cause() {
+        let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = Err::<(), _>(io()).context("/proc/meminfo").unwrap_err();
+        assert_eq!(e.to_string(), "/proc/meminfo");
+        assert_eq!(e.chain(), format!("/proc/meminfo: {}", io()));
+        let outer = e.context("starting");
+        assert_eq!(outer.chain(), format!("starting: /proc/meminfo: {}", io()));
+        let refused = ExperimentError::Refused("--pages must be 1..=262144".into());
+        assert_eq!(refused.chain(), "--pages must be 1..=262144");
+        assert!(refused.workload().is_none());
+    }
+}
