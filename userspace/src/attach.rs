@@ -262,8 +262,8 @@ pub fn load_with<'a>(
     loader.load(obj).map_err(LoadError::Load)
 }
 
-/// One line from an aya error and its causes (the verifier log is cut to its last line).
-pub fn short_error(e: &dyn std::error::Error) -> String {
+/// An error and its causes, joined by `: ` (as `{:#}` prints a chain at the binary's edge).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -271,6 +271,12 @@ pub fn short_error(e: &dyn std::error::Error) -> String {
         s.push_str(&inner.to_string());
         src = inner.source();
     }
+    s
+}
+
+/// One line from an aya error and its causes (the verifier log is cut to its last line).
+pub fn short_error(e: &dyn std::error::Error) -> String {
+    let s = error_chain(e);
     let mut one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     // aya appends an empty verifier log as "Verifier output: : <io error>"; drop the echo.
     if let Some(pos) = one.find(". Verifier output: :") {

@@ -102,20 +102,8 @@ fn monotonic_ns() -> u64 {
 /// causes, as one line (`a: b: c`, as `{:#}` prints a chain). Not a `source` chain itself, so
 /// an outer chain does not print the causes twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", with_causes(.0))]
+#[error("{}", crate::attach::error_chain(.0))]
 pub struct ChargeUnavailable(pub ChargeTracerError);
-
-/// An error and its causes, joined by `: `.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
 
 /// Records the charge section over a window; never fails the caller: a tracer that cannot
 /// start becomes an "unavailable" section naming why.

@@ -121,14 +121,7 @@ impl ExperimentError {
 
     /// The message and its causes as one line, `a: b: c` (as `{:#}` prints a chain at the binary's edge).
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(inner) = src {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            src = inner.source();
-        }
-        s
+        crate::attach::error_chain(self)
     }
 }
 
