@@ -185,8 +185,10 @@ fn root_thresholds_fire_on_a_sum_of_counters() {
         r if r <= (6, 1) => Some("memcg"),
         _ => None,
     };
+    // `both`: the two sums were equal whenever read (an idle guest whose counters are all
+    // folded), so the observation cannot tell them apart; never the other one.
     if let Some(want) = want {
-        assert_eq!(source, want, "{root:#}");
+        assert!(source == want || source == "both", "{root:#}");
     }
     let base = root["baseline_bytes"].as_u64().unwrap();
     let events = root["events"].as_array().unwrap();

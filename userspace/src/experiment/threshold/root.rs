@@ -202,11 +202,17 @@ fn vmstat_threshold() -> Option<u64> {
 ///   docs/ledger.md), so `(2 x online CPUs + 1)` batches.
 fn quiet_bound(hier: &MemoryHierarchy, f: &Formula, vmstat_threshold: Option<u64>) -> Option<u64> {
     let cpus = crate::experiment::online_cpus().len() as u64;
-    match f.source.as_str() {
-        "global" => vmstat_threshold.map(|t| 2 * t * cpus),
-        "memcg" => crate::workload::batch::charge_batch(hier)
+    let global = || vmstat_threshold.map(|t| 2 * t * cpus);
+    let memcg = || {
+        crate::workload::batch::charge_batch(hier)
             .ok()
-            .map(|b| (2 * cpus + 1) * b.pages),
+            .map(|b| (2 * cpus + 1) * b.pages)
+    };
+    match f.source.as_str() {
+        "global" => global(),
+        "memcg" => memcg(),
+        // Which lag applies is unknown: the larger.
+        "both" => global().max(memcg()),
         _ => None,
     }
 }
@@ -223,15 +229,7 @@ fn formula(root: &MemCgroup, page: u64) -> Result<Formula> {
         let vm = vmstat_pages()?;
         let st = root_stat_pages(root, page)?;
         let u1 = usage()?;
-        let source = if u0 != u1 {
-            "moving"
-        } else if u0 == vm * page {
-            "global"
-        } else if u0 == st * page {
-            "memcg"
-        } else {
-            "neither"
-        };
+        let source = classify(u0, u1, vm * page, st * page);
         last = Formula {
             usage_bytes: u1,
             vmstat_pages: vm,
@@ -242,12 +240,27 @@ fn formula(root: &MemCgroup, page: u64) -> Result<Formula> {
         if source == "global" || source == "memcg" {
             break;
         }
+        // `both`: the two sums are equal (an idle machine whose counters are all folded):
+        // read again until they differ; if they never do, `both` is what was seen.
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     if last.source == "moving" {
         last.source = "neither".into();
     }
     Ok(last)
+}
+
+/// Which sum a still usage equals: the usage read before and after the two sums (bytes), and
+/// the sums (bytes). `both` when the sums are equal to it and to each other (nothing tells
+/// them apart then), `moving` when the usage moved between its two reads.
+pub(super) fn classify(u0: u64, u1: u64, vmstat: u64, memcg_stat: u64) -> &'static str {
+    match (u0 == u1, u0 == vmstat, u0 == memcg_stat) {
+        (false, _, _) => "moving",
+        (true, true, true) => "both",
+        (true, true, false) => "global",
+        (true, false, true) => "memcg",
+        (true, false, false) => "neither",
+    }
 }
 
 impl RootWatches {
@@ -341,7 +354,7 @@ pub(super) fn checks(r: &Results, root: &RootResults) -> Vec<Check> {
             "{} bytes; vmstat {} pages, memory.stat {} pages: {}",
             f.usage_bytes, f.vmstat_pages, f.memcg_stat_pages, f.source
         ),
-        f.source == "global" || f.source == "memcg",
+        ["global", "memcg", "both"].contains(&f.source.as_str()),
     )];
     if !root.quiet() {
         // Other memory moved the root's usage more than the counters' folding can: where it
@@ -420,6 +433,11 @@ pub(super) fn summary(r: &Results, root: &RootResults) -> String {
             "the root memcg's statistics total_cache + total_rss ({} pages)",
             f.memcg_stat_pages
         ),
+        "both" => format!(
+            "the global counters or the root memcg's statistics: both summed to it ({} pages) \
+             whenever read",
+            f.vmstat_pages
+        ),
         _ => "neither the global counters nor the root's statistics (it kept moving)".into(),
     };
     let mut s = format!(
@@ -493,6 +511,7 @@ pub(super) fn render(r: &Results, root: &RootResults) -> String {
         match f.source.as_str() {
             "global" => "the global counters",
             "memcg" => "the root memcg's statistics",
+            "both" => "either sum (equal)",
             _ => "neither sum",
         },
         f.usage_bytes / page,

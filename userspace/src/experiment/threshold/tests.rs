@@ -245,3 +245,13 @@ fn a_root_crossing_counts_from_the_latest_time_the_usage_went_past() {
     c.see(true, 392);
     assert_eq!((c.first, c.latest), (Some(263), Some(301)));
 }
+
+#[test]
+fn equal_sums_are_both_not_a_guess() {
+    assert_eq!(root::classify(10, 10, 10, 12), "global");
+    assert_eq!(root::classify(12, 12, 10, 12), "memcg");
+    // An idle machine whose counters are all folded: nothing tells the two apart.
+    assert_eq!(root::classify(10, 10, 10, 10), "both");
+    assert_eq!(root::classify(10, 11, 10, 10), "moving");
+    assert_eq!(root::classify(10, 10, 11, 12), "neither");
+}
