@@ -217,10 +217,7 @@ fn cargo_test(mut cmd: Command) -> Result<Totals> {
 
 /// Counts of a finished guest run, from the libtest output it saved.
 fn guest_totals(args: &vm::VmArgs) -> Totals {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let dir = target
+    let dir = vm::target_dir(&workspace_root())
         .join("vm-runs")
         .join(args.run_dir_name())
         .join("tests");

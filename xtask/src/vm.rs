@@ -550,14 +550,13 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
-fn target_dir(workspace: &Path) -> PathBuf {
+pub fn target_dir(workspace: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => workspace.join(dir),
         None => workspace.join("target"),
     }
 }
 
-/// Takes an exclusive lock on `path`, saying why when it has to wait.
 /// How many guests may run at once: one per host CPU (`$MEMCG_DRIFT_VM_SLOTS` overrides).
 pub fn guest_slots() -> usize {
     std::env::var("MEMCG_DRIFT_VM_SLOTS")
@@ -574,13 +573,7 @@ fn guest_slot(cache: &Path) -> Result<fs::File> {
     let mut said = false;
     loop {
         for k in 0..slots {
-            let path = cache.join(format!("qemu-{k}.lock"));
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            let file = lock_file(&cache.join(format!("qemu-{k}.lock")))?;
             if file.try_lock().is_ok() {
                 return Ok(file);
             }
@@ -596,13 +589,19 @@ fn guest_slot(cache: &Path) -> Result<fs::File> {
     }
 }
 
-fn lock(path: &Path, why: &str) -> Result<fs::File> {
-    let file = fs::OpenOptions::new()
+/// Opens (creating it if need be) the lock file `path`, unlocked.
+fn lock_file(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Takes an exclusive lock on `path`, saying why when it has to wait.
+fn lock(path: &Path, why: &str) -> Result<fs::File> {
+    let file = lock_file(path)?;
     if file.try_lock().is_err() {
         eprintln!("vm-test: waiting: {why} ({})", path.display());
         file.lock()
