@@ -11,7 +11,7 @@ pub mod charge;
 use core::mem::size_of;
 
 /// Bumped on any change of a record or key layout below.
-pub const WIRE_VERSION: u32 = 7;
+pub const WIRE_VERSION: u32 = 8;
 
 /// Per-CPU hash map of stat-path aggregates: `StatKey` -> `StatValue`.
 pub const MAP_STAT_AGG: &str = "STAT_AGG";
@@ -215,6 +215,14 @@ pub mod residue_flags {
     /// The swap counter exists: `memsw` (v1) and `swap` (v2) share one union, which 6.12+
     /// keeps without the other v1 counters (`CONFIG_MEMCG_V1=n`); `memsw_usage` is its offset.
     pub const SWAP_COUNTER: u32 = 128;
+    /// Batched statistics (5.4-5.12, before rstat): the aggregate is an array of atomics
+    /// inside `struct mem_cgroup` at `memcg_vmstats` (not a pointer), there is no
+    /// `state_pending` and no `state_prev`; each CPU's `stat[]` at `vsp_state` holds the
+    /// residue not yet spilled into the atomics.
+    pub const BATCHED_STATS: u32 = 256;
+    /// Each CPU's per-CPU offset is read from `__per_cpu_offset[]` at `per_cpu_offset`
+    /// (a kallsyms data symbol) instead of through `bpf_map_lookup_percpu_elem` (5.19+).
+    pub const PCPU_OFFSET_SYMBOL: u32 = 512;
 }
 
 /// Error bits of the residue records (`err` fields) and program return values.
@@ -330,6 +338,8 @@ pub struct ResidueConfig {
     pub folio_mapcount: u64,
     /// `offsetof(struct memcg_vmstats, stats_updates)` (an `atomic_t`).
     pub vs_stats_updates: u64,
+    /// Address of `__per_cpu_offset` when [`residue_flags::PCPU_OFFSET_SYMBOL`] is set.
+    pub per_cpu_offset: u64,
 }
 
 impl ResidueConfig {
@@ -382,6 +392,7 @@ impl ResidueConfig {
         folio_mapping: 0,
         folio_mapcount: 0,
         vs_stats_updates: 0,
+        per_cpu_offset: 0,
     };
 }
 
@@ -501,7 +512,7 @@ pub struct PeekBuf {
 const _: () = assert!(size_of::<StatKey>() == 16);
 const _: () = assert!(size_of::<StatValue>() == 16);
 const _: () = assert!(size_of::<ProbeConfig>() == 72);
-const _: () = assert!(size_of::<ResidueConfig>() == 48 + 35 * 8);
+const _: () = assert!(size_of::<ResidueConfig>() == 48 + 36 * 8);
 const _: () = assert!(size_of::<MemcgReq>() == 16);
 const _: () = assert!(size_of::<MemcgFrame>() == 88 + 16 * RES_MAX_STATE);
 const _: () = assert!(size_of::<MemcgCpuStat>() == 16 + 16 * RES_MAX_STATE);

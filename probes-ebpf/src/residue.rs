@@ -23,6 +23,8 @@
 //! - Dynamic per-CPU memory (`memcg->vmstats_percpu`): `per_cpu_ptr(p, c)` is
 //!   `p + __per_cpu_offset[c]`. The offset of CPU c is the address of `RES_PCPU`'s element on
 //!   c (`bpf_map_lookup_percpu_elem`) minus the map's raw per-CPU pointer `bpf_array.pptrs[0]`.
+//!   Kernels without that helper (before 5.19) have `__per_cpu_offset` in kallsyms where it
+//!   keeps data symbols (Debian's 5.10 does); the array is then read directly.
 //! - Static per-CPU variables (`memcg_stock`, `obj_stock`, `cpu_fbatches`): this CPU's
 //!   `struct rq` (`current->se.cfs_rq->rq`) is the variable `runqueues`, which gives the start
 //!   of this CPU's static area; other CPUs' start at the same distance from their offset.
@@ -90,9 +92,17 @@ fn pcpu_pptr0() -> Result<u64, u32> {
     rd(to_scalar(&RES_PCPU) + rc!(bpf_array_pptrs))
 }
 
-/// `__per_cpu_offset[cpu]`.
+/// `__per_cpu_offset[cpu]`: read from the array itself where kallsyms gave its address
+/// (kernels before 5.19 have no `bpf_map_lookup_percpu_elem`; the flag is a frozen constant,
+/// so the verifier never walks the other branch and the helper's absence does not matter).
 #[inline(always)]
 fn pcpu_base(cpu: u32, pptr0: u64) -> Result<u64, u32> {
+    if rc!(flags) & residue_flags::PCPU_OFFSET_SYMBOL != 0 {
+        return match rd(rc!(per_cpu_offset) + 8 * u64::from(cpu)) {
+            Ok(0) | Err(_) => Err(residue_err::PERCPU),
+            Ok(base) => Ok(base),
+        };
+    }
     let key = 0u32;
     // SAFETY: helper 195 on a per-CPU array with a stack key.
     let p = unsafe {
@@ -186,7 +196,14 @@ fn read_memcg(idx: u32, slot: u32) -> Result<(), u32> {
             0
         });
     }
-    match rd(memcg + rc!(memcg_vmstats)) {
+    // Batched statistics (5.4-5.12): the atomics are inside the memcg; rstat: a pointer.
+    let batched = rc!(flags) & residue_flags::BATCHED_STATS != 0;
+    let vs = if batched {
+        Ok(memcg + rc!(memcg_vmstats))
+    } else {
+        rd(memcg + rc!(memcg_vmstats))
+    };
+    match vs {
         Ok(vs) => {
             rec.flush_updates = 0;
             if rc!(flags) & residue_flags::FLUSH_UPDATES != 0
@@ -198,11 +215,13 @@ fn read_memcg(idx: u32, slot: u32) -> Result<(), u32> {
             if let Err(e) = rd_into(rec.state.as_mut_ptr(), n, vs + rc!(vs_state)) {
                 err |= e;
             }
-            if let Err(e) = rd_into(
-                rec.state_pending.as_mut_ptr(),
-                n,
-                vs + rc!(vs_state_pending),
-            ) {
+            if !batched
+                && let Err(e) = rd_into(
+                    rec.state_pending.as_mut_ptr(),
+                    n,
+                    vs + rc!(vs_state_pending),
+                )
+            {
                 err |= e;
             }
         }
@@ -345,7 +364,9 @@ fn memcg_cpus(slot: u64, window_slot: u64) -> Result<(), u32> {
         if let Err(e) = rd_into(rec.state.as_mut_ptr(), n, statc + rc!(vsp_state)) {
             err |= e;
         }
-        if let Err(e) = rd_into(rec.state_prev.as_mut_ptr(), n, statc + rc!(vsp_state_prev)) {
+        if rc!(flags) & residue_flags::BATCHED_STATS == 0
+            && let Err(e) = rd_into(rec.state_prev.as_mut_ptr(), n, statc + rc!(vsp_state_prev))
+        {
             err |= e;
         }
         rec.stats_updates = 0;

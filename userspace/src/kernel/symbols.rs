@@ -31,6 +31,73 @@ pub enum SymbolState {
     Absent,
 }
 
+/// The address of the data symbol `name` (kallsyms types `D`/`d`/`B`/`b`/`R`/`r`) in kallsyms
+/// text, if present with a non-zero address (a reader without `CAP_SYSLOG` sees zeros).
+/// Kernels built without `CONFIG_KALLSYMS_ALL` list text symbols only.
+pub fn data_address(kallsyms: &str, name: &str) -> Option<u64> {
+    kallsyms.lines().find_map(|line| {
+        let mut it = line.split_whitespace();
+        let (addr, kind, n) = (it.next()?, it.next()?, it.next()?);
+        if n != name || !matches!(kind, "D" | "d" | "B" | "b" | "R" | "r") {
+            return None;
+        }
+        u64::from_str_radix(addr, 16).ok().filter(|&a| a != 0)
+    })
+}
+
+/// What kallsyms adds to BTF for the residue reader on kernels before 5.19 (whose BTF may
+/// lack per-CPU variables, and which have no `bpf_map_lookup_percpu_elem`): the address of
+/// `__per_cpu_offset` and the offsets of per-CPU variables within the per-CPU area. Needs
+/// `CONFIG_KALLSYMS_ALL` (data symbols) and root (others read zero addresses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KallsymsData {
+    /// Address of the array `__per_cpu_offset`.
+    pub per_cpu_offset: Option<u64>,
+    /// Per-CPU variable -> offset from `__per_cpu_start`: the symbols between
+    /// `__per_cpu_start` and `__per_cpu_end` (0-based on x86-64 before 6.15, where they are
+    /// listed as the offsets themselves).
+    pub percpu: BTreeMap<String, u64>,
+}
+
+impl KallsymsData {
+    /// Parses kallsyms text.
+    pub fn parse(kallsyms: &str) -> KallsymsData {
+        let mut all: Vec<(u64, &str)> = Vec::new();
+        let (mut start, mut end) = (None, None);
+        for line in kallsyms.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if it.next().is_some() || !matches!(kind, "D" | "d" | "B" | "b" | "R" | "r" | "A") {
+                continue; // module symbols, text
+            }
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            match name {
+                "__per_cpu_start" => start = Some(addr),
+                "__per_cpu_end" => end = Some(addr),
+                _ => all.push((addr, name)),
+            }
+        }
+        let mut me = KallsymsData {
+            per_cpu_offset: data_address(kallsyms, "__per_cpu_offset"),
+            ..Default::default()
+        };
+        if let (Some(s), Some(e)) = (start, end)
+            && e > s
+        {
+            for (addr, name) in all {
+                if (s..e).contains(&addr) {
+                    me.percpu.entry(name.to_string()).or_insert(addr - s);
+                }
+            }
+        }
+        me
+    }
+}
+
 /// The text symbols of the running kernel.
 #[derive(Debug, Default, Clone)]
 pub struct Kallsyms {
@@ -116,6 +183,52 @@ impl Kallsyms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_addresses_need_a_data_type_and_a_real_address() {
+        let text = "ffffffff82a1b9e0 R __per_cpu_offset_fake\n\
+                    ffffffff82a1b900 T __per_cpu_offset\n\
+                    ffffffff82a1ba00 D __per_cpu_offset\n\
+                    0000000000000000 D hidden\n";
+        assert_eq!(
+            data_address(text, "__per_cpu_offset"),
+            Some(0xffff_ffff_82a1_ba00)
+        );
+        assert_eq!(data_address(text, "hidden"), None);
+        assert_eq!(data_address(text, "absent"), None);
+    }
+
+    #[test]
+    fn per_cpu_variables_are_offsets_in_the_per_cpu_area() {
+        // Zero-based (5.10 x86-64): the per-CPU symbols are their own offsets.
+        let text = "0000000000000000 A __per_cpu_start\n\
+                    0000000000001000 A this_cpu_off\n\
+                    000000000002c6c0 A runqueues\n\
+                    000000000001f9a0 d memcg_stock\n\
+                    0000000000034000 A __per_cpu_end\n\
+                    ffffffff8295c8e0 R __per_cpu_offset\n\
+                    ffffffff81000000 T _stext\n\
+                    ffffffffc0a00000 d some_var\t[some_module]\n";
+        let k = KallsymsData::parse(text);
+        assert_eq!(k.per_cpu_offset, Some(0xffff_ffff_8295_c8e0));
+        assert_eq!(k.percpu.get("runqueues"), Some(&0x2c6c0));
+        assert_eq!(k.percpu.get("memcg_stock"), Some(&0x1f9a0));
+        assert_eq!(k.percpu.get("this_cpu_off"), Some(&0x1000));
+        assert_eq!(k.percpu.len(), 3, "{:?}", k.percpu);
+        // Not zero-based: offsets from __per_cpu_start.
+        let text = "ffffffff83000000 D __per_cpu_start\n\
+                    ffffffff83000040 D runqueues\n\
+                    ffffffff83040000 D __per_cpu_end\n";
+        assert_eq!(
+            KallsymsData::parse(text).percpu.get("runqueues"),
+            Some(&0x40)
+        );
+        // Without data symbols (or as non-root): nothing.
+        assert_eq!(
+            KallsymsData::parse("ffffffff81000000 T _stext\n"),
+            KallsymsData::default()
+        );
+    }
 
     #[test]
     fn exact_clones_and_absent() {

@@ -1,6 +1,7 @@
 //! Synthetic kernel BTF of three memcg generations for unit tests (6.1, 6.12, 6.18 shapes):
 //! the layout resolver, the residue decoder and the ledger are tested on each of them, so no
-//! unit test depends on the BTF of the machine it runs on.
+//! unit test depends on the BTF of the machine it runs on. A fourth, the batched statistics of
+//! 5.10, is used by the tests of what differs there.
 
 use super::{
     btf::KernelBtf,
@@ -17,6 +18,9 @@ pub(crate) enum Gen {
     Mid,
     /// 6.1: enum-indexed stats, one slot, no per-CPU stats_updates, `_folio_order`.
     Old,
+    /// 5.10: batched stats (`vmstats[]` atomics in the memcg, per-CPU `stat[]`), a stock
+    /// without slab fields, no folios, no `bpf_map_lookup_percpu_elem`. Not in [`Gen::ALL`].
+    Batched,
 }
 
 /// Node stat enumerators of the synthetic kernels (a subset in kernel order, plus the
@@ -69,15 +73,20 @@ pub(crate) fn synthetic(g: Gen) -> (Vec<u8>, u32) {
     node_vals.push(("NR_VM_NODE_STAT_ITEMS", v));
     let first_memcg = v;
     b.enum_("node_stat_item", &node_vals);
-    let memcg_items = [
-        "MEMCG_SWAP",
-        "MEMCG_SOCK",
-        "MEMCG_PERCPU_B",
-        "MEMCG_VMALLOC",
-        "MEMCG_KMEM",
-        "MEMCG_ZSWAP_B",
-        "MEMCG_ZSWAPPED",
-    ];
+    let memcg_items: &[&str] = if g == Gen::Batched {
+        // v5.10.35 memcontrol.h:34-38: no MEMCG_KMEM yet (5.18).
+        &["MEMCG_SWAP", "MEMCG_SOCK", "MEMCG_PERCPU_B"]
+    } else {
+        &[
+            "MEMCG_SWAP",
+            "MEMCG_SOCK",
+            "MEMCG_PERCPU_B",
+            "MEMCG_VMALLOC",
+            "MEMCG_KMEM",
+            "MEMCG_ZSWAP_B",
+            "MEMCG_ZSWAPPED",
+        ]
+    };
     let mut mvals: Vec<(&str, i32)> = memcg_items
         .iter()
         .enumerate()
@@ -110,7 +119,8 @@ pub(crate) fn synthetic(g: Gen) -> (Vec<u8>, u32) {
     );
 
     // The compacted length: the synthetic items that the source lists contain.
-    let state_len: u32 = if g == Gen::Old {
+    let enum_indexed = matches!(g, Gen::Old | Gen::Batched);
+    let state_len: u32 = if enum_indexed {
         nr_stat as u32
     } else {
         nodes
@@ -158,7 +168,30 @@ pub(crate) fn synthetic(g: Gen) -> (Vec<u8>, u32) {
         memcg_members.retain(|m| m.0 != "tcpmem");
         memcg_members.push(("tcpmem", pc, 1536));
     }
-    b.struct_("mem_cgroup", 2048, &memcg_members);
+    if g == Gen::Batched {
+        // atomic_long_t vmstats[MEMCG_NR_STAT] (v5.10.35 memcontrol.h:285).
+        let counter = b.struct_("", 8, &[("counter", long, 0)]);
+        let atomic_long = b.typedef("atomic_long_t", counter);
+        let atomics = b.array(atomic_long, int, state_len);
+        memcg_members.retain(|m| m.0 != "vmstats");
+        memcg_members.push(("vmstats", atomics, 1536));
+        b.struct_("mem_cgroup", 2048, &memcg_members);
+        b.struct_(
+            "memcg_vmstats_percpu",
+            8 * state_len + 64,
+            &[("stat", state, 0)],
+        );
+    } else {
+        b.enum_("bpf_func_id", &[("BPF_FUNC_map_lookup_percpu_elem", 195)]);
+        b.struct_("mem_cgroup", 2048, &memcg_members);
+        memcg_vmstats(&mut b, g, state, state_len, int, ptr);
+    }
+    shared_tail(&mut b, g, long, int, u8t, ptr);
+    (b.build(), state_len)
+}
+
+/// `memcg_vmstats` and `memcg_vmstats_percpu` of the rstat generations.
+fn memcg_vmstats(b: &mut BtfBuilder, g: Gen, state: u32, state_len: u32, int: u32, ptr: u32) {
     let vs_members: Vec<(&str, u32, u32)> = if g == Gen::Old {
         vec![("state", state, 0), ("state_pending", state, 8 * state_len)]
     } else {
@@ -182,6 +215,10 @@ pub(crate) fn synthetic(g: Gen) -> (Vec<u8>, u32) {
         ]
     };
     b.struct_("memcg_vmstats_percpu", 64 + 16 * state_len, &vsp_members);
+}
+
+/// Everything after the statistics: cgroups, the runqueue route, stocks, batches.
+fn shared_tail(b: &mut BtfBuilder, g: Gen, long: u32, int: u32, u8t: u32, ptr: u32) {
     b.struct_(
         "obj_cgroup",
         48,
@@ -214,6 +251,19 @@ pub(crate) fn synthetic(g: Gen) -> (Vec<u8>, u32) {
                 ("nr_pages", nr, 1),
                 ("cached", cached, 8),
                 ("flags", long, 96),
+            ],
+        )
+    } else if g == Gen::Batched {
+        // v5.10.35 memcontrol.c:2202: no slab statistics held in the stock yet.
+        stock_size = 64;
+        b.struct_(
+            "memcg_stock_pcp",
+            stock_size,
+            &[
+                ("cached", ptr, 0),
+                ("nr_pages", int, 8),
+                ("cached_objcg", ptr, 16),
+                ("nr_bytes", int, 24),
             ],
         )
     } else {
@@ -265,9 +315,12 @@ pub(crate) fn synthetic(g: Gen) -> (Vec<u8>, u32) {
     let mut vars = vec![
         (b.var("this_cpu_off", off_t), 1000, 8),
         (b.var("runqueues", rq), 4096, 4096),
-        (b.var("cpu_fbatches", fbatches), 9000, 1024),
         (b.var("memcg_stock", stock), 12288, stock_size),
     ];
+    // 5.10 keeps pagevecs of pages (`lru_pvecs`), not folio batches.
+    if g != Gen::Batched {
+        vars.push((b.var("cpu_fbatches", fbatches), 9000, 1024));
+    }
     if g == Gen::New {
         let obj = b.struct_(
             "obj_stock_pcp",
@@ -282,8 +335,11 @@ pub(crate) fn synthetic(g: Gen) -> (Vec<u8>, u32) {
         );
         vars.push((b.var("obj_stock", obj), 12416, 64));
     }
+    // Debian's 5.10 BTF lists no per-CPU variables (they come from kallsyms there).
+    if g == Gen::Batched {
+        vars.clear();
+    }
     b.datasec(".data..percpu", 16384, &vars);
-    (b.build(), state_len)
 }
 
 impl Gen {

@@ -29,7 +29,8 @@ pub struct MemcgResidue {
     pub cpu_delta: Vec<Vec<i64>>,
     /// A fingerprint of every CPU's `state_prev`: a flush that moves any update of this memcg
     /// into its aggregate rewrites `state_prev`, so two snapshots with the same mark had no
-    /// flush of this memcg between them (one that found nothing pending changes nothing).
+    /// flush of this memcg between them (one that found nothing pending changes nothing). On
+    /// batched kernels (5.10), a fingerprint of the aggregate, which only spills move.
     pub flush_mark: u64,
     /// Per CPU `stats_updates` (6.8+; zeros before): update units not yet moved to
     /// `flush_updates`.
@@ -226,9 +227,21 @@ impl Residues {
                 swap: (l.counters.swap.is_some() || l.counters.v1.is_some())
                     .then_some(o.memsw_usage),
                 state: o.state[..nslots].to_vec(),
-                pending: o.state_pending[..nslots].to_vec(),
+                // Batched kernels have no pending updates (a spill reaches every ancestor
+                // at once); the programs leave the field unread there.
+                pending: if l.stats.batched {
+                    vec![0; nslots]
+                } else {
+                    o.state_pending[..nslots].to_vec()
+                },
                 cpu_delta,
-                flush_mark: flush_mark(per, nslots),
+                // Batched kernels have no state_prev: a spill is what moves updates into the
+                // aggregate, and the aggregate moves only by spills.
+                flush_mark: if l.stats.batched {
+                    fnv(o.state[..nslots].iter())
+                } else {
+                    flush_mark(per, nslots)
+                },
                 stats_updates: per.iter().map(|p| p.stats_updates).collect(),
                 flush_updates: l.stats.vs_stats_updates.map(|_| u64::from(o.flush_updates)),
                 read_errors,
@@ -295,12 +308,15 @@ impl Residues {
 /// LRU list, and only the batch's bytes tell.
 /// FNV-1a over each CPU's `state_prev` slots (see [`MemcgResidue::flush_mark`]).
 fn flush_mark(per: &[MemcgCpuStat], nslots: usize) -> u64 {
+    fnv(per.iter().flat_map(|p| &p.state_prev[..nslots]))
+}
+
+/// FNV-1a over the little-endian bytes of `words`.
+fn fnv<'a>(words: impl Iterator<Item = &'a i64>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in per {
-        for v in &p.state_prev[..nslots] {
-            for b in v.to_le_bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
+    for v in words {
+        for b in v.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
     h
@@ -380,10 +396,12 @@ fn decode_cpu(
             objcg,
             memcg: if objcg == 0 { 0 } else { o.obj_memcg },
             nr_bytes: u64::from(le_u32(&b, ob.nr_bytes as usize)),
-            slab_b: (
-                i64::from(le_u32(&b, ob.slab_b.0 as usize) as i32),
-                i64::from(le_u32(&b, ob.slab_b.1 as usize) as i32),
-            ),
+            slab_b: ob.slab_b.map_or((0, 0), |(rec, unrec)| {
+                (
+                    i64::from(le_u32(&b, rec as usize) as i32),
+                    i64::from(le_u32(&b, unrec as usize) as i32),
+                )
+            }),
         });
     }
     if let Ok(bl) = &l.lru_add {

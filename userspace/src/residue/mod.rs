@@ -33,7 +33,7 @@ use probes_common::{
 };
 use serde::Serialize;
 
-use crate::kernel::layout::ResidueLayout;
+use crate::kernel::layout::{LayoutError, PcpuOffsets, ResidueLayout};
 
 mod decode;
 mod reader;

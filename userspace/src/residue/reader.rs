@@ -178,7 +178,16 @@ impl ResidueReader {
             let loader = scope.spawn(EbpfLoader::new);
             let layout = crate::kernel::btf::KernelBtf::from_sys_fs()
                 .map_err(ResidueError::from)
-                .and_then(|btf| Ok(ResidueLayout::resolve(&btf)?));
+                .and_then(|btf| {
+                    let l = ResidueLayout::resolve(&btf)?;
+                    if !l.wants_kallsyms() {
+                        return Ok(l);
+                    }
+                    // Kernels before 5.19: per-CPU offsets and variables from kallsyms.
+                    let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+                    let k = crate::kernel::symbols::KallsymsData::parse(&text);
+                    Ok(ResidueLayout::resolve_with(&btf, Some(&k))?)
+                });
             (layout, loader.join())
         });
         let loader = loader.unwrap_or_else(|_| EbpfLoader::new());
@@ -196,6 +205,14 @@ impl ResidueReader {
             return Err(ResidueError::Load(format!(
                 "{nr_cpus} possible CPUs, more than the {RES_MAX_CPUS} the reader supports"
             )));
+        }
+        if layout.pcpu_offsets == PcpuOffsets::Missing {
+            return Err(LayoutError::Missing(
+                "a route to other CPUs' per-CPU offsets: bpf_map_lookup_percpu_elem (5.19+), or \
+                 `__per_cpu_offset` in /proc/kallsyms (CONFIG_KALLSYMS_ALL, read as root)"
+                    .into(),
+            )
+            .into());
         }
         let capacity = capacity.clamp(1, RES_MAX_MEMCGS as usize);
         let cfg = layout.config(nr_cpus as u32, capacity as u32);

@@ -340,3 +340,49 @@ fn decode_judges_consistency_and_the_percpu_route() {
         assert!(r.cpus.is_empty());
     }
 }
+
+/// 5.10's batched statistics: a CPU's `stat[]` is its residue (no `state_prev`), nothing is
+/// pending, and the flush mark follows the aggregate, which only spills move.
+#[test]
+fn batched_residues_are_the_per_cpu_stats() {
+    let l = layout(Gen::Batched);
+    let mut o = frame(100);
+    o.state[0] = 40;
+    o.state_pending[0] = 99; // never read on these kernels: must not show
+    let mut p = MemcgCpuStat {
+        stats_updates: 0,
+        err: 0,
+        _pad: 0,
+        state: [0; probes_common::RES_MAX_STATE],
+        state_prev: [0; probes_common::RES_MAX_STATE],
+    };
+    p.state[0] = 31;
+    let raw = RawSnapshot {
+        open: vec![o],
+        close: vec![o],
+        pcpu: vec![vec![p, p]],
+        cpu_open: vec![],
+        cpu_close: vec![],
+        folios: vec![],
+    };
+    let r = Residues::decode(&raw, &l);
+    let m = &r.memcgs[0];
+    assert_eq!((m.cpu_delta[0][0], m.cpu_delta[1][0]), (31, 31));
+    assert_eq!(m.pending[0], 0);
+    assert_eq!(m.state[0], 40);
+    // A new residue leaves the mark; a spill (the aggregate moves) changes it.
+    let mut more = raw.clone();
+    more.pcpu[0][0].state[0] = 32;
+    assert_eq!(
+        Residues::decode(&more, &l).memcgs[0].flush_mark,
+        m.flush_mark
+    );
+    let mut spilled = raw.clone();
+    spilled.pcpu[0][0].state[0] = 0;
+    spilled.open[0].state[0] = 73;
+    spilled.close[0].state[0] = 73;
+    assert_ne!(
+        Residues::decode(&spilled, &l).memcgs[0].flush_mark,
+        m.flush_mark
+    );
+}

@@ -22,7 +22,7 @@ use probes_common::{
     ResidueConfig, WIRE_VERSION, residue_flags,
 };
 
-use super::btf::KernelBtf;
+use super::{btf::KernelBtf, symbols::KallsymsData};
 
 /// The `node_stat_item` subset of memcg statistics, in source order: 6.18.5
 /// mm/memcontrol.c:293-332. 6.12.117 (memcontrol.c:277-313) has the same list without
@@ -273,6 +273,11 @@ pub struct StatLayout {
     pub vsp_stats_updates: Option<u64>,
     /// The item -> slot index.
     pub index: StatIndex,
+    /// Batched statistics (5.4-5.12, before rstat; kernel.md §2): `vmstats` is an array of
+    /// hierarchical atomics inside the memcg (offset `vmstats`, `vs_state` 0), each CPU's
+    /// `stat[]` (at `vsp_state`) is its residue below the spill threshold, and there is no
+    /// `state_prev` nor `state_pending`.
+    pub batched: bool,
     /// `mem_cgroup.kmem_stat` exists: kernels that need NMI-safe atomics keep part of
     /// `MEMCG_KMEM` pending there (6.18 memcontrol.c:2745-2762); not read by this version.
     pub kmem_stat_atomic: bool,
@@ -322,8 +327,9 @@ pub struct ObjStockLayout {
     pub cached_objcg: u64,
     /// Offset of `nr_bytes` (`unsigned int`).
     pub nr_bytes: u64,
-    /// Offsets of `nr_slab_reclaimable_b` and `nr_slab_unreclaimable_b` (`int`).
-    pub slab_b: (u64, u64),
+    /// Offsets of `nr_slab_reclaimable_b` and `nr_slab_unreclaimable_b` (`int`), where the
+    /// stock holds slab statistics back (5.16+; `cached_pgdat` comes with them).
+    pub slab_b: Option<(u64, u64)>,
     /// `offsetof(struct obj_cgroup, memcg)`.
     pub objcg_memcg: u64,
 }
@@ -367,6 +373,7 @@ const LAYOUT_TYPES: &[&str] = &[
     "",
     ".data..percpu",
     "bpf_array",
+    "bpf_func_id",
     "cfs_rq",
     "cgroup",
     "cgroup_subsys_id",
@@ -376,6 +383,7 @@ const LAYOUT_TYPES: &[&str] = &[
     "folio",
     "folio_batch",
     "kernfs_node",
+    "lru_pvecs",
     "mem_cgroup",
     "memcg_stat_item",
     "memcg_stock_pcp",
@@ -384,7 +392,9 @@ const LAYOUT_TYPES: &[&str] = &[
     "node_stat_item",
     "obj_cgroup",
     "obj_stock_pcp",
+    "page",
     "page_memcg_data_flags",
+    "pagevec",
     "pageflags",
     "task_struct",
 ];
@@ -402,6 +412,8 @@ pub struct ResidueLayout {
     /// `offsetof(struct bpf_array, pptrs)`: with a per-CPU array map of the probes, gives
     /// every CPU's `__per_cpu_offset` (the dynamic per-CPU route, needed for statistics).
     pub bpf_array_pptrs: u64,
+    /// How each CPU's `__per_cpu_offset` is found.
+    pub pcpu_offsets: PcpuOffsets,
     /// Route to other CPUs' static per-CPU data.
     pub percpu: Result<PercpuRoute, PartError>,
     /// Charge stock.
@@ -410,6 +422,20 @@ pub struct ResidueLayout {
     pub obj_stock: Result<ObjStockLayout, PartError>,
     /// lru_add batches.
     pub lru_add: Result<BatchLayout, PartError>,
+}
+
+/// How the residue programs find CPU c's `__per_cpu_offset[c]`, needed for every per-CPU read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcpuOffsets {
+    /// `bpf_map_lookup_percpu_elem` (5.19+) on a per-CPU array of the probes, minus the
+    /// array's raw per-CPU pointer (shared/docs/percpu.md).
+    Helper,
+    /// The array `__per_cpu_offset` itself, at this kallsyms address (kernels before 5.19
+    /// built with `CONFIG_KALLSYMS_ALL`, as Debian's 5.10).
+    Symbol(u64),
+    /// Neither: the helper is not in this kernel's `enum bpf_func_id` and kallsyms has no
+    /// `__per_cpu_offset` (or was not consulted: [`ResidueLayout::resolve_with`]).
+    Missing,
 }
 
 /// Something this kernel's BTF lacks, as a phrase ("BTF lacks {}").
@@ -496,10 +522,27 @@ pub enum PartError {
     BatchTooLarge(usize),
 }
 
-/// Offsets by name with one-line reasons.
-struct Finder<'a>(&'a KernelBtf);
+impl PartError {
+    /// The per-CPU variable whose absence this is, if that is what it is.
+    pub fn missing_percpu_var(&self) -> Option<&str> {
+        match self {
+            PartError::NoRoute(Lack::PercpuVar(v))
+            | PartError::StockLacks(Lack::PercpuVar(v))
+            | PartError::ObjStockLacks(Lack::PercpuVar(v))
+            | PartError::BatchLacks(Lack::PercpuVar(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Offsets by name with one-line reasons: lookups in BTF, with kallsyms' per-CPU symbols behind it for the per-CPU variables that
+/// old kernels' BTF does not list (Debian's 5.10 has no per-CPU `VAR`s).
+struct Finder<'a>(&'a KernelBtf, Option<&'a KallsymsData>);
 
 impl Finder<'_> {
+    fn has_pcpu(&self, var: &str) -> bool {
+        self.pcpu(var).is_ok()
+    }
     fn off(&self, s: &str, m: &str) -> Result<u64, Lack> {
         self.0.member_offset(s, m).ok_or_else(|| Lack::Member {
             ty: s.into(),
@@ -509,6 +552,7 @@ impl Finder<'_> {
     fn pcpu(&self, var: &str) -> Result<u64, Lack> {
         self.0
             .percpu_var_offset(var)
+            .or_else(|| self.1.and_then(|k| k.percpu.get(var).copied()))
             .ok_or_else(|| Lack::PercpuVar(var.into()))
     }
     fn size(&self, s: &str, m: &str) -> Result<u64, Lack> {
@@ -529,12 +573,31 @@ fn missing(e: Lack) -> LayoutError {
 impl ResidueLayout {
     /// Resolves the layout from BTF.
     pub fn resolve(btf: &KernelBtf) -> Result<ResidueLayout, LayoutError> {
+        Self::resolve_with(btf, None)
+    }
+
+    /// Resolves the layout from BTF, and from kallsyms where BTF has no per-CPU variable and
+    /// where the kernel has no `bpf_map_lookup_percpu_elem` ([`PcpuOffsets::Symbol`]).
+    pub fn resolve_with(
+        btf: &KernelBtf,
+        kallsyms: Option<&KallsymsData>,
+    ) -> Result<ResidueLayout, LayoutError> {
         btf.prefetch(LAYOUT_TYPES);
-        let f = Finder(btf);
+        let f = Finder(btf, kallsyms);
         let cgroup = Self::cgroup(btf, &f)?;
         let counters = Self::counters(btf, &f)?;
         let stats = Self::stats(btf, &f)?;
         let bpf_array_pptrs = f.off("bpf_array", "pptrs").map_err(missing)?;
+        let pcpu_offsets = if btf
+            .enum_value("bpf_func_id", "BPF_FUNC_map_lookup_percpu_elem")
+            .is_some()
+        {
+            PcpuOffsets::Helper
+        } else if let Some(addr) = kallsyms.and_then(|k| k.per_cpu_offset) {
+            PcpuOffsets::Symbol(addr)
+        } else {
+            PcpuOffsets::Missing
+        };
         let percpu = Self::percpu(&f);
         let stock = Self::stock(btf, &f);
         let obj_stock = Self::obj_stock(btf, &f);
@@ -544,6 +607,7 @@ impl ResidueLayout {
             counters,
             stats,
             bpf_array_pptrs,
+            pcpu_offsets,
             percpu,
             stock,
             obj_stock,
@@ -615,12 +679,17 @@ impl ResidueLayout {
     }
 
     fn stats(btf: &KernelBtf, f: &Finder<'_>) -> Result<StatLayout, LayoutError> {
+        let vsp = "memcg_vmstats_percpu";
         if btf.member_is_pointer("mem_cgroup", "vmstats") != Some(true) {
+            if btf.array_len("mem_cgroup", "vmstats").is_some() && btf.has_member(vsp, "stat") {
+                return Self::batched_stats(btf, f);
+            }
             return Err(LayoutError::Missing(
-                "pointer member `vmstats` in struct mem_cgroup".into(),
+                "pointer member `vmstats` (rstat, 6.1+) or array `vmstats[]` (batched, 5.4-5.12) \
+                 in struct mem_cgroup"
+                    .into(),
             ));
         }
-        let vsp = "memcg_vmstats_percpu";
         let len = btf.array_len(vsp, "state").ok_or_else(|| {
             missing(Lack::Array {
                 ty: vsp.into(),
@@ -651,8 +720,62 @@ impl ResidueLayout {
             vsp_state_prev: f.off(vsp, "state_prev").map_err(missing)?,
             vsp_stats_updates: btf.member_offset(vsp, "stats_updates"),
             index: StatIndex::resolve(btf, len)?,
+            batched: false,
             kmem_stat_atomic: btf.has_member("mem_cgroup", "kmem_stat"),
         })
+    }
+
+    /// The batched statistics of 5.4-5.12 (v5.10.35 memcontrol.h:78-80, :285): `long
+    /// stat[MEMCG_NR_STAT]` per CPU and `atomic_long_t vmstats[MEMCG_NR_STAT]` in the memcg.
+    fn batched_stats(btf: &KernelBtf, f: &Finder<'_>) -> Result<StatLayout, LayoutError> {
+        let vsp = "memcg_vmstats_percpu";
+        let len = btf.array_len(vsp, "stat").ok_or_else(|| {
+            missing(Lack::Array {
+                ty: vsp.into(),
+                member: "stat".into(),
+            })
+        })? as usize;
+        if len > RES_MAX_STATE {
+            return Err(LayoutError::StatIndex(format!(
+                "stat[] has {len} slots, more than the {RES_MAX_STATE} this version copies"
+            )));
+        }
+        let agg_len = btf.array_len("mem_cgroup", "vmstats").map(|n| n as usize);
+        if agg_len != Some(len) || f.size("mem_cgroup", "vmstats").ok() != Some(8 * len as u64) {
+            return Err(LayoutError::StatIndex(format!(
+                "stat[] lengths disagree: per-CPU {len}, aggregate {agg_len:?} (or its atomics \
+                 are not 8 bytes each)"
+            )));
+        }
+        Ok(StatLayout {
+            vmstats: f.off("mem_cgroup", "vmstats").map_err(missing)?,
+            vs_state: 0,
+            vs_state_pending: 0,
+            per_memcg_flush: false,
+            vs_stats_updates: None,
+            vmstats_percpu: f.off("mem_cgroup", "vmstats_percpu").map_err(missing)?,
+            vsp_state: f.off(vsp, "stat").map_err(missing)?,
+            vsp_state_prev: 0,
+            vsp_stats_updates: None,
+            index: StatIndex::resolve(btf, len)?,
+            batched: true,
+            kmem_stat_atomic: false,
+        })
+    }
+
+    /// Whether kallsyms could add to this layout: the per-CPU offsets' route or a per-CPU
+    /// variable is missing (kernels before 5.19).
+    pub fn wants_kallsyms(&self) -> bool {
+        self.pcpu_offsets == PcpuOffsets::Missing
+            || [
+                self.percpu.as_ref().err(),
+                self.stock.as_ref().err(),
+                self.obj_stock.as_ref().err(),
+                self.lru_add.as_ref().err(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|e| e.missing_percpu_var().is_some())
     }
 
     /// Whether the static per-CPU parts (stocks, batches) can be read at all.
@@ -687,6 +810,13 @@ impl ResidueLayout {
             bpf_array_pptrs: self.bpf_array_pptrs,
             ..ResidueConfig::ZERO
         };
+        if s.batched {
+            cfg.flags |= residue_flags::BATCHED_STATS;
+        }
+        if let PcpuOffsets::Symbol(addr) = self.pcpu_offsets {
+            cfg.flags |= residue_flags::PCPU_OFFSET_SYMBOL;
+            cfg.per_cpu_offset = addr;
+        }
         if let Some(off) = s.vsp_stats_updates {
             cfg.flags |= residue_flags::PCPU_STATS_UPDATES;
             cfg.vsp_stats_updates = off;

@@ -66,8 +66,7 @@ impl ResidueLayout {
     pub(super) fn obj_stock(btf: &KernelBtf, f: &Finder<'_>) -> Result<ObjStockLayout, PartError> {
         let why = PartError::ObjStockLacks;
         // 6.16+ keeps it in its own per-CPU variable; before, inside memcg_stock_pcp.
-        let (var_name, s) = if btf.percpu_var_offset("obj_stock").is_some()
-            && btf.struct_size("obj_stock_pcp").is_some()
+        let (var_name, s) = if f.has_pcpu("obj_stock") && btf.struct_size("obj_stock_pcp").is_some()
         {
             ("obj_stock", "obj_stock_pcp")
         } else {
@@ -76,22 +75,29 @@ impl ResidueLayout {
         let var = f.pcpu(var_name).map_err(why)?;
         let cached_objcg = f.off(s, "cached_objcg").map_err(why)?;
         let nr_bytes = f.off(s, "nr_bytes").map_err(why)?;
-        let slab_b = (
-            f.off(s, "nr_slab_reclaimable_b").map_err(why)?,
-            f.off(s, "nr_slab_unreclaimable_b").map_err(why)?,
-        );
-        let size = [
-            f.end(s, "cached_objcg"),
-            f.end(s, "nr_bytes"),
-            f.end(s, "nr_slab_reclaimable_b"),
-            f.end(s, "nr_slab_unreclaimable_b"),
-        ]
-        .into_iter()
-        .collect::<Result<Vec<u64>, Lack>>()
-        .map_err(why)?
-        .into_iter()
-        .max()
-        .unwrap_or(0);
+        // The slab statistics the stock holds back came with 6.1's `__account_obj_stock`
+        // (68ac5b3c8db2, 5.16); 5.10's stock has `cached_objcg` and `nr_bytes` only, and
+        // its slab statistics reach the memcg at once.
+        let slab_b = match (
+            f.off(s, "nr_slab_reclaimable_b"),
+            f.off(s, "nr_slab_unreclaimable_b"),
+        ) {
+            (Ok(r), Ok(u)) => Some((r, u)),
+            _ if !btf.has_member(s, "cached_pgdat") => None,
+            (r, u) => return Err(why(r.and(u).unwrap_err())),
+        };
+        let mut ends = vec![f.end(s, "cached_objcg"), f.end(s, "nr_bytes")];
+        if slab_b.is_some() {
+            ends.push(f.end(s, "nr_slab_reclaimable_b"));
+            ends.push(f.end(s, "nr_slab_unreclaimable_b"));
+        }
+        let size = ends
+            .into_iter()
+            .collect::<Result<Vec<u64>, Lack>>()
+            .map_err(why)?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         if size > RES_OBJ_BYTES as u64 {
             return Err(PartError::ObjStockTooLarge(size));
         }
@@ -107,25 +113,14 @@ impl ResidueLayout {
     }
 
     pub(super) fn lru_add(btf: &KernelBtf, f: &Finder<'_>) -> Result<BatchLayout, PartError> {
+        if !f.has_pcpu("cpu_fbatches") && f.has_pcpu("lru_pvecs") {
+            return Self::lru_add_pagevec(btf, f);
+        }
         let why = PartError::BatchLacks;
         let var =
             f.pcpu("cpu_fbatches").map_err(why)? + f.off("cpu_fbatches", "lru_add").map_err(why)?;
-        let fb = "folio_batch";
-        let nr = f.off(fb, "nr").map_err(why)?;
-        if f.size(fb, "nr").map_err(why)? != 1 {
-            return Err(PartError::BatchNrWidth);
-        }
-        let folios = f.off(fb, "folios").map_err(why)?;
-        let capacity = btf.array_len(fb, "folios").ok_or_else(|| {
-            why(Lack::Array {
-                ty: fb.into(),
-                member: "folios".into(),
-            })
-        })? as usize;
+        let (nr, folios, capacity) = Self::batch_array(btf, f, "folio_batch", "folios")?;
         let size = folios + 8 * capacity as u64;
-        if capacity > RES_MAX_FOLIOS as usize || size > RES_BATCH_BYTES as u64 {
-            return Err(PartError::BatchTooLarge(capacity));
-        }
         // The order of a large folio: `_flags_1 & 0xff` since 6.2 (`folio_large_order`),
         // `_folio_order` before (6.1 mm_types.h:313).
         let folio_order = f
@@ -151,6 +146,66 @@ impl ResidueLayout {
             folio_mapcount: f.off("folio", "_mapcount").map_err(why)?,
             pg_head: pg_head as u32,
             memcg_data_mask: (data_flags as u64).saturating_sub(1),
+        })
+    }
+
+    /// `nr` and the pointer array of a batch struct (`folio_batch`, or 5.10's `pagevec`), and
+    /// the array's length (`PAGEVEC_SIZE`), checked against what the programs copy.
+    fn batch_array(
+        btf: &KernelBtf,
+        f: &Finder<'_>,
+        ty: &str,
+        array: &str,
+    ) -> Result<(u64, u64, usize), PartError> {
+        let why = PartError::BatchLacks;
+        let nr = f.off(ty, "nr").map_err(why)?;
+        if f.size(ty, "nr").map_err(why)? != 1 {
+            return Err(PartError::BatchNrWidth);
+        }
+        let ptrs = f.off(ty, array).map_err(why)?;
+        let capacity = btf.array_len(ty, array).ok_or_else(|| {
+            why(Lack::Array {
+                ty: ty.into(),
+                member: array.into(),
+            })
+        })? as usize;
+        let size = ptrs + 8 * capacity as u64;
+        if capacity > RES_MAX_FOLIOS as usize || size > RES_BATCH_BYTES as u64 {
+            return Err(PartError::BatchTooLarge(capacity));
+        }
+        Ok((nr, ptrs, capacity))
+    }
+
+    /// 5.10's `lru_pvecs.lru_add`, a `struct pagevec` of pages (v5.10.35 mm/swap.c:59-67,
+    /// include/linux/pagevec.h:17-21). A page's memcg is `page->mem_cgroup` (a plain pointer
+    /// for user pages: no flag bits), and a compound page's order is the second page's
+    /// `compound_order` (v5.10.35 mm_types.h:133-138).
+    fn lru_add_pagevec(btf: &KernelBtf, f: &Finder<'_>) -> Result<BatchLayout, PartError> {
+        let why = PartError::BatchLacks;
+        let var = f.pcpu("lru_pvecs").map_err(why)? + f.off("lru_pvecs", "lru_add").map_err(why)?;
+        let (nr, folios, capacity) = Self::batch_array(btf, f, "pagevec", "pages")?;
+        let page_size = btf.struct_size("page").ok_or_else(|| {
+            why(Lack::Member {
+                ty: "page".into(),
+                member: "(its size)".into(),
+            })
+        })?;
+        let pg_head = btf
+            .enum_value("pageflags", "PG_head")
+            .ok_or_else(|| why(Lack::Enumerator("PG_head".into())))?;
+        Ok(BatchLayout {
+            var,
+            size: folios + 8 * capacity as u64,
+            nr,
+            folios,
+            capacity,
+            folio_memcg_data: f.off("page", "mem_cgroup").map_err(why)?,
+            folio_flags: f.off("page", "flags").map_err(why)?,
+            folio_order: page_size + f.off("page", "compound_order").map_err(why)?,
+            folio_mapping: f.off("page", "mapping").map_err(why)?,
+            folio_mapcount: f.off("page", "_mapcount").map_err(why)?,
+            pg_head: pg_head as u32,
+            memcg_data_mask: 0,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::kernel::{
+    symbols::KallsymsData,
     testbtf::BtfBuilder,
     testkernels::{Gen, synthetic},
 };
@@ -91,7 +92,7 @@ fn mid_layout_single_slot_with_embedded_obj_stock() {
     assert_eq!(o.var_name, "memcg_stock");
     assert_eq!(
         (o.var, o.cached_objcg, o.nr_bytes, o.slab_b),
-        (12288, 16, 32, (36, 40))
+        (12288, 16, 32, Some((36, 40)))
     );
     assert_eq!(o.size, 44);
     assert!(l.stats.index.compacted);
@@ -226,4 +227,72 @@ fn resolves_the_running_kernel() {
     }
     assert!(l.stock.is_ok(), "{:?}", l.stock);
     assert!(l.lru_add.is_ok(), "{:?}", l.lru_add);
+}
+
+/// 5.10's batched statistics: the aggregate is the array of atomics inside the memcg (no
+/// pointer to follow), each CPU's `stat[]` is the residue, slots are enum values. Without
+/// `bpf_map_lookup_percpu_elem`, and with a BTF that lists no per-CPU variables, the per-CPU
+/// offsets and the static per-CPU parts need kallsyms.
+#[test]
+fn batched_statistics_of_5_10() {
+    let (l, len) = resolve(Gen::Batched);
+    let s = &l.stats;
+    assert!(s.batched && !s.index.compacted);
+    assert_eq!(s.index.len, len as usize);
+    assert_eq!((s.vmstats, s.vs_state, s.vsp_state), (1536, 0, 0));
+    assert_eq!((s.vs_stats_updates, s.vsp_stats_updates), (None, None));
+    assert_eq!(s.index.slot("MEMCG_PERCPU_B"), Some(len as usize - 1));
+    assert_eq!(s.index.slot("MEMCG_KMEM"), None);
+    assert_eq!(l.pcpu_offsets, PcpuOffsets::Missing);
+    assert_eq!(
+        l.percpu.as_ref().unwrap_err().missing_percpu_var(),
+        Some("runqueues")
+    );
+    assert!(l.wants_kallsyms());
+    let cfg = l.config(2, 8);
+    assert_ne!(cfg.flags & residue_flags::BATCHED_STATS, 0);
+    assert_eq!(cfg.flags & residue_flags::PCPU_OFFSET_SYMBOL, 0);
+    assert_eq!(cfg.memcg_vmstats, 1536);
+
+    let (blob, _) = synthetic(Gen::Batched);
+    let btf = KernelBtf::from_bytes(&blob).unwrap();
+    let mut k =
+        KallsymsData::parse("ffffffff82a1b000 T _stext\nffffffff8295c8e0 R __per_cpu_offset\n");
+    let only_offsets = ResidueLayout::resolve_with(&btf, Some(&k)).unwrap();
+    assert_eq!(
+        only_offsets.pcpu_offsets,
+        PcpuOffsets::Symbol(0xffff_ffff_8295_c8e0)
+    );
+    assert!(only_offsets.percpu.is_err());
+    for (name, off) in [
+        ("this_cpu_off", 0x10),
+        ("runqueues", 0x2c6c0),
+        ("memcg_stock", 0x1f9a0),
+    ] {
+        k.percpu.insert(name.to_string(), off);
+    }
+    let l = ResidueLayout::resolve_with(&btf, Some(&k)).unwrap();
+    let p = l.percpu.as_ref().unwrap();
+    assert_eq!((p.runqueues, p.this_cpu_off), (0x2c6c0, 0x10));
+    assert_eq!(l.stock.as_ref().unwrap().var, 0x1f9a0);
+    // The object stock holds bytes only; no folio batches (pagevecs, not in this BTF).
+    let o = l.obj_stock.as_ref().unwrap();
+    assert_eq!(
+        (o.cached_objcg, o.nr_bytes, o.slab_b, o.size),
+        (16, 24, None, 28)
+    );
+    assert!(l.lru_add.is_err());
+    let cfg = l.config(2, 8);
+    assert_ne!(cfg.flags & residue_flags::PCPU_OFFSET_SYMBOL, 0);
+    assert_ne!(cfg.flags & residue_flags::STOCK, 0);
+    assert_eq!(cfg.per_cpu_offset, 0xffff_ffff_8295_c8e0);
+
+    // The rstat generations have the helper and their variables in BTF: kallsyms is not
+    // consulted.
+    for g in Gen::ALL {
+        let (l, _) = resolve(g);
+        assert!(!l.stats.batched && !l.wants_kallsyms());
+        assert_eq!(l.pcpu_offsets, PcpuOffsets::Helper);
+        assert_eq!(l.config(2, 8).flags & residue_flags::PCPU_OFFSET_SYMBOL, 0);
+    }
 }
