@@ -186,6 +186,40 @@ impl<'a> Calc<'a> {
         })
     }
 
+    /// Kernel memory from the v1 `kmem` page_counters, where no MEMCG_KMEM statistic exists
+    /// (before 5.18): on cgroup v1 every kernel-memory charge also charges `kmem` (v5.10.35
+    /// `__memcg_kmem_charge`, `obj_cgroup_charge` through it), in whole pages. The counters are
+    /// hierarchical, so the term is the top members' counters, and a member's own share is its
+    /// counter minus its children's. `None` without the v1 counters.
+    pub(super) fn kmem_counter(&self) -> Option<Term> {
+        let kmem = |i: usize| self.r.memcgs[i].v1.map(|(_, k, _)| k as i64);
+        let mut pages = 0;
+        for &t in &self.tops {
+            pages += kmem(t)?;
+        }
+        let mut by_member = ByMember::default();
+        for i in 0..self.tree.nodes.len() {
+            if !self.members[i] {
+                continue;
+            }
+            let children: i64 = self.children[i].iter().filter_map(|&j| kmem(j)).sum();
+            self.add_member(&mut by_member, i, kmem(i)? - children);
+        }
+        Some(Term {
+            term: "kmem".into(),
+            item: None,
+            pages,
+            bytes: pages * self.ctx.page_size as i64,
+            flushed: None,
+            pending_tree: None,
+            per_cpu: vec![0; self.ncpu],
+            by_member,
+            bound: None,
+            unmapped: None,
+            unmapped_per_cpu: None,
+        })
+    }
+
     /// The stock term, and per node of the tree: its pages and the slots caching it.
     pub(super) fn stock(&self) -> (Term, Vec<i64>, Vec<u32>) {
         let mut per_cpu = vec![0; self.ncpu];

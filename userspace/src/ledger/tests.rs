@@ -368,3 +368,47 @@ fn node_paths_follow_parents() {
     assert_eq!(node_path(&tree, 2), "a/b");
     assert_eq!(node_path(&tree, 0), "");
 }
+
+/// Before MEMCG_KMEM (5.10): on v1 the kmem term is the kmem page_counters (hierarchical, so a
+/// member's own share is its counter less its children's); on v2 kernel memory is counted
+/// nowhere, and the report says so instead of a term.
+#[test]
+fn kmem_without_memcg_kmem_comes_from_the_v1_counter() {
+    let l = layout(Gen::Batched);
+    assert_eq!(l.stats.index.slot("MEMCG_KMEM"), None);
+    let tree = Tree {
+        nodes: vec![
+            node(0x100, None, true, "x"),
+            node(0x200, Some(0), true, "live"),
+            node(0x300, Some(0), false, "dead"),
+        ],
+        left_out: 0,
+    };
+    let with_kmem = |usage, kmem| MemcgResidue {
+        v1: Some((usage, kmem, 0)),
+        ..memcg(&l, usage, 2)
+    };
+    let r = Residues {
+        memcgs: vec![with_kmem(100, 30), with_kmem(40, 12), with_kmem(20, 5)],
+        cpus: vec![],
+        consistent: Ok(()),
+        static_percpu: Ok(()),
+    };
+    let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V1));
+    let k = led.terms.iter().find(|t| t.term == "kmem").unwrap();
+    assert_eq!((k.pages, k.item.as_deref()), (30, None));
+    assert_eq!(
+        k.by_member,
+        ByMember {
+            own: 13,
+            live: 12,
+            dying: 5
+        }
+    );
+    assert!(led.missing.iter().all(|m| m.term != "kmem"));
+
+    let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
+    assert!(led.terms.iter().all(|t| t.term != "kmem"));
+    let m = led.missing.iter().find(|m| m.term == "kmem").unwrap();
+    assert!(m.reason.contains("counted nowhere"), "{}", m.reason);
+}
