@@ -164,6 +164,16 @@ fn frame(usage: u64) -> MemcgFrame {
     }
 }
 
+fn cpu_stat() -> MemcgCpuStat {
+    MemcgCpuStat {
+        stats_updates: 0,
+        err: 0,
+        _pad: 0,
+        state: [0; probes_common::RES_MAX_STATE],
+        state_prev: [0; probes_common::RES_MAX_STATE],
+    }
+}
+
 #[test]
 fn decode_judges_consistency_and_the_percpu_route() {
     for g in Gen::ALL {
@@ -174,10 +184,7 @@ fn decode_judges_consistency_and_the_percpu_route() {
         o.state[0] = 7;
         let mut p = MemcgCpuStat {
             stats_updates: 3,
-            err: 0,
-            _pad: 0,
-            state: [0; probes_common::RES_MAX_STATE],
-            state_prev: [0; probes_common::RES_MAX_STATE],
+            ..cpu_stat()
         };
         p.state[0] = 10;
         p.state_prev[0] = 4;
@@ -349,13 +356,7 @@ fn batched_residues_are_the_per_cpu_stats() {
     let mut o = frame(100);
     o.state[0] = 40;
     o.state_pending[0] = 99; // never read on these kernels: must not show
-    let mut p = MemcgCpuStat {
-        stats_updates: 0,
-        err: 0,
-        _pad: 0,
-        state: [0; probes_common::RES_MAX_STATE],
-        state_prev: [0; probes_common::RES_MAX_STATE],
-    };
+    let mut p = cpu_stat();
     p.state[0] = 31;
     let raw = RawSnapshot {
         open: vec![o],

@@ -690,17 +690,7 @@ impl ResidueLayout {
                     .into(),
             ));
         }
-        let len = btf.array_len(vsp, "state").ok_or_else(|| {
-            missing(Lack::Array {
-                ty: vsp.into(),
-                member: "state".into(),
-            })
-        })? as usize;
-        if len > RES_MAX_STATE {
-            return Err(LayoutError::StatIndex(format!(
-                "state[] has {len} slots, more than the {RES_MAX_STATE} this version copies"
-            )));
-        }
+        let len = Self::per_cpu_len(btf, "state")?;
         let prev_len = btf.array_len(vsp, "state_prev").map(|n| n as usize);
         let agg_len = btf.array_len("memcg_vmstats", "state").map(|n| n as usize);
         if prev_len != Some(len) || agg_len != Some(len) {
@@ -725,21 +715,29 @@ impl ResidueLayout {
         })
     }
 
-    /// The batched statistics of 5.4-5.12 (v5.10.35 memcontrol.h:78-80, :285): `long
-    /// stat[MEMCG_NR_STAT]` per CPU and `atomic_long_t vmstats[MEMCG_NR_STAT]` in the memcg.
-    fn batched_stats(btf: &KernelBtf, f: &Finder<'_>) -> Result<StatLayout, LayoutError> {
+    /// The length of the per-CPU statistics array `memcg_vmstats_percpu.<member>[]`, within
+    /// what the programs copy.
+    fn per_cpu_len(btf: &KernelBtf, member: &str) -> Result<usize, LayoutError> {
         let vsp = "memcg_vmstats_percpu";
-        let len = btf.array_len(vsp, "stat").ok_or_else(|| {
+        let len = btf.array_len(vsp, member).ok_or_else(|| {
             missing(Lack::Array {
                 ty: vsp.into(),
-                member: "stat".into(),
+                member: member.into(),
             })
         })? as usize;
         if len > RES_MAX_STATE {
             return Err(LayoutError::StatIndex(format!(
-                "stat[] has {len} slots, more than the {RES_MAX_STATE} this version copies"
+                "{member}[] has {len} slots, more than the {RES_MAX_STATE} this version copies"
             )));
         }
+        Ok(len)
+    }
+
+    /// The batched statistics of 5.4-5.12 (v5.10.35 memcontrol.h:78-80, :285): `long
+    /// stat[MEMCG_NR_STAT]` per CPU and `atomic_long_t vmstats[MEMCG_NR_STAT]` in the memcg.
+    fn batched_stats(btf: &KernelBtf, f: &Finder<'_>) -> Result<StatLayout, LayoutError> {
+        let vsp = "memcg_vmstats_percpu";
+        let len = Self::per_cpu_len(btf, "stat")?;
         let agg_len = btf.array_len("mem_cgroup", "vmstats").map(|n| n as usize);
         if agg_len != Some(len) || f.size("mem_cgroup", "vmstats").ok() != Some(8 * len as u64) {
             return Err(LayoutError::StatIndex(format!(
