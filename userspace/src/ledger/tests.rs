@@ -48,6 +48,18 @@ fn ctx(version: CgroupVersion) -> Context {
     }
 }
 
+/// X (memcg 0x100) with a live child (0x200) and a dying one (0x300).
+fn x_live_dead() -> Tree {
+    Tree {
+        nodes: vec![
+            node(0x100, None, true, "x"),
+            node(0x200, Some(0), true, "live"),
+            node(0x300, Some(0), false, "dead"),
+        ],
+        left_out: 0,
+    }
+}
+
 /// X with a live child and a dying child, on two CPUs, every kind of residue present.
 fn scenario(l: &ResidueLayout) -> (Tree, Residues) {
     let slot = |n: &str| l.stats.index.slot(n).unwrap();
@@ -58,14 +70,7 @@ fn scenario(l: &ResidueLayout) -> (Tree, Residues) {
         slot("NR_ANON_MAPPED"),
         slot("MEMCG_SOCK"),
     );
-    let tree = Tree {
-        nodes: vec![
-            node(0x100, None, true, "x"),
-            node(0x200, Some(0), true, "live"),
-            node(0x300, Some(0), false, "dead"),
-        ],
-        left_out: 0,
-    };
+    let tree = x_live_dead();
     let mut x = memcg(l, 1000, 2);
     let mut live = memcg(l, 300, 2);
     let mut dead = memcg(l, 150, 2);
@@ -376,14 +381,7 @@ fn node_paths_follow_parents() {
 fn kmem_without_memcg_kmem_comes_from_the_v1_counter() {
     let l = layout(Gen::Batched);
     assert_eq!(l.stats.index.slot("MEMCG_KMEM"), None);
-    let tree = Tree {
-        nodes: vec![
-            node(0x100, None, true, "x"),
-            node(0x200, Some(0), true, "live"),
-            node(0x300, Some(0), false, "dead"),
-        ],
-        left_out: 0,
-    };
+    let tree = x_live_dead();
     let with_kmem = |usage, kmem| MemcgResidue {
         v1: Some((usage, kmem, 0)),
         ..memcg(&l, usage, 2)
