@@ -78,7 +78,7 @@ fn settled(tracer: &ChargeTracer, cg: &MemCgroup) -> (ChargeSnapshot, u64, u64) 
         let after = tracer.last_reading(cg.id()).unwrap();
         if let Some(last) = after.filter(|_| before == after) {
             if tries > 0 {
-                eprintln!("settled after {tries} retries: reading {before:?} then {last}");
+                eprintln!("settled after {tries} retries, at reading {last}");
             }
             return (snap, last, usage);
         }

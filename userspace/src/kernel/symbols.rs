@@ -31,20 +31,6 @@ pub enum SymbolState {
     Absent,
 }
 
-/// The address of the data symbol `name` (kallsyms types `D`/`d`/`B`/`b`/`R`/`r`) in kallsyms
-/// text, if present with a non-zero address (a reader without `CAP_SYSLOG` sees zeros).
-/// Kernels built without `CONFIG_KALLSYMS_ALL` list text symbols only.
-pub fn data_address(kallsyms: &str, name: &str) -> Option<u64> {
-    kallsyms.lines().find_map(|line| {
-        let mut it = line.split_whitespace();
-        let (addr, kind, n) = (it.next()?, it.next()?, it.next()?);
-        if n != name || !matches!(kind, "D" | "d" | "B" | "b" | "R" | "r") {
-            return None;
-        }
-        u64::from_str_radix(addr, 16).ok().filter(|&a| a != 0)
-    })
-}
-
 /// What kallsyms adds to BTF for the residue reader on kernels before 5.19 (whose BTF may
 /// lack per-CPU variables, and which have no `bpf_map_lookup_percpu_elem`): the address of
 /// `__per_cpu_offset` and the offsets of per-CPU variables within the per-CPU area. Needs
@@ -63,7 +49,7 @@ impl KallsymsData {
     /// Parses kallsyms text.
     pub fn parse(kallsyms: &str) -> KallsymsData {
         let mut all: Vec<(u64, &str)> = Vec::new();
-        let (mut start, mut end) = (None, None);
+        let (mut start, mut end, mut per_cpu_offset) = (None, None, None);
         for line in kallsyms.lines() {
             let mut it = line.split_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
@@ -78,11 +64,14 @@ impl KallsymsData {
             match name {
                 "__per_cpu_start" => start = Some(addr),
                 "__per_cpu_end" => end = Some(addr),
+                // A reader without `CAP_SYSLOG` sees zero addresses; an absolute `A` symbol
+                // of that name would not be the array.
+                "__per_cpu_offset" if kind != "A" && addr != 0 => per_cpu_offset = Some(addr),
                 _ => all.push((addr, name)),
             }
         }
         let mut me = KallsymsData {
-            per_cpu_offset: data_address(kallsyms, "__per_cpu_offset"),
+            per_cpu_offset,
             ..Default::default()
         };
         if let (Some(s), Some(e)) = (start, end)
@@ -185,17 +174,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data_addresses_need_a_data_type_and_a_real_address() {
+    fn the_per_cpu_offset_array_needs_a_data_type_and_a_real_address() {
+        let offset = |text: &str| KallsymsData::parse(text).per_cpu_offset;
         let text = "ffffffff82a1b9e0 R __per_cpu_offset_fake\n\
                     ffffffff82a1b900 T __per_cpu_offset\n\
-                    ffffffff82a1ba00 D __per_cpu_offset\n\
-                    0000000000000000 D hidden\n";
-        assert_eq!(
-            data_address(text, "__per_cpu_offset"),
-            Some(0xffff_ffff_82a1_ba00)
-        );
-        assert_eq!(data_address(text, "hidden"), None);
-        assert_eq!(data_address(text, "absent"), None);
+                    ffffffff82a1ba00 D __per_cpu_offset\n";
+        assert_eq!(offset(text), Some(0xffff_ffff_82a1_ba00));
+        assert_eq!(offset("0000000000000000 D __per_cpu_offset\n"), None);
+        assert_eq!(offset("ffffffff82a1b900 T __per_cpu_offset\n"), None);
+        assert_eq!(offset("ffffffff82a1b9e0 R __per_cpu_offset_fake\n"), None);
     }
 
     #[test]

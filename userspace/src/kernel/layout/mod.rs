@@ -535,8 +535,9 @@ impl PartError {
     }
 }
 
-/// Offsets by name with one-line reasons: lookups in BTF, with kallsyms' per-CPU symbols behind it for the per-CPU variables that
-/// old kernels' BTF does not list (Debian's 5.10 has no per-CPU `VAR`s).
+/// Offsets by name with one-line reasons: lookups in BTF, with kallsyms' per-CPU symbols
+/// behind it for the per-CPU variables that old kernels' BTF does not list (Debian's 5.10 has
+/// no per-CPU `VAR`s).
 struct Finder<'a>(&'a KernelBtf, Option<&'a KallsymsData>);
 
 impl Finder<'_> {

@@ -119,8 +119,7 @@ impl ResidueLayout {
         let why = PartError::BatchLacks;
         let var =
             f.pcpu("cpu_fbatches").map_err(why)? + f.off("cpu_fbatches", "lru_add").map_err(why)?;
-        let (nr, folios, capacity) = Self::batch_array(btf, f, "folio_batch", "folios")?;
-        let size = folios + 8 * capacity as u64;
+        let (nr, folios, capacity, size) = Self::batch_array(btf, f, "folio_batch", "folios")?;
         // The order of a large folio: `_flags_1 & 0xff` since 6.2 (`folio_large_order`),
         // `_folio_order` before (6.1 mm_types.h:313).
         let folio_order = f
@@ -149,14 +148,15 @@ impl ResidueLayout {
         })
     }
 
-    /// `nr` and the pointer array of a batch struct (`folio_batch`, or 5.10's `pagevec`), and
-    /// the array's length (`PAGEVEC_SIZE`), checked against what the programs copy.
+    /// `nr` and the pointer array of a batch struct (`folio_batch`, or 5.10's `pagevec`), the
+    /// array's length (`PAGEVEC_SIZE`) and the bytes to copy (to the array's end), checked
+    /// against what the programs copy.
     fn batch_array(
         btf: &KernelBtf,
         f: &Finder<'_>,
         ty: &str,
         array: &str,
-    ) -> Result<(u64, u64, usize), PartError> {
+    ) -> Result<(u64, u64, usize, u64), PartError> {
         let why = PartError::BatchLacks;
         let nr = f.off(ty, "nr").map_err(why)?;
         if f.size(ty, "nr").map_err(why)? != 1 {
@@ -173,7 +173,7 @@ impl ResidueLayout {
         if capacity > RES_MAX_FOLIOS as usize || size > RES_BATCH_BYTES as u64 {
             return Err(PartError::BatchTooLarge(capacity));
         }
-        Ok((nr, ptrs, capacity))
+        Ok((nr, ptrs, capacity, size))
     }
 
     /// 5.10's `lru_pvecs.lru_add`, a `struct pagevec` of pages (v5.10.35 mm/swap.c:59-67,
@@ -183,7 +183,7 @@ impl ResidueLayout {
     fn lru_add_pagevec(btf: &KernelBtf, f: &Finder<'_>) -> Result<BatchLayout, PartError> {
         let why = PartError::BatchLacks;
         let var = f.pcpu("lru_pvecs").map_err(why)? + f.off("lru_pvecs", "lru_add").map_err(why)?;
-        let (nr, folios, capacity) = Self::batch_array(btf, f, "pagevec", "pages")?;
+        let (nr, folios, capacity, size) = Self::batch_array(btf, f, "pagevec", "pages")?;
         let page_size = btf.struct_size("page").ok_or_else(|| {
             why(Lack::Member {
                 ty: "page".into(),
@@ -195,7 +195,7 @@ impl ResidueLayout {
             .ok_or_else(|| why(Lack::Enumerator("PG_head".into())))?;
         Ok(BatchLayout {
             var,
-            size: folios + 8 * capacity as u64,
+            size,
             nr,
             folios,
             capacity,
