@@ -368,12 +368,18 @@ pub(super) fn checks(r: &Results, root: &RootResults) -> Vec<Check> {
             // so checks are that many + 1 events apart. `t`'s usage is its page_counter,
             // charged before the check of the same fault, so a crossing at page c is seen by
             // the check of c or by one within the target after it. The root's usage is a sum
-            // of statistics, and a new page is counted in them (`NR_ANON_MAPPED` at its rmap,
-            // `NR_FILE_PAGES` at its page cache insertion) only after its charge ran the check:
-            // the check of page c sees c - 1, so on the way up the root's bound is one page
-            // more. On the way down a page leaves the statistics (unmap) before its uncharge
-            // runs the check.
-            let bound = r.events_target + r.params.step_pages + u64::from(dir == "up");
+            // of statistics, which gives it one page more either way:
+            // - up: a new page is counted in them (`NR_ANON_MAPPED` at its rmap,
+            //   `NR_FILE_PAGES` at its page cache insertion) only after its charge ran the
+            //   check, so the check of page c sees c - 1;
+            // - down: the check reads the sum as the last flush (`memcg`) or fold (`global`)
+            //   left it, and a check does not always flush (rate-limited; not at all outside
+            //   a task), while a flush or fold can come between the check and this run's read
+            //   of the usage (the periodic one, or a read past the rate limit). The check of
+            //   the step where the usage was seen past can still see it on the other side;
+            //   every later one sees a sum at least as fresh as that read.
+            // So the root's bound is `t`'s + 1 both ways.
+            let bound = r.events_target + r.params.step_pages + 1;
             let evs: Vec<&RootEvent> = root
                 .events
                 .iter()

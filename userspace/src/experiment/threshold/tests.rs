@@ -173,8 +173,8 @@ fn root_checks_want_the_sum_and_a_signal_where_its_usage_was_seen_past() {
             source: "global".into(),
             ..Formula::default()
         },
-        // The up way's bound is a page more than t's (129 + 1 at a step of one page): the
-        // root's statistics count a page after its charge ran the check.
+        // The root's bound is a page more than t's (129 + 1 at a step of one page): up, its
+        // statistics count a page after its charge ran the check; down, see below.
         events: vec![ev("up", 379, 250)],
         seen_past: [
             ("1048576 up".to_string(), Some(250)),
@@ -211,8 +211,17 @@ fn root_checks_want_the_sum_and_a_signal_where_its_usage_was_seen_past() {
         failing(&root),
         ["root 1048576 bytes: signalled on the way down"]
     );
+    // Down, the check of the crossing's step may read the sum before the flush that showed
+    // the crossing to the run: a check interval (129) later is still in time, 130 is not.
+    root.events.push(ev("down", 71, 200));
+    assert_eq!(failing(&root), Vec::<String>::new());
+    root.events[1] = ev("down", 70, 200);
+    assert_eq!(
+        failing(&root),
+        ["root 1048576 bytes down: fired after its usage crossed, within a check interval"]
+    );
     // Signalled a check interval too late.
-    root.events.push(ev("down", 10, 200));
+    root.events[1] = ev("down", 10, 200);
     assert_eq!(
         failing(&root),
         ["root 1048576 bytes down: fired after its usage crossed, within a check interval"]
