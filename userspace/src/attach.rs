@@ -241,23 +241,59 @@ pub fn bump_memlock() {
     );
 }
 
-/// Loads the probes object with its configuration (programs are loaded when attached).
-pub fn load(cfg: &ProbeConfig) -> Result<Ebpf, LoadError> {
-    load_with(cfg, |_| {})
+/// Drops `value` on a thread of its own, off the caller's path (a loader's parsed kernel BTF
+/// takes milliseconds to free: issue 11). Where no thread can be started it is dropped here.
+pub fn drop_in_background<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(value));
 }
 
-/// Loads the probes object with its configuration and whatever `more` sets on the loader.
+/// A value computed on a thread of its own while the caller does other work (computed by
+/// the caller, when it asks, where no thread could be started).
+pub struct Pending<T>(Result<std::thread::JoinHandle<T>, fn() -> T>);
+
+impl<T: Send + 'static> Pending<T> {
+    /// Starts computing `f()`.
+    pub fn spawn(f: fn() -> T) -> Self {
+        Self(std::thread::Builder::new().spawn(f).map_err(|_| f))
+    }
+
+    /// The value (a panic on the thread is the caller's).
+    pub fn wait(self) -> T {
+        match self.0 {
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(f) => f(),
+        }
+    }
+}
+
+/// An aya loader that will not relocate against the kernel's BTF. `EbpfLoader::new` always
+/// parses it (some 30 ms), and Rust eBPF objects carry no CO-RE relocations (kernel offsets
+/// come through the configuration), so it is dropped at once; tp_btf and fentry programs are
+/// given the BTF they need when they load. Started as a [`Pending`], the parse overlaps with
+/// the caller's reading of the kernel (issue 11: attach time).
+pub fn loader_without_btf() -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
+}
+
+/// Loads the probes object with its configuration (programs are loaded when attached).
+pub fn load(cfg: &ProbeConfig) -> Result<Ebpf, LoadError> {
+    load_with(loader_without_btf(), cfg, |_| {})
+}
+
+/// Loads the probes object with its configuration and whatever `more` sets on `loader`
+/// (from [`loader_without_btf`]).
 pub fn load_with<'a>(
+    mut loader: EbpfLoader<'a>,
     cfg: &'a ProbeConfig,
     more: impl FnOnce(&mut EbpfLoader<'a>),
 ) -> Result<Ebpf, LoadError> {
     let obj = object()?;
     bump_memlock();
-    let mut loader = EbpfLoader::new();
-    // Rust eBPF objects carry no CO-RE relocations (kernel offsets come through the
-    // configuration), so the loader need not parse the kernel's BTF a second time (about 40
-    // ms); tp_btf and fentry programs are given the BTF they need when they load.
-    loader.btf(None).override_global(GLOBAL_CONFIG, cfg, true);
+    loader.override_global(GLOBAL_CONFIG, cfg, true);
     more(&mut loader);
     loader.load(obj).map_err(LoadError::Load)
 }

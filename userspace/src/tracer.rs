@@ -86,17 +86,21 @@ pub fn start_all(
     only: Option<Flavour>,
     sizes: MapSizes,
 ) -> Result<(StatTracer, ChargeStart), TracerError> {
+    // aya's two parses of the kernel BTF (the loader's, and the one tp_btf and fentry
+    // programs attach with) run beside the reading of kallsyms and our own parse.
+    let loader = attach::Pending::spawn(attach::loader_without_btf);
+    let aya_btf = attach::Pending::spawn(Btf::from_sys_fs);
     let facts = Arc::new(KernelFacts::gather());
     let kbtf = facts.btf()?;
     let mut cfg = attach::probe_config(kbtf, filter)?;
-    let btf = Btf::from_sys_fs().map_err(TracerError::AyaBtf)?;
     let charge_cfg = crate::charge::charge_config(kbtf, &facts);
+    let btf = aya_btf.wait().map_err(TracerError::AyaBtf)?;
     let ebpf = match &charge_cfg {
         Ok((ccfg, _)) => {
             cfg.flags |= probes_common::flags::INFER;
-            crate::charge::load(&cfg, ccfg, &sizes)?
+            crate::charge::load(loader.wait(), &cfg, ccfg, &sizes)?
         }
-        Err(_) => attach::load_with(&cfg, |l| sizes.apply(l))?,
+        Err(_) => attach::load_with(loader.wait(), &cfg, |l| sizes.apply(l))?,
     };
     let stat = StatTracer::attach_on(ebpf, facts.clone(), &btf, filter, only)?;
     let charge = match charge_cfg {

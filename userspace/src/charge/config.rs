@@ -257,13 +257,15 @@ pub fn parse_proc_cgroups_hierarchy(text: &str, controller: &str) -> Option<u64>
     })
 }
 
-/// Loads the probes object with both configurations and the maps sized by `sizes`.
-pub fn load(
-    cfg: &ProbeConfig,
-    ccfg: &ChargeConfig,
+/// Loads the probes object with both configurations and the maps sized by `sizes`, with
+/// `loader` (from [`attach::loader_without_btf`]).
+pub fn load<'a>(
+    loader: aya::EbpfLoader<'a>,
+    cfg: &'a ProbeConfig,
+    ccfg: &'a ChargeConfig,
     sizes: &attach::MapSizes,
 ) -> Result<Ebpf, attach::LoadError> {
-    attach::load_with(cfg, |l| {
+    attach::load_with(loader, cfg, |l| {
         l.override_global(GLOBAL_CHARGE_CONFIG, ccfg, true);
         sizes.apply(l);
     })
@@ -295,5 +297,10 @@ pub fn load_for_doctor(
     let scfg = attach::probe_config(kbtf, Filter::default())?;
     let (ccfg, unusable) = charge_config(kbtf, facts)?;
     reject_unusable(plans, &unusable);
-    Ok(load(&scfg, &ccfg, &attach::MapSizes::default())?)
+    Ok(load(
+        attach::loader_without_btf(),
+        &scfg,
+        &ccfg,
+        &attach::MapSizes::default(),
+    )?)
 }

@@ -55,6 +55,7 @@ impl ChargeTracer {
         let (ccfg, unusable) = charge_config(kbtf, &facts)?;
         let btf = aya::Btf::from_sys_fs().map_err(ChargeTracerError::AyaBtf)?;
         let ebpf = Arc::new(Mutex::new(load(
+            attach::loader_without_btf(),
             &scfg,
             &ccfg,
             &attach::MapSizes::default(),

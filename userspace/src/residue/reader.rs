@@ -171,8 +171,10 @@ impl ResidueReader {
 
     /// Resolves the layout from the running kernel's BTF and loads the reader for `capacity`
     /// memcgs. `EbpfLoader::new` always parses the kernel BTF with aya's parser (which the
-    /// reader then does without: no CO-RE); it runs on a second thread while the layout is
-    /// resolved, so the two parses overlap (issue 11: `explain`'s latency).
+    /// reader has no use for: no CO-RE); it runs on a second thread while the layout is
+    /// resolved, so the two parses overlap, and the main thread then has aya probe the
+    /// kernel's features, which the load would otherwise do after the parse (issue 11:
+    /// `explain`'s latency).
     pub fn open(capacity: usize) -> Result<Self, ResidueError> {
         let (layout, loader) = std::thread::scope(|scope| {
             let loader = scope.spawn(EbpfLoader::new);
@@ -188,6 +190,7 @@ impl ResidueReader {
                     let k = crate::kernel::symbols::KallsymsData::parse(&text);
                     Ok(ResidueLayout::resolve_with(&btf, Some(&k))?)
                 });
+            let _ = aya::features();
             (layout, loader.join())
         });
         let loader = loader.unwrap_or_else(|_| EbpfLoader::new());
@@ -215,27 +218,30 @@ impl ResidueReader {
             .into());
         }
         let capacity = capacity.clamp(1, RES_MAX_MEMCGS as usize);
-        let cfg = layout.config(nr_cpus as u32, capacity as u32);
+        // Kept for the process's life (one small struct per load): the loader borrows it and
+        // is freed on a thread of its own after the load.
+        let cfg: &'static probes_common::ResidueConfig =
+            Box::leak(Box::new(layout.config(nr_cpus as u32, capacity as u32)));
         let (cap, cpus) = (capacity as u32, nr_cpus as u32);
         let window = (RES_WINDOW_ENTRIES / cpus).clamp(1, cap);
         crate::attach::bump_memlock();
-        // Borrows `cfg` from here on (a shorter lifetime than the loader came with).
-        let mut loader: EbpfLoader<'_> = loader;
-        // No CO-RE relocations to apply (see `attach::load_with`); and the tracers' maps,
-        // unused here, are created at their smallest.
-        loader.btf(None);
+        let mut loader = loader;
+        // The tracers' maps, unused here, are created at their smallest. The loader keeps the
+        // kernel BTF it parsed: the object has no CO-RE relocations, so the load does not use
+        // it, and dropping it here (`btf(None)`) would free it on the way to the first report.
         for name in TRACER_MAPS {
             loader.map_max_entries(name, 1);
         }
-        let mut ebpf = loader
-            .override_global(GLOBAL_RESIDUE_CONFIG, &cfg, true)
+        let loaded = loader
+            .override_global(GLOBAL_RESIDUE_CONFIG, cfg, true)
             .map_max_entries(MAP_RES_REQ, cap)
             .map_max_entries(MAP_RES_MEMCG, 2 * cap)
             .map_max_entries(MAP_RES_MEMCG_CPU, window * cpus)
             .map_max_entries(MAP_RES_CPU, 2 * cpus)
             .map_max_entries(MAP_RES_FOLIO, cpus * RES_MAX_FOLIOS)
-            .load(obj)
-            .map_err(|e| ResidueError::Load(crate::attach::short_error(&e)))?;
+            .load(obj);
+        crate::attach::drop_in_background(loader);
+        let mut ebpf = loaded.map_err(|e| ResidueError::Load(crate::attach::short_error(&e)))?;
         load_programs(&mut ebpf)?;
         Ok(Self {
             ebpf,
