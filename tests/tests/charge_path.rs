@@ -536,6 +536,25 @@ fn trace_json_has_the_charge_section() {
         "{test}: {}",
         serde_json::to_string_pretty(&c["cpus"]).unwrap()
     );
+    // A flavour the kernel refused with EPERM is loaded once: its later candidates carry the
+    // first refusal, named, instead of being loaded again (this host refuses fentry/fexit).
+    for flavour in ["fentry", "fexit"] {
+        let eperm: Vec<&str> = c["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| h["failed"].as_array().unwrap())
+            .filter(|f| f[0] == flavour)
+            .map(|f| f[2].as_str().unwrap())
+            .filter(|e| e.contains("Operation not permitted"))
+            .collect();
+        let loaded = eperm
+            .iter()
+            .filter(|e| !e.contains("the flavour is not loaded again"))
+            .count();
+        assert!(loaded <= 1, "{flavour} loaded {loaded} times: {eperm:#?}");
+        assert_eq!(loaded, usize::from(!eperm.is_empty()), "{eperm:#?}");
+    }
     if c["available"] == true {
         assert!(c["unavailable"].is_null());
         let cpus = c["cpus"].as_array().unwrap();

@@ -50,6 +50,10 @@ pub enum AttachError {
     /// The candidate has no program.
     #[error("no program")]
     NoProgram,
+    /// The kernel refused to load the program with EPERM (lockdown, a missing capability): a
+    /// refusal of the flavour, not of the target (one line, see [`short_error`]).
+    #[error("{0}")]
+    LoadRefused(String),
     /// The flavour needs the kernel's BTF and there is none.
     #[error("needs kernel BTF")]
     NeedsBtf,
@@ -398,7 +402,7 @@ pub fn attach_candidate(
             let p: &mut $ty = program(ebpf, name)?;
             #[allow(clippy::redundant_closure_call)]
             let r = $load(&mut *p)
-                .map_err(|e: ProgramError| AttachError::Program(short_error(&e)))
+                .map_err(|e: ProgramError| load_error(&e))
                 .and_then(|()| {
                     #[allow(clippy::redundant_closure_call)]
                     $attach(&mut *p)
@@ -496,6 +500,11 @@ pub fn attach_plans_after(
     prior: &[HookOutcome],
 ) -> Vec<HookOutcome> {
     let mut out: Vec<HookOutcome> = Vec::new();
+    // Flavours the kernel refused to load with EPERM, and the first refusal: the flavour's
+    // later candidates are not loaded again (each load of a fentry/fexit program first has aya
+    // scan the whole kernel BTF for its target: tens of milliseconds of attach time where
+    // fentry is refused; issue 11).
+    let mut refused: Vec<(Flavour, String)> = Vec::new();
     for plan in plans {
         let mut failed = Vec::new();
         let mut used = None;
@@ -508,10 +517,20 @@ pub fn attach_plans_after(
                         && u.target == target
                 })
             });
-            let res = if shared {
-                cand.program.ok_or(AttachError::NoProgram)
-            } else {
-                attach_candidate(ebpf, cand, Some(btf), facts)
+            let earlier = refused.iter().find(|(f, _)| *f == cand.flavour);
+            let res = match (shared, earlier) {
+                (true, _) => cand.program.ok_or(AttachError::NoProgram),
+                (false, Some((_, why))) => Err(AttachError::LoadRefused(why.clone())),
+                (false, None) => {
+                    let r = attach_candidate(ebpf, cand, Some(btf), facts);
+                    if let Err(AttachError::LoadRefused(e)) = &r {
+                        refused.push((
+                            cand.flavour,
+                            format!("{e} (at {target}; the flavour is not loaded again)"),
+                        ));
+                    }
+                    r
+                }
             };
             match res {
                 Ok(program) => {
@@ -533,6 +552,18 @@ pub fn attach_plans_after(
         });
     }
     out
+}
+
+/// A program load's error: [`AttachError::LoadRefused`] where the kernel said EPERM.
+fn load_error(e: &ProgramError) -> AttachError {
+    match e {
+        ProgramError::LoadError { io_error, .. }
+            if io_error.raw_os_error() == Some(nix::libc::EPERM) =>
+        {
+            AttachError::LoadRefused(short_error(e))
+        }
+        _ => AttachError::Program(short_error(e)),
+    }
 }
 
 /// Trial-loads a do-nothing program of every flavour and attaches it to a target that exists
