@@ -466,7 +466,7 @@ pub fn attach_candidate(
             if !facts.kprobe_pmu {
                 return Err(AttachError::NoKprobePmu);
             }
-            let full = facts.kallsyms.part_clone(f)?;
+            let full = facts.kallsyms().part_clone(f)?;
             load_attach!(KProbe, |p: &mut KProbe| p.load(), |p: &mut KProbe| p
                 .attach(full.as_str(), 0))
         }
@@ -590,7 +590,7 @@ pub fn trial_flavours(facts: &KernelFacts, btf: Option<&Btf>) -> FlavourSupport<
     let ksym = FUNCS
         .iter()
         .copied()
-        .find(|f| facts.kallsyms.state(f) == crate::kernel::symbols::SymbolState::Present);
+        .find(|f| facts.kallsyms().state(f) == crate::kernel::symbols::SymbolState::Present);
     let tp = TPS
         .iter()
         .copied()

@@ -14,7 +14,7 @@ pub(crate) mod testkernels;
 use std::{path::Path, sync::Arc};
 
 use btf::{BtfError, KernelBtf};
-use symbols::{Kallsyms, PartCloneError, SymbolState};
+use symbols::{Kallsyms, LazyKallsyms, PartCloneError, SymbolState};
 use tracefs::{Tracefs, TracefsError};
 
 use crate::plan::{Target, TargetFacts};
@@ -111,6 +111,9 @@ pub enum TargetMissing {
     /// No single `.part.N` clone.
     #[error(transparent)]
     PartClone(#[from] PartCloneError),
+    /// A kprobe target on a kernel without the kprobe PMU.
+    #[error("kernel has no kprobe PMU (CONFIG_KPROBES off)")]
+    NoKprobePmu,
     /// No single `.part.N` clone, and kallsyms was unreadable.
     #[error("kallsyms unavailable ({0})")]
     PartCloneNoKallsyms(PartCloneError),
@@ -130,8 +133,8 @@ pub struct KernelFacts {
     pub release: String,
     /// The kernel's BTF, or why it is unavailable.
     pub btf: Result<KernelBtf, Arc<BtfError>>,
-    /// Text symbols (empty when unreadable).
-    pub kallsyms: Kallsyms,
+    /// Text symbols (empty when unreadable), read when first asked for: see [`Self::kallsyms`].
+    kallsyms: LazyKallsyms,
     /// tracefs, or why it is unavailable.
     pub tracefs: Result<Tracefs, TracefsError>,
     /// The kprobe PMU exists (CONFIG_KPROBES and perf kprobe support).
@@ -144,24 +147,28 @@ impl KernelFacts {
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
-        // Reading /proc/kallsyms (the kernel expands every symbol) and parsing the BTF take
-        // about 100 ms each here: side by side they count once in the attach time.
-        // The names the plans and layouts then ask about are fetched meanwhile, in one scan.
-        let (btf, kallsyms) = std::thread::scope(|scope| {
-            let kallsyms = scope.spawn(|| Kallsyms::load().unwrap_or_default());
-            let btf = KernelBtf::from_sys_fs().map_err(Arc::new);
-            if let Ok(btf) = &btf {
-                btf.prefetch(FACT_TYPES);
-            }
-            (btf, kallsyms.join().unwrap_or_default())
-        });
+        // Reading and parsing /proc/kallsyms (the kernel expands every symbol) takes 100-150
+        // ms here, and only kprobe targets ask about text symbols: with a kprobe PMU it is
+        // read on a thread of its own beside the BTF parse, without one only if something asks
+        // (doctor). The names the plans and layouts ask the BTF about are fetched in one scan.
+        let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
+        let kallsyms = LazyKallsyms::new(kprobe_pmu);
+        let btf = KernelBtf::from_sys_fs().map_err(Arc::new);
+        if let Ok(btf) = &btf {
+            btf.prefetch(FACT_TYPES);
+        }
         Self {
             release,
             btf,
             kallsyms,
             tracefs: Tracefs::open_or_mount(),
-            kprobe_pmu: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+            kprobe_pmu,
         }
+    }
+
+    /// The kernel's text symbols (empty when unreadable); the first call may wait for them.
+    pub fn kallsyms(&self) -> &Kallsyms {
+        self.kallsyms.get()
     }
 
     /// The BTF or a one-line error.
@@ -175,10 +182,15 @@ impl TargetFacts for KernelFacts {
 
     fn target_exists(&self, target: &Target) -> Result<(), TargetMissing> {
         match target {
-            Target::Function(name) => match self.kallsyms.state(name) {
+            // Function targets are kprobe attach points: none without the kprobe PMU (and
+            // kallsyms need not be read to say so).
+            Target::Function(_) | Target::PartClone(_) if !self.kprobe_pmu => {
+                Err(TargetMissing::NoKprobePmu)
+            }
+            Target::Function(name) => match self.kallsyms().state(name) {
                 SymbolState::Present => Ok(()),
                 SymbolState::ClonesOnly(c) => Err(TargetMissing::ClonesOnly(c)),
-                SymbolState::Absent if self.kallsyms.is_empty() => Err(TargetMissing::NoKallsyms),
+                SymbolState::Absent if self.kallsyms().is_empty() => Err(TargetMissing::NoKallsyms),
                 SymbolState::Absent => Err(TargetMissing::NoSymbol),
             },
             Target::BtfFunction(name) => match &self.btf {
@@ -199,11 +211,54 @@ impl TargetFacts for KernelFacts {
                 }),
                 Err(e) => Err(e.clone().into()),
             },
-            Target::PartClone(name) => match self.kallsyms.part_clone(name) {
+            Target::PartClone(name) => match self.kallsyms().part_clone(name) {
                 Ok(_) => Ok(()),
-                Err(e) if self.kallsyms.is_empty() => Err(TargetMissing::PartCloneNoKallsyms(e)),
+                Err(e) if self.kallsyms().is_empty() => Err(TargetMissing::PartCloneNoKallsyms(e)),
                 Err(e) => Err(e.into()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(kprobe_pmu: bool) -> KernelFacts {
+        KernelFacts {
+            release: "test".into(),
+            btf: Err(Arc::new(BtfError::Read {
+                path: "none".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })),
+            kallsyms: LazyKallsyms::new(false),
+            tracefs: Err(TracefsError::Mount {
+                target: "/none".into(),
+                err: nix::errno::Errno::EPERM,
+            }),
+            kprobe_pmu,
+        }
+    }
+
+    /// Without a kprobe PMU a kprobe target is refused for that, and kallsyms (100-150 ms to
+    /// read and parse) is not read to say so.
+    #[test]
+    fn kprobe_targets_without_the_pmu_need_no_kallsyms() {
+        let f = facts(false);
+        for t in [
+            Target::Function("drain_stock"),
+            Target::PartClone("drain_all_stock"),
+        ] {
+            assert_eq!(
+                f.target_exists(&t).unwrap_err().to_string(),
+                "kernel has no kprobe PMU (CONFIG_KPROBES off)"
+            );
+        }
+        assert!(!f.kallsyms.started());
+        // With the PMU the question is kallsyms', read at the first question.
+        let f = facts(true);
+        assert!(!f.kallsyms.started());
+        let _ = f.target_exists(&Target::Function("drain_stock"));
+        assert!(f.kallsyms.started());
     }
 }

@@ -94,6 +94,48 @@ pub struct Kallsyms {
     clones: HashMap<String, Vec<String>>,
 }
 
+/// [`Kallsyms`] read on a thread of its own from the start (`prefetch`) or at the first
+/// [`LazyKallsyms::get`].
+#[derive(Debug)]
+pub struct LazyKallsyms {
+    pending: std::sync::Mutex<Option<std::thread::JoinHandle<Kallsyms>>>,
+    ready: std::sync::OnceLock<Kallsyms>,
+}
+
+impl LazyKallsyms {
+    /// Starts reading now on a thread when `prefetch`, else reads at the first `get`.
+    pub fn new(prefetch: bool) -> Self {
+        let load = || Kallsyms::load().unwrap_or_default();
+        let pending = prefetch
+            .then(|| std::thread::Builder::new().spawn(load).ok())
+            .flatten();
+        Self {
+            pending: std::sync::Mutex::new(pending),
+            ready: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether the symbols were read (or are being read).
+    pub fn started(&self) -> bool {
+        self.ready.get().is_some() || self.pending.lock().is_ok_and(|p| p.is_some())
+    }
+
+    /// The symbols (empty when unreadable), waiting for them or reading them now.
+    pub fn get(&self) -> &Kallsyms {
+        self.ready.get_or_init(|| {
+            let pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            match pending {
+                Some(h) => h.join().unwrap_or_default(),
+                None => Kallsyms::load().unwrap_or_default(),
+            }
+        })
+    }
+}
+
 /// Clone suffixes GCC and LLVM produce for kernel functions.
 const CLONE_MARKERS: [&str; 5] = [".part.", ".isra.", ".constprop.", ".cold", ".llvm."];
 
