@@ -20,10 +20,11 @@ pub const MAP_OOM_EVENTS: &str = "OOM_EVENTS";
 pub const MAP_INFER_LAST: &str = "INFER_LAST";
 /// LRU hash of the per-task frames of charge calls in progress (probes only).
 pub const MAP_CHARGE_TASKS: &str = "CHARGE_TASKS";
-/// One-entry array: the target cgroup's memory page_counter usage at its last stat event,
-/// plus one (0: no reading yet). The target's readings live here rather than in
-/// [`MAP_INFER_LAST`] so that its events need no hash lookup.
-pub const MAP_INFER_TARGET: &str = "INFER_TARGET";
+/// Array per stat slot (see [`crate::MAP_STAT_SLOTS`]; slot 0: the target): the cgroup's
+/// memory page_counter usage at its last stat event, plus one (0: no reading yet). Cgroups
+/// with a slot keep their readings here rather than in [`MAP_INFER_LAST`], so that their
+/// events need no hash lookup.
+pub const MAP_INFER_SLOT: &str = "INFER_SLOT";
 /// LRU hash: cgroup id -> the `memory_events_local[]` values last seen by the memory-event
 /// hook ([`MemEvents`]); userspace seeds pre-existing cgroups from `memory.events.local`.
 pub const MAP_MEMCG_EVENTS: &str = "MEMCG_EVENTS";

@@ -11,7 +11,7 @@ pub mod charge;
 use core::mem::size_of;
 
 /// Bumped on any change of a record or key layout below.
-pub const WIRE_VERSION: u32 = 8;
+pub const WIRE_VERSION: u32 = 9;
 
 /// Per-CPU hash map of stat-path aggregates: `StatKey` -> `StatValue`.
 pub const MAP_STAT_AGG: &str = "STAT_AGG";
@@ -19,12 +19,19 @@ pub const MAP_STAT_AGG: &str = "STAT_AGG";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// LRU hash of cgroup id -> filter verdict (1 = inside the target subtree, 0 = outside).
 pub const MAP_VERDICT: &str = "VERDICT";
-/// Per-CPU array of [`StatValue`]: the target cgroup's aggregates, dense, at index
-/// `hook * STAT_DENSE_ITEMS + item` (items at or past [`STAT_DENSE_ITEMS`] go to
-/// [`MAP_STAT_AGG`]).
-pub const MAP_STAT_DENSE: &str = "STAT_DENSE";
-/// Items per hook in [`MAP_STAT_DENSE`].
+/// Per-CPU array of [`StatBlock`], one per slot: the aggregates of the cgroups userspace gave
+/// a slot before attaching (slot 0: the target; with [`flags::SLOTS`], the others of
+/// [`MAP_SLOT_OF`]), dense at `hook * STAT_DENSE_ITEMS + item` (items at or past
+/// [`STAT_DENSE_ITEMS`], and cgroups without a slot, go to [`MAP_STAT_AGG`]).
+pub const MAP_STAT_SLOTS: &str = "STAT_SLOTS";
+/// Hash of cgroup id -> slot, written by userspace before attaching (read-only to the probes).
+pub const MAP_SLOT_OF: &str = "SLOT_OF";
+/// Array of slot -> cgroup id (the owner check of the per-CPU slot cache).
+pub const MAP_SLOT_IDS: &str = "SLOT_IDS";
+/// Items per hook in a [`StatBlock`].
 pub const STAT_DENSE_ITEMS: u32 = 128;
+/// Bytes of one slot's aggregates on one CPU.
+pub const STAT_BLOCK_BYTES: usize = 2 * STAT_DENSE_ITEMS as usize * size_of::<StatValue>();
 /// Per-CPU array of one `u64`: events seen by the benchmark's floor programs.
 pub const MAP_FLOOR: &str = "FLOOR";
 /// Name of the read-only global holding the [`ProbeConfig`].
@@ -87,6 +94,35 @@ pub struct StatValue {
     pub events: u64,
 }
 
+/// Value of [`MAP_STAT_SLOTS`] on one CPU: one slot's aggregates, at
+/// `hook * STAT_DENSE_ITEMS + item`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct StatBlock {
+    /// The aggregates.
+    pub v: [StatValue; 2 * STAT_DENSE_ITEMS as usize],
+}
+
+impl Default for StatBlock {
+    fn default() -> Self {
+        Self {
+            v: [StatValue::default(); 2 * STAT_DENSE_ITEMS as usize],
+        }
+    }
+}
+
+/// The per-CPU slot cache of the stat probes: the last cgroup id this CPU resolved to a slot.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SlotCache {
+    /// Cgroup id (0: empty).
+    pub id: u64,
+    /// Its slot.
+    pub slot: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
 /// Flags of [`ProbeConfig::flags`].
 pub mod flags {
     /// Record only the target cgroup (and, with [`DESCENDANTS`], its subtree).
@@ -96,6 +132,8 @@ pub mod flags {
     /// Also infer charge movements at every recorded stat event (the charge configuration's
     /// memory page_counter is read; see `probes-ebpf/src/stat.rs`).
     pub const INFER: u32 = 4;
+    /// Cgroups other than the target have slots ([`super::MAP_SLOT_OF`]): look them up.
+    pub const SLOTS: u32 = 8;
 }
 
 /// Read-only configuration and kernel layout, written by userspace before load from the running
@@ -511,6 +549,8 @@ pub struct PeekBuf {
 
 const _: () = assert!(size_of::<StatKey>() == 16);
 const _: () = assert!(size_of::<StatValue>() == 16);
+const _: () = assert!(size_of::<StatBlock>() == STAT_BLOCK_BYTES);
+const _: () = assert!(size_of::<SlotCache>() == 16);
 const _: () = assert!(size_of::<ProbeConfig>() == 72);
 const _: () = assert!(size_of::<ResidueConfig>() == 48 + 36 * 8);
 const _: () = assert!(size_of::<MemcgReq>() == 16);
@@ -529,6 +569,8 @@ mod user {
     unsafe impl aya::Pod for super::StatKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StatValue {}
+    // SAFETY: as above (an array of `StatValue`).
+    unsafe impl aya::Pod for super::StatBlock {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProbeConfig {}
     // SAFETY: as above: integers and integer arrays only, sizes pinned above.

@@ -30,23 +30,26 @@ use crate::{
 #[map(name = "INFER_LAST")]
 static INFER_LAST: LruHashMap<u64, u64> = LruHashMap::with_max_entries(INFER_ENTRIES, 0);
 
-/// The target cgroup's last reading plus one (0: none yet); an array, so no hashing.
-#[map(name = "INFER_TARGET")]
-static INFER_TARGET: Array<u64> = Array::with_max_entries(1, 0);
+/// Per stat slot (slot 0: the target): the cgroup's last reading plus one (0: none yet); an
+/// array, so no hashing. Sized by userspace with the stat slots.
+#[map(name = "INFER_SLOT")]
+static INFER_SLOT: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Takes the page_counter reading of `memcg` (cgroup `id`, already known to be wanted) at one
-/// of its stat events and adds the movement since its previous one.
+/// Takes the page_counter reading of `memcg` (cgroup `id`, already known to be wanted, with
+/// stat slot `slot` if it has one) at one of its stat events and adds the movement since its
+/// previous one.
 #[inline(always)]
-pub(crate) fn on_stat_event<R: Reader>(memcg: u64, id: u64, is_target: bool) {
+pub(crate) fn on_stat_event<R: Reader>(memcg: u64, id: u64, slot: Option<u32>) {
     let off = ccfg!(counter_off[counter::MEMORY as usize]) + ccfg!(pc_usage);
     let Ok(now) = R::u64_at(memcg, off) else {
         cbump(ccounter::READ_FAILED);
         return;
     };
-    // The slot and how a reading is stored in it (the target's array slot keeps reading + 1,
-    // so that its initial 0 means "no reading yet").
-    let (slot, enc) = if is_target {
-        match INFER_TARGET.get_ptr_mut(0) {
+    // Where the last reading is kept and how a reading is stored there (an array slot keeps
+    // reading + 1, so that its initial 0 means "no reading yet").
+    let arrayed = slot.is_some();
+    let (last, enc) = if let Some(s) = slot {
+        match INFER_SLOT.get_ptr_mut(s) {
             Some(p) => (p, now + 1),
             None => return,
         }
@@ -65,14 +68,14 @@ pub(crate) fn on_stat_event<R: Reader>(memcg: u64, id: u64, is_target: bool) {
     // the same movement; re-reading the slot after the write catches most such races, which
     // are counted (`infer_race`) so the inferred figures are known to be approximate then.
     // SAFETY: an aligned u64 in a map value.
-    let prev = unsafe { core::ptr::read_volatile(slot) };
+    let prev = unsafe { core::ptr::read_volatile(last) };
     // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(slot, enc) };
+    unsafe { core::ptr::write_volatile(last, enc) };
     // SAFETY: as above.
-    if unsafe { core::ptr::read_volatile(slot) } != enc {
+    if unsafe { core::ptr::read_volatile(last) } != enc {
         cbump(ccounter::INFER_RACE);
     }
-    if is_target && prev == 0 {
+    if arrayed && prev == 0 {
         return;
     }
     let delta = enc.wrapping_sub(prev) as i64;

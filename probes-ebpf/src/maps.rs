@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use probes_common::{
     CpuFrame, FolioInfo, MemcgCpuStat, MemcgFrame, MemcgReq, PeekBuf, ProbeConfig, ResidueConfig,
-    STAT_AGG_ENTRIES, STAT_DENSE_ITEMS, StatKey, StatValue, VERDICT_ENTRIES, counter,
+    STAT_AGG_ENTRIES, SlotCache, StatBlock, StatKey, StatValue, VERDICT_ENTRIES, counter,
 };
 
 /// Kernel layout and filter, overridden by userspace before load (frozen `.rodata`).
@@ -19,10 +19,25 @@ pub static CONFIG: ProbeConfig = ProbeConfig::ZERO;
 pub static STAT_AGG: PerCpuHashMap<StatKey, StatValue> =
     PerCpuHashMap::with_max_entries(STAT_AGG_ENTRIES, 0);
 
-/// Per-CPU aggregates of the target cgroup, dense by (hook, item).
-#[map(name = "STAT_DENSE")]
-pub static STAT_DENSE: PerCpuArray<StatValue> =
-    PerCpuArray::with_max_entries(2 * STAT_DENSE_ITEMS, 0);
+// The slot maps are declared with one entry (the target's); userspace sizes them at load
+// time for the cgroups it gives a slot (`trace --descendants` of an existing subtree).
+
+/// Per-CPU aggregates of the cgroups with a slot, dense by (hook, item).
+#[map(name = "STAT_SLOTS")]
+pub static STAT_SLOTS: PerCpuArray<StatBlock> = PerCpuArray::with_max_entries(1, 0);
+
+/// Cgroup id -> slot, written by userspace before attaching.
+#[map(name = "SLOT_OF")]
+pub static SLOT_OF: HashMap<u64, u32> = HashMap::with_max_entries(1, 0);
+
+/// Slot -> cgroup id, the owner check of `SLOT_CACHE`.
+#[map(name = "SLOT_IDS")]
+pub static SLOT_IDS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per CPU: the last cgroup resolved to a slot, so that a run of one cgroup's events needs
+/// no hash lookup.
+#[map(name = "SLOT_CACHE")]
+pub static SLOT_CACHE: PerCpuArray<SlotCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU activity and loss counters (see `probes_common::counter`).
 #[map(name = "COUNTERS")]

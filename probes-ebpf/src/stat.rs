@@ -9,8 +9,10 @@
 //! resolve the cgroup again).
 //!
 //! The hot path is kept short (issue 11, measured with `cargo xtask bench`): tp_btf arguments
-//! are read with plain BTF-checked loads, the target cgroup's aggregates live in a dense
-//! per-CPU array indexed by item (no hashing), and recorded events are counted by the
+//! are read with plain BTF-checked loads; the target and the cgroups userspace gave a slot
+//! before attaching (`trace --descendants` of an existing subtree) keep their aggregates in
+//! a dense per-CPU block indexed by item, found through a per-CPU cache of the last cgroup
+//! (no hashing while one cgroup's events run); and recorded events are counted by the
 //! aggregates themselves rather than by separate counters.
 
 use aya_ebpf::{
@@ -20,7 +22,7 @@ use aya_ebpf::{
 };
 use probes_common::{MAX_CGROUP_DEPTH, STAT_DENSE_ITEMS, StatKey, StatValue, counter, flags, hook};
 
-use crate::maps::{STAT_AGG, STAT_DENSE, VERDICT, bump};
+use crate::maps::{SLOT_CACHE, SLOT_IDS, SLOT_OF, STAT_AGG, STAT_SLOTS, VERDICT, bump};
 
 /// Reads a kernel pointer-sized value at `base + off`.
 #[inline(always)]
@@ -167,21 +169,60 @@ fn record(cgroup_id: u64, item: u32, which: u32, val: i64) {
     }
 }
 
-/// Adds `val` to this CPU's aggregate of (target, item, hook): the dense array (one inlined
-/// per-CPU array access), or the hash map for an item past its end.
+/// The slot of cgroup `id`: 0 for the target; with `flags::SLOTS`, the one userspace gave it
+/// (`SLOT_OF`), through this CPU's cache of the last cgroup resolved. `None`: no slot (the
+/// hash map path).
 #[inline(always)]
-fn record_target(item: u32, which: u32, val: i64) {
-    if item < STAT_DENSE_ITEMS
-        && let Some(ptr) = STAT_DENSE.get_ptr_mut(which * STAT_DENSE_ITEMS + item)
-    {
-        // SAFETY: as in `record`.
-        unsafe {
-            (*ptr).delta += val;
-            (*ptr).events += 1;
+fn slot_of(id: u64) -> Option<u32> {
+    if id == cfg!(target_cgroup_id) {
+        return Some(0);
+    }
+    if cfg!(flags) & flags::SLOTS == 0 {
+        return None;
+    }
+    let cache = SLOT_CACHE.get_ptr_mut(0)?;
+    // SAFETY: this CPU's element of a per-CPU array. A stat event in an interrupt can run the
+    // other stat program between the two stores below and leave a torn entry; the owner check
+    // against `SLOT_IDS` (written before attaching, never after) rejects any such entry.
+    unsafe {
+        if (*cache).id == id
+            && SLOT_IDS
+                .get((*cache).slot)
+                .is_some_and(|owner| *owner == id)
+        {
+            return Some((*cache).slot);
         }
+    }
+    // SAFETY: a plain u32 read by copy.
+    let slot = *unsafe { SLOT_OF.get(&id) }?;
+    // SAFETY: as above.
+    unsafe {
+        (*cache).id = id;
+        (*cache).slot = slot;
+    }
+    Some(slot)
+}
+
+/// Adds `val` to this CPU's aggregate of (the cgroup of `slot`, item, hook): its dense block
+/// (one inlined per-CPU array access), or the hash map for an item past its end.
+#[inline(always)]
+fn record_slot(slot: u32, id: u64, item: u32, which: u32, val: i64) {
+    // The verifier must see the bound on the index itself. LLVM drops a check it can prove
+    // from `item < STAT_DENSE_ITEMS`, and 6.1's verifier loses that bound through the
+    // arithmetic ("R0 unbounded memory access"); read back volatile, the index keeps its check.
+    let index = (which * STAT_DENSE_ITEMS + item) as usize;
+    // SAFETY: a local read back.
+    let index = unsafe { core::ptr::read_volatile(&index) };
+    if item < STAT_DENSE_ITEMS
+        && let Some(block) = STAT_SLOTS.get_ptr_mut(slot)
+        // SAFETY: this CPU's element of a per-CPU array, as in `record`.
+        && let Some(v) = unsafe { (*block).v.get_mut(index) }
+    {
+        v.delta += val;
+        v.events += 1;
         return;
     }
-    record(cfg!(target_cgroup_id), item, which, val);
+    record(id, item, which, val);
 }
 
 /// The stat hooks' body for a memcg pointer (tp_btf, fentry, kprobe): records the event and,
@@ -193,11 +234,11 @@ fn on_memcg_state<R: Reader>(memcg: u64, item: i32, val: i32, which: u32) {
         bump(counter::STAT_READ_FAILED);
         return;
     };
-    let flags = cfg!(flags);
-    if id == cfg!(target_cgroup_id) {
-        record_target(item as u32, which, i64::from(val));
-        if flags & flags::INFER != 0 {
-            crate::infer::on_stat_event::<R>(memcg, id, true);
+    let infer = cfg!(flags) & flags::INFER != 0;
+    if let Some(slot) = slot_of(id) {
+        record_slot(slot, id, item as u32, which, i64::from(val));
+        if infer {
+            crate::infer::on_stat_event::<R>(memcg, id, Some(slot));
         }
         return;
     }
@@ -206,8 +247,8 @@ fn on_memcg_state<R: Reader>(memcg: u64, item: i32, val: i32, which: u32) {
         return;
     }
     record(id, item as u32, which, i64::from(val));
-    if flags & flags::INFER != 0 {
-        crate::infer::on_stat_event::<R>(memcg, id, false);
+    if infer {
+        crate::infer::on_stat_event::<R>(memcg, id, None);
     }
 }
 
@@ -215,8 +256,8 @@ fn on_memcg_state<R: Reader>(memcg: u64, item: i32, val: i32, which: u32) {
 /// no inference).
 #[inline(always)]
 fn on_cgroup_id_state(id: u64, item: i32, val: i32, which: u32) {
-    if id == cfg!(target_cgroup_id) {
-        record_target(item as u32, which, i64::from(val));
+    if let Some(slot) = slot_of(id) {
+        record_slot(slot, id, item as u32, which, i64::from(val));
     } else if wanted(id, None) {
         record(id, item as u32, which, i64::from(val));
     } else {

@@ -288,6 +288,79 @@ fn trace_json_reports_the_workload_exactly() {
     run_group.remove().unwrap();
 }
 
+/// `trace --descendants` gives the cgroups that exist at start dense slots (issue 11: no hash
+/// lookup per event) and records cgroups made later through the hash maps: both show exactly
+/// the pages touched in them (one NR_ANON_MAPPED per page, on the faulting CPU), and both
+/// carry inferred charge readings where inference runs (the readings telescope to the usage).
+#[test]
+fn trace_descendants_slots_and_later_cgroups_agree_exactly() {
+    if !require_kernel("trace_descendants_slots_and_later_cgroups_agree_exactly") {
+        return;
+    }
+    let _serial = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run_group = RunGroup::create(&hier).unwrap();
+    let parent = run_group.child("slots").unwrap();
+    let old = run_group.child("slots/old").unwrap();
+    let cpu = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &old, cpu).unwrap();
+    let mut child = Command::new(bin())
+        .args(["trace", "--cgroup", parent.path().to_str().unwrap()])
+        .args(["--descendants", "-d", "4s", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("tracing "), "{line}");
+    let new = run_group.child("slots/new").unwrap();
+    w.touch(100).unwrap();
+    new.move_pid(w.pid()).unwrap();
+    w.touch(70).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(o.status.success(), "{rest}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    // The parent and the child that existed: two slots.
+    assert_eq!(doc["maps"]["slots"], 2, "{}", doc["maps"]);
+    assert_eq!(doc["lost"], 0);
+    let rows = doc["rows"].as_array().unwrap();
+    for (cg, pages) in [(&old, 100), (&new, 70)] {
+        let anon: Vec<_> = rows
+            .iter()
+            .filter(|r| r["cgroup_id"] == cg.id() && r["item"] == "NR_ANON_MAPPED")
+            .collect();
+        assert_eq!(anon.len(), 1, "{}: {anon:?}", cg.path().display());
+        assert_eq!(anon[0]["cpu"], cpu);
+        assert_eq!(anon[0]["delta_pages"], pages, "{}", cg.path().display());
+        assert_eq!(anon[0]["events"], pages);
+    }
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r["cgroup_id"] == parent.id() && r["item"] == "NR_ANON_MAPPED"),
+        "the parent touched nothing itself"
+    );
+    let charge = &doc["charge"];
+    if charge["inference"].is_string() {
+        // Inference read both children's page_counter at their stat events, the slotted one
+        // from its array slot and the later one from the hash map.
+        let closing = charge["inferred_closing"].as_array().unwrap();
+        for cg in [&old, &new] {
+            let c = closing
+                .iter()
+                .find(|c| c["cgroup_id"] == cg.id())
+                .unwrap_or_else(|| panic!("{}: {closing:?}", cg.path().display()));
+            assert!(c["at_last_stat_event"].as_u64().is_some(), "{c}");
+        }
+    }
+    w.exit().unwrap();
+    run_group.remove().unwrap();
+}
+
 #[test]
 fn trace_text_fits_100_columns() {
     if !require_kernel("trace_text_fits_100_columns") {

@@ -181,6 +181,12 @@ fn trace_descendants_sizes_its_maps_and_counts_what_does_not_fit() {
 
     let doc = trace_while_every_child_faults(&t, &[], pages);
     assert_eq!(assert_events_add_up(&doc), 0, "{}", doc["counters"]);
+    // As many of the existing cgroups as the slots hold are recorded there, the rest through
+    // the hash map: the exact rows below cover both.
+    let cpus = memcg_drift::residue::possible_cpus().unwrap();
+    let slots = memcg_drift::attach::Slots::capacity(cpus).min(LIVE as u32 + 1);
+    assert!(slots > 1 && (slots as usize) < LIVE + 1, "{slots}");
+    assert_eq!(doc["maps"]["slots"], slots, "{}", doc["maps"]);
     assert!(
         doc["maps"]["stat_keys"].as_u64().unwrap() >= 16 * (LIVE as u64 + 1),
         "{}",
@@ -206,6 +212,7 @@ fn trace_descendants_sizes_its_maps_and_counts_what_does_not_fit() {
     let keys = 200u64;
     let doc = trace_while_every_child_faults(&t, &["--max-keys", &keys.to_string()], pages);
     assert_eq!(doc["maps"]["stat_keys"], keys);
+    assert_eq!(doc["maps"]["slots"], 1, "{}", doc["maps"]);
     let lost = assert_events_add_up(&doc);
     assert!(lost > 0, "{}", doc["counters"]);
     // The keys that fit, and no more (the traced cgroup's own items live in a dense array

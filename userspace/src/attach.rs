@@ -99,6 +99,12 @@ pub enum LoadError {
     /// aya refused the object (its message only, as one line).
     #[error("loading the probes object failed: {0}")]
     Load(aya::EbpfError),
+    /// The loaded object lacks a map.
+    #[error("map {0} missing from the probes object")]
+    MissingMap(&'static str),
+    /// A map of the loaded object could not be written before attaching.
+    #[error("writing map {0}: {1}")]
+    Seed(&'static str, aya::maps::MapError),
 }
 
 /// One loaded probes object shared by the tracers attached on it.
@@ -133,6 +139,10 @@ pub struct MapSizes {
     /// Cgroups with a remembered page_counter reading (`INFER_LAST`) or memory.events
     /// baseline (`MEMCG_EVENTS`).
     pub per_cgroup: u32,
+    /// Cgroups given a dense slot before attaching (`STAT_SLOTS`, `INFER_SLOT`): the target
+    /// and, with `--descendants`, as many of its existing descendants as fit (see [`Slots`];
+    /// only the target with `--max-keys`, which bounds the aggregates).
+    pub slots: u32,
 }
 
 /// Stat aggregates allowed per cgroup when sizing from a subtree (a cgroup that faults and
@@ -149,6 +159,7 @@ impl Default for MapSizes {
             verdicts: probes_common::VERDICT_ENTRIES,
             charge_keys: probes_common::charge::CHARGE_AGG_ENTRIES,
             per_cgroup: probes_common::charge::INFER_ENTRIES,
+            slots: 1,
         }
     }
 }
@@ -171,20 +182,125 @@ impl MapSizes {
             verdicts: n.saturating_mul(2).max(d.verdicts),
             charge_keys: n.saturating_mul(8).min(budget).max(d.charge_keys),
             per_cgroup: n.saturating_mul(2).max(d.per_cgroup),
+            slots: if max_keys.is_some() {
+                1
+            } else {
+                n.min(Slots::capacity(cpus)).max(1)
+            },
         }
     }
 
     /// Sets the capacities on a loader.
     pub fn apply(&self, loader: &mut EbpfLoader<'_>) {
         use probes_common::charge::{
-            MAP_CHARGE_AGG, MAP_INFER_LAST, MAP_MEMCG_EVENTS, MEMCG_EVENTS_ENTRIES,
+            MAP_CHARGE_AGG, MAP_INFER_LAST, MAP_INFER_SLOT, MAP_MEMCG_EVENTS, MEMCG_EVENTS_ENTRIES,
         };
+        let slots = self.slots.max(1);
         loader
+            .map_max_entries(probes_common::MAP_STAT_SLOTS, slots)
+            .map_max_entries(probes_common::MAP_SLOT_OF, slots)
+            .map_max_entries(probes_common::MAP_SLOT_IDS, slots)
+            .map_max_entries(MAP_INFER_SLOT, slots)
             .map_max_entries(probes_common::MAP_STAT_AGG, self.stat_keys)
             .map_max_entries(probes_common::MAP_VERDICT, self.verdicts)
             .map_max_entries(MAP_CHARGE_AGG, self.charge_keys)
             .map_max_entries(MAP_INFER_LAST, self.per_cgroup)
             .map_max_entries(MAP_MEMCG_EVENTS, self.per_cgroup.max(MEMCG_EVENTS_ENTRIES));
+    }
+}
+
+/// Per-CPU bytes the stat slots may take in all (each slot holds a [`StatBlock`] per CPU).
+///
+/// [`StatBlock`]: probes_common::StatBlock
+const SLOT_BUDGET: u64 = 16 << 20;
+/// Most slots, whatever the budget allows (each is a per-CPU allocation at map creation).
+const MAX_SLOTS: u32 = 256;
+
+/// The cgroups whose stat aggregates and inference readings live in dense slots rather than
+/// in hash maps: slot `i` belongs to `ids()[i]`; slot 0 is the filter's target (id 0, unused,
+/// without one). Fixed before the probes attach; a cgroup made later (or one past the
+/// capacity) is recorded through the hash maps, with the same figures (issue 11: a slot
+/// spares the two hash lookups per event of `--descendants`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Slots {
+    ids: std::sync::Arc<[u64]>,
+}
+
+impl Slots {
+    /// The target in slot 0, then `others` (duplicates and the target skipped) while they fit
+    /// in `capacity` slots.
+    pub fn new(target: Option<u64>, others: impl IntoIterator<Item = u64>, capacity: u32) -> Self {
+        let t = target.unwrap_or(0);
+        let mut ids = vec![t];
+        let mut seen = std::collections::HashSet::from([t]);
+        for id in others {
+            if ids.len() >= capacity.max(1) as usize {
+                break;
+            }
+            if id != 0 && seen.insert(id) {
+                ids.push(id);
+            }
+        }
+        Self { ids: ids.into() }
+    }
+
+    /// The slots `cpus` possible CPUs can afford ([`SLOT_BUDGET`], at most [`MAX_SLOTS`]).
+    pub fn capacity(cpus: usize) -> u32 {
+        let per_slot = probes_common::STAT_BLOCK_BYTES as u64 * cpus.max(1) as u64;
+        u32::try_from(SLOT_BUDGET / per_slot)
+            .unwrap_or(u32::MAX)
+            .clamp(1, MAX_SLOTS)
+    }
+
+    /// The cgroup of each slot.
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// The slot of `cgroup_id`, if it has one.
+    pub fn of(&self, cgroup_id: u64) -> Option<u32> {
+        if cgroup_id == 0 {
+            return None;
+        }
+        self.ids
+            .iter()
+            .position(|&id| id == cgroup_id)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// Sets [`flags::SLOTS`] on `cfg` when cgroups other than the target have slots.
+    pub fn configure(&self, cfg: &mut ProbeConfig) {
+        if self.ids.len() > 1 {
+            cfg.flags |= flags::SLOTS;
+        }
+    }
+
+    /// Writes the slots into a loaded object's `SLOT_OF` and `SLOT_IDS` (before attaching).
+    pub fn seed(&self, ebpf: &mut Ebpf) -> Result<(), LoadError> {
+        use aya::maps::{Array, HashMap};
+        use probes_common::{MAP_SLOT_IDS, MAP_SLOT_OF};
+        fn map<'e>(
+            ebpf: &'e mut Ebpf,
+            name: &'static str,
+        ) -> Result<&'e mut aya::maps::Map, LoadError> {
+            ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))
+        }
+        let mut owners: Array<_, u64> = Array::try_from(map(ebpf, MAP_SLOT_IDS)?)
+            .map_err(|e| LoadError::Seed(MAP_SLOT_IDS, e))?;
+        for (slot, &id) in (0u32..).zip(self.ids.iter()) {
+            owners
+                .set(slot, id, 0)
+                .map_err(|e| LoadError::Seed(MAP_SLOT_IDS, e))?;
+        }
+        let mut of: HashMap<_, u64, u32> = HashMap::try_from(map(ebpf, MAP_SLOT_OF)?)
+            .map_err(|e| LoadError::Seed(MAP_SLOT_OF, e))?;
+        for (slot, &id) in (0u32..).zip(self.ids.iter()) {
+            if id != 0 {
+                of.insert(id, slot, 0)
+                    .map_err(|e| LoadError::Seed(MAP_SLOT_OF, e))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -631,9 +747,12 @@ mod tests {
     #[test]
     fn map_sizes_grow_with_the_subtree_within_a_budget() {
         let d = MapSizes::default();
-        // A small subtree keeps the compiled-in sizes.
+        // A small subtree keeps the compiled-in sizes, with a slot per cgroup.
         assert_eq!(MapSizes::for_cgroups(1, 2, None), d);
-        assert_eq!(MapSizes::for_cgroups(100, 2, None), d);
+        assert_eq!(
+            MapSizes::for_cgroups(100, 2, None),
+            MapSizes { slots: 100, ..d }
+        );
         // 7,001 cgroups: 16 stat keys each, verdicts and per-cgroup maps twice the cgroups.
         let s = MapSizes::for_cgroups(7001, 2, None);
         assert_eq!(s.stat_keys, 7001 * STAT_KEYS_PER_CGROUP);
@@ -648,7 +767,37 @@ mod tests {
             MapSizes::for_cgroups(1 << 20, 1024, None).stat_keys,
             d.stat_keys
         );
-        // --max-keys is taken as given.
-        assert_eq!(MapSizes::for_cgroups(7001, 2, Some(200)).stat_keys, 200);
+        // --max-keys is taken as given, and leaves only the target a slot.
+        let s = MapSizes::for_cgroups(7001, 2, Some(200));
+        assert_eq!((s.stat_keys, s.slots), (200, 1));
+        // Slots: the target's always; at most MAX_SLOTS, and within SLOT_BUDGET.
+        assert_eq!(s.slots, 1);
+        assert_eq!(MapSizes::for_cgroups(7001, 2, None).slots, MAX_SLOTS);
+        let per_cpu = probes_common::STAT_BLOCK_BYTES as u64;
+        assert_eq!(
+            u64::from(MapSizes::for_cgroups(7001, 256, None).slots),
+            SLOT_BUDGET / (per_cpu * 256)
+        );
+        assert_eq!(MapSizes::for_cgroups(7001, 1 << 20, None).slots, 1);
+    }
+
+    #[test]
+    fn slots_put_the_target_first_and_keep_within_capacity() {
+        let s = Slots::new(Some(7), [9, 7, 0, 9, 11, 12], 3);
+        assert_eq!(s.ids(), &[7, 9, 11]);
+        assert_eq!(
+            (s.of(7), s.of(9), s.of(11), s.of(12)),
+            (Some(0), Some(1), Some(2), None)
+        );
+        // Id 0 (no target) holds slot 0 and is never found.
+        let s = Slots::new(None, [5], 4);
+        assert_eq!(s.ids(), &[0, 5]);
+        assert_eq!((s.of(0), s.of(5)), (None, Some(1)));
+        // Only a target: the probes are not told to look cgroups up.
+        let mut cfg = ProbeConfig::ZERO;
+        Slots::new(Some(7), [], 1).configure(&mut cfg);
+        assert_eq!(cfg.flags & flags::SLOTS, 0);
+        Slots::new(Some(7), [8], 2).configure(&mut cfg);
+        assert_ne!(cfg.flags & flags::SLOTS, 0);
     }
 }

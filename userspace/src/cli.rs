@@ -109,7 +109,9 @@ pub struct TraceArgs {
     pub descendants: bool,
     /// Capacity of the in-kernel stat aggregates: distinct (cgroup, item, hook) keys. Default:
     /// 16 per cgroup of the traced subtree, at least 16384, at most what 256 MiB of per-CPU
-    /// map holds. Updates of keys that do not fit are counted as lost (`map_full`).
+    /// map holds. Updates of keys that do not fit are counted as lost (`map_full`). With it,
+    /// only the traced cgroup keeps its aggregates in a dense slot outside this capacity
+    /// (without it, the subtree's existing cgroups do too, up to 256 of them).
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     pub max_keys: Option<u32>,

@@ -8,7 +8,8 @@ use aya::{
     maps::{PerCpuArray, PerCpuHashMap},
 };
 use probes_common::{
-    MAP_COUNTERS, MAP_STAT_AGG, MAP_STAT_DENSE, STAT_DENSE_ITEMS, StatKey, StatValue, counter, hook,
+    MAP_COUNTERS, MAP_STAT_AGG, MAP_STAT_SLOTS, STAT_DENSE_ITEMS, StatBlock, StatKey, StatValue,
+    counter,
 };
 use serde::Serialize;
 
@@ -65,9 +66,9 @@ pub enum CollectError {
 }
 
 impl StatSnapshot {
-    /// Reads the maps of a loaded probe set whose filter targets `target` (the cgroup whose
-    /// aggregates are kept in the dense array).
-    pub fn read(ebpf: &Ebpf, target: Option<u64>) -> Result<Self, CollectError> {
+    /// Reads the maps of a loaded probe set where slot `i` holds the aggregates of cgroup
+    /// `slots[i]` (0: an unused slot).
+    pub fn read(ebpf: &Ebpf, slots: &[u64]) -> Result<Self, CollectError> {
         let agg: PerCpuHashMap<_, StatKey, StatValue> = PerCpuHashMap::try_from(
             ebpf.map(MAP_STAT_AGG)
                 .ok_or(CollectError::MissingMap(MAP_STAT_AGG))?,
@@ -77,24 +78,28 @@ impl StatSnapshot {
             let (k, values) = item?;
             rows.insert(k, values.iter().copied().collect());
         }
-        if let Some(cgroup_id) = target {
-            let dense: PerCpuArray<_, StatValue> = PerCpuArray::try_from(
-                ebpf.map(MAP_STAT_DENSE)
-                    .ok_or(CollectError::MissingMap(MAP_STAT_DENSE))?,
-            )?;
-            for hook in [hook::MEMCG_STATE, hook::LRUVEC_STATE] {
-                for item in 0..STAT_DENSE_ITEMS {
-                    let values = dense.get(&(hook * STAT_DENSE_ITEMS + item), 0)?;
-                    if values.iter().all(|v| v.events == 0) {
-                        continue;
-                    }
-                    let key = StatKey {
-                        cgroup_id,
-                        item,
-                        hook,
-                    };
-                    add_values(rows.entry(key).or_default(), &values);
+        let blocks: PerCpuArray<_, StatBlock> = PerCpuArray::try_from(
+            ebpf.map(MAP_STAT_SLOTS)
+                .ok_or(CollectError::MissingMap(MAP_STAT_SLOTS))?,
+        )?;
+        for (slot, &cgroup_id) in (0u32..).zip(slots) {
+            if cgroup_id == 0 {
+                continue;
+            }
+            let per_cpu = blocks.get(&slot, 0)?;
+            for (i, index) in (0..2 * STAT_DENSE_ITEMS).zip(0usize..) {
+                if per_cpu.iter().all(|b| b.v[index].events == 0) {
+                    continue;
                 }
+                let key = StatKey {
+                    cgroup_id,
+                    item: i % STAT_DENSE_ITEMS,
+                    hook: i / STAT_DENSE_ITEMS,
+                };
+                add_values(
+                    rows.entry(key).or_default(),
+                    per_cpu.iter().map(|b| b.v[index]),
+                );
             }
         }
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
@@ -164,11 +169,12 @@ impl StatSnapshot {
 }
 
 /// Adds per-CPU values into `acc` (grown to fit).
-fn add_values(acc: &mut Vec<StatValue>, values: &aya::maps::PerCpuValues<StatValue>) {
+/// Adds one value per CPU to a row.
+fn add_values(acc: &mut Vec<StatValue>, values: impl ExactSizeIterator<Item = StatValue>) {
     if acc.len() < values.len() {
         acc.resize(values.len(), StatValue::default());
     }
-    for (a, v) in acc.iter_mut().zip(values.iter()) {
+    for (a, v) in acc.iter_mut().zip(values) {
         a.delta += v.delta;
         a.events += v.events;
     }

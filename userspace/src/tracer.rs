@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use aya::{Btf, Ebpf};
 
 use crate::{
-    attach::{self, Filter, HookOutcome, MapSizes},
+    attach::{self, Filter, HookOutcome, MapSizes, Slots},
     collect::StatSnapshot,
     items::ItemNames,
     kernel::KernelFacts,
@@ -65,8 +65,8 @@ pub enum TracerError {
 /// Attached stat probes.
 pub struct StatTracer {
     ebpf: SharedEbpf,
-    /// The filter's target (its aggregates are in the dense array).
-    target: Option<u64>,
+    /// The cgroups whose aggregates are in dense slots (the target first).
+    slots: Slots,
     /// Per stat hook: what was used and what failed.
     pub outcomes: Vec<HookOutcome>,
     /// Item names of this kernel.
@@ -80,11 +80,14 @@ pub struct StatTracer {
 /// The stat tracer and the charge tracer of `trace` and the experiments, on ONE probes object
 /// loaded once: the stat hooks' programs take the inference readings too, so each kernel hook
 /// runs one program (issue 11). The charge side is an error string where the charge layout
-/// or the charge hooks cannot be set up; the stat side then still works.
+/// or the charge hooks cannot be set up; the stat side then still works. The target and as
+/// many of `slotted` (existing cgroups the filter records) as `sizes.slots` allows get dense
+/// slots.
 pub fn start_all(
     filter: Filter,
     only: Option<Flavour>,
-    sizes: MapSizes,
+    mut sizes: MapSizes,
+    slotted: impl IntoIterator<Item = u64>,
 ) -> Result<(StatTracer, ChargeStart), TracerError> {
     // aya's two parses of the kernel BTF (the loader's, and the one tp_btf and fentry
     // programs attach with) run beside the reading of kallsyms and our own parse.
@@ -93,22 +96,26 @@ pub fn start_all(
     let facts = Arc::new(KernelFacts::gather());
     let kbtf = facts.btf()?;
     let mut cfg = attach::probe_config(kbtf, filter)?;
+    let slots = Slots::new(filter.target, slotted, sizes.slots);
+    sizes.slots = slots.ids().len() as u32;
+    slots.configure(&mut cfg);
     let charge_cfg = crate::charge::charge_config(kbtf, &facts);
     let btf = aya_btf.wait().map_err(TracerError::AyaBtf)?;
-    let ebpf = match &charge_cfg {
+    let mut ebpf = match &charge_cfg {
         Ok((ccfg, _)) => {
             cfg.flags |= probes_common::flags::INFER;
             crate::charge::load(loader.wait(), &cfg, ccfg, &sizes)?
         }
         Err(_) => attach::load_with(loader.wait(), &cfg, |l| sizes.apply(l))?,
     };
-    let stat = StatTracer::attach_on(ebpf, facts.clone(), &btf, filter, only)?;
+    slots.seed(&mut ebpf)?;
+    let stat = StatTracer::attach_on(ebpf, facts.clone(), &btf, only, slots.clone())?;
     let charge = match charge_cfg {
         Ok((_, unusable)) => crate::charge::ChargeTracer::attach_on(
             stat.ebpf.clone(),
             facts,
             &btf,
-            filter,
+            slots,
             only,
             &unusable,
             &stat.outcomes,
@@ -127,8 +134,10 @@ impl StatTracer {
         let kbtf = facts.btf()?;
         let cfg = attach::probe_config(kbtf, filter)?;
         let btf = Btf::from_sys_fs().map_err(TracerError::AyaBtf)?;
-        let ebpf = attach::load(&cfg)?;
-        Self::attach_on(ebpf, facts, &btf, filter, only)
+        let mut ebpf = attach::load(&cfg)?;
+        let slots = Slots::new(filter.target, [], 1);
+        slots.seed(&mut ebpf)?;
+        Self::attach_on(ebpf, facts, &btf, only, slots)
     }
 
     /// Attaches the stat hooks on `ebpf`, loaded with the stat configuration of `filter`.
@@ -136,8 +145,8 @@ impl StatTracer {
         mut ebpf: Ebpf,
         facts: Arc<KernelFacts>,
         btf: &Btf,
-        filter: Filter,
         only: Option<Flavour>,
+        slots: Slots,
     ) -> Result<Self, TracerError> {
         let items = ItemNames::from_btf(facts.btf()?)?;
         let plans = stat_plans(&facts, only);
@@ -175,7 +184,7 @@ impl StatTracer {
         };
         Ok(Self {
             ebpf: Arc::new(Mutex::new(ebpf)),
-            target: filter.target,
+            slots,
             outcomes,
             items,
             unit,
@@ -185,7 +194,7 @@ impl StatTracer {
 
     /// Reads the aggregates now.
     pub fn snapshot(&self) -> Result<StatSnapshot, TracerError> {
-        Ok(StatSnapshot::read(&lock(&self.ebpf), self.target)?)
+        Ok(StatSnapshot::read(&lock(&self.ebpf), self.slots.ids())?)
     }
 }
 

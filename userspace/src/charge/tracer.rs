@@ -29,8 +29,8 @@ pub enum ChargeTracerError {
 pub struct ChargeTracer {
     ebpf: SharedEbpf,
     ring: Option<Mutex<(RingBuf<MapData>, Vec<OomRecord>)>>,
-    /// The filter's target (its inference readings live in their own slot).
-    target: Option<u64>,
+    /// The cgroups with dense slots (their inference readings live in `INFER_SLOT`).
+    slots: attach::Slots,
     /// Per hook: what was used and what failed or was rejected.
     pub outcomes: Vec<HookOutcome>,
     /// Kernel facts (keeps a tracefs mounted by us alive until drop).
@@ -54,13 +54,16 @@ impl ChargeTracer {
         scfg.flags |= probes_common::flags::INFER;
         let (ccfg, unusable) = charge_config(kbtf, &facts)?;
         let btf = aya::Btf::from_sys_fs().map_err(ChargeTracerError::AyaBtf)?;
-        let ebpf = Arc::new(Mutex::new(load(
+        let mut ebpf = load(
             attach::loader_without_btf(),
             &scfg,
             &ccfg,
             &attach::MapSizes::default(),
-        )?));
-        Self::attach_on(ebpf, facts, &btf, filter, only, &unusable, &[])
+        )?;
+        let slots = attach::Slots::new(filter.target, [], 1);
+        slots.seed(&mut ebpf)?;
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        Self::attach_on(ebpf, facts, &btf, slots, only, &unusable, &[])
     }
 
     /// Attaches the charge-, OOM-, inference- and lifecycle-path hooks on `ebpf`, a probes
@@ -71,7 +74,7 @@ impl ChargeTracer {
         ebpf: SharedEbpf,
         facts: Arc<KernelFacts>,
         btf: &aya::Btf,
-        filter: Filter,
+        slots: attach::Slots,
         only: Option<Flavour>,
         unusable: &[(&'static str, String)],
         prior: &[HookOutcome],
@@ -172,7 +175,7 @@ impl ChargeTracer {
         Ok(Self {
             ebpf,
             ring,
-            target: filter.target,
+            slots,
             outcomes,
             facts,
         })
@@ -209,13 +212,13 @@ impl ChargeTracer {
     /// cgroup only sets the baseline).
     pub fn seed_usage(&mut self, cgroup_id: u64, pages: u64) -> Result<(), ChargeTracerError> {
         let mut e = lock(&self.ebpf);
-        if self.target == Some(cgroup_id) {
+        if let Some(slot) = self.slots.of(cgroup_id) {
             let mut m: Array<&mut MapData, u64> = Array::try_from(
-                e.map_mut(MAP_INFER_TARGET)
-                    .ok_or(ChargeTracerError::MissingMap(MAP_INFER_TARGET))?,
+                e.map_mut(MAP_INFER_SLOT)
+                    .ok_or(ChargeTracerError::MissingMap(MAP_INFER_SLOT))?,
             )?;
             // The slot holds reading + 1 (0: no reading yet).
-            m.set(0, pages + 1, 0)?;
+            m.set(slot, pages + 1, 0)?;
             return Ok(());
         }
         let mut m: aya::maps::HashMap<&mut MapData, u64, u64> = aya::maps::HashMap::try_from(
@@ -265,12 +268,12 @@ impl ChargeTracer {
     /// The memory page_counter (pages) at the cgroup's last stat event, if any was seen.
     pub fn last_reading(&self, cgroup_id: u64) -> Result<Option<u64>, ChargeTracerError> {
         let e = lock(&self.ebpf);
-        if self.target == Some(cgroup_id) {
+        if let Some(slot) = self.slots.of(cgroup_id) {
             let m: Array<&MapData, u64> = Array::try_from(
-                e.map(MAP_INFER_TARGET)
-                    .ok_or(ChargeTracerError::MissingMap(MAP_INFER_TARGET))?,
+                e.map(MAP_INFER_SLOT)
+                    .ok_or(ChargeTracerError::MissingMap(MAP_INFER_SLOT))?,
             )?;
-            return Ok(m.get(&0, 0)?.checked_sub(1));
+            return Ok(m.get(&slot, 0)?.checked_sub(1));
         }
         let m: aya::maps::HashMap<&MapData, u64, u64> = aya::maps::HashMap::try_from(
             e.map(MAP_INFER_LAST)

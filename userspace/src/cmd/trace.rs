@@ -47,7 +47,10 @@ pub fn run(args: &TraceArgs, hier: &MemoryHierarchy) -> anyhow::Result<i32> {
     let cpus = crate::residue::possible_cpus().map_err(anyhow::Error::msg)?;
     let sizes = MapSizes::for_cgroups(paths.len(), cpus, args.max_keys);
     // One probes object for every hook: each kernel hook runs one program doing all its jobs.
-    let (tracer, charge_tracer) = crate::tracer::start_all(filter, args.attach.flavour(), sizes)?;
+    // The cgroups that exist now get dense slots (no hash lookups for their events).
+    let slotted: Vec<u64> = paths.keys().copied().collect();
+    let (tracer, charge_tracer) =
+        crate::tracer::start_all(filter, args.attach.flavour(), sizes, slotted)?;
     let mut charge = crate::charge::ChargeRecorder::new(charge_tracer, filter);
     let attach_ms = crate::process::ms_since_process_start();
     if super::stop::requested() {

@@ -157,7 +157,8 @@ impl Session {
         // One probes object for every hook (each kernel hook runs one program).
         let cpus = crate::residue::possible_cpus()?;
         let sizes = crate::attach::MapSizes::for_cgroups(cgroups + 1, cpus, None);
-        let (stat, charge) = crate::tracer::start_all(filter, None, sizes)?;
+        // The experiment's cgroups are made later: only the run's own has a dense slot.
+        let (stat, charge) = crate::tracer::start_all(filter, None, sizes, [])?;
         let (charge, charge_error) = match charge {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(e.to_string())),
