@@ -430,14 +430,34 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// One line from an aya error and its causes (the verifier log is cut to its last line).
+/// One line from an aya error and its causes. A verifier log is cut to the verifier's
+/// complaint: its last line before the statistics the log ends with (the log's first lines
+/// are notes that older kernels print for every Rust program, and the error is at its end).
 pub fn short_error(e: &dyn std::error::Error) -> String {
-    let s = error_chain(e);
-    let mut one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    // aya appends an empty verifier log as "Verifier output: : <io error>"; drop the echo.
-    if let Some(pos) = one.find(". Verifier output: :") {
-        one.truncate(pos);
-    }
+    short_message(&error_chain(e))
+}
+
+fn short_message(s: &str) -> String {
+    let collapse = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one = match s.split_once(" Verifier output:") {
+        None => collapse(s),
+        Some((head, log)) => {
+            let head = collapse(head);
+            let head = head.trim_end_matches('.');
+            // aya's chain repeats the syscall's error after the log, as ": <error>".
+            let complaint = log.lines().map(str::trim).rfind(|l| {
+                !l.is_empty()
+                    && !l.starts_with(':')
+                    && !l.starts_with("processed ")
+                    && !l.starts_with("verification time")
+                    && !l.starts_with("stack depth")
+            });
+            match complaint {
+                Some(c) => format!("{head}. Verifier: {}", collapse(c)),
+                None => head.to_string(),
+            }
+        }
+    };
     if one.chars().count() > 240 {
         format!("{}...", one.chars().take(240).collect::<String>())
     } else {
@@ -779,6 +799,29 @@ mod tests {
             SLOT_BUDGET / (per_cpu * 256)
         );
         assert_eq!(MapSizes::for_cgroups(7001, 1 << 20, None).slots, 1);
+    }
+
+    #[test]
+    fn a_verifier_log_is_cut_to_its_complaint() {
+        let log = "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier \
+                   output: reg type unsupported for arg#0 function kprobe_x#103\n0: R1=ctx() \
+                   R10=fp0\n; x = *p\n0: (79) r3 = *(u64 *)(r1 +96)\nR2 invalid mem access \
+                   'scalar'\nprocessed 40 insns (limit 1000000) max_states_per_insn 0\n: \
+                   Permission denied (os error 13)";
+        assert_eq!(
+            short_message(log),
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier: R2 \
+             invalid mem access 'scalar'"
+        );
+        // An empty log: the syscall's error alone.
+        assert_eq!(
+            short_message(
+                "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier \
+                 output: : Invalid argument (os error 22)"
+            ),
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22)"
+        );
+        assert_eq!(short_message("no  such\nthing"), "no such thing");
     }
 
     #[test]
