@@ -61,6 +61,15 @@ fn anon_exact(n: u64, only: Option<Flavour>, test: &str) {
         "CPU {k} missing from {per_cpu:?}"
     );
     assert_eq!(touched.counters.lost(), 0);
+    // Stat updates the kernel did not run the programs for (the program already running on
+    // that CPU) are read wherever BTF names the counter (5.12+).
+    let btf = memcg_drift::kernel::btf::KernelBtf::from_sys_fs().unwrap();
+    assert_eq!(
+        touched.counters.missed.is_some(),
+        btf.has_member("bpf_prog_info", "recursion_misses"),
+        "{:?}",
+        touched.counters
+    );
 
     w.set_cpu(j).unwrap();
     let before = tracer.snapshot().unwrap();

@@ -304,6 +304,67 @@ impl Slots {
     }
 }
 
+/// Where the kernel counts the runs of a program it skipped because the program was already
+/// running on that CPU (an event in an interrupt that came while it ran):
+/// `bpf_prog_info.recursion_misses` (5.12+), read with the `BPF_OBJ_GET_INFO_BY_FD` command;
+/// both resolved from the running kernel's BTF. Those events never reach the program, so only
+/// this counter shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissCounter {
+    cmd: i64,
+    offset: usize,
+}
+
+impl MissCounter {
+    /// The command and the member's offset; `None` where BTF lacks either.
+    pub fn resolve(btf: &KernelBtf) -> Option<Self> {
+        Some(Self {
+            cmd: btf.enum_value("bpf_cmd", "BPF_OBJ_GET_INFO_BY_FD")?,
+            offset: usize::try_from(btf.member_offset("bpf_prog_info", "recursion_misses")?)
+                .ok()?,
+        })
+    }
+
+    /// The misses of `programs` of `ebpf`, summed; `None` if one could not be read.
+    pub fn read(&self, ebpf: &Ebpf, programs: &[&str]) -> Option<u64> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        /// The `info` member of `union bpf_attr`.
+        #[repr(C)]
+        struct InfoAttr {
+            bpf_fd: u32,
+            info_len: u32,
+            info: u64,
+        }
+        let mut sum = 0u64;
+        for name in programs {
+            let fd = ebpf.program(name)?.fd().ok()?.as_fd().as_raw_fd();
+            let mut info = vec![0u8; self.offset + 8];
+            let mut attr = InfoAttr {
+                bpf_fd: u32::try_from(fd).ok()?,
+                info_len: u32::try_from(info.len()).ok()?,
+                info: info.as_mut_ptr() as u64,
+            };
+            // SAFETY: `attr` is the command's argument, of the size passed, and points at
+            // `info`, a zeroed buffer of `info_len` bytes the kernel fills (no more than that).
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    self.cmd,
+                    &mut attr as *mut InfoAttr,
+                    std::mem::size_of::<InfoAttr>(),
+                )
+            };
+            // The kernel writes back how much of its struct it filled.
+            if r != 0 || (attr.info_len as usize) < info.len() {
+                return None;
+            }
+            let bytes: [u8; 8] = info[self.offset..].try_into().ok()?;
+            sum += u64::from_ne_bytes(bytes);
+        }
+        Some(sum)
+    }
+}
+
 /// Which cgroups the stat probes record.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Filter {

@@ -26,10 +26,15 @@ pub struct Counters {
     pub map_full: u64,
     /// Events lost because a kernel read failed.
     pub read_failed: u64,
+    /// Stat updates the kernel did not run the stat programs for because the same program was
+    /// already running on that CPU (an update in an interrupt that came while it ran): the
+    /// programs' `recursion_misses`. They are of any cgroup (the kernel does not say which), so
+    /// they are reported beside `lost`, not in it. `None` where the kernel does not report them.
+    pub missed: Option<u64>,
 }
 
 impl Counters {
-    /// Events that should have been recorded and were not.
+    /// Events of the recorded cgroups that should have been recorded and were not.
     pub fn lost(&self) -> u64 {
         self.map_full + self.read_failed
     }
@@ -41,6 +46,7 @@ impl Counters {
             filtered: self.filtered.wrapping_sub(o.filtered),
             map_full: self.map_full.wrapping_sub(o.map_full),
             read_failed: self.read_failed.wrapping_sub(o.read_failed),
+            missed: self.missed.zip(o.missed).map(|(a, b)| a.wrapping_sub(b)),
         }
     }
 }
@@ -121,6 +127,8 @@ impl StatSnapshot {
             filtered,
             map_full,
             read_failed,
+            // Read from the programs, not the maps (see `StatTracer::snapshot`).
+            missed: None,
         };
         Ok(Self { rows, counters })
     }

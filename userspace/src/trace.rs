@@ -156,9 +156,21 @@ pub fn render_text(r: &TraceReport) -> String {
     let c = &r.counters;
     let _ = writeln!(
         s,
-        "\nlost {} events (map full {}, read failed {}); {} events of other cgroups filtered",
-        r.lost, c.map_full, c.read_failed, c.filtered
+        "\nlost {} events (map full {}, read failed {}); skipped {}; {} events of other cgroups \
+         filtered",
+        r.lost,
+        c.map_full,
+        c.read_failed,
+        c.missed.map_or("n/a".to_string(), |n| n.to_string()),
+        c.filtered
     );
+    if c.missed.is_some_and(|n| n > 0) {
+        let _ = writeln!(
+            s,
+            "  skipped: stat updates of any cgroup in an interrupt that came while the same \
+             program ran on that CPU (the kernel's recursion_misses; it does not say whose)"
+        );
+    }
     if c.map_full > 0 {
         let _ = writeln!(
             s,

@@ -67,6 +67,8 @@ pub struct StatTracer {
     ebpf: SharedEbpf,
     /// The cgroups whose aggregates are in dense slots (the target first).
     slots: Slots,
+    /// Where the kernel counts the stat programs' skipped runs, and the programs.
+    misses: Option<(attach::MissCounter, Vec<&'static str>)>,
     /// Per stat hook: what was used and what failed.
     pub outcomes: Vec<HookOutcome>,
     /// Item names of this kernel.
@@ -182,9 +184,17 @@ impl StatTracer {
         } else {
             ValueUnit::Native
         };
+        let mut programs: Vec<&'static str> = outcomes
+            .iter()
+            .filter_map(|o| o.used.as_ref().map(|u| u.program))
+            .collect();
+        programs.sort_unstable();
+        programs.dedup();
+        let misses = attach::MissCounter::resolve(facts.btf()?).map(|m| (m, programs));
         Ok(Self {
             ebpf: Arc::new(Mutex::new(ebpf)),
             slots,
+            misses,
             outcomes,
             items,
             unit,
@@ -194,7 +204,13 @@ impl StatTracer {
 
     /// Reads the aggregates now.
     pub fn snapshot(&self) -> Result<StatSnapshot, TracerError> {
-        Ok(StatSnapshot::read(&lock(&self.ebpf), self.slots.ids())?)
+        let e = lock(&self.ebpf);
+        let mut snap = StatSnapshot::read(&e, self.slots.ids())?;
+        snap.counters.missed = self
+            .misses
+            .as_ref()
+            .and_then(|(m, programs)| m.read(&e, programs));
+        Ok(snap)
     }
 }
 

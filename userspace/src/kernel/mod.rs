@@ -30,6 +30,8 @@ const FACT_TYPES: &[&str] = &[
     "__mod_memcg_lruvec_state",
     "__mod_memcg_state",
     "__refill_stock",
+    "bpf_cmd",
+    "bpf_prog_info",
     "btf_trace_cgroup_mkdir",
     "btf_trace_cgroup_release",
     "btf_trace_cgroup_rmdir",
