@@ -233,6 +233,28 @@ pub fn run_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
 }
 
+/// Asserts that a `trace --json` document's `rows` hold exactly one NR_ANON_MAPPED row of
+/// `cgroup_id` (every cgroup when `None`): `pages` pages in as many events, on `cpu` (one
+/// update per page touched, on the faulting CPU). Returns the row.
+pub fn assert_anon_row(
+    rows: &[serde_json::Value],
+    cgroup_id: Option<u64>,
+    cpu: usize,
+    pages: i64,
+) -> &serde_json::Value {
+    let anon: Vec<_> = rows
+        .iter()
+        .filter(|r| r["item"] == "NR_ANON_MAPPED")
+        .filter(|r| cgroup_id.is_none_or(|id| r["cgroup_id"] == id))
+        .collect();
+    assert_eq!(anon.len(), 1, "cgroup {cgroup_id:?}: {anon:?}");
+    let row = anon[0];
+    assert_eq!(row["cpu"], cpu, "cgroup {cgroup_id:?}: {row}");
+    assert_eq!(row["delta_pages"], pages, "cgroup {cgroup_id:?}: {row}");
+    assert_eq!(row["events"], pages, "cgroup {cgroup_id:?}: {row}");
+    row
+}
+
 /// True in a guest booted with a swap device (`cargo xtask vm-test --swap`, whose /init sets
 /// `MEMCG_DRIFT_SWAP=1`). The host has no swap, and the tool never gives a machine swap it
 /// did not get a device for.

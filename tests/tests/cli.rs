@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{bin, online_cpus, require_kernel, serial};
+use integration_tests::{assert_anon_row, bin, online_cpus, require_kernel, serial};
 use memcg_drift::{
     cgroup::{RunGroup, detect_layout},
     workload::{Workload, workload_binary},
@@ -237,7 +237,13 @@ fn ctrl_c_during_attach_leaves_nothing_attached() {
 
 /// Runs `memcg-drift trace ARGS`, has the workload touch `n` pages once the tool says on
 /// stderr that recording has begun, and returns the finished run's output.
-fn trace_while_touching(args: &[&str], w: &mut Workload, n: u64) -> Output {
+/// Starts `memcg-drift trace ARGS` and returns once it says it is recording, with its stderr.
+fn start_trace(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
     let mut child = Command::new(bin())
         .arg("trace")
         .args(args)
@@ -249,8 +255,27 @@ fn trace_while_touching(args: &[&str], w: &mut Workload, n: u64) -> Output {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut err, &mut line).unwrap();
     assert!(line.starts_with("tracing "), "{line}");
+    (child, err)
+}
+
+/// Waits for a trace of [`start_trace`] to end; asserts that it succeeded (showing the rest of
+/// its stderr otherwise).
+fn finish_trace(
+    child: std::process::Child,
+    mut err: std::io::BufReader<std::process::ChildStderr>,
+) -> Output {
+    let o = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(o.status.success(), "{rest}");
+    o
+}
+
+/// Runs a trace while the workload touches `n` pages; asserts that the trace succeeded.
+fn trace_while_touching(args: &[&str], w: &mut Workload, n: u64) -> Output {
+    let (child, err) = start_trace(args);
     w.touch(n).unwrap();
-    child.wait_with_output().unwrap()
+    finish_trace(child, err)
 }
 
 #[test]
@@ -275,15 +300,8 @@ fn trace_json_reports_the_workload_exactly() {
     assert_eq!(doc["cgroup"].as_str(), Some(cg.path().to_str().unwrap()));
     assert_eq!(doc["lost"], 0);
     let rows = doc["rows"].as_array().unwrap();
-    let anon: Vec<_> = rows
-        .iter()
-        .filter(|r| r["item"] == "NR_ANON_MAPPED")
-        .collect();
-    assert_eq!(anon.len(), 1, "{anon:?}");
-    assert_eq!(anon[0]["cpu"], cpu);
-    assert_eq!(anon[0]["delta_pages"], 100);
-    assert_eq!(anon[0]["events"], 100);
-    assert_eq!(anon[0]["delta_bytes"], 100 * 4096);
+    let anon = assert_anon_row(rows, None, cpu, 100);
+    assert_eq!(anon["delta_bytes"], 100 * 4096);
     w.exit().unwrap();
     run_group.remove().unwrap();
 }
@@ -304,40 +322,28 @@ fn trace_descendants_slots_and_later_cgroups_agree_exactly() {
     let old = run_group.child("slots/old").unwrap();
     let cpu = *online_cpus().last().unwrap();
     let mut w = Workload::spawn(&workload_binary(), &old, cpu).unwrap();
-    let mut child = Command::new(bin())
-        .args(["trace", "--cgroup", parent.path().to_str().unwrap()])
-        .args(["--descendants", "-d", "4s", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    assert!(line.starts_with("tracing "), "{line}");
+    let parent_path = parent.path().to_str().unwrap();
+    let args = [
+        "--cgroup",
+        parent_path,
+        "--descendants",
+        "-d",
+        "4s",
+        "--json",
+    ];
+    let (child, err) = start_trace(&args);
     let new = run_group.child("slots/new").unwrap();
     w.touch(100).unwrap();
     new.move_pid(w.pid()).unwrap();
     w.touch(70).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(o.status.success(), "{rest}");
+    let o = finish_trace(child, err);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
     // The parent and the child that existed: two slots.
     assert_eq!(doc["maps"]["slots"], 2, "{}", doc["maps"]);
     assert_eq!(doc["lost"], 0);
     let rows = doc["rows"].as_array().unwrap();
-    for (cg, pages) in [(&old, 100), (&new, 70)] {
-        let anon: Vec<_> = rows
-            .iter()
-            .filter(|r| r["cgroup_id"] == cg.id() && r["item"] == "NR_ANON_MAPPED")
-            .collect();
-        assert_eq!(anon.len(), 1, "{}: {anon:?}", cg.path().display());
-        assert_eq!(anon[0]["cpu"], cpu);
-        assert_eq!(anon[0]["delta_pages"], pages, "{}", cg.path().display());
-        assert_eq!(anon[0]["events"], pages);
-    }
+    assert_anon_row(rows, Some(old.id()), cpu, 100);
+    assert_anon_row(rows, Some(new.id()), cpu, 70);
     assert!(
         !rows
             .iter()

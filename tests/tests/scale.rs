@@ -194,19 +194,7 @@ fn trace_descendants_sizes_its_maps_and_counts_what_does_not_fit() {
     );
     let rows = doc["rows"].as_array().unwrap();
     for cg in &t.live {
-        let anon: Vec<_> = rows
-            .iter()
-            .filter(|r| r["cgroup_id"] == cg.id() && r["item"] == "NR_ANON_MAPPED")
-            .collect();
-        assert_eq!(anon.len(), 1, "{}: {anon:?}", cg.path().display());
-        assert_eq!(anon[0]["cpu"], cpu);
-        assert_eq!(
-            anon[0]["delta_pages"],
-            pages,
-            "{}: {anon:?}",
-            cg.path().display()
-        );
-        assert_eq!(anon[0]["events"], pages);
+        integration_tests::assert_anon_row(rows, Some(cg.id()), cpu, pages as i64);
     }
 
     let keys = 200u64;
