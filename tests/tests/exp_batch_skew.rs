@@ -65,6 +65,17 @@ fn assert_exact(r: &Report, p: &Params) {
         memcg_drift::experiment::render_text(r)
     );
     assert_eq!(r.lost_events, 0);
+    // The kernel's skipped stat updates are reported wherever BTF names its counter (5.12+),
+    // for the run and for every phase.
+    let counted = memcg_drift::kernel::btf::KernelBtf::from_sys_fs()
+        .unwrap()
+        .has_member("bpf_prog_info", "recursion_misses");
+    assert_eq!(r.skipped_events.is_some(), counted);
+    assert!(
+        r.phases
+            .iter()
+            .all(|ph| ph.skipped_events.is_some() == counted)
+    );
     assert_eq!(res.iterations.len(), p.iterations as usize);
     let b = p.batch_pages as i64;
     let touch = p.cpus.len() as i64 * b;

@@ -423,6 +423,7 @@ impl Session {
             oom,
             lifecycle,
             lost_events: lost,
+            skipped_events: sd.counters.missed,
         }
     }
 
@@ -516,6 +517,7 @@ impl Session {
         drop(charge);
         let run_id = run.run_id().to_string();
         run.remove().context("removing the run's cgroups")?;
+        let skipped_events = phases.iter().map(|p| p.skipped_events).sum();
         Ok(Report {
             format: REPORT_FORMAT,
             experiment: experiment.to_string(),
@@ -537,6 +539,7 @@ impl Session {
             oom_kills,
             lifecycle,
             lost_events: lost,
+            skipped_events,
             duration_ms,
             verdict,
         })

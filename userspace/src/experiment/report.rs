@@ -170,6 +170,11 @@ pub struct PhaseRecord {
     pub lifecycle: Vec<LifeRow>,
     /// Events the probes lost in this window.
     pub lost_events: u64,
+    /// Stat updates of any cgroup the kernel skipped in this window because the stat program
+    /// was already running on that CPU (`recursion_misses`); `null` where the kernel does not
+    /// report them (and in records made before they were read).
+    #[serde(default)]
+    pub skipped_events: Option<u64>,
 }
 
 impl PhaseRecord {
@@ -370,6 +375,9 @@ pub struct Report {
     pub lifecycle: Vec<LifeRow>,
     /// Events the probes lost during the run (0 unless a map filled or a read failed).
     pub lost_events: u64,
+    /// The phases' [`PhaseRecord::skipped_events`], summed (`null` if one is unknown).
+    #[serde(default)]
+    pub skipped_events: Option<u64>,
     /// Run time, ms.
     pub duration_ms: f64,
     /// The verdict.
@@ -624,6 +632,13 @@ pub fn render_text(r: &Report) -> String {
             out,
             "  warning: the probes lost {} events; records may be short",
             r.lost_events
+        );
+    }
+    if let Some(n) = r.skipped_events.filter(|n| *n > 0) {
+        let _ = writeln!(
+            out,
+            "  note: the kernel skipped {n} stat updates of any cgroup (each in an interrupt \
+             while the stat program ran on that CPU); the exact checks above cover the run's own"
         );
     }
     out
