@@ -93,7 +93,8 @@ impl StatSnapshot {
                 continue;
             }
             let per_cpu = blocks.get(&slot, 0)?;
-            for (i, index) in (0..2 * STAT_DENSE_ITEMS).zip(0usize..) {
+            for i in 0..2 * STAT_DENSE_ITEMS {
+                let index = i as usize;
                 if per_cpu.iter().all(|b| b.v[index].events == 0) {
                     continue;
                 }
@@ -177,7 +178,6 @@ impl StatSnapshot {
 }
 
 /// Adds per-CPU values into `acc` (grown to fit).
-/// Adds one value per CPU to a row.
 fn add_values(acc: &mut Vec<StatValue>, values: impl ExactSizeIterator<Item = StatValue>) {
     if acc.len() < values.len() {
         acc.resize(values.len(), StatValue::default());
