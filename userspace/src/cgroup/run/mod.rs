@@ -663,14 +663,36 @@ impl Drop for RunGroup {
 /// that flag on a cgroup it did not create; it copies the parent's two values into the new
 /// cgroup, as the flag would. A cgroup it could not make usable is removed again. (On v2 an
 /// empty `cpuset.cpus` means the parent's: nothing to do.)
+///
+/// Before 5.11 a v1 memcg can also be non-hierarchical (`memory.use_hierarchy` 0, the default
+/// below a root nobody set it on): its charges and statistics then stop at it and never reach
+/// its parent (`parent_mem_cgroup` is NULL, 5.10 memcontrol.h). Every experiment and ledger of
+/// the tool is about a hierarchy, so a cgroup it creates that starts non-hierarchical is made
+/// hierarchical (allowed while it has no children and its parent is not: the only way it can
+/// start at 0). From 5.11 the file always reads 1.
 fn create_cgroup_dir(path: &Path, version: CgroupVersion) -> io::Result<()> {
     fs::create_dir(path)?;
     if version != CgroupVersion::V1 {
         return Ok(());
     }
-    inherit_cpuset(path).inspect_err(|_| {
-        let _ = fs::remove_dir(path);
-    })
+    inherit_cpuset(path)
+        .and_then(|()| make_hierarchical(path))
+        .inspect_err(|_| {
+            let _ = fs::remove_dir(path);
+        })
+}
+
+/// Sets `memory.use_hierarchy` of the new v1 cgroup `path` to 1 where it reads 0 (see
+/// [`create_cgroup_dir`]); nothing where the file is absent or already 1.
+fn make_hierarchical(path: &Path) -> io::Result<()> {
+    let file = path.join("memory.use_hierarchy");
+    match fs::read_to_string(&file) {
+        Ok(v) if v.trim() == "0" => fs::write(&file, "1")
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display()))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Copies the parent's `cpuset.cpus` and `cpuset.mems` into `path` where `path` has them and

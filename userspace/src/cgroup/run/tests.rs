@@ -44,6 +44,33 @@ fn a_new_v1_cgroup_takes_its_parents_cpuset_where_its_own_is_empty() {
 }
 
 #[test]
+fn a_new_v1_cgroup_is_made_hierarchical_where_it_is_not() {
+    let d = tempfile::tempdir().unwrap();
+    let flat = d.path().join("flat");
+    fs::create_dir(&flat).unwrap();
+    fs::write(flat.join("memory.use_hierarchy"), "0\n").unwrap();
+    make_hierarchical(&flat).unwrap();
+    assert_eq!(
+        fs::read_to_string(flat.join("memory.use_hierarchy")).unwrap(),
+        "1"
+    );
+    // Already hierarchical, or no such file (v2, or 5.11+ where it is always 1 anyway):
+    // nothing is written.
+    let set = d.path().join("set");
+    fs::create_dir(&set).unwrap();
+    fs::write(set.join("memory.use_hierarchy"), "1\n").unwrap();
+    make_hierarchical(&set).unwrap();
+    assert_eq!(
+        fs::read_to_string(set.join("memory.use_hierarchy")).unwrap(),
+        "1\n"
+    );
+    let none = d.path().join("none");
+    fs::create_dir(&none).unwrap();
+    make_hierarchical(&none).unwrap();
+    assert_eq!(fs::read_dir(&none).unwrap().count(), 0);
+}
+
+#[test]
 fn proc_stat_fields() {
     let text = "1234 (my (odd) comm) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 200\n";
     assert_eq!(parse_proc_stat(text), Some(('S', 987654)));
