@@ -32,3 +32,18 @@ pub fn panic_at(point: &str) {
         panic!("injected panic at {point} (MEMCG_DRIFT_TEST_PANIC_AT)");
     }
 }
+
+/// Pages added to the remainder of the first `MEMCG_DRIFT_TEST_UNCLOSED_SNAPSHOTS` ledgers
+/// `explain` computes in this process (one each), so a test can prove that a ledger that does
+/// not close is taken again, and reported as it is when it stays open.
+pub fn unclosed_pages() -> i64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static TAKEN: AtomicUsize = AtomicUsize::new(0);
+    let Some(n) = std::env::var("MEMCG_DRIFT_TEST_UNCLOSED_SNAPSHOTS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return 0;
+    };
+    i64::from(TAKEN.fetch_add(1, Ordering::Relaxed) < n)
+}

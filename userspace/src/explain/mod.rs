@@ -78,6 +78,10 @@ const ATTEMPTS: usize = 8;
 const ATTEMPT_PAUSE: Duration = Duration::from_millis(2);
 /// The longest pause between attempts.
 const ATTEMPT_PAUSE_MAX: Duration = Duration::from_millis(40);
+/// Snapshots taken again when the ledger does not close (see [`Explainer::report_with_items`]).
+const UNCLOSED_RETAKES: usize = 3;
+/// Pause before the first of them, times 4 before each next one (1, 4, 16 ms).
+const UNCLOSED_PAUSE: Duration = Duration::from_millis(1);
 /// Memcgs the reader starts with; it is reloaded bigger when the subtree needs it.
 const START_CAPACITY: usize = 64;
 /// Text width.
@@ -164,6 +168,12 @@ pub struct SnapshotInfo {
     /// that moves any of its updates rewrites. Two reports with the same mark saw no flush
     /// of the target between them; a different mark means one happened.
     pub flush_mark: u64,
+    /// Times the snapshot was taken again because its ledger did not close (an update halfway
+    /// on another CPU closes on a later one; see [`Explainer::report_with_items`]).
+    pub unclosed_retakes: usize,
+    /// v1 before 5.11, a target with `memory.use_hierarchy` 0: descendants left out of the
+    /// ledger, because their charges and statistics never reach the target.
+    pub not_hierarchical_descendants: usize,
 }
 
 /// The whole report (`--json`, docs/json.md).
@@ -297,6 +307,8 @@ pub struct Explainer {
     read_stat_file: bool,
     /// Measured once per process (workload::batch).
     charge_batch: Result<ChargeBatch, BatchError>,
+    /// Descendants left out of the last walk because the target is not hierarchical.
+    flat_descendants: usize,
 }
 
 impl std::fmt::Debug for Explainer {
@@ -341,6 +353,7 @@ impl Explainer {
             ids,
             kernel,
             read_stat_file: true,
+            flat_descendants: 0,
         })
     }
 
@@ -353,6 +366,23 @@ impl Explainer {
                 path: self.target.path().to_path_buf(),
                 err,
             })?;
+        // v1 before 5.11: a memcg with `memory.use_hierarchy` 0 keeps its own charges and
+        // statistics only; its descendants' never reach it (parent_mem_cgroup is NULL for
+        // them, 5.10 memcontrol.h), so the ledger is its own.
+        let mut tree = tree;
+        self.flat_descendants = 0;
+        if self.ctx.version == CgroupVersion::V1
+            && self
+                .target
+                .read_raw("memory.use_hierarchy")
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.trim() == "0")
+        {
+            self.flat_descendants = tree.nodes.len().saturating_sub(1) + tree.left_out;
+            tree.nodes.truncate(1);
+            tree.left_out = 0;
+        }
         if tree.nodes.len() > self.reader.capacity() {
             let want = (tree.nodes.len() * 3 / 2).min(limit);
             self.reader = ResidueReader::load(layout, want)?;
@@ -423,7 +453,39 @@ impl Explainer {
 
     /// One report, plus the target's own per-CPU unflushed deltas of the named statistic
     /// items (kernel units), from the same snapshot. Items this kernel lacks are left out.
+    ///
+    /// A consistent snapshot whose ledger does not close, with every term read, is taken again
+    /// (up to [`UNCLOSED_RETAKES`] times, after short pauses): another CPU can be halfway
+    /// through an update that touches two places, e.g. a socket's uncharge, which lowers
+    /// MEMCG_SOCK and then refills the stock, or a vCPU the host paused between the two. Such
+    /// a state passes a later snapshot; a ledger that stays open is reported as it is, and
+    /// `snapshot.unclosed_retakes` says how often it was taken again.
     pub fn report_with_items(
+        &mut self,
+        items: &[&str],
+    ) -> Result<(ExplainReport, Vec<ItemResidue>), ExplainError> {
+        let mut pause = UNCLOSED_PAUSE;
+        let mut retakes = 0;
+        loop {
+            let (mut r, picked) = self.report_once(items)?;
+            r.snapshot.unclosed_retakes = retakes;
+            let injected = crate::test_hooks::unclosed_pages();
+            r.unexplained_pages += injected;
+            r.unexplained_bytes += injected * r.page_size as i64;
+            let retake = r.unexplained_pages != 0
+                && r.missing_terms.is_empty()
+                && r.snapshot.consistent
+                && retakes < UNCLOSED_RETAKES;
+            if !retake {
+                return Ok((r, picked));
+            }
+            retakes += 1;
+            std::thread::sleep(pause);
+            pause *= 4;
+        }
+    }
+
+    fn report_once(
         &mut self,
         items: &[&str],
     ) -> Result<(ExplainReport, Vec<ItemResidue>), ExplainError> {
@@ -567,6 +629,8 @@ impl Explainer {
                 cpus: self.reader.nr_cpus(),
                 static_percpu_error: r.static_percpu.as_ref().err().map(|e| e.to_string()),
                 flush_mark: r.memcgs.first().map_or(0, |m| m.flush_mark),
+                unclosed_retakes: 0,
+                not_hierarchical_descendants: self.flat_descendants,
             },
         }
     }

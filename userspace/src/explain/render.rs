@@ -89,6 +89,26 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
     if let Some(m) = &sn.moved {
         wrap(&mut s, 2, &format!("still moving: {m}"));
     }
+    if sn.not_hierarchical_descendants > 0 {
+        wrap(
+            &mut s,
+            2,
+            &format!(
+                "memory.use_hierarchy is 0: {} descendant(s) charge and count on their own, outside this ledger",
+                sn.not_hierarchical_descendants
+            ),
+        );
+    }
+    if sn.unclosed_retakes > 0 {
+        wrap(
+            &mut s,
+            2,
+            &format!(
+                "taken {} more time(s) because the ledger did not close (an update halfway on another CPU closes on a later snapshot)",
+                sn.unclosed_retakes
+            ),
+        );
+    }
     match (&r.charge_batch, &r.charge_batch_not_measured) {
         (Some(b), _) => wrap(
             &mut s,

@@ -74,6 +74,7 @@ fn report() -> ExplainReport {
             unexplained_pages: 0,
             flush_updates: Some(12),
             percpu_updates: vec![3, 4],
+            spill_threshold_pages: None,
             bounds: vec![
                 (
                     "unflushed".into(),
@@ -127,6 +128,8 @@ fn report() -> ExplainReport {
             cpus: 2,
             static_percpu_error: None,
             flush_mark: 0x1234,
+            unclosed_retakes: 0,
+            not_hierarchical_descendants: 0,
         },
     }
 }

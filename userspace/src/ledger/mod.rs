@@ -337,6 +337,27 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         .charge_batch
         .map(|b| {
             let n = ctx.online_cpus;
+            if l.stats.batched {
+                // 5.4-5.12 (5.10 memcontrol.c __mod_memcg_state and __mod_memcg_lruvec_state):
+                // no flush; a CPU keeps an item's delta while |x| <= MEMCG_CHARGE_BATCH (byte
+                // items: that many pages' worth) and spills it into the memcg and every
+                // ancestor at once past it. So each memcg of the subtree holds at most b per
+                // item per CPU.
+                let (k, m) = (stat_terms.len(), tree.nodes.len().max(1));
+                return (
+                    "unflushed".to_string(),
+                    Bound {
+                        pages: b as i64 * (n * k * m) as i64,
+                        why: format!(
+                            "no flush on this kernel: each CPU keeps a statistic's delta while \
+                             it stays within {b} pages (MEMCG_CHARGE_BATCH, measured; byte \
+                             items {b} pages' worth) and spills it into the memcg and all its \
+                             ancestors past that (5.10 memcontrol.c __mod_memcg_state): at \
+                             most {b} x {n} online CPUs x {k} items x {m} memcg(s)"
+                        ),
+                    },
+                );
+            }
             let why = if l.stats.per_memcg_flush {
                 format!(
                     "a memory.stat read flushes first when more than {b} (MEMCG_CHARGE_BATCH, \
@@ -373,6 +394,10 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         percpu_updates: x.map_or(Vec::new(), |m| {
             m.stats_updates.iter().map(|v| *v as i64).collect()
         }),
+        spill_threshold_pages: ctx
+            .charge_batch
+            .filter(|_| l.stats.batched)
+            .map(|b| b as i64),
     };
 
     // Dying descendants.

@@ -410,3 +410,41 @@ fn kmem_without_memcg_kmem_comes_from_the_v1_counter() {
     let m = led.missing.iter().find(|m| m.term == "kmem").unwrap();
     assert!(m.reason.contains("counted nowhere"), "{}", m.reason);
 }
+
+/// Batched kernels have no flush: the `unflushed` bound is the spill threshold (the charge
+/// batch) per item, CPU and memcg, and the gap names the threshold; rstat kernels do not.
+#[test]
+fn batched_kernels_bound_the_residues_by_the_spill_threshold() {
+    let l = layout(Gen::Batched);
+    let tree = x_live_dead();
+    let r = Residues {
+        memcgs: vec![memcg(&l, 100, 2), memcg(&l, 40, 2), memcg(&l, 20, 2)],
+        cpus: vec![],
+        consistent: Ok(()),
+        static_percpu: Ok(()),
+    };
+    let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V1));
+    assert_eq!(led.gap.spill_threshold_pages, Some(BATCH as i64));
+    let items = led.terms.iter().filter(|t| t.flushed.is_some()).count() as i64;
+    let (_, b) = led
+        .gap
+        .bounds
+        .iter()
+        .find(|(w, _)| w == "unflushed")
+        .unwrap();
+    // 2 online CPUs, 3 memcgs in the subtree.
+    assert_eq!(b.pages, BATCH as i64 * 2 * items * 3, "{}", b.why);
+    assert!(b.why.contains("spills"), "{}", b.why);
+
+    let l = layout(Gen::New);
+    let (tree, r) = scenario(&l);
+    let led = compute(&l, &tree, &r, &ctx(CgroupVersion::V2));
+    assert_eq!(led.gap.spill_threshold_pages, None);
+    let (_, b) = led
+        .gap
+        .bounds
+        .iter()
+        .find(|(w, _)| w == "unflushed")
+        .unwrap();
+    assert_eq!(b.pages, BATCH as i64 * 2);
+}

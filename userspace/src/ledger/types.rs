@@ -121,6 +121,11 @@ pub struct Gap {
     /// The target's per-CPU `stats_updates` (6.8+): units each CPU carries before adding them
     /// to `flush_updates` (at `MEMCG_CHARGE_BATCH`, 6.18 memcontrol.c:567-596).
     pub percpu_updates: Vec<i64>,
+    /// Batched kernels (5.4-5.12, no rstat): the delta a CPU keeps of one page item before it
+    /// spills into the memcg and every ancestor (`|x| > MEMCG_CHARGE_BATCH`, the measured
+    /// charge batch; byte items spill at that many pages' worth). `None` on rstat kernels or
+    /// when the batch could not be measured.
+    pub spill_threshold_pages: Option<i64>,
 }
 
 /// A dying descendant and what it still holds.
