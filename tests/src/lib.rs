@@ -315,3 +315,19 @@ fn charge_batch_measured() -> Result<u64, String> {
 pub fn charge_batch() -> u64 {
     charge_batch_measured().unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Whether the kernel counts kernel memory nowhere for this hierarchy (5.10 on cgroup v2: no
+/// MEMCG_KMEM statistic before 5.18 and no kmem page_counter on v2), as the ledger of the
+/// root reports it (a missing `kmem` term). Experiments that need that count refuse there.
+pub fn kmem_counted_nowhere() -> bool {
+    let hier = memcg_drift::cgroup::detect_layout()
+        .unwrap()
+        .memory
+        .unwrap();
+    let root = memcg_drift::cgroup::MemCgroup::root(&hier).unwrap();
+    let r = memcg_drift::explain::Explainer::new(&hier, root)
+        .unwrap()
+        .report()
+        .unwrap();
+    r.missing_terms.iter().any(|m| m.term == "kmem")
+}

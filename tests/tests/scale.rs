@@ -55,9 +55,16 @@ fn explain_reads_thousands_of_descendants_and_closes() {
     assert_eq!(s.live_descendants, LIVE, "{text}");
     assert_eq!(s.dying_descendants, DYING, "{text}");
     assert_eq!(s.memcgs, 1 + LIVE + DYING, "{text}");
-    assert!(r.missing_terms.is_empty(), "{:?}\n{text}", r.missing_terms);
-    assert_eq!(r.unexplained_pages, 0, "the ledger does not close:\n{text}");
-    assert_eq!(r.unexplained_bytes, 0, "{text}");
+    // Where kernel memory is counted nowhere (5.10 on v2) that is the one missing term, and
+    // the remainder is it, never negative.
+    if r.missing_terms.iter().any(|m| m.term == "kmem") {
+        assert_eq!(r.missing_terms.len(), 1, "{:?}\n{text}", r.missing_terms);
+        assert!(r.unexplained_pages >= 0, "{text}");
+    } else {
+        assert!(r.missing_terms.is_empty(), "{:?}\n{text}", r.missing_terms);
+        assert_eq!(r.unexplained_pages, 0, "the ledger does not close:\n{text}");
+        assert_eq!(r.unexplained_bytes, 0, "{text}");
+    }
     let ps = r.page_size as i64;
     let shmem = r
         .stat_book

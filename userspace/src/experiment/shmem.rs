@@ -283,11 +283,7 @@ fn checks(r: &Results, page: i64) -> Vec<Check> {
     let mut out = Vec::new();
     for (a, b) in &r.snapshots {
         for sn in [a, b] {
-            out.push(Check::eq(
-                &format!("ledger {}: unexplained pages", sn.label),
-                0,
-                sn.unexplained_pages,
-            ));
+            out.push(sn.ledger_check());
         }
     }
     for (ph, cg, item, on, all) in &r.writes {
