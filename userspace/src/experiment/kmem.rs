@@ -116,6 +116,10 @@ pub struct Snapshot {
     /// no kmem page_counter on v2), so the ledger's remainder holds it.
     #[serde(default)]
     pub kmem_uncounted: bool,
+    /// The kernel has no MEMCG_KMEM statistic (before 5.18): on v1 the ledger's kmem term is
+    /// the kmem page_counter itself, so there is no statistic to compare it with.
+    #[serde(default)]
+    pub no_memcg_kmem: bool,
 }
 
 impl Snapshot {
@@ -178,6 +182,7 @@ impl Snapshot {
             kmem_counter_bytes: r.charge.kmem_usage_bytes,
             tcpmem_counter_bytes: r.charge.tcpmem_usage_bytes,
             kmem_uncounted: r.missing_terms.iter().any(|m| m.term == "kmem"),
+            no_memcg_kmem: !r.stat_book.iter().any(|row| row.item == "MEMCG_KMEM"),
         };
         Ok((snap, r))
     }
@@ -471,7 +476,20 @@ fn checks(r: &Results, v: CgroupVersion, page: i64) -> Vec<Check> {
     let mut out = Vec::new();
     for sn in &r.snapshots {
         out.push(sn.ledger_check());
-        if v == CgroupVersion::V1 {
+        if v == CgroupVersion::V1 && sn.no_memcg_kmem {
+            // Before 5.18 the kmem page_counter is the only count (the ledger's kmem term):
+            // the file must show what the snapshot read.
+            if sn.kmem_file_steady == Some(true) {
+                out.push(Check::eq(
+                    &format!(
+                        "{}: memory.kmem.usage_in_bytes = the kmem page_counter (bytes)",
+                        sn.label
+                    ),
+                    sn.kmem_counter_bytes.map_or(-1, |b| b as i64),
+                    sn.file("memory.kmem.usage_in_bytes").unwrap_or(-1),
+                ));
+            }
+        } else if v == CgroupVersion::V1 {
             // memcg1_account_kmem runs beside every MEMCG_KMEM update.
             out.push(Check::eq(
                 &format!("{}: v1 kmem page_counter = MEMCG_KMEM (bytes)", sn.label),
