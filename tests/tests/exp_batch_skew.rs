@@ -84,26 +84,40 @@ fn assert_exact(r: &Report, p: &Params) {
             let want_touch = if row.cpu == p.alloc_cpu { touch } else { 0 };
             assert_eq!(row.touch, want_touch, "iter {} cpu {}", it.index, row.cpu);
             assert_eq!(row.free, -b, "iter {} cpu {}", it.index, row.cpu);
-            if it.no_flush_between == Some(true) {
+            if res.spill_threshold.is_some() {
+                // Batched kernels: every CPU's residue predicted update by update.
+                let want = row.predicted_residue.expect("updates one by one");
+                assert_eq!(row.residue, Some(want), "iter {} cpu {}", it.index, row.cpu);
+            } else if it.no_flush_between == Some(true) {
                 assert_eq!(row.residue, Some(row.touch + row.free));
             }
         }
         assert_eq!(it.conserved_delta, Some(0));
-        // Charges in the touch phase: anon + page tables, from the stock first.
+        if res.spill_threshold.is_some() {
+            let spilled: i64 = it.cpus.iter().filter_map(|c| c.spilled).sum();
+            assert_eq!(it.flushed_delta, Some(spilled), "iter {}", it.index);
+        }
+        // Charges in the touch phase: anon + page tables, from the stock first. Where kernel
+        // memory is counted nowhere (5.10 on v2) the rule cannot be checked.
         let alloc = it.cpus.iter().find(|c| c.cpu == p.alloc_cpu).unwrap();
         let s0 = it.stock_before_touch.expect("stock readable");
+        let Some(charged) = it.charged_in_touch else {
+            assert!(it.kmem_source.starts_with("none"), "{}", it.kmem_source);
+            assert!(integration_tests::kmem_counted_nowhere());
+            continue;
+        };
         assert_eq!(
             alloc.stock_after_touch,
             Some(batch_skew::stock_after(
                 s0,
-                it.charged_in_touch,
+                charged,
                 integration_tests::charge_batch() as i64
             ))
         );
         // (`charged_in_touch` is anon plus the net kernel memory: kernel objects of the spawn
         // freed late, on the alloc CPU, can make the kernel part negative; their pages went back
         // to the stock, which the rule above accounts for. The anon part is `touch`, above.)
-        let need = (it.charged_in_touch - s0).max(0) as u64;
+        let need = (charged - s0).max(0) as u64;
         assert_eq!(
             it.batches,
             need.div_ceil(integration_tests::charge_batch()),
@@ -126,12 +140,23 @@ fn assert_exact(r: &Report, p: &Params) {
     }
     // At least one iteration had no flush between its snapshots (the snapshots are ~1 ms
     // apart, the periodic flush runs every 2 s), so the exact per-CPU residue was checked.
-    assert!(
-        res.iterations
-            .iter()
-            .any(|i| i.no_flush_between == Some(true)),
-        "every iteration saw a flush"
-    );
+    // Batched kernels have no flush: every residue was predicted by the spill rule (above),
+    // whose threshold is the measured batch.
+    if let Some(t) = res.spill_threshold {
+        assert_eq!(t, integration_tests::charge_batch() as i64);
+        assert!(
+            res.iterations
+                .iter()
+                .all(|i| i.max_abs_residue.unwrap() <= t)
+        );
+    } else {
+        assert!(
+            res.iterations
+                .iter()
+                .any(|i| i.no_flush_between == Some(true)),
+            "every iteration saw a flush"
+        );
+    }
     // A touch phase whose charges the stock covered (up to batch - 1 pages can be stocked
     // before it) charges no batch; every batch charged is exactly the measured batch (checked
     // per iteration above), and the record says how it was measured.
@@ -151,12 +176,30 @@ fn assert_exact(r: &Report, p: &Params) {
     if p.cpus.len() == 2 && p.cpus[1] == p.alloc_cpu {
         assert_eq!(res.old_rule_stranded_per_iteration, 33);
     }
-    assert_eq!(r.verdict.status, "flushes into the parent");
-    assert_eq!(res.measured_drift, 0);
     assert_eq!(
-        res.convergence.shown_after_wait,
-        res.convergence.exact_after_wait
+        res.measured_drift,
+        res.convergence.shown_after_wait - res.convergence.exact_after_wait
     );
+    let dying = res.dying_over_time.last().unwrap().1 as i64;
+    match res.spill_threshold {
+        // Batched kernels: a removed cgroup's residues reach the parent only when it is
+        // freed; while it is dying they stay out of the parent's memory.stat, within the
+        // spill threshold per CPU.
+        Some(t) if res.measured_drift != 0 => {
+            assert_eq!(r.verdict.status, "dying cgroups hold residues");
+            assert!(
+                dying > 0,
+                "drift {} with no dying cgroup",
+                res.measured_drift
+            );
+            let cpus = online_cpus().len() as i64;
+            assert!(res.measured_drift.abs() <= t * cpus * dying);
+        }
+        _ => {
+            assert_eq!(r.verdict.status, "flushes into the parent");
+            assert_eq!(res.measured_drift, 0);
+        }
+    }
 }
 
 #[test]
@@ -225,7 +268,12 @@ fn batch_skew_pinned_cgroups_stay_dying() {
         r.lifecycle
     );
     let led = &r.ledgers[0];
-    assert_eq!(led.unexplained_pages, 0, "{}", led.text);
+    // Where kernel memory is counted nowhere (5.10 on v2) the remainder is it.
+    if integration_tests::kmem_counted_nowhere() {
+        assert!(led.unexplained_pages >= 0, "{}", led.text);
+    } else {
+        assert_eq!(led.unexplained_pages, 0, "{}", led.text);
+    }
     let dying_json = led.json["dying"].as_array().unwrap();
     assert_eq!(dying_json.len(), 3, "{}", led.text);
     assert!(!run_dir_root().join(&r.run_id).exists(), "run left behind");
@@ -283,7 +331,21 @@ fn batch_skew_cli_text_json_and_record() {
         30 * ncpus,
         "{anon}"
     );
-    assert_eq!(j["verdict"]["status"], "flushes into the parent");
+    // Batched kernels (5.10) may still hold a dying cgroup's residues at the end.
+    let status = j["verdict"]["status"].as_str().unwrap().to_string();
+    if j["results"]["spill_threshold"].is_null() {
+        assert_eq!(status, "flushes into the parent");
+    } else {
+        assert!(
+            ["flushes into the parent", "dying cgroups hold residues"].contains(&status.as_str()),
+            "{status}"
+        );
+        assert!(
+            j["results"]["iterations"][0]["cpus"][0]["predicted_residue"].is_i64(),
+            "{}",
+            j["results"]
+        );
+    }
     assert!(
         j["verdict"]["checks"]
             .as_array()
@@ -299,7 +361,7 @@ fn batch_skew_cli_text_json_and_record() {
         .unwrap();
     assert!(text.status.success());
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(text.contains("verdict: flushes into the parent"), "{text}");
+    assert!(text.contains(&format!("verdict: {status}")), "{text}");
     // The plots of the record: per-CPU residues and stocks with the observed batch drawn; the
     // same files from `run --svg` and from `report --svg` of its record.
     let plots = dir.path().join("plots");

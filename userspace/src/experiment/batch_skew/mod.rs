@@ -21,20 +21,33 @@
 //!   (`css_rstat_flush` also runs at release): the parent's statistics converge to the exact
 //!   value. Old kernels (the seed's 4.x) kept per-CPU counters with a per-CPU threshold of 32
 //!   and never flushed a dead cgroup's remainder: the parent's statistics drifted for good.
+//! - Batched kernels (5.4-5.12; Debian's 5.10, `__mod_memcg_state`) have no flush: a CPU keeps
+//!   an item's delta while `|x| <= MEMCG_CHARGE_BATCH` and past it adds `x` to the memcg's and
+//!   every ancestor's atomic aggregate and keeps 0. There the run predicts each CPU's residue
+//!   and the spills update by update from the records ([`spill`]) and checks both exactly; a
+//!   freed cgroup's residues are added to its ancestors (`mem_cgroup_free` ->
+//!   `memcg_flush_percpu_vmstats`), so only dying cgroups keep residues out of the parent.
 
 mod plots;
+mod render;
+mod rules;
+#[cfg(test)]
+mod tests;
 
-use std::{fmt::Write as _, time::Duration};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Check, Common, LedgerAt, Report, Session, Verdict};
+use super::{Check, Common, LedgerAt, PhaseRecord, Report, Session, Verdict};
 use crate::experiment::{Context as _, Result, refuse};
 use crate::{
     cgroup::{MemCgroup, MemoryHierarchy},
     explain::{ExplainReport, Explainer, ItemResidue},
     workload::{Workload, batch::charge_batch, workload_binary},
 };
+use render::render;
+use rules::updates_on;
+pub use rules::{old_rule, spill, stock_after};
 
 /// The per-CPU statistics threshold of the seed's kernel (`MEMCG_CHARGE_BATCH` was 32 there).
 pub const OLD_THRESHOLD: i64 = 32;
@@ -81,6 +94,15 @@ pub struct CpuRow {
     pub residue: Option<i64>,
     /// Its charge stock of the child after the touch phase.
     pub stock_after_touch: Option<i64>,
+    /// Batched kernels (5.10): `residue` as the spill rule predicts it from the CPU's residue
+    /// before the touch and the updates recorded on it (`None` on rstat kernels, or when the
+    /// records do not give the updates one by one).
+    #[serde(default)]
+    pub predicted_residue: Option<i64>,
+    /// Batched kernels: what the rule says this CPU spilled into the child's aggregate (and
+    /// every ancestor's) meanwhile, pages.
+    #[serde(default)]
+    pub spilled: Option<i64>,
 }
 
 /// One iteration.
@@ -97,8 +119,22 @@ pub struct Iteration {
     pub no_flush_between: Option<bool>,
     /// flushed + Σ per-CPU of NR_ANON_MAPPED moved by this much between the snapshots.
     pub conserved_delta: Option<i64>,
-    /// Pages charged one at a time on the alloc CPU in the touch phase (anon + kernel memory).
-    pub charged_in_touch: i64,
+    /// The child's NR_ANON_MAPPED aggregate moved by this much between the snapshots (on
+    /// batched kernels: the spills).
+    #[serde(default)]
+    pub flushed_delta: Option<i64>,
+    /// Batched kernels: the largest |residue| of the child's NR_ANON_MAPPED on any CPU after
+    /// the free phases (the spill rule keeps it within the threshold).
+    #[serde(default)]
+    pub max_abs_residue: Option<i64>,
+    /// Pages charged one at a time on the alloc CPU in the touch phase (anon + kernel memory);
+    /// `None` where the kernel counts kernel memory nowhere (5.10 on cgroup v2), so the stock
+    /// rule cannot be checked.
+    #[serde(default)]
+    pub charged_in_touch: Option<i64>,
+    /// Where the kernel-memory part of `charged_in_touch` came from.
+    #[serde(default)]
+    pub kmem_source: String,
     /// Stock of the alloc CPU before the touch phase.
     pub stock_before_touch: Option<i64>,
     /// Page_counter batches in the touch phase and their pages (probed or inferred).
@@ -147,6 +183,10 @@ pub struct Results {
     /// How it was measured (records written before it was measured have none).
     #[serde(default)]
     pub kernel_charge_batch_source: String,
+    /// Batched kernels (5.4-5.12: 5.10): the delta a CPU keeps of an item before it spills into
+    /// the memcg and every ancestor (`|x| > MEMCG_CHARGE_BATCH`); `None` on rstat kernels.
+    #[serde(default)]
+    pub spill_threshold: Option<i64>,
     /// Pages per page_counter batch seen in the records, and how they were seen.
     pub observed_batch: Option<f64>,
     /// `probed` or `inferred`.
@@ -166,38 +206,6 @@ pub struct Results {
     pub convergence: Convergence,
     /// Dying cgroups over time: (ms since start, count).
     pub dying_over_time: Vec<(f64, usize)>,
-}
-
-/// The seed's old per-CPU rule: each update `v` makes `x += v`; when `|x| > threshold` the CPU
-/// flushes `x` to the aggregate. Returns what each CPU keeps at the end.
-pub fn old_rule(cpus: &[usize], alloc: usize, batch: i64, threshold: i64) -> Vec<(usize, i64)> {
-    let mut all: Vec<usize> = cpus.to_vec();
-    if !all.contains(&alloc) {
-        all.push(alloc);
-    }
-    let mut x: std::collections::BTreeMap<usize, i64> = all.iter().map(|&c| (c, 0)).collect();
-    let upd = |x: &mut i64, v: i64| {
-        *x += v;
-        if x.abs() > threshold {
-            *x = 0;
-        }
-    };
-    // Faults charge one page at a time.
-    for _ in 0..(cpus.len() as i64 * batch) {
-        upd(x.get_mut(&alloc).unwrap(), 1);
-    }
-    // A zap uncharges its pages in one update per CPU.
-    for c in cpus {
-        upd(x.get_mut(c).unwrap(), -batch);
-    }
-    x.into_iter().collect()
-}
-
-/// The stock rule of the module docs: `c` one-page charges from `s0` stocked pages, with a
-/// charge batch of `b` pages.
-pub fn stock_after(s0: i64, c: i64, b: i64) -> i64 {
-    let need = (c - s0).max(0);
-    s0 + b * ((need + b - 1) / b) - c
 }
 
 struct Snap {
@@ -370,6 +378,7 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report>
         params: p.clone(),
         kernel_charge_batch: kb.pages,
         kernel_charge_batch_source: kb.source,
+        spill_threshold: last.gap.spill_threshold_pages,
         observed_batch: (batches > 0).then(|| batch_pages as f64 / batches as f64),
         observed_batch_source: if s.charge_probed() {
             "probed".into()
@@ -428,6 +437,12 @@ fn iteration(
         ),
         _ => None,
     };
+    let threshold = post.report.gap.spill_threshold_pages;
+    let frees: Vec<&PhaseRecord> = p
+        .cpus
+        .iter()
+        .filter_map(|&x| find(&format!("{name} free on cpu{x}")))
+        .collect();
     let rows = cpus
         .iter()
         .map(|&c| {
@@ -444,20 +459,60 @@ fn iteration(
                 ),
                 _ => None,
             };
+            // Batched kernels: the CPU's updates one by one, in order (the touch, then the
+            // free phases), through the spill rule from its residue before the touch.
+            let predicted = threshold.zip(pa).and_then(|(t, a)| {
+                let mut ups = Vec::new();
+                for ph in touch.into_iter().chain(frees.iter().copied()) {
+                    ups.extend(updates_on(ph, name, ANON, c)?);
+                }
+                let x0 = a.per_cpu.get(c).copied().unwrap_or(0);
+                let (x, spilled) = spill(x0, ups, t);
+                Some((x - x0, spilled))
+            });
             CpuRow {
                 cpu: c,
                 touch: touch_d,
                 free: free_d,
                 residue,
                 stock_after_touch: mid.stock(c),
+                predicted_residue: predicted.map(|(r, _)| r),
+                spilled: predicted.map(|(_, s)| s),
             }
         })
         .collect();
     // One-page charges in the touch phase on the alloc CPU: the anon pages plus the kernel
     // memory (page tables) charged meanwhile.
-    let kmem = touch
-        .map(|t| t.per_cpu(name, "MEMCG_KMEM", &[p.alloc_cpu])[0])
-        .unwrap_or(0);
+    // Kernel memory charged meanwhile: MEMCG_KMEM as the probes saw it on the alloc CPU
+    // (5.18+); before it, on v1, the kmem page_counter between the snapshots around the touch
+    // (charged at every kernel-memory charge); on v2 before 5.18 nothing counts it.
+    let has_memcg_kmem = pre.report.stat_book.iter().any(|r| r.item == "MEMCG_KMEM");
+    let ps = pre.report.page_size.max(1) as i64;
+    let (kmem, kmem_source) = if has_memcg_kmem {
+        (
+            Some(
+                touch
+                    .map(|t| t.per_cpu(name, "MEMCG_KMEM", &[p.alloc_cpu])[0])
+                    .unwrap_or(0),
+            ),
+            "MEMCG_KMEM updates on the alloc CPU (probes)".to_string(),
+        )
+    } else if let (Some(a), Some(b)) = (
+        pre.report.charge.kmem_usage_bytes,
+        mid.report.charge.kmem_usage_bytes,
+    ) {
+        (
+            Some((b as i64 - a as i64) / ps),
+            "v1 kmem page_counter across the touch (no MEMCG_KMEM before 5.18)".to_string(),
+        )
+    } else {
+        (
+            None,
+            "none: no MEMCG_KMEM before 5.18 and no kmem page_counter on v2, so the stock rule \
+             is not checked"
+                .to_string(),
+        )
+    };
     let anon = touch
         .map(|t| t.per_cpu(name, ANON, &[p.alloc_cpu])[0])
         .unwrap_or(0);
@@ -475,7 +530,12 @@ fn iteration(
         cpus: rows,
         no_flush_between: Some(no_flush),
         conserved_delta: conserved,
-        charged_in_touch: anon + kmem,
+        flushed_delta: pa.zip(pb).map(|(a, b)| b.flushed - a.flushed),
+        max_abs_residue: threshold
+            .and(pb)
+            .and_then(|b| b.per_cpu.iter().map(|x| x.abs()).max()),
+        charged_in_touch: kmem.map(|k| anon + k),
+        kmem_source,
         stock_before_touch: pre.stock(p.alloc_cpu),
         batches,
         batch_pages,
@@ -515,7 +575,17 @@ fn checks(r: &Results, touch_pages: i64) -> Vec<Check> {
                 want_free,
                 row.free,
             ));
-            if it.no_flush_between == Some(true)
+            if let (Some(want), Some(res)) = (row.predicted_residue, row.residue) {
+                out.push(Check::eq(
+                    &format!(
+                        "iter {n} cpu{} residue after the free phases by the spill rule ({} spilled)",
+                        row.cpu,
+                        row.spilled.unwrap_or(0)
+                    ),
+                    want,
+                    res,
+                ));
+            } else if it.no_flush_between == Some(true)
                 && let Some(res) = row.residue
             {
                 out.push(Check::eq(
@@ -525,6 +595,22 @@ fn checks(r: &Results, touch_pages: i64) -> Vec<Check> {
                 ));
             }
         }
+        let spilled: Option<i64> = it.cpus.iter().map(|r| r.spilled).sum();
+        if let (Some(want), Some(got)) = (spilled, it.flushed_delta) {
+            out.push(Check::eq(
+                &format!("iter {n} NR_ANON_MAPPED aggregate moved by the spills"),
+                want,
+                got,
+            ));
+        }
+        if let (Some(t), Some(m)) = (r.spill_threshold, it.max_abs_residue) {
+            out.push(Check::rule(
+                &format!("iter {n} per-CPU NR_ANON_MAPPED residues within the spill threshold"),
+                format!("<= {t}"),
+                format!("max {m}"),
+                m <= t,
+            ));
+        }
         if let Some(c) = it.conserved_delta {
             out.push(Check::eq(
                 &format!("iter {n} NR_ANON_MAPPED flushed + per-CPU moved by the recorded net"),
@@ -532,20 +618,20 @@ fn checks(r: &Results, touch_pages: i64) -> Vec<Check> {
                 c,
             ));
         }
-        if let (Some(s0), Some(row)) = (
+        if let (Some(s0), Some(row), Some(charged)) = (
             it.stock_before_touch,
             it.cpus.iter().find(|c| c.cpu == p.alloc_cpu),
+            it.charged_in_touch,
         ) && let Some(s1) = row.stock_after_touch
         {
             out.push(Check::rule(
                 &format!("iter {n} stock of cpu{} after the touch", p.alloc_cpu),
                 format!(
-                    "{} (s0 {s0} + {kb}*ceil(({} charges - s0)/{kb}) - charges)",
-                    stock_after(s0, it.charged_in_touch, kb),
-                    it.charged_in_touch
+                    "{} (s0 {s0} + {kb}*ceil(({charged} charges - s0)/{kb}) - charges)",
+                    stock_after(s0, charged, kb),
                 ),
                 s1.to_string(),
-                s1 == stock_after(s0, it.charged_in_touch, kb),
+                s1 == stock_after(s0, charged, kb),
             ));
         }
     }
@@ -582,7 +668,32 @@ fn verdict(r: &Results, checks: &[Check], page: u64) -> Verdict {
         .iter()
         .filter(|i| i.no_flush_between == Some(true))
         .count();
-    let (status, answer) = if c.shown_after_wait == c.exact_after_wait {
+    let dying = r.dying_over_time.last().map_or(0, |d| d.1);
+    let (status, answer) = if let Some(t) = r.spill_threshold {
+        // Batched kernels: no flush; spills reach the parent at once, and a cgroup's residues
+        // only when it is freed (5.10 mem_cgroup_free -> memcg_flush_percpu_vmstats).
+        if c.shown_after_wait == c.exact_after_wait {
+            (
+                "flushes into the parent",
+                format!(
+                    "no rstat here: each CPU spills its delta into the child and every ancestor once it passes {t} pages, and a freed cgroup's per-CPU residues are added to its ancestors; after the run the parent's memory.stat anon read {} pages against an exact {} (drift {}, {} dying cgroup(s) left)",
+                    c.shown_after_wait, c.exact_after_wait, r.measured_drift, dying
+                ),
+            )
+        } else {
+            (
+                "dying cgroups hold residues",
+                format!(
+                    "no rstat here: each CPU spills its delta once it passes {t} pages, but a removed cgroup's per-CPU residues stay with it until it is freed; {} dying cgroup(s) keep the parent's memory.stat anon at {} pages against an exact {} ({} pages) {} ms after the last iteration",
+                    dying,
+                    c.shown_after_wait,
+                    c.exact_after_wait,
+                    r.measured_drift,
+                    c.waited_ms.round()
+                ),
+            )
+        }
+    } else if c.shown_after_wait == c.exact_after_wait {
         (
             "flushes into the parent",
             format!(
@@ -606,6 +717,30 @@ fn verdict(r: &Results, checks: &[Check], page: u64) -> Verdict {
         )
     };
     let p = &r.params;
+    if let Some(t) = r.spill_threshold {
+        let ruled = r
+            .iterations
+            .iter()
+            .filter(|i| i.cpus.iter().all(|c| c.predicted_residue.is_some()))
+            .count();
+        let spilled: i64 = r
+            .iterations
+            .iter()
+            .flat_map(|i| &i.cpus)
+            .filter_map(|c| c.spilled)
+            .sum();
+        let summary = format!(
+            "{} iterations x {} CPUs x {} pages on a batched kernel (the seed's era, no rstat): each CPU's NR_ANON_MAPPED residue was predicted update by update from the spill rule (|x| > {t}, MEMCG_CHARGE_BATCH as measured) in {} of {} iterations, {} pages spilled into the aggregate in all; the checks compare both with what the kernel holds.\n{}",
+            p.iterations,
+            p.cpus.len(),
+            p.batch_pages,
+            ruled,
+            r.iterations.len(),
+            spilled,
+            answer
+        );
+        return Verdict::judged(status, summary, checks.to_vec());
+    }
     let summary = format!(
         "{} iterations x {} CPUs x {} pages: each free phase left -{} pages on every freeing CPU and +{} on the alloc CPU in the per-CPU counters (exactly so in {} of {} iterations; a flush moved them up in the rest).\n\
          The seed's old rule (per-CPU threshold {}, a dead cgroup's remainder never flushed) would strand {} pages ({} KiB) per iteration, {} KiB in this run.\n{}",
@@ -636,164 +771,5 @@ impl super::Experiment for BatchSkew {
     }
     fn plots(r: &Report, _res: &Results) -> Result<Vec<(String, String)>> {
         plots::plots(r)
-    }
-}
-
-/// The text section of a batch-skew report.
-fn render(r: &Report, res: &Results) -> Result<String> {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "batch-skew: alloc on cpu{}, free {} pages on each of {:?}, {} iterations{}",
-        res.params.alloc_cpu,
-        res.params.batch_pages,
-        res.params.cpus,
-        res.params.iterations,
-        if res.params.pin_page_cache {
-            ", page cache pins each removed cgroup"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        out,
-        "  charge batch: kernel MEMCG_CHARGE_BATCH {} ({}); observed {} ({})",
-        res.kernel_charge_batch,
-        if res.kernel_charge_batch_source.is_empty() {
-            "as the record says"
-        } else {
-            &res.kernel_charge_batch_source
-        },
-        res.observed_batch
-            .map(|b| format!("{b} pages per batch"))
-            .unwrap_or_else(|| "no batch seen".into()),
-        res.observed_batch_source
-    );
-    match res
-        .iterations
-        .iter()
-        .filter_map(|i| i.percpu_updates_max)
-        .max()
-    {
-        Some(m) => {
-            let _ = writeln!(
-                out,
-                "  flush threshold: per-CPU update carries at most {m} (handed on at {}); the child's count {} (memory.stat flushes first above {} x {} online CPUs; CPUs stop carrying once it is due)",
-                res.kernel_charge_batch,
-                res.iterations
-                    .iter()
-                    .filter_map(|i| i.flush_updates)
-                    .max()
-                    .unwrap_or(0),
-                res.kernel_charge_batch,
-                r.online_cpus.len()
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "  flush threshold: this kernel keeps no per-CPU update count (before 6.8)"
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "  {:<8} {:>5} {:>9} {:>9} {:>9} {:>7}   parent usage KiB      root usage KiB      dying",
-        "ITER", "CPU", "TOUCH", "FREE", "RESIDUE", "STOCK"
-    );
-    let kib = |v: Option<u64>| {
-        v.map(|b| (b / 1024).to_string())
-            .unwrap_or_else(|| "-".into())
-    };
-    for it in &res.iterations {
-        for (k, row) in it.cpus.iter().enumerate() {
-            let tail = if k == 0 {
-                format!(
-                    "   {:>8} -> {:<8}   {:>8} -> {:<8} {}",
-                    kib(it.parent_usage.0),
-                    kib(it.parent_usage.1),
-                    kib(it.root_usage.0),
-                    kib(it.root_usage.1),
-                    it.dying_after
-                )
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                out,
-                "  {:<8} {:>5} {:>+9} {:>+9} {:>9} {:>7}{tail}",
-                if k == 0 { it.cgroup.as_str() } else { "" },
-                row.cpu,
-                row.touch,
-                row.free,
-                row.residue
-                    .map(|v| format!("{v:+}"))
-                    .unwrap_or_else(|| "-".into()),
-                row.stock_after_touch
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
-            );
-        }
-        if it.no_flush_between == Some(false) {
-            let _ = writeln!(
-                out,
-                "  {:<8} (a flush ran between the snapshots: residues were carried up)",
-                ""
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "  old rule (threshold {}): stranded per CPU {:?} = {} pages per iteration",
-        OLD_THRESHOLD, res.old_rule_per_cpu, res.old_rule_stranded_per_iteration
-    );
-    let c = &res.convergence;
-    let _ = writeln!(
-        out,
-        "  parent NR_ANON_MAPPED at the end: shown {} exact {}; after {:.0} ms: shown {} exact {} (drift {}, predicted {})",
-        c.shown_at_end,
-        c.exact_at_end,
-        c.waited_ms,
-        c.shown_after_wait,
-        c.exact_after_wait,
-        res.measured_drift,
-        res.predicted_drift
-    );
-    let _ = writeln!(
-        out,
-        "  dying cgroups over time (ms, count): {:?}",
-        res.dying_over_time
-            .iter()
-            .map(|(t, n)| (t.round() as i64, *n))
-            .collect::<Vec<_>>()
-    );
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn old_rule_matches_hand_count() {
-        // 2 CPUs, 30 pages, alloc on cpu1: cpu1 sees 60 increments (flush at 33, keeps 27),
-        // then cpu0 frees 30 (keeps -30) and cpu1 frees 30 (27-30 = -3).
-        assert_eq!(old_rule(&[0, 1], 1, 30, 32), vec![(0, -30), (1, -3)]);
-        // alloc outside the list keeps its remainder: 64*30 = 1920 = 58*33 + 6.
-        let v = old_rule(&(0..64).collect::<Vec<_>>(), 90, 30, 32);
-        assert_eq!(v.last(), Some(&(90, 6)));
-        assert!(v[..64].iter().all(|&(_, x)| x == -30));
-    }
-
-    #[test]
-    fn stock_rule() {
-        assert_eq!(stock_after(0, 1, 64), 63);
-        assert_eq!(stock_after(0, 64, 64), 0);
-        assert_eq!(stock_after(0, 65, 64), 63);
-        assert_eq!(stock_after(10, 5, 64), 5);
-        assert_eq!(stock_after(10, 70, 64), 4);
-        // The 5.x batch.
-        assert_eq!(stock_after(0, 1, 32), 31);
-        assert_eq!(stock_after(10, 70, 32), 4);
     }
 }
