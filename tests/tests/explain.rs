@@ -735,6 +735,16 @@ fn cli(args: &[&str]) -> std::process::Output {
         .expect("run memcg-drift")
 }
 
+/// A run with child `x` holding a workload on CPU k that touched 100 pages.
+fn hundred_pages() -> (RunGroup, MemCgroup, Workload) {
+    let (k, _) = cpus();
+    let run = RunGroup::create(&hier()).unwrap();
+    let cg = run.child("x").unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
+    w.touch(100).unwrap();
+    (run, cg, w)
+}
+
 /// The command as a user runs it: text within 100 columns ending with the bottom line, JSON
 /// with the documented fields, one-line errors.
 #[test]
@@ -743,12 +753,7 @@ fn cli_text_json_and_errors() {
         return;
     }
     let _serial = serial();
-    let (k, _) = cpus();
-    let hier = hier();
-    let run = RunGroup::create(&hier).unwrap();
-    let cg = run.child("x").unwrap();
-    let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
-    w.touch(100).unwrap();
+    let (run, cg, w) = hundred_pages();
     let path = cg.path().to_str().unwrap().to_string();
     let plots = tempfile::tempdir().unwrap();
     let svg = plots.path().join("ledger.svg");
@@ -884,12 +889,7 @@ fn a_ledger_that_does_not_close_is_taken_again() {
         return;
     }
     let _serial = serial();
-    let (k, _) = cpus();
-    let hier = hier();
-    let run = RunGroup::create(&hier).unwrap();
-    let cg = run.child("x").unwrap();
-    let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
-    w.touch(100).unwrap();
+    let (run, cg, w) = hundred_pages();
     let path = cg.path().to_str().unwrap().to_string();
     let explain = |open: usize| {
         let o = Command::new(bin())
