@@ -268,12 +268,11 @@ fn batch_skew_pinned_cgroups_stay_dying() {
         r.lifecycle
     );
     let led = &r.ledgers[0];
-    // Where kernel memory is counted nowhere (5.10 on v2) the remainder is it.
-    if integration_tests::kmem_counted_nowhere() {
-        assert!(led.unexplained_pages >= 0, "{}", led.text);
-    } else {
-        assert_eq!(led.unexplained_pages, 0, "{}", led.text);
-    }
+    integration_tests::assert_remainder(
+        led.unexplained_pages,
+        integration_tests::kmem_counted_nowhere(),
+        &led.text,
+    );
     let dying_json = led.json["dying"].as_array().unwrap();
     assert_eq!(dying_json.len(), 3, "{}", led.text);
     assert!(!run_dir_root().join(&r.run_id).exists(), "run left behind");

@@ -94,12 +94,7 @@ fn shmem_pages_stay_with_the_writing_cgroup_after_a_move() {
     assert_eq!(b_end.item("NR_SHMEM"), 0);
     for (a, b) in &res.snapshots {
         for sn in [a, b] {
-            // Where kernel memory is counted nowhere (5.10 on v2) the remainder is it.
-            if sn.kmem_uncounted {
-                assert!(sn.unexplained_pages >= 0, "{}", sn.label);
-            } else {
-                assert_eq!(sn.unexplained_pages, 0, "{}", sn.label);
-            }
+            integration_tests::assert_remainder(sn.unexplained_pages, sn.kmem_uncounted, &sn.label);
         }
     }
     assert!(text.contains("tmpfs:"), "{text}");

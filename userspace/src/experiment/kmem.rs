@@ -181,8 +181,8 @@ impl Snapshot {
             },
             kmem_counter_bytes: r.charge.kmem_usage_bytes,
             tcpmem_counter_bytes: r.charge.tcpmem_usage_bytes,
-            kmem_uncounted: r.missing_terms.iter().any(|m| m.term == "kmem"),
-            no_memcg_kmem: !r.stat_book.iter().any(|row| row.item == "MEMCG_KMEM"),
+            kmem_uncounted: r.kmem_counted_nowhere(),
+            no_memcg_kmem: r.stat_row("MEMCG_KMEM").is_none(),
         };
         Ok((snap, r))
     }

@@ -231,6 +231,20 @@ pub struct ExplainReport {
     pub snapshot: SnapshotInfo,
 }
 
+impl ExplainReport {
+    /// The stat book's row of `item`, if this kernel has the item.
+    pub fn stat_row(&self, item: &str) -> Option<&StatBookRow> {
+        self.stat_book.iter().find(|s| s.item == item)
+    }
+
+    /// Whether the kernel counts kernel memory nowhere (5.10 on cgroup v2: no MEMCG_KMEM
+    /// statistic before 5.18, no kmem page_counter on v2): the ledger's `kmem` term is then
+    /// missing, and its remainder holds that kernel memory.
+    pub fn kmem_counted_nowhere(&self) -> bool {
+        self.missing_terms.iter().any(|m| m.term == "kmem")
+    }
+}
+
 /// One statistic item of the target cgroup itself (descendants not included), in the
 /// kernel's unit for the item, from a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -307,8 +321,6 @@ pub struct Explainer {
     read_stat_file: bool,
     /// Measured once per process (workload::batch).
     charge_batch: Result<ChargeBatch, BatchError>,
-    /// Descendants left out of the last walk because the target is not hierarchical.
-    flat_descendants: usize,
 }
 
 impl std::fmt::Debug for Explainer {
@@ -353,15 +365,16 @@ impl Explainer {
             ids,
             kernel,
             read_stat_file: true,
-            flat_descendants: 0,
         })
     }
 
     /// Walks the subtree, reloading the reader bigger if it does not fit.
-    fn walk(&mut self) -> Result<Tree, ExplainError> {
+    /// The target's subtree, and how many descendants were left out because the target is not
+    /// hierarchical.
+    fn walk(&mut self) -> Result<(Tree, usize), ExplainError> {
         let limit = probes_common::RES_MAX_MEMCGS as usize;
         let layout = self.reader_layout();
-        let tree = residue::walk(&mut self.reader, &layout, self.root_id, &self.ids, limit)
+        let mut tree = residue::walk(&mut self.reader, &layout, self.root_id, &self.ids, limit)
             .map_err(|err| ExplainError::NoMemcg {
                 path: self.target.path().to_path_buf(),
                 err,
@@ -369,8 +382,7 @@ impl Explainer {
         // v1 before 5.11: a memcg with `memory.use_hierarchy` 0 keeps its own charges and
         // statistics only; its descendants' never reach it (parent_mem_cgroup is NULL for
         // them, 5.10 memcontrol.h), so the ledger is its own.
-        let mut tree = tree;
-        self.flat_descendants = 0;
+        let mut flat = 0;
         if self.ctx.version == CgroupVersion::V1
             && self
                 .target
@@ -379,7 +391,7 @@ impl Explainer {
                 .flatten()
                 .is_some_and(|v| v.trim() == "0")
         {
-            self.flat_descendants = tree.nodes.len().saturating_sub(1) + tree.left_out;
+            flat = tree.nodes.len().saturating_sub(1) + tree.left_out;
             tree.nodes.truncate(1);
             tree.left_out = 0;
         }
@@ -387,7 +399,7 @@ impl Explainer {
             let want = (tree.nodes.len() * 3 / 2).min(limit);
             self.reader = ResidueReader::load(layout, want)?;
         }
-        Ok(tree)
+        Ok((tree, flat))
     }
 
     fn reader_layout(&self) -> ResidueLayout {
@@ -424,11 +436,7 @@ impl Explainer {
                 .iter()
                 .find(|t| t.term == "stock")
                 .map(|t| t.per_cpu.clone());
-            let kmem = r
-                .stat_book
-                .iter()
-                .find(|x| x.item == "MEMCG_KMEM")
-                .map(|x| x.exact_bytes);
+            let kmem = r.stat_row("MEMCG_KMEM").map(|x| x.exact_bytes);
             (r.charge.usage_pages, stock, kmem)
         };
         let start = std::time::Instant::now();
@@ -489,7 +497,7 @@ impl Explainer {
         &mut self,
         items: &[&str],
     ) -> Result<(ExplainReport, Vec<ItemResidue>), ExplainError> {
-        let tree = self.walk()?;
+        let (tree, flat) = self.walk()?;
         let before = self.target.usage_bytes().ok().flatten();
         let taken = residue::take(
             &mut self.reader,
@@ -527,7 +535,9 @@ impl Explainer {
             })
             .collect();
         let led = ledger::compute(&layout, &tree, r, &self.ctx);
-        Ok((self.build(&tree, &taken, led, before, after, stat), picked))
+        let mut report = self.build(&tree, &taken, led, before, after, stat);
+        report.snapshot.not_hierarchical_descendants = flat;
+        Ok((report, picked))
     }
 
     fn build(
@@ -630,7 +640,7 @@ impl Explainer {
                 static_percpu_error: r.static_percpu.as_ref().err().map(|e| e.to_string()),
                 flush_mark: r.memcgs.first().map_or(0, |m| m.flush_mark),
                 unclosed_retakes: 0,
-                not_hierarchical_descendants: self.flat_descendants,
+                not_hierarchical_descendants: 0,
             },
         }
     }

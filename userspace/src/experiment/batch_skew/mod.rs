@@ -486,7 +486,7 @@ fn iteration(
     // Kernel memory charged meanwhile: MEMCG_KMEM as the probes saw it on the alloc CPU
     // (5.18+); before it, on v1, the kmem page_counter between the snapshots around the touch
     // (charged at every kernel-memory charge); on v2 before 5.18 nothing counts it.
-    let has_memcg_kmem = pre.report.stat_book.iter().any(|r| r.item == "MEMCG_KMEM");
+    let has_memcg_kmem = pre.report.stat_row("MEMCG_KMEM").is_some();
     let ps = pre.report.page_size.max(1) as i64;
     let (kmem, kmem_source) = if has_memcg_kmem {
         (

@@ -6,26 +6,18 @@ use crate::experiment::PhaseRecord;
 /// The seed's old per-CPU rule: each update `v` makes `x += v`; when `|x| > threshold` the CPU
 /// flushes `x` to the aggregate. Returns what each CPU keeps at the end.
 pub fn old_rule(cpus: &[usize], alloc: usize, batch: i64, threshold: i64) -> Vec<(usize, i64)> {
-    let mut all: Vec<usize> = cpus.to_vec();
-    if !all.contains(&alloc) {
-        all.push(alloc);
-    }
-    let mut x: std::collections::BTreeMap<usize, i64> = all.iter().map(|&c| (c, 0)).collect();
-    let upd = |x: &mut i64, v: i64| {
-        *x += v;
-        if x.abs() > threshold {
-            *x = 0;
-        }
+    // The same per-CPU rule as 5.10's [`spill`]; the seed's kernel differed in never flushing
+    // a dead cgroup's remainder, which is what the caller counts. Faults charge one page at a
+    // time on the alloc CPU; a zap uncharges its pages in one update per CPU.
+    let touch = cpus.len() * batch as usize;
+    let kept = |c: usize| {
+        let faults = std::iter::repeat_n(1, if c == alloc { touch } else { 0 });
+        let zap = cpus.contains(&c).then_some(-batch);
+        spill(0, faults.chain(zap), threshold).0
     };
-    // Faults charge one page at a time.
-    for _ in 0..(cpus.len() as i64 * batch) {
-        upd(x.get_mut(&alloc).unwrap(), 1);
-    }
-    // A zap uncharges its pages in one update per CPU.
-    for c in cpus {
-        upd(x.get_mut(c).unwrap(), -batch);
-    }
-    x.into_iter().collect()
+    let all: std::collections::BTreeMap<usize, i64> =
+        cpus.iter().chain([&alloc]).map(|&c| (c, kept(c))).collect();
+    all.into_iter().collect()
 }
 
 /// The spill rule of batched kernels (5.4-5.12, `__mod_memcg_state`): each update `v` makes
