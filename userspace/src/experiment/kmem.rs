@@ -190,16 +190,11 @@ impl Snapshot {
     /// The check that the ledger closes: 0 unexplained pages; where the kernel counts kernel
     /// memory nowhere, the remainder is that kernel memory, so only its sign is checked.
     pub fn ledger_check(&self) -> Check {
-        let what = format!("ledger {}: unexplained pages", self.label);
-        if self.kmem_uncounted {
-            return Check::rule(
-                &format!("{what} (kernel memory, counted nowhere on this kernel, included)"),
-                ">= 0".into(),
-                self.unexplained_pages.to_string(),
-                self.unexplained_pages >= 0,
-            );
-        }
-        Check::eq(&what, 0, self.unexplained_pages)
+        Check::ledger_closes(
+            &format!("ledger {}: unexplained pages", self.label),
+            self.unexplained_pages,
+            self.kmem_uncounted,
+        )
     }
 
     /// An item's exact value, bytes.

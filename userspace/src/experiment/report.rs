@@ -306,6 +306,20 @@ impl Check {
             ok,
         }
     }
+
+    /// A ledger's remainder where it must close: 0 pages, or where the kernel counts kernel
+    /// memory nowhere (5.10 on cgroup v2) that kernel memory, which is never negative.
+    pub fn ledger_closes(what: &str, unexplained_pages: i64, kmem_uncounted: bool) -> Check {
+        if kmem_uncounted {
+            return Check::rule(
+                &format!("{what} (kernel memory, counted nowhere on this kernel, included)"),
+                ">= 0".into(),
+                unexplained_pages.to_string(),
+                unexplained_pages >= 0,
+            );
+        }
+        Check::eq(what, 0, unexplained_pages)
+    }
 }
 
 /// The experiment's conclusion.

@@ -290,12 +290,17 @@ pub fn render_text(r: &ExplainReport, cpus: bool) -> String {
         &mut s,
         0,
         &format!(
-            "gap usage - memory.stat book: {} pages = unflushed {} + stock {} + lru_add {} + \
+            "gap usage - memory.stat book: {} pages = unflushed {} + stock {} + lru_add {}{} + \
              unexplained {}{}",
             signed(g.pages),
             signed(g.unflushed_pages),
             g.stock_pages,
             g.lru_add_pages,
+            if g.outside_stat_pages != 0 {
+                format!(" + not in memory.stat {}", g.outside_stat_pages)
+            } else {
+                String::new()
+            },
             signed(g.unexplained_pages),
             if g.clamped_pages != 0 {
                 format!(" - shown as 0 {}", g.clamped_pages)

@@ -72,6 +72,7 @@ fn report() -> ExplainReport {
             lru_add_pages: 0,
             clamped_pages: 0,
             unexplained_pages: 0,
+            outside_stat_pages: 0,
             flush_updates: Some(12),
             percpu_updates: vec![3, 4],
             spill_threshold_pages: None,

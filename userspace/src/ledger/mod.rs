@@ -333,6 +333,11 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         .map(|t| t.pages - t.flushed.unwrap_or(0))
         .sum();
     let term_pages = |id: &str| terms.iter().find(|t| t.term == id).map_or(0, |t| t.pages);
+    let outside_stat_pages: i64 = terms
+        .iter()
+        .filter(|t| t.flushed.is_none() && !matches!(t.term.as_str(), "stock" | "lru_add"))
+        .map(|t| t.pages)
+        .sum();
     let mut bounds: Vec<(String, Bound)> = ctx
         .charge_batch
         .map(|b| {
@@ -389,6 +394,7 @@ pub fn compute(l: &ResidueLayout, tree: &Tree, r: &Residues, ctx: &Context) -> L
         lru_add_pages: term_pages("lru_add"),
         clamped_pages,
         unexplained_pages,
+        outside_stat_pages,
         bounds,
         flush_updates: x.and_then(|m| m.flush_updates).map(|v| v as i64),
         percpu_updates: x.map_or(Vec::new(), |m| {

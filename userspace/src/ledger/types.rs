@@ -113,6 +113,9 @@ pub struct Gap {
     pub clamped_pages: i64,
     /// Of which: unexplained, pages.
     pub unexplained_pages: i64,
+    /// Of which: ledger terms memory.stat has no line for, other than the stock and the
+    /// lru_add batches (before 5.18 on v1: kernel memory, from the kmem page_counter), pages.
+    pub outside_stat_pages: i64,
     /// The kernel's bounds: unflushed updates, stock, batches.
     pub bounds: Vec<(String, Bound)>,
     /// The target's `memcg_vmstats.stats_updates` (6.8+): the update units a memory.stat read

@@ -92,6 +92,20 @@ pub(super) fn run(hier: &MemoryHierarchy, p: Params, common: &Common, page: u64)
     let mut w = s.phase("start in t", |_| Ok(Workload::spawn(&bin, &t, p.cpu)?))?;
     let baseline = t.usage_bytes()?.unwrap_or(0);
     let mut ex = Explainer::new(hier, t.clone())?;
+    // The page_counter's watermark: `memory.peak` from 5.19; before it (5.10) the same
+    // counter read from the kernel in an explain snapshot.
+    let has_peak_file = t.peak_bytes()?.is_some();
+    let peak_source = if has_peak_file {
+        "memory.peak"
+    } else {
+        "page_counter watermark from an explain snapshot (no memory.peak before 5.19)"
+    };
+    let peak = |ex: &mut Explainer| -> Result<u64> {
+        Ok(match t.peak_bytes()? {
+            Some(b) => b,
+            None => ex.report()?.charge.peak_bytes,
+        })
+    };
     // Measured once per process; what the ledgers report beside it.
     let batch = crate::workload::batch::charge_batch(hier)
         .ok()
@@ -113,7 +127,7 @@ pub(super) fn run(hier: &MemoryHierarchy, p: Params, common: &Common, page: u64)
             let mut crossed = None;
             while held < grow_pages {
                 let u0 = t.usage_bytes()?.unwrap_or(0);
-                let peak0 = t.peak_bytes()?.unwrap_or(0);
+                let peak0 = peak(&mut ex)?;
                 let mut n = p.step_pages.min(grow_pages - held);
                 if let Some(b) = batch
                     && u0 + n * page > high
@@ -127,7 +141,7 @@ pub(super) fn run(hier: &MemoryHierarchy, p: Params, common: &Common, page: u64)
                 held += n;
                 steps += 1;
                 let u1 = t.usage_bytes()?.unwrap_or(0);
-                let peak1 = t.peak_bytes()?.unwrap_or(0);
+                let peak1 = peak(&mut ex)?;
                 if peak1 > high && crossed.is_none() {
                     crossed = Some(held);
                 }
@@ -181,6 +195,7 @@ pub(super) fn run(hier: &MemoryHierarchy, p: Params, common: &Common, page: u64)
         mechanism: Mechanism::V2High,
         charge_batch: batch,
         root: None,
+        peak_source: Some(peak_source.into()),
     };
     super::finish(s, results, ledgers)
 }

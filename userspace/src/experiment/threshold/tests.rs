@@ -44,6 +44,8 @@ fn checks_want_one_signal_each_way_within_the_interval() {
         lru_add_pages: 0,
         clamped_pages: 0,
         unexplained_pages: 0,
+        kmem_uncounted: false,
+        outside_stat_pages: 0,
         usage_before_bytes: None,
         peak_before_bytes: None,
         peak_bytes: None,
@@ -66,6 +68,7 @@ fn checks_want_one_signal_each_way_within_the_interval() {
         mechanism: Mechanism::V1Thresholds,
         charge_batch: None,
         root: None,
+        peak_source: None,
     };
     assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
     // Fired before the usage was past it, or too late, or twice: failures.
@@ -98,6 +101,8 @@ fn v2_checks_want_the_crossing_step_one_batch_and_a_notification() {
         lru_add_pages: 0,
         clamped_pages: 0,
         unexplained_pages: 0,
+        kmem_uncounted: false,
+        outside_stat_pages: 0,
         usage_before_bytes: Some(before * page),
         peak_before_bytes: Some(before * page),
         peak_bytes: Some(peak * page),
@@ -117,6 +122,7 @@ fn v2_checks_want_the_crossing_step_one_batch_and_a_notification() {
         mechanism: Mechanism::V2High,
         charge_batch: Some(64),
         root: None,
+        peak_source: None,
     };
     assert!(checks(&r).iter().all(|c| c.ok), "{:?}", checks(&r));
     // Already above before the step (the event came late), not one batch in the step, not
@@ -156,6 +162,7 @@ fn root_checks_want_the_sum_and_a_signal_where_its_usage_was_seen_past() {
         mechanism: Mechanism::V1Thresholds,
         charge_batch: None,
         root: None,
+        peak_source: None,
     };
     let ev = |dir: &str, held: u64, crossed: u64| RootEvent {
         threshold: 1 << 20,
