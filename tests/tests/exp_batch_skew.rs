@@ -180,6 +180,67 @@ fn assert_exact(r: &Report, p: &Params) {
         res.measured_drift,
         res.convergence.shown_after_wait - res.convergence.exact_after_wait
     );
+    // Each removed cgroup's release, unless the run keeps them dying.
+    let releases: Vec<&batch_skew::Release> = res
+        .iterations
+        .iter()
+        .filter_map(|i| i.release.as_ref())
+        .collect();
+    // Only batched kernels wait for them (rstat flushes dying cgroups with the tree).
+    if res.spill_threshold.is_none() || (p.pin_page_cache && p.keep_dying) {
+        assert!(releases.is_empty());
+    } else {
+        assert_eq!(releases.len(), res.iterations.len());
+    }
+    for (k, rel) in releases.iter().enumerate() {
+        // 5.10 (mem_cgroup_free -> memcg_flush_percpu_vmstats): a freed cgroup's per-CPU
+        // residues are added to every ancestor's aggregate, page for page. A charge-stock slot
+        // left empty (drain_all_stock skips it) can hold a removed cgroup until its CPU charges
+        // another memcg: the next iteration's workload does, so only the last one can still be
+        // dying at the end, and then the walk says what holds it.
+        match rel.freed_after_ms {
+            Some(_) => {
+                assert!(
+                    [batch_skew::Fate::Flushed, batch_skew::Fate::Empty].contains(&rel.fate()),
+                    "{rel:?}"
+                );
+                assert_eq!(rel.carried(), rel.child_residue);
+                assert_eq!(rel.lost(), 0);
+            }
+            None => {
+                assert_eq!(k + 1, releases.len(), "{rel:?}");
+                assert!(rel.held_by.is_some(), "{rel:?}");
+            }
+        }
+    }
+    if !releases.is_empty() {
+        // The frees leave -batch on the CPUs other than the alloc CPU (below the threshold),
+        // so a release carries pages, or the cgroup is still dying with them.
+        assert!(
+            releases.iter().any(|r| r.fate() != batch_skew::Fate::Empty),
+            "{releases:?}"
+        );
+        // What is still dying at the end holds exactly the parent's drift (shown - exact is
+        // minus the residues pending in its subtree).
+        let stranded: i64 = releases
+            .iter()
+            .filter(|r| r.freed_after_ms.is_none())
+            .map(|r| r.child_residue)
+            .sum();
+        assert_eq!(res.measured_drift, -stranded, "{releases:?}");
+        if releases
+            .iter()
+            .any(|r| r.fate() == batch_skew::Fate::Flushed)
+        {
+            assert!(
+                r.verdict
+                    .summary
+                    .contains("rose by exactly the child's residues"),
+                "{}",
+                r.verdict.summary
+            );
+        }
+    }
     let dying = res.dying_over_time.last().unwrap().1 as i64;
     match res.spill_threshold {
         // Batched kernels: a removed cgroup's residues reach the parent only when it is

@@ -155,6 +155,95 @@ pub struct Iteration {
     /// when it exceeds MEMCG_CHARGE_BATCH x online CPUs.
     #[serde(default)]
     pub flush_updates: Option<i64>,
+    /// Batched kernels: what became of the child's residues when the kernel freed it (`None`
+    /// on rstat kernels, and with `--keep-dying`, whose cgroups are not freed before the run
+    /// ends).
+    #[serde(default)]
+    pub release: Option<Release>,
+}
+
+/// A removed child's NR_ANON_MAPPED residues at its release, measured from the parent: its
+/// aggregate (what memory.stat shows) and the deltas pending in its subtree (the child's
+/// per-CPU residues among them), before the rmdir and once the child is gone from the walk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Release {
+    /// Σ over CPUs of the child's own unflushed NR_ANON_MAPPED after its workload exited,
+    /// pages (on batched kernels: its per-CPU residues below the spill threshold).
+    pub child_residue: i64,
+    /// The parent's NR_ANON_MAPPED aggregate and pending pages before the rmdir.
+    pub before: (i64, i64),
+    /// ... after the child was freed, or when the wait gave up.
+    pub after: (i64, i64),
+    /// ms from the rmdir until the child was gone from the parent's walk; `None`: it was still
+    /// dying when the wait ended.
+    pub freed_after_ms: Option<f64>,
+    /// How long the wait lasted, ms.
+    pub waited_ms: f64,
+    /// Measured after the next iteration's workload started (its first charges on a CPU take
+    /// that CPU's stock slot from the removed child): that child's own NR_ANON_MAPPED
+    /// aggregate and pending pages, subtracted from `after`.
+    #[serde(default)]
+    pub next_child: Option<(i64, i64)>,
+    /// What still held the child when the wait ended (from the parent's walk).
+    #[serde(default)]
+    pub held_by: Option<String>,
+    /// Another dying cgroup was freed in the same window, so the parent's numbers mix both.
+    #[serde(default)]
+    pub overlapped: bool,
+}
+
+/// What a freed cgroup's residues became, as [`Release`] measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// The parent's aggregate rose by exactly the residues; the exact value kept.
+    Flushed,
+    /// The residues left the exact value and never reached the aggregate.
+    Lost,
+    /// The cgroup was not freed within the wait: its residues stay with it.
+    Stranded,
+    /// It held no residue, so its release shows nothing.
+    Empty,
+    /// None of the above: something else moved the parent's statistic meanwhile.
+    Unclear,
+}
+
+impl Fate {
+    /// Its name in text (as in JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fate::Flushed => "flushed",
+            Fate::Lost => "lost",
+            Fate::Stranded => "stranded",
+            Fate::Empty => "empty",
+            Fate::Unclear => "unclear",
+        }
+    }
+}
+
+impl Release {
+    /// Pages the parent's aggregate gained meanwhile.
+    pub fn carried(&self) -> i64 {
+        self.after.0 - self.before.0
+    }
+
+    /// Pages that left the parent's exact value (aggregate + pending) meanwhile.
+    pub fn lost(&self) -> i64 {
+        (self.before.0 + self.before.1) - (self.after.0 + self.after.1)
+    }
+
+    /// What the residues became.
+    pub fn fate(&self) -> Fate {
+        let r = self.child_residue;
+        match () {
+            _ if self.freed_after_ms.is_none() => Fate::Stranded,
+            _ if self.overlapped => Fate::Unclear,
+            _ if r == 0 && self.carried() == 0 && self.lost() == 0 => Fate::Empty,
+            _ if self.carried() == r && self.lost() == 0 => Fate::Flushed,
+            _ if self.carried() == 0 && self.lost() == r => Fate::Lost,
+            _ => Fate::Unclear,
+        }
+    }
 }
 
 /// The end of the run: did the parent's statistics converge?
@@ -232,6 +321,120 @@ impl Snap {
     }
 }
 
+/// The parent's NR_ANON_MAPPED aggregate (unclamped) and pending pages, for a report.
+fn anon_aggregate_pending(r: &ExplainReport) -> (i64, i64) {
+    let ps = r.page_size.max(1) as i64;
+    r.stat_row(ANON)
+        .map(|s| ((s.exact_bytes - s.pending_bytes) / ps, s.pending_bytes / ps))
+        .unwrap_or((0, 0))
+}
+
+/// How long the run first waits for a removed child to be freed (an RCU grace period and a
+/// work item when nothing holds it).
+const RELEASE_FIRST: Duration = Duration::from_millis(200);
+/// How long it waits later: after the next iteration's workload started, or at the end.
+const RELEASE_MAX: Duration = Duration::from_secs(3);
+
+/// A removed child whose release is still to be measured.
+struct Awaited {
+    index: usize,
+    name: String,
+    child_residue: i64,
+    before: (i64, i64),
+    removed: std::time::Instant,
+    /// The other dying cgroups at its rmdir: if one of them is freed in the same window, the
+    /// parent's numbers mix both.
+    others_dying: Vec<String>,
+}
+
+/// What holds a dying cgroup, from its entry in the parent's walk.
+fn held_by(d: &crate::ledger::Dying) -> String {
+    let mut why = Vec::new();
+    if d.stock_slots > 0 {
+        why.push(if d.stock_pages == 0 {
+            format!(
+                "{} charge-stock slot(s) caching it with no pages (drain_all_stock skips empty slots; the slot lets go when its CPU next charges another memcg)",
+                d.stock_slots
+            )
+        } else {
+            format!("{} charge-stock slot(s) holding {} pages", d.stock_slots, d.stock_pages)
+        });
+    }
+    if d.usage_pages > 0 {
+        why.push(format!("{} pages still charged to it", d.usage_pages));
+    }
+    if why.is_empty() {
+        "nothing the walk sees (a reference outside the memory statistics)".into()
+    } else {
+        why.join("; ")
+    }
+}
+
+/// After a child left the parent's walk (`css_release`), its memcg is freed one RCU grace
+/// period later (`css_free_rwork_fn` -> `mem_cgroup_free`): without the lifecycle
+/// tracepoints, the run waits this long before it reads what the free did.
+const FREE_AFTER_WALK: Duration = Duration::from_millis(200);
+
+/// Polls until the awaited child is freed or `wait` passed, and reads the parent then. Freed:
+/// the `cgroup_release` tracepoint fired for it, which comes after its memcg was freed
+/// (`mem_cgroup_free` runs before the css drops its cgroup reference); without that
+/// tracepoint, [`FREE_AFTER_WALK`] after it left the parent's walk. `next_child`: the next
+/// iteration's child's own NR_ANON_MAPPED aggregate and pending pages, subtracted from the
+/// parent's (nothing else under the parent updates it).
+fn await_release(
+    s: &mut Session,
+    parent_ex: &mut Explainer,
+    a: &Awaited,
+    next_child: Option<(i64, i64)>,
+    wait: Duration,
+) -> Result<Release> {
+    let t0 = std::time::Instant::now();
+    let traced = s.lifecycle_attached();
+    let mut left_walk: Option<std::time::Instant> = None;
+    loop {
+        let r = parent_ex.report()?;
+        s.poll()?;
+        let me = r.dying.iter().find(|d| d.path == a.name);
+        if me.is_none() && left_walk.is_none() {
+            left_walk = Some(std::time::Instant::now());
+        }
+        let freed = if traced {
+            s.lifecycle()
+                .iter()
+                .any(|e| e.kind == "release" && e.cgroup == a.name)
+        } else {
+            left_walk.is_some_and(|t| t.elapsed() >= FREE_AFTER_WALK)
+        };
+        if freed || t0.elapsed() >= wait {
+            // After the free the parent is read again: the snapshot above may predate it.
+            let r = if freed { parent_ex.report()? } else { r };
+            let ms = a.removed.elapsed().as_secs_f64() * 1000.0;
+            let (agg, pending) = anon_aggregate_pending(&r);
+            let (na, np) = next_child.unwrap_or((0, 0));
+            let held = match r.dying.iter().find(|d| d.path == a.name) {
+                Some(d) => held_by(d),
+                None => "nothing the walk sees: it left the walk, but its memcg was not freed \
+                         yet (an RCU grace period, or a reference outside the statistics)"
+                    .into(),
+            };
+            return Ok(Release {
+                child_residue: a.child_residue,
+                before: a.before,
+                after: (agg - na, pending - np),
+                freed_after_ms: freed.then_some(ms),
+                waited_ms: ms,
+                next_child,
+                held_by: (!freed).then_some(held),
+                overlapped: a
+                    .others_dying
+                    .iter()
+                    .any(|o| !r.dying.iter().any(|d| &d.path == o)),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Anon pages as memory.stat shows them (aggregate) and exactly, for a report.
 fn anon_shown_exact(r: &ExplainReport) -> (i64, i64) {
     let ps = r.page_size as i64;
@@ -270,13 +473,21 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report>
     // Measured before the run's cgroups exist (its own cgroup comes and goes first).
     let kb = charge_batch(hier)?;
     let mut s = Session::start(hier, "batch-skew", worst, 4, common)?;
-    s.expect_phases(u64::from(p.iterations) * (p.cpus.len() as u64 + 4) + 1);
     let bin = workload_binary();
     let parent = s.run.cgroup().clone();
     let mut parent_ex = Explainer::new(hier, parent.clone())?;
-    let mut iters = Vec::new();
+    // Batched kernels: a removed child's residues can reach the parent only when it is freed,
+    // so the run waits for each release (unless a kept pin holds the child) and measures what
+    // became of them. rstat kernels flush dying cgroups with the rest of the tree (the
+    // convergence below shows it), and lazy RCU can delay their release by seconds.
+    let batched = parent_ex.report()?.gap.spill_threshold_pages.is_some();
+    let await_free = batched && !(p.pin_page_cache && p.keep_dying);
+    let per_iter = p.cpus.len() as u64 + 4 + u64::from(await_free);
+    s.expect_phases(u64::from(p.iterations) * per_iter + 1);
+    let mut iters: Vec<Iteration> = Vec::new();
     let mut dying_over_time = Vec::new();
     let mut pins = Vec::new();
+    let mut awaited: Option<Awaited> = None;
     for i in 0..p.iterations {
         let name = format!("iter-{i}");
         let parent_before = parent.usage_bytes()?;
@@ -303,6 +514,18 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report>
         // moved the page_counter with no stat event: not the touch's doing.
         s.rebase_inference(&cg)?;
         let pre = Snap::take(&mut ex)?;
+        if let Some(a) = awaited.take() {
+            // The previous child, held past its rmdir (an empty stock slot, typically, that
+            // this workload's first charges on the CPU took over): measured now, while this
+            // child is idle, with this child's own share taken out of the parent's numbers.
+            let mine = pre
+                .item(ANON)
+                .map(|a| (a.flushed, a.per_cpu.iter().sum::<i64>() + a.pending_tree));
+            let rel = s.phase(format!("{} release", a.name), |s| {
+                await_release(s, &mut parent_ex, &a, mine, RELEASE_MAX)
+            })?;
+            iters[a.index].release = Some(rel);
+        }
         s.phase(format!("{name} touch"), |_| Ok(w.touch(touch_pages)?))?;
         let mid = Snap::take(&mut ex)?;
         for &c in &p.cpus {
@@ -312,15 +535,24 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report>
             })?;
         }
         let post = Snap::take(&mut ex)?;
-        drop(ex);
         s.phase(format!("{name} exit"), |_| {
             w.exit()?;
             Ok(())
         })?;
+        // The child's residues as it is removed (nothing updates its NR_ANON_MAPPED any
+        // more), and the parent's view of them, for the release below.
+        let exited = Snap::take(&mut ex)?;
+        drop(ex);
+        let child_residue = exited
+            .item(ANON)
+            .map_or(0, |a| a.per_cpu.iter().sum::<i64>() + a.pending_tree);
+        let at_rmdir = parent_ex.report()?;
+        let before = anon_aggregate_pending(&at_rmdir);
         s.phase(format!("{name} rmdir"), |_| {
             std::fs::remove_dir(cg.path())
                 .with_context(|| format!("removing {}", cg.path().display()))
         })?;
+        let removed = std::time::Instant::now();
         if p.pin_page_cache && !p.keep_dying {
             // The file's page cache was the last reference: the dying cgroup can go now.
             if let Some(f) = pins.pop() {
@@ -329,6 +561,25 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report>
         }
         let pr = parent_ex.report()?;
         dying_over_time.push((s.now_ms(), pr.dying.len()));
+        let mut release = None;
+        if await_free {
+            let a = Awaited {
+                index: iters.len(),
+                name: name.clone(),
+                child_residue,
+                before,
+                removed,
+                others_dying: at_rmdir.dying.iter().map(|d| d.path.clone()).collect(),
+            };
+            let rel = s.phase(format!("{name} release"), |s| {
+                await_release(s, &mut parent_ex, &a, None, RELEASE_FIRST)
+            })?;
+            if rel.freed_after_ms.is_some() {
+                release = Some(rel);
+            } else {
+                awaited = Some(a);
+            }
+        }
         iters.push(iteration(
             &s,
             &p,
@@ -340,7 +591,14 @@ pub fn run(hier: &MemoryHierarchy, p: Params, common: &Common) -> Result<Report>
             (parent_before, parent.usage_bytes()?),
             (root_before, root_usage(hier)),
             pr.dying.len(),
+            release,
         ));
+    }
+    if let Some(a) = awaited.take() {
+        let rel = s.phase(format!("{} release", a.name), |s| {
+            await_release(s, &mut parent_ex, &a, None, RELEASE_MAX)
+        })?;
+        iters[a.index].release = Some(rel);
     }
     // Convergence: wait for the periodic flush (every 2 s) to carry every residue up.
     let end = parent_ex.report()?;
@@ -417,6 +675,7 @@ fn iteration(
     parent_usage: (Option<u64>, Option<u64>),
     root_usage: (Option<u64>, Option<u64>),
     dying_after: usize,
+    release: Option<Release>,
 ) -> Iteration {
     let phases = s.phases();
     let find = |n: &str| phases.iter().rev().find(|ph| ph.name == n);
@@ -548,6 +807,7 @@ fn iteration(
             .flush_updates
             .and(post.report.gap.percpu_updates.iter().copied().max()),
         flush_updates: post.report.gap.flush_updates,
+        release,
     }
 }
 
@@ -618,6 +878,15 @@ fn checks(r: &Results, touch_pages: i64) -> Vec<Check> {
                 c,
             ));
         }
+        if let Some(rel) = it.release.as_ref().filter(|r| r.freed_after_ms.is_some()) {
+            // No flush on batched kernels: the parent's pending sum loses exactly the freed
+            // child's residues, whatever becomes of them (the verdict says what).
+            out.push(Check::eq(
+                &format!("iter {n} the freed child's residues left the parent's pending"),
+                rel.child_residue,
+                rel.before.1 - rel.after.1,
+            ));
+        }
         if let (Some(s0), Some(row), Some(charged)) = (
             it.stock_before_touch,
             it.cpus.iter().find(|c| c.cpu == p.alloc_cpu),
@@ -671,28 +940,21 @@ fn verdict(r: &Results, checks: &[Check], page: u64) -> Verdict {
     let dying = r.dying_over_time.last().map_or(0, |d| d.1);
     let (status, answer) = if let Some(t) = r.spill_threshold {
         // Batched kernels: no flush; spills reach the parent at once, and a cgroup's residues
-        // only when it is freed (5.10 mem_cgroup_free -> memcg_flush_percpu_vmstats).
-        if c.shown_after_wait == c.exact_after_wait {
-            (
-                "flushes into the parent",
-                format!(
-                    "no rstat here: each CPU spills its delta into the child and every ancestor once it passes {t} pages, and a freed cgroup's per-CPU residues are added to its ancestors; after the run the parent's memory.stat anon read {} pages against an exact {} (drift {}, {} dying cgroup(s) left)",
-                    c.shown_after_wait, c.exact_after_wait, r.measured_drift, dying
-                ),
-            )
-        } else {
-            (
-                "dying cgroups hold residues",
-                format!(
-                    "no rstat here: each CPU spills its delta once it passes {t} pages, but a removed cgroup's per-CPU residues stay with it until it is freed; {} dying cgroup(s) keep the parent's memory.stat anon at {} pages against an exact {} ({} pages) {} ms after the last iteration",
-                    dying,
-                    c.shown_after_wait,
-                    c.exact_after_wait,
-                    r.measured_drift,
-                    c.waited_ms.round()
-                ),
-            )
-        }
+        // only when it is freed, if at all: what each release did is measured.
+        let fates = release_fates(r.iterations.iter().filter_map(|i| i.release.as_ref()));
+        let status = fates.status(c.shown_after_wait - c.exact_after_wait);
+        (
+            status,
+            format!(
+                "no rstat here: each CPU spills its delta into the child and every ancestor once it passes {t} pages and keeps the rest. {}\nAfter the run the parent's memory.stat anon read {} pages against an exact {} (drift {}, {} dying cgroup(s) left, {} ms after the last iteration).",
+                fates.describe(),
+                c.shown_after_wait,
+                c.exact_after_wait,
+                r.measured_drift,
+                dying,
+                c.waited_ms.round()
+            ),
+        )
     } else if c.shown_after_wait == c.exact_after_wait {
         (
             "flushes into the parent",
@@ -758,6 +1020,126 @@ fn verdict(r: &Results, checks: &[Check], page: u64) -> Verdict {
         answer
     );
     Verdict::judged(status, summary, checks.to_vec())
+}
+
+/// The releases of a run, counted by what their residues became.
+#[derive(Debug, Default)]
+struct Fates {
+    flushed: usize,
+    lost: usize,
+    stranded: usize,
+    empty: usize,
+    unclear: usize,
+    /// Pages carried into the parent by the flushed ones, and lost by the lost ones.
+    carried: i64,
+    lost_pages: i64,
+    /// Fastest and slowest release, ms after the rmdir.
+    freed_ms: Option<(f64, f64)>,
+    waited_ms: f64,
+    /// Freed only once the next iteration's workload had started.
+    after_next: usize,
+    /// What held the stranded ones (distinct reasons).
+    held_by: Vec<String>,
+}
+
+fn release_fates<'a>(releases: impl IntoIterator<Item = &'a Release>) -> Fates {
+    let mut f = Fates::default();
+    for rel in releases {
+        match rel.fate() {
+            Fate::Flushed => {
+                f.flushed += 1;
+                f.carried += rel.carried();
+            }
+            Fate::Lost => {
+                f.lost += 1;
+                f.lost_pages += rel.lost();
+            }
+            Fate::Stranded => f.stranded += 1,
+            Fate::Empty => f.empty += 1,
+            Fate::Unclear => f.unclear += 1,
+        }
+        if let Some(ms) = rel.freed_after_ms {
+            let (lo, hi) = f.freed_ms.unwrap_or((ms, ms));
+            f.freed_ms = Some((lo.min(ms), hi.max(ms)));
+            f.after_next += usize::from(rel.next_child.is_some());
+        }
+        if let Some(h) = &rel.held_by
+            && !f.held_by.contains(h)
+        {
+            f.held_by.push(h.clone());
+        }
+        f.waited_ms = f.waited_ms.max(rel.waited_ms);
+    }
+    f
+}
+
+impl Fates {
+    /// The verdict's status on a batched kernel, given the parent's drift after the run (there,
+    /// minus the residues the dying cgroups hold).
+    fn status(&self, drift: i64) -> &'static str {
+        if self.lost > 0 {
+            "loses residues at release"
+        } else if drift != 0 {
+            "dying cgroups hold residues"
+        } else {
+            "flushes into the parent"
+        }
+    }
+
+    /// One sentence per fate seen.
+    fn describe(&self) -> String {
+        let measured = self.flushed + self.lost + self.stranded + self.empty + self.unclear;
+        if measured == 0 {
+            return "The run kept its removed cgroups dying (--keep-dying), so no release was \
+                    measured: their residues stay with them until they are freed."
+                .into();
+        }
+        let mut out = Vec::new();
+        if let Some((lo, hi)) = self.freed_ms {
+            out.push(format!(
+                "{} of {measured} removed cgroups were freed {:.0}-{:.0} ms after their rmdir.",
+                measured - self.stranded,
+                lo,
+                hi
+            ));
+        }
+        if self.after_next > 0 {
+            out.push(format!(
+                "{} of them only after the next iteration's workload had started: its charges took over a charge-stock slot that still cached the removed cgroup (that workload's own share is taken out of the parent's numbers).",
+                self.after_next
+            ));
+        }
+        if self.flushed > 0 {
+            out.push(format!(
+                "At {} release(s) the parent's aggregate rose by exactly the child's residues ({} pages in all) and its exact value did not move: the kernel flushed them into the ancestors.",
+                self.flushed, self.carried
+            ));
+        }
+        if self.lost > 0 {
+            out.push(format!(
+                "At {} release(s) the child's residues ({} pages in all) left the parent's exact value without reaching its aggregate: lost.",
+                self.lost, self.lost_pages
+            ));
+        }
+        if self.stranded > 0 {
+            out.push(format!(
+                "{} removed cgroup(s) were still dying {:.0} ms after their rmdir, held by {}: their residues stay with them.",
+                self.stranded,
+                self.waited_ms,
+                self.held_by.join(" / ")
+            ));
+        }
+        if self.empty > 0 {
+            out.push(format!("{} freed cgroup(s) held no residue.", self.empty));
+        }
+        if self.unclear > 0 {
+            out.push(format!(
+                "At {} release(s) the parent's statistic moved by something else too, so what the residues became is not measured.",
+                self.unclear
+            ));
+        }
+        out.join(" ")
+    }
 }
 
 /// `run batch-skew` in the experiment registry.

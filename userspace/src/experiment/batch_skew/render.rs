@@ -125,6 +125,33 @@ pub(super) fn render(r: &Report, res: &Results) -> Result<String> {
                 ""
             );
         }
+        if let Some(rel) = &it.release {
+            let _ = writeln!(
+                out,
+                "  {:<8} release: {}; child residue {:+}; parent aggregate {:+}, pending {:+}, exact {:+} ({})",
+                "",
+                match (rel.freed_after_ms, &rel.held_by) {
+                    (Some(ms), _) => format!(
+                        "freed {ms:.0} ms after the rmdir{}",
+                        rel.next_child
+                            .map(|(a, p)| format!(
+                                " (after the next workload started; its own {a:+} aggregate, {p:+} pending taken out)"
+                            ))
+                            .unwrap_or_default()
+                    ),
+                    (None, h) => format!(
+                        "still dying after {:.0} ms, held by {}",
+                        rel.waited_ms,
+                        h.as_deref().unwrap_or("?")
+                    ),
+                },
+                rel.child_residue,
+                rel.carried(),
+                rel.after.1 - rel.before.1,
+                -rel.lost(),
+                rel.fate().name()
+            );
+        }
     }
     let _ = writeln!(
         out,

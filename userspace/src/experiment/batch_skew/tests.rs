@@ -82,3 +82,102 @@ fn the_updates_of_one_cpu_come_from_its_phase_record() {
         None
     );
 }
+
+#[test]
+fn a_release_is_judged_by_where_the_residues_went() {
+    let rel = |child_residue, before, after, freed: Option<f64>| Release {
+        child_residue,
+        before,
+        after,
+        freed_after_ms: freed,
+        waited_ms: freed.unwrap_or(5000.0),
+        next_child: None,
+        held_by: freed
+            .is_none()
+            .then(|| "1 charge-stock slot(s)".to_string()),
+        overlapped: false,
+    };
+    // 5.10: aggregate 33, the child's -33 pending; freed: the aggregate takes them.
+    let r = rel(-33, (33, -33), (0, 0), Some(12.0));
+    assert_eq!((r.carried(), r.lost()), (-33, 0));
+    assert_eq!(r.fate(), Fate::Flushed);
+    // The same residues gone from the pending sum and never added: lost.
+    let r = rel(-33, (33, -33), (33, 0), Some(12.0));
+    assert_eq!((r.carried(), r.lost()), (0, -33));
+    assert_eq!(r.fate(), Fate::Lost);
+    // Not freed within the wait, whatever the numbers.
+    assert_eq!(rel(-33, (33, -33), (33, -33), None).fate(), Fate::Stranded);
+    // Nothing to carry.
+    assert_eq!(rel(0, (7, 0), (7, 0), Some(3.0)).fate(), Fate::Empty);
+    // Another dying cgroup freed in the same window.
+    let mut both = rel(-33, (33, -33), (0, 0), Some(3.0));
+    both.overlapped = true;
+    assert_eq!(both.fate(), Fate::Unclear);
+    // Half of it carried: something else moved the statistic.
+    assert_eq!(
+        rel(-33, (33, -33), (20, -10), Some(3.0)).fate(),
+        Fate::Unclear
+    );
+}
+
+#[test]
+fn the_verdict_of_a_batched_run_comes_from_its_releases() {
+    let rel = |after, freed: Option<f64>| Release {
+        child_residue: -3,
+        before: (30, -3),
+        after,
+        freed_after_ms: freed,
+        waited_ms: freed.unwrap_or(5000.0),
+        next_child: None,
+        held_by: freed
+            .is_none()
+            .then(|| "1 charge-stock slot(s)".to_string()),
+        overlapped: false,
+    };
+    let none = release_fates([]);
+    assert!(none.describe().contains("no release was measured"));
+    assert_eq!(none.status(0), "flushes into the parent");
+    assert_eq!(none.status(-3), "dying cgroups hold residues");
+    let flushed = [rel((27, 0), Some(4.0)), rel((27, 0), Some(9.0))];
+    let f = release_fates(&flushed);
+    assert_eq!(
+        (f.flushed, f.carried, f.freed_ms),
+        (2, -6, Some((4.0, 9.0)))
+    );
+    assert_eq!(f.status(0), "flushes into the parent");
+    let text = f.describe();
+    assert!(
+        text.contains("2 of 2 removed cgroups were freed 4-9 ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rose by exactly the child's residues (-6 pages"),
+        "{text}"
+    );
+    let mixed = [
+        rel((27, 0), Some(4.0)),
+        rel((30, 0), Some(5.0)),
+        rel((30, -3), None),
+    ];
+    let f = release_fates(&mixed);
+    assert_eq!((f.flushed, f.lost, f.stranded, f.lost_pages), (1, 1, 1, -3));
+    assert_eq!(f.status(0), "loses residues at release");
+    assert!(f.describe().contains("2 of 3 removed cgroups were freed"));
+    assert!(
+        f.describe()
+            .contains("still dying 5000 ms after their rmdir, held by 1 charge-stock slot(s)")
+    );
+    let mut later = rel((27, 0), Some(700.0));
+    later.next_child = Some((480, 20));
+    let f = release_fates([&later]);
+    assert_eq!((f.flushed, f.after_next), (1, 1));
+    assert!(
+        f.describe()
+            .contains("1 of them only after the next iteration's workload")
+    );
+    let stranded = [rel((30, -3), None)];
+    assert_eq!(
+        release_fates(&stranded).status(3),
+        "dying cgroups hold residues"
+    );
+}
