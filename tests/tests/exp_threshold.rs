@@ -29,6 +29,22 @@ use memcg_drift::{
     experiment::threshold::THRESHOLDS_EVENTS_TARGET,
 };
 
+/// The gap between the usage and what memory.stat shows at an event is made of the ledger's
+/// parts (its identity, carried into the record).
+fn assert_gap_identity(e: &serde_json::Value) {
+    let n = |k: &str| e[k].as_i64().unwrap();
+    assert_eq!(
+        n("gap_pages"),
+        n("stock_pages")
+            + n("unflushed_pages")
+            + n("lru_add_pages")
+            + n("outside_stat_pages")
+            + n("unexplained_pages")
+            - n("clamped_pages"),
+        "{e}"
+    );
+}
+
 fn v1() -> bool {
     detect_layout().unwrap().memory.unwrap().version == CgroupVersion::V1
 }
@@ -116,17 +132,7 @@ fn thresholds_fire_once_each_way_within_a_check_interval() {
             integration_tests::kmem_counted_nowhere(),
             &e.to_string(),
         );
-        let n = |k: &str| e[k].as_i64().unwrap();
-        assert_eq!(
-            n("gap_pages"),
-            n("stock_pages")
-                + n("unflushed_pages")
-                + n("lru_add_pages")
-                + n("outside_stat_pages")
-                + n("unexplained_pages")
-                - n("clamped_pages"),
-            "{e}"
-        );
+        assert_gap_identity(e);
         assert!(usage % page == 0, "{e}");
     }
     assert_eq!(doc["ledgers"].as_array().unwrap().len(), 4);
@@ -301,17 +307,7 @@ fn memory_high_fires_in_the_step_whose_batch_crosses_it() {
             integration_tests::kmem_counted_nowhere(),
             &e.to_string(),
         );
-        let n = |k: &str| e[k].as_i64().unwrap();
-        assert_eq!(
-            n("gap_pages"),
-            n("stock_pages")
-                + n("unflushed_pages")
-                + n("lru_add_pages")
-                + n("outside_stat_pages")
-                + n("unexplained_pages")
-                - n("clamped_pages"),
-            "{e}"
-        );
+        assert_gap_identity(e);
     }
     assert_eq!(doc["ledgers"].as_array().unwrap().len(), 2);
     no_runs_left();

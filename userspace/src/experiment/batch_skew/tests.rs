@@ -83,9 +83,14 @@ fn the_updates_of_one_cpu_come_from_its_phase_record() {
     );
 }
 
-#[test]
-fn a_release_is_judged_by_where_the_residues_went() {
-    let rel = |child_residue, before, after, freed: Option<f64>| Release {
+/// A release as measured: not freed (`freed` None) means held by a stock slot.
+fn release(
+    child_residue: i64,
+    before: (i64, i64),
+    after: (i64, i64),
+    freed: Option<f64>,
+) -> Release {
+    Release {
         child_residue,
         before,
         after,
@@ -96,7 +101,12 @@ fn a_release_is_judged_by_where_the_residues_went() {
             .is_none()
             .then(|| "1 charge-stock slot(s)".to_string()),
         overlapped: false,
-    };
+    }
+}
+
+#[test]
+fn a_release_is_judged_by_where_the_residues_went() {
+    let rel = release;
     // 5.10: aggregate 33, the child's -33 pending; freed: the aggregate takes them.
     let r = rel(-33, (33, -33), (0, 0), Some(12.0));
     assert_eq!((r.carried(), r.lost()), (-33, 0));
@@ -122,18 +132,7 @@ fn a_release_is_judged_by_where_the_residues_went() {
 
 #[test]
 fn the_verdict_of_a_batched_run_comes_from_its_releases() {
-    let rel = |after, freed: Option<f64>| Release {
-        child_residue: -3,
-        before: (30, -3),
-        after,
-        freed_after_ms: freed,
-        waited_ms: freed.unwrap_or(5000.0),
-        next_child: None,
-        held_by: freed
-            .is_none()
-            .then(|| "1 charge-stock slot(s)".to_string()),
-        overlapped: false,
-    };
+    let rel = |after, freed| release(-3, (30, -3), after, freed);
     let none = release_fates([]);
     assert!(none.describe().contains("no release was measured"));
     assert_eq!(none.status(0), "flushes into the parent");
