@@ -341,3 +341,16 @@ pub fn assert_remainder(unexplained: i64, kmem_counted_nowhere: bool, what: &str
         assert_eq!(unexplained, 0, "{what}");
     }
 }
+
+/// The running kernel's (major, minor), from uname: for tests that compare a measurement
+/// with what the kernel source of that version says.
+pub fn kernel_version() -> (u32, u32) {
+    let uts = nix::sys::utsname::uname().unwrap();
+    let mut v = uts
+        .release()
+        .to_str()
+        .unwrap()
+        .split(['.', '-'])
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0))
+}

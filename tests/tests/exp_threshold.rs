@@ -257,14 +257,7 @@ fn memory_high_fires_in_the_step_whose_batch_crosses_it() {
     assert_eq!(res["mechanism"], "v2-high");
     // The watermark: memory.peak from 5.19 (cgroup v2 documentation), the page_counter read
     // from the kernel before.
-    let release = nix::sys::utsname::uname().unwrap();
-    let mut v = release
-        .release()
-        .to_str()
-        .unwrap()
-        .split(['.', '-'])
-        .map(|x| x.parse::<u32>().unwrap_or(0));
-    let has_peak_file = (v.next().unwrap(), v.next().unwrap()) >= (5, 19);
+    let has_peak_file = integration_tests::kernel_version() >= (5, 19);
     let src = res["peak_source"].as_str().unwrap();
     assert!(
         text.contains(&format!("watermark (peak) read from: {src}")),
