@@ -445,3 +445,30 @@ fn batched_kernels_bound_the_residues_by_the_spill_threshold() {
     assert_eq!(led.gap.spill_threshold_pages, None);
     assert_eq!(unflushed(&led).pages, BATCH as i64 * 2);
 }
+
+#[test]
+fn a_dying_memcg_says_what_holds_it() {
+    let d = |usage_pages, stock_slots, stock_pages| Dying {
+        cgroup_id: 7,
+        path: "c".into(),
+        usage_pages,
+        lru_pages: 0,
+        lru_add_pages: 0,
+        kmem_pages: 0,
+        stock_pages,
+        stock_slots,
+    };
+    // An empty slot: the one holder drain_all_stock leaves alone.
+    let by = d(0, 1, 0).held_by();
+    assert_eq!(by.len(), 1);
+    assert!(
+        by[0].starts_with("1 charge stock slot(s) caching it, 0 page(s) (drain_all_stock skips")
+    );
+    assert_eq!(
+        d(0, 2, 5).held_by(),
+        ["2 charge stock slot(s) caching it, 5 page(s)"]
+    );
+    // Charged pages no statistic names (5.10 v2 kernel memory).
+    assert!(d(4, 0, 0).held_by()[0].starts_with("4 page(s) charged to it that no statistic"));
+    assert!(d(0, 0, 0).held_by()[0].starts_with("no charged page seen"));
+}

@@ -154,6 +154,57 @@ pub struct Dying {
     pub stock_slots: u32,
 }
 
+impl Dying {
+    /// What keeps it, in words (one entry per holder the walk sees).
+    pub fn held_by(&self) -> Vec<String> {
+        let mut by = Vec::new();
+        if self.lru_pages > 0 {
+            by.push(format!(
+                "{} LRU page(s) charged to it (page cache / tmpfs)",
+                self.lru_pages
+            ));
+        }
+        if self.lru_add_pages > 0 {
+            by.push(format!(
+                "{} page(s) in per-CPU lru_add batches",
+                self.lru_add_pages
+            ));
+        }
+        if self.kmem_pages > 0 {
+            by.push(format!("{} kernel-memory page(s)", self.kmem_pages));
+        }
+        if self.stock_slots > 0 {
+            by.push(if self.stock_pages == 0 {
+                format!(
+                    "{} charge stock slot(s) caching it, 0 page(s) (drain_all_stock skips empty \
+                     slots; a slot lets go when its CPU next charges another memcg)",
+                    self.stock_slots
+                )
+            } else {
+                format!(
+                    "{} charge stock slot(s) caching it, {} page(s)",
+                    self.stock_slots, self.stock_pages
+                )
+            });
+        }
+        if by.is_empty() && self.usage_pages > 0 {
+            by.push(format!(
+                "{} page(s) charged to it that no statistic names (kernel memory, where the \
+                 kernel counts it nowhere)",
+                self.usage_pages
+            ));
+        }
+        if by.is_empty() {
+            by.push(
+                "no charged page seen: a css reference outside the memory books (or its \
+                 release was in flight)"
+                    .into(),
+            );
+        }
+        by
+    }
+}
+
 /// The object stocks' kernel-memory bytes (inside MEMCG_KMEM; informational).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ObjStockDetail {

@@ -347,29 +347,6 @@ struct Awaited {
     others_dying: Vec<String>,
 }
 
-/// What holds a dying cgroup, from its entry in the parent's walk.
-fn held_by(d: &crate::ledger::Dying) -> String {
-    let mut why = Vec::new();
-    if d.stock_slots > 0 {
-        why.push(if d.stock_pages == 0 {
-            format!(
-                "{} charge-stock slot(s) caching it with no pages (drain_all_stock skips empty slots; the slot lets go when its CPU next charges another memcg)",
-                d.stock_slots
-            )
-        } else {
-            format!("{} charge-stock slot(s) holding {} pages", d.stock_slots, d.stock_pages)
-        });
-    }
-    if d.usage_pages > 0 {
-        why.push(format!("{} pages still charged to it", d.usage_pages));
-    }
-    if why.is_empty() {
-        "nothing the walk sees (a reference outside the memory statistics)".into()
-    } else {
-        why.join("; ")
-    }
-}
-
 /// After a child left the parent's walk (`css_release`), its memcg is freed one RCU grace
 /// period later (`css_free_rwork_fn` -> `mem_cgroup_free`): without the lifecycle
 /// tracepoints, the run waits this long before it reads what the free did.
@@ -412,7 +389,7 @@ fn await_release(
             let (agg, pending) = anon_aggregate_pending(&r);
             let (na, np) = next_child.unwrap_or((0, 0));
             let held = match r.dying.iter().find(|d| d.path == a.name) {
-                Some(d) => held_by(d),
+                Some(d) => d.held_by().join("; "),
                 None => "nothing the walk sees: it left the walk, but its memcg was not freed \
                          yet (an RCU grace period, or a reference outside the statistics)"
                     .into(),

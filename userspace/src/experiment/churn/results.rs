@@ -25,35 +25,6 @@ pub struct Holding {
 
 impl Holding {
     pub(super) fn from_dying(d: &crate::ledger::Dying) -> Holding {
-        let mut by = Vec::new();
-        if d.lru_pages > 0 {
-            by.push(format!(
-                "{} LRU page(s) charged to it (page cache / tmpfs)",
-                d.lru_pages
-            ));
-        }
-        if d.lru_add_pages > 0 {
-            by.push(format!(
-                "{} page(s) in per-CPU lru_add batches",
-                d.lru_add_pages
-            ));
-        }
-        if d.kmem_pages > 0 {
-            by.push(format!("{} kernel-memory page(s)", d.kmem_pages));
-        }
-        if d.stock_slots > 0 {
-            by.push(format!(
-                "{} charge stock slot(s) caching it, {} page(s)",
-                d.stock_slots, d.stock_pages
-            ));
-        }
-        if by.is_empty() {
-            by.push(
-                "no charged page seen: a css reference outside the memory books (or its \
-                 release was in flight)"
-                    .into(),
-            );
-        }
         Holding {
             usage_pages: d.usage_pages,
             lru_pages: d.lru_pages,
@@ -61,7 +32,7 @@ impl Holding {
             kmem_pages: d.kmem_pages,
             stock_pages: d.stock_pages,
             stock_slots: d.stock_slots,
-            pinned_by: by,
+            pinned_by: d.held_by(),
         }
     }
 
