@@ -1,5 +1,6 @@
 //! Unit tests of the batch-skew rules.
 
+use super::release::release_fates;
 use super::*;
 
 #[test]
