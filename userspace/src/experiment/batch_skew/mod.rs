@@ -167,6 +167,7 @@ pub struct Iteration {
     pub release: Option<Release>,
 }
 
+/// The end of the run: did the parent's statistics converge?
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Convergence {
     /// NR_ANON_MAPPED of the parent as memory.stat showed it when the last iteration ended

@@ -94,7 +94,6 @@ impl Release {
     }
 }
 
-/// The end of the run: did the parent's statistics converge?
 /// The parent's NR_ANON_MAPPED aggregate (unclamped) and pending pages, for a report.
 pub(super) fn anon_aggregate_pending(r: &ExplainReport) -> (i64, i64) {
     let ps = r.page_size.max(1) as i64;
@@ -143,22 +142,22 @@ pub(super) fn await_release(
     let traced = s.lifecycle_attached();
     let mut left_walk: Option<std::time::Instant> = None;
     loop {
-        let r = parent_ex.report()?;
-        s.poll()?;
-        let me = r.dying.iter().find(|d| d.path == a.name);
-        if me.is_none() && left_walk.is_none() {
-            left_walk = Some(std::time::Instant::now());
-        }
+        // With the tracepoint, the lifecycle records say when; a parent report (a whole
+        // snapshot) is taken only once it came or the wait ended.
         let freed = if traced {
+            s.poll()?;
             s.lifecycle()
                 .iter()
                 .any(|e| e.kind == "release" && e.cgroup == a.name)
         } else {
+            let gone = !parent_ex.report()?.dying.iter().any(|d| d.path == a.name);
+            if gone && left_walk.is_none() {
+                left_walk = Some(std::time::Instant::now());
+            }
             left_walk.is_some_and(|t| t.elapsed() >= FREE_AFTER_WALK)
         };
         if freed || t0.elapsed() >= wait {
-            // After the free the parent is read again: the snapshot above may predate it.
-            let r = if freed { parent_ex.report()? } else { r };
+            let r = parent_ex.report()?;
             let ms = a.removed.elapsed().as_secs_f64() * 1000.0;
             let (agg, pending) = anon_aggregate_pending(&r);
             let (na, np) = next_child.unwrap_or((0, 0));
