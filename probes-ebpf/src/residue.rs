@@ -67,14 +67,35 @@ fn rd(addr: u64) -> Result<u64, u32> {
 /// Copies `size` bytes from a kernel address into map memory at `dst`.
 #[inline(always)]
 fn rd_into<T>(dst: *mut T, size: u32, src: u64) -> Result<(), u32> {
-    // SAFETY: `dst` points into a map value of at least `size` bytes (callers pass sizes that
-    // userspace bounded by the record's array and the verifier sees as constants).
-    let r = unsafe { raw::bpf_probe_read_kernel(dst.cast::<c_void>(), size, src as *const c_void) };
-    if r < 0 {
+    if rd_raw(dst, size, src) < 0 {
         Err(residue_err::READ)
     } else {
         Ok(())
     }
+}
+
+/// Copies `size` bytes from a kernel address into map memory at `dst` (zeros there on
+/// failure) and returns the helper's result, negative on failure. The residue programs fold
+/// failures with [`failed`] instead of branching on each read: a branch per read multiplied
+/// the verifier's states, and their verification was `explain`'s long pole (issue 11).
+#[inline(always)]
+fn rd_raw<T>(dst: *mut T, size: u32, src: u64) -> i64 {
+    // SAFETY: `dst` points into a map value of at least `size` bytes (callers pass a field's
+    // own size, or sizes userspace bounded by the record's array and the verifier sees as
+    // constants); the helper copes with any source address.
+    unsafe { raw::bpf_probe_read_kernel(dst.cast::<c_void>(), size, src as *const c_void) }
+}
+
+/// Reads a u64 field from a kernel address (see [`rd_raw`]).
+#[inline(always)]
+fn rd_u64(dst: &mut u64, src: u64) -> i64 {
+    rd_raw(dst as *mut u64, 8, src)
+}
+
+/// [`residue_err::READ`] if any of the OR-ed helper results was negative, else 0.
+#[inline(always)]
+fn failed(results: i64) -> u32 {
+    ((results as u64) >> 63) as u32 * residue_err::READ
 }
 
 /// Any pointer (map, map value) as a plain number the verifier allows arithmetic on: spill it
@@ -159,75 +180,44 @@ fn read_memcg(idx: u32, slot: u32) -> Result<(), u32> {
         rec.err = residue_err::GONE;
         return Ok(());
     }
-    let mut err = 0;
-    rec.css_flags = rd(memcg + rc!(memcg_css) + rc!(css_flags)).unwrap_or_else(|e| {
-        err |= e;
-        0
-    }) & 0xffff_ffff;
-    rec.usage = rd(memcg + rc!(memory_usage)).unwrap_or_else(|e| {
-        err |= e;
-        0
-    });
-    rec.max = rd(memcg + rc!(memory_max)).unwrap_or_else(|e| {
-        err |= e;
-        0
-    });
-    rec.watermark = rd(memcg + rc!(memory_watermark)).unwrap_or_else(|e| {
-        err |= e;
-        0
-    });
-    rec.failcnt = rd(memcg + rc!(memory_failcnt)).unwrap_or_else(|e| {
-        err |= e;
-        0
-    });
+    let mut r = rd_u64(&mut rec.css_flags, memcg + rc!(memcg_css) + rc!(css_flags));
+    rec.css_flags &= 0xffff_ffff;
+    r |= rd_u64(&mut rec.usage, memcg + rc!(memory_usage));
+    r |= rd_u64(&mut rec.max, memcg + rc!(memory_max));
+    r |= rd_u64(&mut rec.watermark, memcg + rc!(memory_watermark));
+    r |= rd_u64(&mut rec.failcnt, memcg + rc!(memory_failcnt));
     if rc!(flags) & residue_flags::SWAP_COUNTER != 0 {
-        rec.memsw_usage = rd(memcg + rc!(memsw_usage)).unwrap_or_else(|e| {
-            err |= e;
-            0
-        });
+        r |= rd_u64(&mut rec.memsw_usage, memcg + rc!(memsw_usage));
     }
     if rc!(flags) & residue_flags::V1_COUNTERS != 0 {
-        rec.kmem_usage = rd(memcg + rc!(kmem_usage)).unwrap_or_else(|e| {
-            err |= e;
-            0
-        });
-        rec.tcpmem_usage = rd(memcg + rc!(tcpmem_usage)).unwrap_or_else(|e| {
-            err |= e;
-            0
-        });
+        r |= rd_u64(&mut rec.kmem_usage, memcg + rc!(kmem_usage));
+        r |= rd_u64(&mut rec.tcpmem_usage, memcg + rc!(tcpmem_usage));
     }
     // Batched statistics (5.4-5.12): the atomics are inside the memcg; rstat: a pointer.
     let batched = rc!(flags) & residue_flags::BATCHED_STATS != 0;
-    let vs = if batched {
-        Ok(memcg + rc!(memcg_vmstats))
-    } else {
-        rd(memcg + rc!(memcg_vmstats))
-    };
-    match vs {
-        Ok(vs) => {
-            rec.flush_updates = 0;
-            if rc!(flags) & residue_flags::FLUSH_UPDATES != 0
-                && let Err(e) = rd_into(&mut rec.flush_updates, 4, vs + rc!(vs_stats_updates))
-            {
-                err |= e;
-            }
-            let n = rc!(state_bytes);
-            if let Err(e) = rd_into(rec.state.as_mut_ptr(), n, vs + rc!(vs_state)) {
-                err |= e;
-            }
-            if !batched
-                && let Err(e) = rd_into(
-                    rec.state_pending.as_mut_ptr(),
-                    n,
-                    vs + rc!(vs_state_pending),
-                )
-            {
-                err |= e;
-            }
-        }
-        Err(e) => err |= e,
+    let mut vs = memcg + rc!(memcg_vmstats);
+    if !batched {
+        let at = vs;
+        r |= rd_u64(&mut vs, at);
     }
-    rec.err = err;
+    rec.flush_updates = 0;
+    if rc!(flags) & residue_flags::FLUSH_UPDATES != 0 {
+        r |= rd_raw(
+            &mut rec.flush_updates as *mut u32,
+            4,
+            vs + rc!(vs_stats_updates),
+        );
+    }
+    let n = rc!(state_bytes);
+    r |= rd_raw(rec.state.as_mut_ptr(), n, vs + rc!(vs_state));
+    if !batched {
+        r |= rd_raw(
+            rec.state_pending.as_mut_ptr(),
+            n,
+            vs + rc!(vs_state_pending),
+        );
+    }
+    rec.err = failed(r);
     Ok(())
 }
 
@@ -250,48 +240,33 @@ fn read_cpu(idx: u32, cpu: u32, pptr0: u64, shift: u64) -> Result<(), u32> {
     let unit = base.wrapping_add(shift);
     rec.base = base;
     rec.unit = unit;
-    let mut err = 0;
-    rec.this_cpu_off = rd(unit + rc!(pcpu_this_cpu_off)).unwrap_or_else(|e| {
-        err |= e;
-        0
-    });
+    let mut r = rd_u64(&mut rec.this_cpu_off, unit + rc!(pcpu_this_cpu_off));
     let flags = rc!(flags);
-    if flags & residue_flags::STOCK != 0
-        && let Err(e) = rd_into(
+    if flags & residue_flags::STOCK != 0 {
+        r |= rd_raw(
             rec.stock.as_mut_ptr(),
             rc!(stock_bytes),
             unit + rc!(pcpu_memcg_stock),
-        )
-    {
-        err |= e;
+        );
     }
     if flags & residue_flags::OBJ_STOCK != 0 {
         let obj = unit + rc!(pcpu_obj_stock);
-        if let Err(e) = rd_into(rec.obj.as_mut_ptr(), rc!(obj_bytes), obj) {
-            err |= e;
+        r |= rd_raw(rec.obj.as_mut_ptr(), rc!(obj_bytes), obj);
+        let mut objcg = 0;
+        r |= rd_u64(&mut objcg, obj + rc!(obj_cached_objcg));
+        rec.obj_memcg = 0;
+        if objcg != 0 {
+            r |= rd_u64(&mut rec.obj_memcg, objcg + rc!(objcg_memcg));
         }
-        rec.obj_memcg = match rd(obj + rc!(obj_cached_objcg)) {
-            Ok(0) => 0,
-            Ok(objcg) => rd(objcg + rc!(objcg_memcg)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            }),
-            Err(e) => {
-                err |= e;
-                0
-            }
-        };
     }
-    if flags & residue_flags::LRU_ADD != 0
-        && let Err(e) = rd_into(
+    if flags & residue_flags::LRU_ADD != 0 {
+        r |= rd_raw(
             rec.batch.as_mut_ptr(),
             rc!(batch_bytes),
             unit + rc!(pcpu_lru_add),
-        )
-    {
-        err |= e;
+        );
     }
-    rec.err = err;
+    rec.err = failed(r);
     Ok(())
 }
 
@@ -360,23 +335,16 @@ fn memcg_cpus(slot: u64, window_slot: u64) -> Result<(), u32> {
                 continue;
             }
         };
-        let mut err = 0;
-        if let Err(e) = rd_into(rec.state.as_mut_ptr(), n, statc + rc!(vsp_state)) {
-            err |= e;
-        }
-        if rc!(flags) & residue_flags::BATCHED_STATS == 0
-            && let Err(e) = rd_into(rec.state_prev.as_mut_ptr(), n, statc + rc!(vsp_state_prev))
-        {
-            err |= e;
+        let mut r = rd_raw(rec.state.as_mut_ptr(), n, statc + rc!(vsp_state));
+        if rc!(flags) & residue_flags::BATCHED_STATS == 0 {
+            r |= rd_raw(rec.state_prev.as_mut_ptr(), n, statc + rc!(vsp_state_prev));
         }
         rec.stats_updates = 0;
         if rc!(flags) & residue_flags::PCPU_STATS_UPDATES != 0 {
-            rec.stats_updates = rd(statc + rc!(vsp_stats_updates)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            }) & 0xffff_ffff;
+            r |= rd_u64(&mut rec.stats_updates, statc + rc!(vsp_stats_updates));
+            rec.stats_updates &= 0xffff_ffff;
         }
-        rec.err = err;
+        rec.err = failed(r);
     }
     Ok(())
 }
@@ -413,36 +381,18 @@ fn folios(cpu: u64, first: u64) -> Result<(), u32> {
             rec.folio = 0;
             continue;
         }
-        let mut err = 0;
-        let folio =
-            rd(batch + u64::from(rc!(batch_folios)) + 8 * u64::from(j)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            });
-        rec.folio = folio;
-        if folio != 0 {
-            rec.memcg_data = rd(folio + rc!(folio_memcg_data)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            });
-            rec.flags = rd(folio + rc!(folio_flags)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            });
-            rec.order_word = rd(folio + rc!(folio_order)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            });
-            rec.mapping = rd(folio + rc!(folio_mapping)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            });
-            rec.mapcount_word = rd(folio + rc!(folio_mapcount)).unwrap_or_else(|e| {
-                err |= e;
-                0
-            });
+        // Each read lands in the record itself (zeros on failure); failures are folded.
+        let slot = batch + u64::from(rc!(batch_folios)) + 8 * u64::from(j);
+        let mut r = rd_u64(&mut rec.folio, slot);
+        if rec.folio != 0 {
+            let folio = rec.folio;
+            r |= rd_u64(&mut rec.memcg_data, folio + rc!(folio_memcg_data));
+            r |= rd_u64(&mut rec.flags, folio + rc!(folio_flags));
+            r |= rd_u64(&mut rec.order_word, folio + rc!(folio_order));
+            r |= rd_u64(&mut rec.mapping, folio + rc!(folio_mapping));
+            r |= rd_u64(&mut rec.mapcount_word, folio + rc!(folio_mapcount));
         }
-        rec.err = u64::from(err);
+        rec.err = u64::from(failed(r));
     }
     Ok(())
 }
