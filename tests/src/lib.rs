@@ -354,3 +354,30 @@ pub fn kernel_version() -> (u32, u32) {
         .map(|x| x.parse::<u32>().unwrap_or(0));
     (v.next().unwrap_or(0), v.next().unwrap_or(0))
 }
+
+/// The hooks a `trace --json` document says it attached (`hooks[].used` and
+/// `charge.hooks[].used`), each (flavour, target) once: where the benchmark's floor goes.
+pub fn trace_used_hooks(doc: &serde_json::Value) -> Vec<memcg_drift::tracer::UsedHook> {
+    use memcg_drift::plan::Flavour;
+    let mut hooks = Vec::new();
+    for h in doc["hooks"]
+        .as_array()
+        .into_iter()
+        .chain(doc["charge"]["hooks"].as_array())
+        .flatten()
+    {
+        let used = &h["used"];
+        let (Some(f), Some(t)) = (used["flavour"].as_str(), used["target"].as_str()) else {
+            continue;
+        };
+        let Some(flavour) = Flavour::ALL.into_iter().find(|x| x.name() == f) else {
+            panic!("trace used a flavour this build does not know: {f}");
+        };
+        // One program doing two hooks' jobs (stat and inference) is listed for each.
+        let hook = (flavour, t.to_string());
+        if !hooks.contains(&hook) {
+            hooks.push(hook);
+        }
+    }
+    hooks
+}

@@ -1189,3 +1189,73 @@ fn charge_stock_drain_returns_what_the_stock_held() {
     drop(tracer);
     run.remove().unwrap();
 }
+
+/// The benchmark's floor goes on exactly the hooks `trace` attaches on this kernel: each one
+/// takes a floor program (the fentry, fexit and tp_btf pools cover the charge path in the
+/// guests), and the floor runs at least once per statistic update and per probed charge of
+/// the loop. Other cgroups' events count too, so that is a lower bound: touching and freeing
+/// N fresh anonymous pages updates NR_ANON_MAPPED up and down once per page, and each fault
+/// enters `try_charge_memcg` (`try_charge` on 5.10) once, where its entry and exit are probed.
+#[test]
+fn floor_attaches_where_trace_does() {
+    let test = "floor_attaches_where_trace_does";
+    if !require_kernel(test) {
+        return;
+    }
+    let _serial = serial();
+    let hier = detect_layout().unwrap().memory.unwrap();
+    let run = RunGroup::create(&hier).unwrap();
+    let cg = run.child("floor").unwrap();
+    let k = *online_cpus().last().unwrap();
+    let mut w = Workload::spawn(&workload_binary(), &cg, k).unwrap();
+    let path = cg.path().to_str().unwrap().to_string();
+    let out = std::process::Command::new(integration_tests::bin())
+        .args(["trace", "--cgroup", &path, "-d", "1ms", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hooks = integration_tests::trace_used_hooks(&doc);
+    let floor = memcg_drift::tracer::FloorProbes::start(&hooks).unwrap();
+    let on: Vec<(Flavour, String)> = floor
+        .outcomes
+        .iter()
+        .map(|o| {
+            let u = o.used.as_ref().unwrap();
+            (u.flavour, u.target.clone())
+        })
+        .collect();
+    assert_eq!(on, hooks, "{test}: the floor's hooks");
+    let charged = doc["charge"]["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| {
+            matches!(
+                h["id"].as_str(),
+                Some("charge.try_charge" | "charge.try_charge_ret")
+            ) && !h["used"].is_null()
+        })
+        .count() as u64;
+    let n = 512;
+    let e0 = floor.events().unwrap();
+    w.touch(n).unwrap();
+    w.free().unwrap();
+    let runs = floor.events().unwrap() - e0;
+    eprintln!(
+        "{test}: {} hooks, {runs} runs for {n} pages ({charged} charge hooks)",
+        hooks.len()
+    );
+    assert!(
+        runs >= 2 * n + charged * n,
+        "{test}: {runs} floor runs for {n} pages, fewer than {}",
+        2 * n + charged * n
+    );
+    drop(floor);
+    w.exit().unwrap();
+    run.remove().unwrap();
+}

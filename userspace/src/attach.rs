@@ -440,20 +440,30 @@ pub fn attach_candidate(
 ) -> Result<&'static str, AttachError> {
     let name = cand.program.ok_or(AttachError::NoProgram)?;
     // Each arm loads then attaches; a failed attach unloads the program again so that the next
-    // candidate can load it for another target.
+    // candidate can load it for another target. A kprobe, tracepoint or raw-tracepoint
+    // program takes its target when attached, so one loaded already (the benchmark's floor
+    // puts one program on several hooks) is attached once more, and kept if that fails.
+    let reusable = matches!(
+        cand.flavour,
+        Flavour::Kprobe | Flavour::Kretprobe | Flavour::Tracepoint | Flavour::RawTracepoint
+    );
     macro_rules! load_attach {
         ($ty:ty, $load:expr, $attach:expr) => {{
             let p: &mut $ty = program(ebpf, name)?;
+            let fresh = !(reusable && p.fd().is_ok());
             #[allow(clippy::redundant_closure_call)]
-            let r = $load(&mut *p)
-                .map_err(|e: ProgramError| load_error(&e))
-                .and_then(|()| {
-                    #[allow(clippy::redundant_closure_call)]
-                    $attach(&mut *p)
-                        .map(|_| ())
-                        .map_err(|e: ProgramError| AttachError::Program(short_error(&e)))
-                });
-            if r.is_err() {
+            let loaded = if fresh {
+                $load(&mut *p).map_err(|e: ProgramError| load_error(&e))
+            } else {
+                Ok(())
+            };
+            let r = loaded.and_then(|()| {
+                #[allow(clippy::redundant_closure_call)]
+                $attach(&mut *p)
+                    .map(|_| ())
+                    .map_err(|e: ProgramError| AttachError::Program(short_error(&e)))
+            });
+            if r.is_err() && fresh {
                 let _ = p.unload();
             }
             r

@@ -48,8 +48,8 @@ pub enum TracerError {
     /// No stat hook attached: every candidate's reason.
     #[error("no stat-path hook could be attached ({})", .0.join("; "))]
     NoStatHook(Vec<String>),
-    /// A floor program did not attach.
-    #[error("a floor program could not be attached: {0:?}")]
+    /// A floor program did not attach (or there was no hook to put one on).
+    #[error("the floor could not be attached: {}", floor_failures(.0))]
     NoFloor(Vec<HookOutcome>),
     /// The stat maps could not be read.
     #[error(transparent)]
@@ -60,6 +60,20 @@ pub enum TracerError {
     /// aya could not read a map.
     #[error(transparent)]
     Map(#[from] aya::maps::MapError),
+}
+
+/// The floor's failures in one line.
+fn floor_failures(outcomes: &[HookOutcome]) -> String {
+    let why: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| &o.failed)
+        .map(|(_, target, e)| format!("{target}: {e}"))
+        .collect();
+    if outcomes.is_empty() {
+        "no hook given".into()
+    } else {
+        why.join("; ")
+    }
 }
 
 /// Attached stat probes.
@@ -226,29 +240,156 @@ fn stat_plans(facts: &KernelFacts, only: Option<Flavour>) -> Vec<plan::HookPlan>
 }
 
 /// The benchmark's floor (`cargo xtask bench`): programs that only add one to a per-CPU slot,
-/// attached on exactly the stat hooks a [`StatTracer`] would use (same plan, same order of
-/// candidates), so that what the real probes' bodies cost can be told from what running any
+/// attached on exactly the hooks a `trace` attached (each flavour on each kernel target it
+/// used: the stat hooks, and the charge, OOM and lifecycle hooks where the kernel allows
+/// them), so that what the real probes' bodies cost can be told from what running any
 /// program on those hooks costs.
 pub struct FloorProbes {
     ebpf: Ebpf,
-    /// Per stat hook: what was used and what failed.
+    /// Per hook: the floor program used, or why it failed.
     pub outcomes: Vec<HookOutcome>,
 }
 
+/// A hook `trace` used: its flavour and kernel target as its JSON names them
+/// (`hooks[].used`, `charge.hooks[].used`).
+pub type UsedHook = (Flavour, String);
+
+/// The floor programs bound to their target at load (`probes-ebpf/src/floor.rs`): one per
+/// hook of the flavour.
+const FLOOR_FENTRY: [&str; 24] = [
+    "floor_fentry_0",
+    "floor_fentry_1",
+    "floor_fentry_2",
+    "floor_fentry_3",
+    "floor_fentry_4",
+    "floor_fentry_5",
+    "floor_fentry_6",
+    "floor_fentry_7",
+    "floor_fentry_8",
+    "floor_fentry_9",
+    "floor_fentry_10",
+    "floor_fentry_11",
+    "floor_fentry_12",
+    "floor_fentry_13",
+    "floor_fentry_14",
+    "floor_fentry_15",
+    "floor_fentry_16",
+    "floor_fentry_17",
+    "floor_fentry_18",
+    "floor_fentry_19",
+    "floor_fentry_20",
+    "floor_fentry_21",
+    "floor_fentry_22",
+    "floor_fentry_23",
+];
+const FLOOR_FEXIT: [&str; 6] = [
+    "floor_fexit_0",
+    "floor_fexit_1",
+    "floor_fexit_2",
+    "floor_fexit_3",
+    "floor_fexit_4",
+    "floor_fexit_5",
+];
+const FLOOR_TP_BTF: [&str; 8] = [
+    "floor_tp_btf_0",
+    "floor_tp_btf_1",
+    "floor_tp_btf_2",
+    "floor_tp_btf_3",
+    "floor_tp_btf_4",
+    "floor_tp_btf_5",
+    "floor_tp_btf_6",
+    "floor_tp_btf_7",
+];
+
+/// The floor program for the `nth` hook of `flavour` (0-based), `None` past its pool.
+fn floor_program(flavour: Flavour, nth: usize) -> Option<&'static str> {
+    match flavour {
+        Flavour::Fentry => FLOOR_FENTRY.get(nth).copied(),
+        Flavour::Fexit => FLOOR_FEXIT.get(nth).copied(),
+        Flavour::TpBtf => FLOOR_TP_BTF.get(nth).copied(),
+        // These take their target when attached: one program serves every hook.
+        Flavour::Kprobe => Some("floor_kprobe"),
+        Flavour::Kretprobe => Some("floor_kretprobe"),
+        Flavour::Tracepoint => Some("floor_tracepoint"),
+        Flavour::RawTracepoint => Some("floor_raw_tracepoint"),
+    }
+}
+
+/// The floor's candidates for `used`: each hook's typed target from the plan, with a floor
+/// program; duplicates (one program doing two hooks' jobs) once. A hook the plan does not
+/// know, or past a pool, is an outcome with the reason.
+fn floor_candidates(used: &[UsedHook]) -> Vec<(plan::Candidate, Result<(), String>)> {
+    let specs = plan::hooks();
+    let mut out: Vec<(plan::Candidate, Result<(), String>)> = Vec::new();
+    for (flavour, target) in used {
+        if out
+            .iter()
+            .any(|(c, _)| c.flavour == *flavour && c.target.to_string() == *target)
+        {
+            continue;
+        }
+        let Some(t) = specs
+            .iter()
+            .flat_map(|h| &h.candidates)
+            .find(|c| c.flavour == *flavour && c.target.to_string() == *target)
+            .map(|c| c.target.clone())
+        else {
+            let missing = plan::Candidate {
+                flavour: *flavour,
+                target: plan::Target::Function("?"),
+                program: None,
+            };
+            out.push((
+                missing,
+                Err(format!("{flavour} {target}: not a hook of the plan")),
+            ));
+            continue;
+        };
+        let nth = out.iter().filter(|(c, _)| c.flavour == *flavour).count();
+        let program = floor_program(*flavour, nth);
+        let ok = program
+            .map(|_| ())
+            .ok_or_else(|| format!("{flavour} {target}: more {flavour} hooks than floor programs"));
+        out.push((
+            plan::Candidate {
+                flavour: *flavour,
+                target: t,
+                program,
+            },
+            ok,
+        ));
+    }
+    out
+}
+
 impl FloorProbes {
-    /// Attaches the floor programs; `only` forces one flavour.
-    pub fn start(only: Option<Flavour>) -> Result<Self, TracerError> {
+    /// Attaches a floor program on each hook of `used` (the hooks a `trace` attached).
+    pub fn start(used: &[UsedHook]) -> Result<Self, TracerError> {
         let facts = KernelFacts::gather();
         let btf = Btf::from_sys_fs().map_err(TracerError::AyaBtf)?;
         let mut ebpf = attach::load(&probes_common::ProbeConfig::ZERO)?;
-        let mut plans = stat_plans(&facts, only);
-        for p in &mut plans {
-            for v in &mut p.candidates {
-                v.candidate.program = v.candidate.program.and_then(floor_program);
-            }
+        let mut outcomes = Vec::new();
+        for (cand, ok) in floor_candidates(used) {
+            let target = format!("{} {}", cand.flavour, cand.target);
+            let res = ok.and_then(|()| {
+                attach::attach_candidate(&mut ebpf, &cand, Some(&btf), &facts)
+                    .map_err(|e| e.to_string())
+            });
+            outcomes.push(HookOutcome {
+                id: "floor",
+                used: res.as_ref().ok().map(|program| attach::UsedCandidate {
+                    flavour: cand.flavour,
+                    target: cand.target.to_string(),
+                    program,
+                }),
+                failed: res
+                    .err()
+                    .map(|e| vec![(cand.flavour, target, e)])
+                    .unwrap_or_default(),
+                loss: "",
+            });
         }
-        let outcomes = attach::attach_plans(&mut ebpf, &plans, &btf, &facts);
-        if outcomes.iter().any(|o| o.used.is_none()) {
+        if outcomes.is_empty() || outcomes.iter().any(|o| o.used.is_none()) {
             return Err(TracerError::NoFloor(outcomes));
         }
         Ok(Self { ebpf, outcomes })
@@ -264,17 +405,112 @@ impl FloorProbes {
     }
 }
 
-/// The floor twin of a stat program (`probes-ebpf/src/floor.rs`).
-fn floor_program(stat: &str) -> Option<&'static str> {
-    Some(match stat {
-        "tp_btf_memcg_state" => "floor_tp_btf_memcg_state",
-        "tp_btf_lruvec_state" => "floor_tp_btf_lruvec_state",
-        "tp_memcg_state" => "floor_tp_memcg_state",
-        "tp_lruvec_state" => "floor_tp_lruvec_state",
-        "fentry_memcg_state" => "floor_fentry_memcg_state",
-        "fentry_lruvec_state" => "floor_fentry_lruvec_state",
-        "kprobe_memcg_state" => "floor_kprobe_memcg_state",
-        "kprobe_lruvec_state" => "floor_kprobe_lruvec_state",
-        _ => return None,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(f: Flavour, t: &str) -> UsedHook {
+        (f, t.to_string())
+    }
+
+    #[test]
+    fn floor_candidates_follow_the_plan_and_its_pools() {
+        let used = [
+            hook(Flavour::TpBtf, "mod_memcg_state"),
+            hook(Flavour::TpBtf, "mod_memcg_lruvec_state"),
+            // The same hook twice (a stat program doing inference too): once.
+            hook(Flavour::TpBtf, "mod_memcg_state"),
+            hook(Flavour::Fentry, "try_charge_memcg"),
+            hook(Flavour::Fexit, "try_charge_memcg"),
+            hook(Flavour::Kprobe, "page_counter_uncharge"),
+            hook(Flavour::Kprobe, "drain_all_stock.part.N"),
+        ];
+        let c = floor_candidates(&used);
+        let got: Vec<(Flavour, String, Option<&str>, bool)> = c
+            .iter()
+            .map(|(c, ok)| (c.flavour, c.target.to_string(), c.program, ok.is_ok()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Flavour::TpBtf,
+                    "mod_memcg_state".into(),
+                    Some("floor_tp_btf_0"),
+                    true
+                ),
+                (
+                    Flavour::TpBtf,
+                    "mod_memcg_lruvec_state".into(),
+                    Some("floor_tp_btf_1"),
+                    true
+                ),
+                (
+                    Flavour::Fentry,
+                    "try_charge_memcg".into(),
+                    Some("floor_fentry_0"),
+                    true
+                ),
+                (
+                    Flavour::Fexit,
+                    "try_charge_memcg".into(),
+                    Some("floor_fexit_0"),
+                    true
+                ),
+                (
+                    Flavour::Kprobe,
+                    "page_counter_uncharge".into(),
+                    Some("floor_kprobe"),
+                    true
+                ),
+                (
+                    Flavour::Kprobe,
+                    "drain_all_stock.part.N".into(),
+                    Some("floor_kprobe"),
+                    true
+                ),
+            ]
+        );
+        // The clone keeps its typed target, so the attach resolves it from kallsyms.
+        assert_eq!(c[5].0.target, plan::Target::PartClone("drain_all_stock"));
+    }
+
+    #[test]
+    fn floor_candidates_name_what_they_cannot_cover() {
+        let c = floor_candidates(&[hook(Flavour::Fentry, "no_such_function")]);
+        assert_eq!(
+            c[0].1,
+            Err("fentry no_such_function: not a hook of the plan".to_string())
+        );
+        // More fentry hooks than the pool: every fentry target of the plan, then one more.
+        let targets: Vec<String> = plan::hooks()
+            .iter()
+            .flat_map(|h| h.candidates.clone())
+            .filter(|c| c.flavour == Flavour::Fentry)
+            .map(|c| c.target.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert!(
+            targets.len() <= FLOOR_FENTRY.len(),
+            "the fentry pool ({}) must cover every fentry target of the plan ({})",
+            FLOOR_FENTRY.len(),
+            targets.len()
+        );
+        let fexits = plan::hooks()
+            .iter()
+            .flat_map(|h| h.candidates.clone())
+            .filter(|c| c.flavour == Flavour::Fexit)
+            .map(|c| c.target.to_string())
+            .collect::<std::collections::BTreeSet<_>>();
+        assert!(fexits.len() <= FLOOR_FEXIT.len());
+        let tps = plan::hooks()
+            .iter()
+            .flat_map(|h| h.candidates.clone())
+            .filter(|c| c.flavour == Flavour::TpBtf)
+            .map(|c| c.target.to_string())
+            .collect::<std::collections::BTreeSet<_>>();
+        assert!(tps.len() <= FLOOR_TP_BTF.len());
+        assert_eq!(floor_program(Flavour::Fentry, FLOOR_FENTRY.len()), None);
+    }
 }

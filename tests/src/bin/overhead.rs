@@ -7,7 +7,9 @@
 //! round (the order rotates every round) so that drift of the machine hits them alike:
 //! - `baseline`: nothing attached;
 //! - `floor`: the project's floor programs (one per-CPU add per event,
-//!   `probes-ebpf/src/floor.rs`) on exactly the stat hooks `trace` uses;
+//!   `probes-ebpf/src/floor.rs`) on exactly the hooks `trace` attaches on this kernel (each
+//!   flavour on each target, as a short `trace` run reports them in its JSON before the
+//!   rounds: the stat hooks, and the charge-path hooks where fentry or kprobes are allowed);
 //! - `trace-record`: `memcg-drift trace --cgroup <workload's cgroup> --json`, the process a
 //!   user starts, recording every event of the loop;
 //! - `trace-other`: the same tracing another (idle) cgroup: the loop's events are filtered in
@@ -55,7 +57,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use memcg_drift::{
     cgroup::{MemCgroup, RunGroup, detect_layout},
-    tracer::FloorProbes,
+    tracer::{FloorProbes, UsedHook},
     workload::{Workload, workload_binary},
 };
 
@@ -316,9 +318,28 @@ struct Rig {
     reps: u64,
     settle: Duration,
     alt_bin: Option<PathBuf>,
+    /// The hooks `trace` attaches here, where the floor goes.
+    floor_hooks: Vec<UsedHook>,
 }
 
 impl Rig {
+    /// The hooks `trace --cgroup <loop cgroup>` attaches on this kernel (a short run of it,
+    /// read from its JSON): the floor goes on exactly these.
+    fn trace_hooks(&self) -> anyhow::Result<Vec<UsedHook>> {
+        let out = self
+            .trace_cmd(Config::TraceRecord)
+            .args(["--duration", "1ms"])
+            .stderr(Stdio::null())
+            .output()
+            .context("running trace to learn its hooks")?;
+        if !out.status.success() {
+            bail!("trace to learn its hooks exited with {}", out.status);
+        }
+        let doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("trace --json output")?;
+        Ok(integration_tests::trace_used_hooks(&doc))
+    }
+
     /// Times the loop: `reps` x (touch `pages`, unmap them); ns per page.
     fn time_loop(&mut self) -> anyhow::Result<f64> {
         // Let whatever attaching set off (the attaching process's own exit from its start-up,
@@ -391,7 +412,7 @@ fn measure(rig: &mut Rig, c: Config, s: &mut Series) -> anyhow::Result<f64> {
     match c {
         Config::Baseline => rig.time_loop(),
         Config::Floor => {
-            let floor = FloorProbes::start(None)?;
+            let floor = FloorProbes::start(&rig.floor_hooks)?;
             let e0 = floor.events()?;
             let ns = rig.time_loop()?;
             s.events_per_page.push(per_page(floor.events()? - e0));
@@ -643,7 +664,9 @@ fn run() -> anyhow::Result<()> {
         reps: o.reps,
         settle: Duration::from_millis(o.settle_ms),
         alt_bin: o.alt_bin.clone(),
+        floor_hooks: Vec::new(),
     };
+    rig.floor_hooks = rig.trace_hooks()?;
     let load_start = loadavg();
     // Warm up: the first touches fault in page tables and the allocator's free lists.
     rig.time_loop()?;
@@ -743,6 +766,11 @@ fn run() -> anyhow::Result<()> {
         "load_end": load_end,
         "seconds": bench_s,
         "configs": rows,
+        "floor_hooks": rig
+            .floor_hooks
+            .iter()
+            .map(|(f, t)| format!("{f} {t}"))
+            .collect::<Vec<_>>(),
         "explain_ms": median(&explain),
         "explain_ms_min_max": min_max(&explain),
         "explain_runs": explain.len(),
@@ -822,6 +850,18 @@ fn render(d: &serde_json::Value) -> String {
         s,
         "(RATIO: median of per-round ratios to the baseline; BPFTRACE%: (r - 1) / (r_bpftrace - 1); \
          +FLOOR: r - r_floor; BPF>FLOOR: (r - r_floor) / (r_bpftrace - r_floor))"
+    );
+    let hooks: Vec<&str> = d["floor_hooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str())
+        .collect();
+    let _ = writeln!(
+        s,
+        "floor and trace on the {} hooks trace attaches here: {}",
+        hooks.len(),
+        hooks.join(", ")
     );
     let _ = writeln!(s);
     for r in d["configs"].as_array().into_iter().flatten() {
