@@ -294,6 +294,11 @@ pub struct VmArgs {
     /// Ratios under emulation compare with each other, not with the host's.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub bench: Option<String>,
+    /// Another memcg-drift build for the benchmark to compare with in the same rounds (its
+    /// `--alt-bin`): a release binary of another checkout, e.g. a `git worktree`'s
+    /// `target/release/memcg-drift`. It goes in the guest as `/bin/memcg-drift-alt`.
+    #[arg(long, value_name = "PATH", requires = "bench")]
+    pub bench_alt: Option<PathBuf>,
     /// Give the guest a swap device of this many MiB: a zram device (in the guest's RAM; the
     /// zram module and its dependencies come from the kernel's package). 0: no swap.
     #[arg(long, value_name = "MIB", default_value_t = 0)]
@@ -328,6 +333,7 @@ impl VmArgs {
             debuginfo: false,
             test_bin: Vec::new(),
             bench: None,
+            bench_alt: None,
             swap: 0,
             then_swap: 0,
             numa_nodes: 1,
@@ -397,6 +403,9 @@ impl VmArgs {
         }
         if let Some(b) = &self.bench {
             a.extend(["--bench".into(), b.clone()]);
+        }
+        if let Some(p) = &self.bench_alt {
+            a.extend(["--bench-alt".into(), p.display().to_string()]);
         }
         a
     }
@@ -475,6 +484,12 @@ pub fn run(args: &VmArgs) -> Result<()> {
     // With --bench, test executables run only when --tests names some.
     let with_tests = args.bench.is_none() || !args.tests.is_empty();
     let mut payload = payload::build(&workspace, &args.test_bin, with_tests, args.bench.is_some())?;
+    if let Some(alt) = &args.bench_alt {
+        if !alt.is_file() {
+            bail!("--bench-alt {}: no such file", alt.display());
+        }
+        payload.alt_tool = Some(alt.clone());
+    }
     let swap_tests: Vec<String> = if args.then_swap > 0 {
         SWAP_TESTS.map(String::from).to_vec()
     } else {
@@ -511,7 +526,10 @@ pub fn run(args: &VmArgs) -> Result<()> {
         tests: first.clone(),
         filter: args.filter.clone(),
         debuginfo: args.debuginfo,
-        bench: args.bench.clone(),
+        bench: args.bench.as_ref().map(|b| match &args.bench_alt {
+            Some(_) => format!("{b} --alt-bin {}", initramfs::ALT_TOOL),
+            None => b.clone(),
+        }),
         swap_mib: (args.swap > 0).then_some(args.swap),
         then_swap: (args.then_swap > 0).then(|| (args.then_swap, swap_tests.clone())),
         modules,
@@ -686,8 +704,12 @@ mod tests {
         g.debuginfo = true;
         g.test_bin = vec!["/x/t".into()];
         g.bench = Some("--rounds 3 --no-scale".into());
+        g.bench_alt = Some("/y/memcg-drift".into());
         g.tests = vec!["cli".into(), "explain".into()];
         assert_eq!(format!("{:?}", parse(&g.to_args())), format!("{g:?}"));
+        // The A/B binary only goes with a bench.
+        let bad = ["--kernel", "6.1", "--bench-alt", "/y/memcg-drift"].map(String::from);
+        assert!(Cli::try_parse_from(std::iter::once("vm-test".to_string()).chain(bad)).is_err());
     }
 
     #[test]

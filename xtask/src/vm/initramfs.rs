@@ -24,6 +24,8 @@ use super::payload::Payload;
 const INIT: &str = include_str!("../../vm/init");
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX: &str = "/bin/busybox";
+/// Where another memcg-drift build for the benchmark's A/B goes (`vm-test --bench-alt`).
+pub const ALT_TOOL: &str = "/bin/memcg-drift-alt";
 /// Dynamically linked host tools the tests may call, copied with their shared libraries to
 /// the same paths in the guest (bpftool is small; bpftrace would add about 200 MB of LLVM).
 const HOST_TOOLS: &[&str] = &["bpftool"];
@@ -124,6 +126,9 @@ pub fn build(
     }
     if let Some(bench) = &payload.bench {
         place_binary(bench, &stage.join("bin/overhead"), strip)?;
+    }
+    if let Some(alt) = &payload.alt_tool {
+        place_binary(alt, &stage.join(ALT_TOOL.trim_start_matches('/')), strip)?;
     }
     if !config.modules.is_empty() {
         mkdir(&stage.join("lib/modules"))?;

@@ -35,6 +35,8 @@ pub struct Payload {
     pub tests: Vec<TestBin>,
     /// The overhead benchmark (`/bin/overhead` in the guest), when asked for.
     pub bench: Option<PathBuf>,
+    /// Another memcg-drift build the benchmark compares with (`initramfs::ALT_TOOL`).
+    pub alt_tool: Option<PathBuf>,
 }
 
 impl Payload {
@@ -153,6 +155,7 @@ pub fn build(
         tool: PathBuf::from(tool),
         tests,
         bench,
+        alt_tool: None,
     })
 }
 
@@ -294,6 +297,7 @@ mod tests {
             tool: PathBuf::from("/t/memcg-drift"),
             tests: vec![bin("cli"), bin("explain"), bin("stat_path")],
             bench: None,
+            alt_tool: None,
         };
         let mut p = all.clone();
         p.select(&[]).unwrap();
