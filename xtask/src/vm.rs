@@ -480,14 +480,24 @@ pub fn run(args: &VmArgs) -> Result<()> {
         if kernel.pvh { "PVH vmlinux" } else { "bzImage" }
     );
 
+    // The A/B binary is checked before anything is built.
+    if let Some(alt) = &args.bench_alt {
+        if !alt.is_file() {
+            bail!("--bench-alt {}: no such file", alt.display());
+        }
+        if has_interpreter(alt)? {
+            bail!(
+                "--bench-alt {}: dynamically linked; the guest has no shared libraries, give the \
+                 static build a vm-test makes (target/x86_64-unknown-linux-gnu/release/memcg-drift)",
+                alt.display()
+            );
+        }
+    }
     let build_start = Instant::now();
     // With --bench, test executables run only when --tests names some.
     let with_tests = args.bench.is_none() || !args.tests.is_empty();
     let mut payload = payload::build(&workspace, &args.test_bin, with_tests, args.bench.is_some())?;
     if let Some(alt) = &args.bench_alt {
-        if !alt.is_file() {
-            bail!("--bench-alt {}: no such file", alt.display());
-        }
         payload.alt_tool = Some(alt.clone());
     }
     let swap_tests: Vec<String> = if args.then_swap > 0 {
@@ -673,6 +683,28 @@ fn lock(path: &Path, why: &str) -> Result<fs::File> {
     Ok(file)
 }
 
+/// True if the ELF executable at `path` asks for a program interpreter (`PT_INTERP`: it is
+/// dynamically linked). Not an ELF file is an error.
+fn has_interpreter(path: &std::path::Path) -> Result<bool> {
+    let b = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let u16_at = |o: usize| {
+        b.get(o..o + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        b.get(o..o + 8)
+            .map(|x| u64::from_le_bytes(x.try_into().unwrap_or([0; 8])) as usize)
+    };
+    if b.get(..5) != Some(b"\x7fELF\x02".as_slice()) {
+        bail!("{}: not a 64-bit ELF executable", path.display());
+    }
+    let (Some(phoff), Some(size), Some(n)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        bail!("{}: truncated ELF header", path.display());
+    };
+    const PT_INTERP: u16 = 3;
+    Ok((0..n).any(|i| u16_at(phoff + i * size) == Some(PT_INTERP as usize)))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -689,6 +721,32 @@ mod tests {
         Cli::try_parse_from(std::iter::once("vm-test".to_string()).chain(args.iter().cloned()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
             .vm
+    }
+
+    #[test]
+    fn a_dynamic_executable_is_told_from_a_static_one() {
+        // The test executable itself is dynamically linked (cargo test's host build).
+        let me = std::env::current_exe().unwrap();
+        assert!(has_interpreter(&me).unwrap());
+        let dir = std::env::temp_dir().join(format!("xtask-elf-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let not_elf = dir.join("x");
+        fs::write(&not_elf, b"#!/bin/sh\n").unwrap();
+        assert!(has_interpreter(&not_elf).is_err());
+        // A static ELF: header only, one PT_LOAD program header.
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+        let stat = dir.join("s");
+        fs::write(&stat, &elf).unwrap();
+        assert!(!has_interpreter(&stat).unwrap());
+        elf[64..68].copy_from_slice(&3u32.to_le_bytes());
+        fs::write(&stat, &elf).unwrap();
+        assert!(has_interpreter(&stat).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
