@@ -12,6 +12,10 @@ use core::mem::size_of;
 pub const MAP_CHARGE_AGG: &str = "CHARGE_AGG";
 /// Per-CPU array of `u64` loss and activity counters, indexed by [`ccounter`].
 pub const MAP_CHARGE_COUNTERS: &str = "CHARGE_COUNTERS";
+/// Per-CPU array of one [`ChargeDense`]: the traced cgroup's aggregates (its id is the stat
+/// configuration's `target_cgroup_id`), indexed by [`dense_index`], so that its events, the
+/// hot ones, need no hash lookup; every other cgroup's go to [`MAP_CHARGE_AGG`].
+pub const MAP_CHARGE_DENSE: &str = "CHARGE_DENSE";
 /// Array of one `u32`: [`runtime`] bits userspace sets once the exit hooks are attached.
 pub const MAP_CHARGE_RUNTIME: &str = "CHARGE_RUNTIME";
 /// Ring buffer of [`OomEvent`]s.
@@ -209,6 +213,50 @@ pub struct ChargeValue {
     pub events: u64,
 }
 
+/// Counter lanes per kind in [`ChargeDense`]: the memcg counters and the memory-event
+/// indices below `DENSE_LANES - 1`, and [`counter::NONE`] in the last lane.
+pub const DENSE_LANES: u32 = 16;
+
+/// Value of [`MAP_CHARGE_DENSE`] on one CPU.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ChargeDense {
+    /// By [`dense_index`].
+    pub v: [ChargeValue; (kind::COUNT * DENSE_LANES) as usize],
+}
+
+impl Default for ChargeDense {
+    fn default() -> Self {
+        Self {
+            v: [ChargeValue::default(); (kind::COUNT * DENSE_LANES) as usize],
+        }
+    }
+}
+
+/// The index of (kind, counter) in [`ChargeDense`], `None` if it has no lane there.
+#[inline(always)]
+pub fn dense_index(k: u32, ctr: u32) -> Option<u32> {
+    let lane = if ctr == counter::NONE {
+        DENSE_LANES - 1
+    } else if ctr < DENSE_LANES - 1 {
+        ctr
+    } else {
+        return None;
+    };
+    (k < kind::COUNT).then_some(k * DENSE_LANES + lane)
+}
+
+/// The (kind, counter) of index `i` of [`ChargeDense`] (the inverse of [`dense_index`]).
+pub fn dense_key(i: u32) -> (u32, u32) {
+    let lane = i % DENSE_LANES;
+    let ctr = if lane == DENSE_LANES - 1 {
+        counter::NONE
+    } else {
+        lane
+    };
+    (i / DENSE_LANES, ctr)
+}
+
 /// Kinds of [`OomEvent`] (the ring buffer also carries the rare cgroup lifecycle events).
 pub mod oom_kind {
     /// `mem_cgroup_out_of_memory(memcg, gfp, order)` entered: `cgroup_id` is the memcg, `pid`
@@ -390,6 +438,8 @@ mod user {
     unsafe impl aya::Pod for super::ChargeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ChargeValue {}
+    // SAFETY: as above (an array of `ChargeValue`).
+    unsafe impl aya::Pod for super::ChargeDense {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OomEvent {}
     // SAFETY: as above.

@@ -132,7 +132,7 @@ impl Reader for Probe {
 
 /// `memcg->css.cgroup->kn->id`; `None` when a read failed (or read a null pointer or id).
 #[inline(always)]
-fn memcg_id<R: Reader>(memcg: u64) -> Option<u64> {
+pub(crate) fn memcg_id<R: Reader>(memcg: u64) -> Option<u64> {
     let nonzero = |v: Result<u64, ()>| v.ok().filter(|v| *v != 0);
     let cgroup = nonzero(R::u64_at(memcg, cfg!(memcg_css) + cfg!(css_cgroup)))?;
     let kn = nonzero(R::u64_at(cgroup, cfg!(cgroup_kn)))?;

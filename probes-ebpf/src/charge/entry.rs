@@ -8,14 +8,15 @@ use super::*;
 
 #[fentry(function = "try_charge_memcg")]
 pub fn fentry_try_charge(ctx: FEntryContext) -> u32 {
-    on_tc_entry(ctx.arg::<u64>(0), ctx.arg::<u64>(2) as u32);
+    // The memcg is a BTF-typed argument: plain loads, checked by the verifier.
+    on_tc_entry::<crate::stat::Direct>(ctx.arg::<u64>(0), ctx.arg::<u64>(2) as u32);
     0
 }
 
 #[kprobe]
 pub fn kprobe_try_charge(ctx: ProbeContext) -> u32 {
     if let (Some(memcg), Some(nr)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(2)) {
-        on_tc_entry(memcg, nr as u32);
+        on_tc_entry::<crate::stat::Probe>(memcg, nr as u32);
     }
     0
 }

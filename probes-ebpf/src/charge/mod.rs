@@ -25,14 +25,15 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probes_common::charge::{
-    CHARGE_AGG_ENTRIES, CHARGE_TASK_ENTRIES, ChargeConfig, ChargeKey, ChargeValue,
-    MAX_CHARGE_NESTING, MEMCG_EVENTS_ENTRIES, MemEvents, ccounter, counter, kind, runtime,
+    CHARGE_AGG_ENTRIES, CHARGE_TASK_ENTRIES, ChargeConfig, ChargeDense, ChargeKey, ChargeValue,
+    MAX_CHARGE_NESTING, MEMCG_EVENTS_ENTRIES, MemEvents, ccounter, counter, dense_index, kind,
+    runtime,
 };
 
 pub(crate) use crate::stat::read_u64;
 use crate::{
     maps::CONFIG,
-    stat::{css_cgroup_id, wanted},
+    stat::{Reader, css_cgroup_id, memcg_id, wanted},
 };
 
 mod entry;
@@ -45,6 +46,10 @@ pub static CHARGE_CONFIG: ChargeConfig = ChargeConfig::ZERO;
 #[map(name = "CHARGE_AGG")]
 pub static CHARGE_AGG: PerCpuHashMap<ChargeKey, ChargeValue> =
     PerCpuHashMap::with_max_entries(CHARGE_AGG_ENTRIES, 0);
+
+/// The traced cgroup's aggregates, per CPU (`probes_common::charge::MAP_CHARGE_DENSE`).
+#[map(name = "CHARGE_DENSE")]
+static CHARGE_DENSE: PerCpuArray<ChargeDense> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU activity and loss counters (`probes_common::charge::ccounter`).
 #[map(name = "CHARGE_COUNTERS")]
@@ -77,6 +82,11 @@ const NEST: usize = MAX_CHARGE_NESTING as usize;
 #[repr(C)]
 struct TcFrame {
     memcg: u64,
+    /// The memcg's cgroup id as the entry resolved it (the caller holds the memcg for the
+    /// whole call, so the exit needs not resolve it again).
+    id: u64,
+    /// The entry's verdict: [`WANTED`], [`FILTERED`] or [`UNREADABLE`].
+    verdict: u32,
     nr_pages: u32,
     /// Pages charged to `memcg->memory` inside this call.
     charged: u32,
@@ -105,11 +115,18 @@ struct TaskFrames {
     pc: [PcFrame; NEST],
 }
 
+/// [`TcFrame::verdict`] values.
+const WANTED: u32 = 0;
+const FILTERED: u32 = 1;
+const UNREADABLE: u32 = 2;
+
 const EMPTY: TaskFrames = TaskFrames {
     tc_depth: 0,
     pc_depth: 0,
     tc: [TcFrame {
         memcg: 0,
+        id: 0,
+        verdict: WANTED,
         nr_pages: 0,
         charged: 0,
         charges: 0,
@@ -210,6 +227,18 @@ fn resolve_counter(c: u64) -> Option<(u64, u32)> {
 /// Adds to this CPU's aggregate of (cgroup, kind, counter). Returns false if the map is full.
 #[inline(always)]
 pub(crate) fn add(cgroup_id: u64, k: u32, ctr: u32, pages: u64, events: u64) -> bool {
+    // The traced cgroup's events (the hot ones) go to its dense per-CPU block.
+    if cgroup_id == scfg!(target_cgroup_id)
+        && let Some(i) = dense_index(k, ctr)
+        && let Some(block) = CHARGE_DENSE.get_ptr_mut(0)
+        // SAFETY: this CPU's value of a per-CPU array; the index is checked by `get_mut`.
+        && let Some(v) = unsafe { (*block).v.get_mut(i as usize) }
+    {
+        // Interleaving with a nested charge on this CPU: as below.
+        v.pages += pages;
+        v.events += events;
+        return true;
+    }
     let key = ChargeKey {
         cgroup_id,
         kind: k,
@@ -323,13 +352,26 @@ pub(crate) fn task_memcg(task: u64) -> Result<u64, ()> {
 
 // ---- bodies ----
 
-fn on_tc_entry(memcg: u64, nr_pages: u32) {
+/// `try_charge_memcg` entry. `R` reads the memcg: plain loads where it is a BTF-typed
+/// argument (fentry), `bpf_probe_read_kernel` otherwise.
+#[inline(always)]
+fn on_tc_entry<R: Reader>(memcg: u64, nr_pages: u32) {
     cbump(ccounter::SEEN);
-    match memcg_wanted(memcg) {
-        Ok(Some(id)) => record(id, kind::TC_CALL, counter::NONE, u64::from(nr_pages)),
-        Ok(None) => cbump(ccounter::FILTERED),
-        Err(()) => cbump(ccounter::READ_FAILED),
-    }
+    let css = memcg + scfg!(memcg_css);
+    let (id, verdict) = match memcg_id::<R>(memcg) {
+        Some(id) if wanted(id, Some(css)) => {
+            record(id, kind::TC_CALL, counter::NONE, u64::from(nr_pages));
+            (id, WANTED)
+        }
+        Some(id) => {
+            cbump(ccounter::FILTERED);
+            (id, FILTERED)
+        }
+        None => {
+            cbump(ccounter::READ_FAILED);
+            (0, UNREADABLE)
+        }
+    };
     if !runtime_has(runtime::TC_EXIT) {
         return;
     }
@@ -344,6 +386,8 @@ fn on_tc_entry(memcg: u64, nr_pages: u32) {
             Some(slot) => {
                 *slot = TcFrame {
                     memcg,
+                    id,
+                    verdict,
                     nr_pages,
                     charged: 0,
                     charges: 0,
@@ -380,17 +424,18 @@ fn on_tc_exit(ret: i32) {
         }
     };
     cbump(ccounter::SEEN);
-    let id = match memcg_wanted(frame.memcg) {
-        Ok(Some(id)) => id,
-        Ok(None) => {
+    match frame.verdict {
+        WANTED => {}
+        FILTERED => {
             cbump(ccounter::FILTERED);
             return;
         }
-        Err(()) => {
+        _ => {
             cbump(ccounter::READ_FAILED);
             return;
         }
-    };
+    }
+    let id = frame.id;
     let nr = u64::from(frame.nr_pages);
     // Every failed attempt but a final one was followed by another attempt.
     let retries = if ret == 0 {

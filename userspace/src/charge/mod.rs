@@ -26,9 +26,10 @@ use aya::{
 use probes_common::{
     ProbeConfig, WIRE_VERSION,
     charge::{
-        ChargeConfig, ChargeKey, ChargeValue, GLOBAL_CHARGE_CONFIG, MAP_CHARGE_AGG,
-        MAP_CHARGE_COUNTERS, MAP_CHARGE_RUNTIME, MAP_INFER_LAST, MAP_INFER_SLOT, MAP_MEMCG_EVENTS,
-        MAP_OOM_EVENTS, MemEvents, OomEvent, ccounter, counter, kind, oom_kind, runtime,
+        ChargeConfig, ChargeDense, ChargeKey, ChargeValue, GLOBAL_CHARGE_CONFIG, MAP_CHARGE_AGG,
+        MAP_CHARGE_COUNTERS, MAP_CHARGE_DENSE, MAP_CHARGE_RUNTIME, MAP_INFER_LAST, MAP_INFER_SLOT,
+        MAP_MEMCG_EVENTS, MAP_OOM_EVENTS, MemEvents, OomEvent, ccounter, counter, kind, oom_kind,
+        runtime,
     },
 };
 use serde::Serialize;

@@ -293,10 +293,19 @@ impl ChargeTracer {
             e.map(MAP_CHARGE_AGG)
                 .ok_or(ChargeTracerError::MissingMap(MAP_CHARGE_AGG))?,
         )?;
-        let mut rows = BTreeMap::new();
+        let mut rows: BTreeMap<ChargeKey, Vec<ChargeValue>> = BTreeMap::new();
         for item in agg.iter() {
             let (k, values) = item?;
             rows.insert(k, values.iter().copied().collect());
+        }
+        // The traced cgroup's aggregates live in their dense block.
+        let target = self.slots.ids().first().copied().unwrap_or(0);
+        if target != 0 {
+            let dense: PerCpuArray<_, ChargeDense> = PerCpuArray::try_from(
+                e.map(MAP_CHARGE_DENSE)
+                    .ok_or(ChargeTracerError::MissingMap(MAP_CHARGE_DENSE))?,
+            )?;
+            merge_dense(&mut rows, target, &dense.get(&0, 0)?);
         }
         let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(
             e.map(MAP_CHARGE_COUNTERS)
@@ -339,5 +348,106 @@ impl ChargeTracer {
             oom,
             lifecycle,
         })
+    }
+}
+
+/// Adds the traced cgroup's dense block (one [`ChargeDense`] per CPU) to `rows` under
+/// `target`: each (kind, counter) any CPU counted, summed with a hash row of the same key.
+fn merge_dense(
+    rows: &mut BTreeMap<ChargeKey, Vec<ChargeValue>>,
+    target: u64,
+    per_cpu: &[ChargeDense],
+) {
+    let lanes = per_cpu.first().map_or(0, |d| d.v.len());
+    for i in 0..lanes {
+        if per_cpu.iter().all(|d| d.v[i] == ChargeValue::default()) {
+            continue;
+        }
+        let (kind, counter) = probes_common::charge::dense_key(i as u32);
+        let key = ChargeKey {
+            cgroup_id: target,
+            kind,
+            counter,
+        };
+        let row = rows
+            .entry(key)
+            .or_insert_with(|| vec![ChargeValue::default(); per_cpu.len()]);
+        for (cpu, d) in per_cpu.iter().enumerate() {
+            if let Some(v) = row.get_mut(cpu) {
+                v.pages += d.v[i].pages;
+                v.events += d.v[i].events;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod dense_tests {
+    use super::*;
+    use probes_common::charge::{counter, dense_index, kind};
+
+    #[test]
+    fn the_dense_block_becomes_the_targets_rows() {
+        assert_eq!(dense_index(kind::TC_CALL, counter::NONE), Some(15));
+        assert_eq!(dense_index(kind::PC_TRY_OK, counter::MEMORY), Some(5 * 16));
+        assert_eq!(dense_index(kind::MEMORY_EVENT, 15), None);
+        assert_eq!(dense_index(kind::COUNT, 0), None);
+        for k in 0..kind::COUNT {
+            for c in [0, 1, 2, 3, 8, 14, counter::NONE] {
+                let i = dense_index(k, c).unwrap();
+                assert_eq!(probes_common::charge::dense_key(i), (k, c));
+            }
+        }
+        let mut cpu0 = ChargeDense::default();
+        let mut cpu1 = ChargeDense::default();
+        let i = dense_index(kind::TC_OK_STOCK, counter::NONE).unwrap() as usize;
+        cpu1.v[i] = ChargeValue {
+            pages: 7,
+            events: 7,
+        };
+        let j = dense_index(kind::PC_UNCHARGE, counter::MEMORY).unwrap() as usize;
+        cpu0.v[j] = ChargeValue {
+            pages: 64,
+            events: 1,
+        };
+        let key = |kind, counter| ChargeKey {
+            cgroup_id: 42,
+            kind,
+            counter,
+        };
+        let mut rows = BTreeMap::new();
+        // A hash row of the same key (events from before the block existed) adds up.
+        rows.insert(
+            key(kind::PC_UNCHARGE, counter::MEMORY),
+            vec![
+                ChargeValue {
+                    pages: 1,
+                    events: 1,
+                },
+                ChargeValue::default(),
+            ],
+        );
+        merge_dense(&mut rows, 42, &[cpu0, cpu1]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[&key(kind::TC_OK_STOCK, counter::NONE)],
+            vec![
+                ChargeValue::default(),
+                ChargeValue {
+                    pages: 7,
+                    events: 7
+                }
+            ]
+        );
+        assert_eq!(
+            rows[&key(kind::PC_UNCHARGE, counter::MEMORY)],
+            vec![
+                ChargeValue {
+                    pages: 65,
+                    events: 2
+                },
+                ChargeValue::default()
+            ]
+        );
     }
 }
