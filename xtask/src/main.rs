@@ -47,10 +47,11 @@ enum Cmd {
     /// Measure what the probes cost a page-fault-heavy workload: baseline, the floor (an empty
     /// program on the same hooks), `memcg-drift trace` recording, filtering and on the root
     /// with descendants, and bpftrace, interleaved round by round in one run; also `trace`'s
-    /// attach time and `explain`'s latency (root).
+    /// attach time, `explain`'s latency and each program's time per run (root).
     Bench {
         /// Arguments for the benchmark: `--pages N --reps R --rounds N --cpu C
-        /// --explain-runs N --settle-ms MS --no-bpftrace --json`.
+        /// --explain-runs N --settle-ms MS --no-bpftrace --no-profile --alt-bin PATH
+        /// --scale LIVE,DYING --no-scale --only-scale --json`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

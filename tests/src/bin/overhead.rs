@@ -36,6 +36,16 @@
 //! ((r - 1) x baseline ns/page / events per page), events lost; then `trace`'s attach time (measured inside the process, and from spawn to its
 //! ready line) and the latency of `memcg-drift explain <cgroup> --json`.
 //!
+//! Profile (`--no-profile` skips it): after the rounds, the floor, `trace-record`,
+//! `trace-other` and `alt-record` are attached once more for one timed loop with the kernel's
+//! BPF run-time statistics on (`BPF_ENABLE_STATS`, held only for that loop: nothing stays
+//! changed), and each program that ran is listed with its runs per page and the mean time of
+//! its body per run (`bpftool prog show`'s `run_time_ns / run_cnt`). The statistics' own clock
+//! reads are in every figure (the floor's one add shows what they cost), and the hook's
+//! dispatch (trampoline, tracepoint) is in none: a body's cost read beside the floor's. Under
+//! emulation, where single rounds vary by a factor of two, this is what tells two builds'
+//! bodies apart.
+//!
 //! Scale (issue 16, `--scale LIVE,DYING`, default 2000,5000; `--no-scale` skips it,
 //! `--only-scale` runs nothing else): a subtree of LIVE live cgroups holding a page of tmpfs
 //! each and DYING dying ones kept by theirs (`integration_tests::scale`), and
@@ -62,7 +72,7 @@ use memcg_drift::{
 };
 
 const USAGE: &str = "usage: overhead [--pages N] [--reps R] [--rounds N] [--cpu C] \
-                     [--explain-runs N] [--settle-ms MS] [--no-bpftrace] [--alt-bin PATH] \
+                     [--explain-runs N] [--settle-ms MS] [--no-bpftrace] [--no-profile] [--alt-bin PATH] \
                      [--scale LIVE,DYING | --no-scale | --only-scale] [--json]";
 
 /// Command-line options.
@@ -81,6 +91,8 @@ struct Opts {
     scale: Option<(usize, usize)>,
     /// Only the scale scenario.
     only_scale: bool,
+    /// The per-program profile after the rounds (needs bpftool).
+    profile: bool,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
@@ -96,6 +108,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
         alt_bin: None,
         scale: Some((2000, 5000)),
         only_scale: false,
+        profile: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -124,6 +137,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
             "--explain-runs" => o.explain_runs = num("--explain-runs")? as usize,
             "--settle-ms" => o.settle_ms = num("--settle-ms")?,
             "--no-bpftrace" => o.bpftrace = false,
+            "--no-profile" => o.profile = false,
             "--alt-bin" => {
                 let v = args
                     .next()
@@ -404,6 +418,83 @@ fn trace_figures(doc: &serde_json::Value, c: Config, work_id: u64) -> (u64, u64,
 const BPFTRACE_SCRIPT: &str = "BEGIN { printf(\"ready\\n\"); } \
     tracepoint:memcg:mod_memcg_state, tracepoint:memcg:mod_memcg_lruvec_state \
     { @[cpu, args->item] = sum(args->val); }";
+
+/// Run count and run time of every BPF program of the system, by program id, as `bpftool
+/// prog show --json` reports them (the kernel counts them while run-time statistics are on).
+fn program_stats() -> anyhow::Result<std::collections::BTreeMap<u64, (String, u64, u64)>> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .context("running bpftool prog show")?;
+    if !out.status.success() {
+        bail!("bpftool prog show exited with {}", out.status);
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("bpftool prog show --json output")?;
+    Ok(doc
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p["id"].as_u64()?,
+                (
+                    p["name"].as_str().unwrap_or("?").to_string(),
+                    p["run_cnt"].as_u64().unwrap_or(0),
+                    p["run_time_ns"].as_u64().unwrap_or(0),
+                ),
+            ))
+        })
+        .collect())
+}
+
+/// The profile of `c` (a `trace` configuration or the floor): attached as in a round, with the
+/// kernel's BPF run-time statistics on for one timed loop, each program that ran: its runs per
+/// page and the mean time of its body per run (the kernel's clock around the program, not the
+/// hook's dispatch). Statistics are on only while the returned fd of BPF_ENABLE_STATS is held.
+fn profile(rig: &mut Rig, c: Config) -> anyhow::Result<Vec<serde_json::Value>> {
+    let looped = (rig.pages * rig.reps) as f64;
+    let mut attached = None;
+    let mut floor = None;
+    match c {
+        Config::Floor => floor = Some(FloorProbes::start(&rig.floor_hooks)?),
+        _ => {
+            let (p, _) =
+                Attached::spawn(rig.trace_cmd(c), |out, l| !out && l.starts_with("tracing "))?;
+            attached = Some(p);
+        }
+    }
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics: {e}"))?;
+    let before = program_stats()?;
+    rig.time_loop()?;
+    let after = program_stats()?;
+    drop(stats);
+    drop(floor);
+    if let Some(p) = attached {
+        p.stop()?;
+    }
+    let mut rows: Vec<serde_json::Value> = after
+        .iter()
+        .filter_map(|(id, (name, runs, ns))| {
+            let (b_runs, b_ns) = before.get(id).map_or((0, 0), |(_, r, n)| (*r, *n));
+            let runs = runs.checked_sub(b_runs)?;
+            (runs > 0).then(|| {
+                serde_json::json!({
+                    "config": c.name(),
+                    "program": name,
+                    "runs_per_page": runs as f64 / looped,
+                    "ns_per_run": ns.saturating_sub(b_ns) as f64 / runs as f64,
+                })
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let r = |v: &serde_json::Value| v["runs_per_page"].as_f64().unwrap_or(0.0);
+        r(b).total_cmp(&r(a))
+    });
+    Ok(rows)
+}
 
 /// One measurement of `c`.
 fn measure(rig: &mut Rig, c: Config, s: &mut Series) -> anyhow::Result<f64> {
@@ -704,6 +795,18 @@ fn run() -> anyhow::Result<()> {
         }
     }
     let bench_s = t_start.elapsed().as_secs_f64();
+    let mut programs = Vec::new();
+    if o.profile {
+        for c in configs.iter().filter(|c| {
+            matches!(
+                c,
+                Config::Floor | Config::TraceRecord | Config::TraceOther | Config::AltRecord
+            )
+        }) {
+            programs
+                .extend(profile(&mut rig, *c).with_context(|| format!("profile of {}", c.name()))?);
+        }
+    }
     let explain = explain_latency(&rig.bin, rig.work.path(), o.explain_runs)?;
     let scale = match o.scale {
         Some(sz) => scale_figures(&rig.bin, &hier, sz, cpu, o.explain_runs)?,
@@ -771,6 +874,7 @@ fn run() -> anyhow::Result<()> {
             .iter()
             .map(|(f, t)| format!("{f} {t}"))
             .collect::<Vec<_>>(),
+        "programs": programs,
         "explain_ms": median(&explain),
         "explain_ms_min_max": min_max(&explain),
         "explain_runs": explain.len(),
@@ -875,6 +979,31 @@ fn render(d: &serde_json::Value) -> String {
             f(&r["attach_ms"], 0),
             f(&r["ready_ms"], 0),
         );
+    }
+    let programs: Vec<&serde_json::Value> =
+        d["programs"].as_array().into_iter().flatten().collect();
+    if !programs.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nper program, one loop with the kernel's BPF run-time statistics on (the body's \
+             time per run, not the hook's dispatch):"
+        );
+        let _ = writeln!(
+            s,
+            "{:<13} {:<24} {:>9} {:>8}",
+            "CONFIG", "PROGRAM", "RUNS/PAGE", "NS/RUN"
+        );
+        for p in programs {
+            let _ = writeln!(
+                s,
+                "{:<13} {:<24} {:>9} {:>8}",
+                p["config"].as_str().unwrap_or(""),
+                p["program"].as_str().unwrap_or(""),
+                f(&p["runs_per_page"], 3),
+                f(&p["ns_per_run"], 1)
+            );
+        }
+        let _ = writeln!(s);
     }
     let (lo, hi) = (&d["explain_ms_min_max"][0], &d["explain_ms_min_max"][1]);
     let _ = writeln!(
