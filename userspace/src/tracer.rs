@@ -482,35 +482,27 @@ mod tests {
             c[0].1,
             Err("fentry no_such_function: not a hook of the plan".to_string())
         );
-        // More fentry hooks than the pool: every fentry target of the plan, then one more.
-        let targets: Vec<String> = plan::hooks()
-            .iter()
-            .flat_map(|h| h.candidates.clone())
-            .filter(|c| c.flavour == Flavour::Fentry)
-            .map(|c| c.target.to_string())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        assert!(
-            targets.len() <= FLOOR_FENTRY.len(),
-            "the fentry pool ({}) must cover every fentry target of the plan ({})",
-            FLOOR_FENTRY.len(),
-            targets.len()
-        );
-        let fexits = plan::hooks()
-            .iter()
-            .flat_map(|h| h.candidates.clone())
-            .filter(|c| c.flavour == Flavour::Fexit)
-            .map(|c| c.target.to_string())
-            .collect::<std::collections::BTreeSet<_>>();
-        assert!(fexits.len() <= FLOOR_FEXIT.len());
-        let tps = plan::hooks()
-            .iter()
-            .flat_map(|h| h.candidates.clone())
-            .filter(|c| c.flavour == Flavour::TpBtf)
-            .map(|c| c.target.to_string())
-            .collect::<std::collections::BTreeSet<_>>();
-        assert!(tps.len() <= FLOOR_TP_BTF.len());
+        // Every target of the plan of each pooled flavour has a program of the pool.
+        let distinct = |f: Flavour| {
+            plan::hooks()
+                .iter()
+                .flat_map(|h| h.candidates.clone())
+                .filter(|c| c.flavour == f)
+                .map(|c| c.target.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        };
+        for (f, pool) in [
+            (Flavour::Fentry, FLOOR_FENTRY.len()),
+            (Flavour::Fexit, FLOOR_FEXIT.len()),
+            (Flavour::TpBtf, FLOOR_TP_BTF.len()),
+        ] {
+            assert!(
+                distinct(f) <= pool,
+                "the {f} pool ({pool}) must cover every {f} target of the plan ({})",
+                distinct(f)
+            );
+        }
         assert_eq!(floor_program(Flavour::Fentry, FLOOR_FENTRY.len()), None);
     }
 }
