@@ -2,9 +2,10 @@
 //! `probes-ebpf/src/oom.rs`), shared with userspace (`userspace/src/charge.rs`).
 //!
 //! The charge path is hot (one `try_charge_memcg` per faulted folio on 6.1), so it aggregates
-//! in a per-CPU hash map keyed by (cgroup id, kind, counter); the OOM path is rare and streams
-//! [`OomEvent`]s through one ring buffer. Nothing is dropped silently: every loss has a slot in
-//! [`MAP_CHARGE_COUNTERS`].
+//! per CPU: the traced cgroup in a dense block by (kind, counter) ([`MAP_CHARGE_DENSE`]), every
+//! other cgroup in a per-CPU hash map keyed by (cgroup id, kind, counter). The OOM path is rare
+//! and streams [`OomEvent`]s through one ring buffer. Nothing is dropped silently: every loss
+//! has a slot in [`MAP_CHARGE_COUNTERS`].
 
 use core::mem::size_of;
 

@@ -2,8 +2,10 @@
 //! (`refill_stock` / `__refill_stock`, `drain_stock`, `drain_all_stock`) and memcg reclaim.
 //!
 //! Every hook body is written once (`on_*`); the fentry/fexit/kprobe/kretprobe/tp_btf entry
-//! points only adapt their arguments. Aggregates go into the per-CPU hash `CHARGE_AGG` keyed by
-//! (cgroup id, kind, counter); see `probes_common::charge` for what each kind counts.
+//! points only adapt their arguments. Aggregates go into the traced cgroup's dense per-CPU block
+//! `CHARGE_DENSE` (by kind and counter: no hash lookup on the hot path), or for any other cgroup
+//! into the per-CPU hash `CHARGE_AGG` keyed by (cgroup id, kind, counter); see
+//! `probes_common::charge` for what each kind counts.
 //!
 //! Two facts need a call's entry and its exit together: whether a `try_charge_memcg` call was
 //! served from the stock (it returned 0 without charging the memory page_counter) and whether
