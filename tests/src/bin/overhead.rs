@@ -340,17 +340,9 @@ impl Rig {
     /// The hooks `trace --cgroup <loop cgroup>` attaches on this kernel (a short run of it,
     /// read from its JSON): the floor goes on exactly these.
     fn trace_hooks(&self) -> anyhow::Result<Vec<UsedHook>> {
-        let out = self
-            .trace_cmd(Config::TraceRecord)
-            .args(["--duration", "1ms"])
-            .stderr(Stdio::null())
-            .output()
-            .context("running trace to learn its hooks")?;
-        if !out.status.success() {
-            bail!("trace to learn its hooks exited with {}", out.status);
-        }
-        let doc: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("trace --json output")?;
+        let mut cmd = self.trace_cmd(Config::TraceRecord);
+        cmd.args(["--duration", "1ms"]).stderr(Stdio::null());
+        let doc = json_output(&mut cmd, "trace (to learn its hooks)")?;
         Ok(integration_tests::trace_used_hooks(&doc))
     }
 
@@ -419,18 +411,21 @@ const BPFTRACE_SCRIPT: &str = "BEGIN { printf(\"ready\\n\"); } \
     tracepoint:memcg:mod_memcg_state, tracepoint:memcg:mod_memcg_lruvec_state \
     { @[cpu, args->item] = sum(args->val); }";
 
+/// Runs `cmd` to its end and parses its standard output as JSON; `what` names it in errors.
+fn json_output(cmd: &mut Command, what: &str) -> anyhow::Result<serde_json::Value> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!("{what} exited with {}", out.status);
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{what}: JSON output"))
+}
+
 /// Run count and run time of every BPF program of the system, by program id, as `bpftool
 /// prog show --json` reports them (the kernel counts them while run-time statistics are on).
 fn program_stats() -> anyhow::Result<std::collections::BTreeMap<u64, (String, u64, u64)>> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .context("running bpftool prog show")?;
-    if !out.status.success() {
-        bail!("bpftool prog show exited with {}", out.status);
-    }
-    let doc: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("bpftool prog show --json output")?;
+    let mut cmd = Command::new("bpftool");
+    cmd.args(["prog", "show", "--json"]);
+    let doc = json_output(&mut cmd, "bpftool prog show")?;
     Ok(doc
         .as_array()
         .into_iter()
