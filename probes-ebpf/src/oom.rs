@@ -14,7 +14,10 @@ use aya_ebpf::{
 };
 use probes_common::charge::{OOM_RING_BYTES, OomEvent, ccounter, counter, kind, oom_kind};
 
-use crate::charge::{cbump, ccfg, memcg_wanted, read_u32, read_u64, record, task_memcg};
+use crate::{
+    charge::{cbump, ccfg, memcg_wanted, read_u32, read_u64, record, task_memcg},
+    stat::Probe,
+};
 
 /// Rare OOM-path events.
 #[map(name = "OOM_EVENTS")]
@@ -56,7 +59,7 @@ fn task_pid_comm(task: u64) -> (u32, [u8; 16]) {
 
 fn on_memcg_oom(memcg: u64, order: i32) {
     cbump(ccounter::SEEN);
-    let id = match memcg_wanted(memcg) {
+    let id = match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => id,
         Ok(None) => {
             cbump(ccounter::FILTERED);
@@ -95,7 +98,7 @@ fn on_oom_kill(oc: u64) {
     } else {
         (task_memcg(victim), true)
     };
-    let id = match filter_memcg.and_then(memcg_wanted) {
+    let id = match filter_memcg.and_then(memcg_wanted::<Probe>) {
         Ok(Some(id)) => id,
         Ok(None) => {
             cbump(ccounter::FILTERED);
@@ -159,7 +162,7 @@ pub fn tp_btf_mark_victim(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     cbump(ccounter::SEEN);
-    let id = match task_memcg(arg).and_then(memcg_wanted) {
+    let id = match task_memcg(arg).and_then(memcg_wanted::<Probe>) {
         Ok(Some(id)) => id,
         Ok(None) => {
             cbump(ccounter::FILTERED);

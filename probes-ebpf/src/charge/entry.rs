@@ -249,7 +249,7 @@ fn on_file_notify(cfile: u64) {
         return;
     };
     cbump(ccounter::SEEN);
-    let id = match memcg_wanted(memcg) {
+    let id = match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => id,
         Ok(None) => {
             cbump(ccounter::FILTERED);

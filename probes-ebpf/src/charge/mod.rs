@@ -35,7 +35,7 @@ use probes_common::charge::{
 pub(crate) use crate::stat::read_u64;
 use crate::{
     maps::CONFIG,
-    stat::{Reader, css_cgroup_id, memcg_id, wanted},
+    stat::{Probe, Reader, css_cgroup_id, memcg_id, wanted},
 };
 
 mod entry;
@@ -184,12 +184,13 @@ fn read_u8(base: u64, off: u64) -> Result<u8, ()> {
     unsafe { bpf_probe_read_kernel((base + off) as *const u8) }.map_err(|_| ())
 }
 
-/// The cgroup id of a memcg if it is wanted: `Ok(Some(id))`, `Ok(None)` if filtered out.
+/// The cgroup id of a memcg if it is wanted: `Ok(Some(id))`, `Ok(None)` if filtered out,
+/// `Err` if a read failed (or read a null pointer or id). `R` reads the memcg: plain loads
+/// where it is a BTF-typed argument (fentry), `bpf_probe_read_kernel` otherwise.
 #[inline(always)]
-pub(crate) fn memcg_wanted(memcg: u64) -> Result<Option<u64>, ()> {
-    let css = memcg + scfg!(memcg_css);
-    let id = css_cgroup_id(css)?;
-    Ok(wanted(id, Some(css)).then_some(id))
+pub(crate) fn memcg_wanted<R: Reader>(memcg: u64) -> Result<Option<u64>, ()> {
+    let id = memcg_id::<R>(memcg).ok_or(())?;
+    Ok(wanted(id, Some(memcg + scfg!(memcg_css))).then_some(id))
 }
 
 /// True if `memcg` really is a memory cgroup: its css's cgroup lists that very css as its
@@ -354,22 +355,20 @@ pub(crate) fn task_memcg(task: u64) -> Result<u64, ()> {
 
 // ---- bodies ----
 
-/// `try_charge_memcg` entry. `R` reads the memcg: plain loads where it is a BTF-typed
-/// argument (fentry), `bpf_probe_read_kernel` otherwise.
+/// `try_charge_memcg` entry; `R` reads the memcg (see [`memcg_wanted`]).
 #[inline(always)]
 fn on_tc_entry<R: Reader>(memcg: u64, nr_pages: u32) {
     cbump(ccounter::SEEN);
-    let css = memcg + scfg!(memcg_css);
-    let (id, verdict) = match memcg_id::<R>(memcg) {
-        Some(id) if wanted(id, Some(css)) => {
+    let (id, verdict) = match memcg_wanted::<R>(memcg) {
+        Ok(Some(id)) => {
             record(id, kind::TC_CALL, counter::NONE, u64::from(nr_pages));
             (id, WANTED)
         }
-        Some(id) => {
+        Ok(None) => {
             cbump(ccounter::FILTERED);
-            (id, FILTERED)
+            (0, FILTERED)
         }
-        None => {
+        Err(()) => {
             cbump(ccounter::READ_FAILED);
             (0, UNREADABLE)
         }
@@ -549,7 +548,7 @@ fn on_pc_try_exit(ret: u64) {
     if !ok && (ctr == counter::MEMORY || ctr == counter::SWAP) {
         note_failed(memcg);
     }
-    let id = match memcg_wanted(memcg) {
+    let id = match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => id,
         Ok(None) => {
             cbump(ccounter::FILTERED);
@@ -585,7 +584,7 @@ fn on_pc(c: u64, nr_pages: u64, k: u32) {
     if k == kind::PC_CHARGE && ctr == counter::MEMORY {
         note_charged(memcg, nr_pages);
     }
-    match memcg_wanted(memcg) {
+    match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => record(id, k, ctr, nr_pages),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
@@ -603,7 +602,7 @@ fn on_refill(memcg: u64, nr_pages: u32) {
     } else {
         kind::REFILL_RETURN
     };
-    match memcg_wanted(memcg) {
+    match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => record(id, k, counter::NONE, u64::from(nr_pages)),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
@@ -657,7 +656,7 @@ fn drain_slot(stock: u64, slot: u32) {
         cbump(ccounter::READ_FAILED);
         return;
     };
-    match memcg_wanted(memcg) {
+    match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => record(id, kind::DRAIN, counter::NONE, u64::from(nr)),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
@@ -701,7 +700,7 @@ fn on_obj_refill(objcg: u64, nr_bytes: u32) {
         cbump(ccounter::READ_FAILED);
         return;
     };
-    match memcg_wanted(memcg) {
+    match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => record(id, kind::OBJ_REFILL, counter::NONE, u64::from(nr_bytes)),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
@@ -727,7 +726,7 @@ fn on_obj_drain(stock: u64) {
         cbump(ccounter::READ_FAILED);
         return;
     };
-    match memcg_wanted(memcg) {
+    match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => record(id, kind::OBJ_DRAIN, counter::NONE, u64::from(nr)),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
@@ -737,7 +736,7 @@ fn on_obj_drain(stock: u64) {
 /// An event of the memcg `memcg` with `pages`.
 fn on_memcg_event(memcg: u64, k: u32, pages: u64) {
     cbump(ccounter::SEEN);
-    match memcg_wanted(memcg) {
+    match memcg_wanted::<Probe>(memcg) {
         Ok(Some(id)) => record(id, k, counter::NONE, pages),
         Ok(None) => cbump(ccounter::FILTERED),
         Err(()) => cbump(ccounter::READ_FAILED),
