@@ -64,16 +64,15 @@ pub enum TracerError {
 
 /// The floor's failures in one line.
 fn floor_failures(outcomes: &[HookOutcome]) -> String {
+    if outcomes.is_empty() {
+        return "no hook given".into();
+    }
     let why: Vec<String> = outcomes
         .iter()
         .flat_map(|o| &o.failed)
         .map(|(_, target, e)| format!("{target}: {e}"))
         .collect();
-    if outcomes.is_empty() {
-        "no hook given".into()
-    } else {
-        why.join("; ")
-    }
+    why.join("; ")
 }
 
 /// Attached stat probes.

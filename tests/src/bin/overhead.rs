@@ -360,6 +360,14 @@ impl Rig {
         Ok(t0.elapsed().as_nanos() as f64 / (self.pages * self.reps) as f64)
     }
 
+    /// Starts `trace` for `c` and waits until it says it records (its `tracing ...` line on
+    /// stderr, printed once every probe is attached); the time that took.
+    fn attach_trace(&self, c: Config) -> anyhow::Result<(Attached, Duration)> {
+        Attached::spawn(self.trace_cmd(c), |out, l| {
+            !out && l.starts_with("tracing ")
+        })
+    }
+
     fn trace_cmd(&self, c: Config) -> Command {
         let bin = match (c, &self.alt_bin) {
             (Config::AltRecord | Config::AltRoot, Some(alt)) => alt,
@@ -454,9 +462,7 @@ fn profile(rig: &mut Rig, c: Config) -> anyhow::Result<Vec<serde_json::Value>> {
     match c {
         Config::Floor => floor = Some(FloorProbes::start(&rig.floor_hooks)?),
         _ => {
-            let (p, _) =
-                Attached::spawn(rig.trace_cmd(c), |out, l| !out && l.starts_with("tracing "))?;
-            attached = Some(p);
+            attached = Some(rig.attach_trace(c)?.0);
         }
     }
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -518,8 +524,7 @@ fn measure(rig: &mut Rig, c: Config, s: &mut Series) -> anyhow::Result<f64> {
         | Config::TraceRoot
         | Config::AltRecord
         | Config::AltRoot => {
-            let (p, ready) =
-                Attached::spawn(rig.trace_cmd(c), |out, l| !out && l.starts_with("tracing "))?;
+            let (p, ready) = rig.attach_trace(c)?;
             s.ready_ms.push(ready.as_secs_f64() * 1e3);
             let ns = rig.time_loop()?;
             let out = p.stop()?;
