@@ -303,8 +303,22 @@ impl Attached {
     /// Stops the process with SIGINT, waits for it, returns its stdout.
     fn stop(mut self) -> anyhow::Result<String> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
-        let status = self.child.wait()?;
+        // SIGINT again every 5 s until it ends: bpftrace 0.17 once sat in epoll_wait for 12
+        // minutes after the first one, and exited at the second.
+        let status = loop {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+            let asked = Instant::now();
+            let mut ended = None;
+            while ended.is_none() && asked.elapsed() < Duration::from_secs(5) {
+                ended = self.child.try_wait()?;
+                if ended.is_none() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if let Some(status) = ended {
+                break status;
+            }
+        };
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
